@@ -1,0 +1,5 @@
+"""``python -m appdb``: the command line."""
+
+from appdb.cli import main
+
+raise SystemExit(main())

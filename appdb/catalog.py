@@ -1,0 +1,109 @@
+"""Catalog reads shared by ``verify`` and ``inspect``: keys found by columns, never by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+API_ROLES = ("anon", "authenticated", "service_role")
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    name: str
+    target: str
+    on_delete: str
+    validated: bool
+
+    def describe(self) -> str:
+        state = "validated" if self.validated else "NOT VALID"
+        return f"{self.name} -> {self.target} ON DELETE {self.on_delete} ({state})"
+
+
+@dataclass(frozen=True)
+class UniqueKey:
+    """A unique index on some columns, and the constraint that owns it, if any."""
+
+    index: str
+    constraint: str | None
+    columns: tuple[str, ...]
+    partial: bool
+
+    @property
+    def label(self) -> str:
+        return f"constraint {self.constraint}" if self.constraint else f"index {self.index}"
+
+
+_ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+
+def table_exists(conn: psycopg.Connection, qualified: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()[0]
+
+
+def foreign_keys(conn: psycopg.Connection, table: str, columns: tuple[str, ...]) -> list[ForeignKey]:
+    """Foreign keys of ``table`` whose key is exactly ``columns``, with their targets spelt out."""
+    rows = conn.execute(
+        """
+        SELECT c.conname,
+               format('%%s(%%s)', c.confrelid::regclass,
+                      (SELECT string_agg(a.attname, ', ' ORDER BY k.ord)
+                       FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, ord)
+                       JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum)),
+               c.confdeltype, c.convalidated
+        FROM pg_constraint c
+        WHERE c.conrelid = to_regclass(%s) AND c.contype = 'f'
+          AND (SELECT array_agg(a.attname::text ORDER BY k.ord)
+               FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum) = %s::text[]
+        ORDER BY c.conname
+        """,
+        (table, list(columns)),
+    ).fetchall()
+    return [ForeignKey(name, target, _ON_DELETE.get(deltype, deltype), valid) for name, target, deltype, valid in rows]
+
+
+def unique_keys(conn: psycopg.Connection, table: str) -> list[UniqueKey]:
+    """Every unique index of ``table`` (expression indexes aside) and its owning constraint."""
+    rows = conn.execute(
+        """
+        SELECT ic.relname, con.conname,
+               (SELECT array_agg(a.attname::text ORDER BY k.ord)
+                FROM unnest(i.indkey[0:i.indnkeyatts - 1]) WITH ORDINALITY AS k(attnum, ord)
+                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum),
+               i.indpred IS NOT NULL
+        FROM pg_index i
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.contype IN ('u', 'p')
+        WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indexprs IS NULL AND i.indisvalid
+        ORDER BY ic.relname
+        """,
+        (table,),
+    ).fetchall()
+    return [UniqueKey(index, constraint, tuple(columns or ()), partial) for index, constraint, columns, partial in rows]
+
+
+def app_tables(conn: psycopg.Connection, schema: str = "app") -> list[tuple[str, bool]]:
+    """(table, row level security enabled) for each ordinary or partitioned table of ``schema``."""
+    return conn.execute(
+        """
+        SELECT c.relname, c.relrowsecurity FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.relname
+        """,
+        (schema,),
+    ).fetchall()
+
+
+def roles_that_exist(conn: psycopg.Connection, names: tuple[str, ...]) -> list[str]:
+    rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) ORDER BY rolname", (list(names),))
+    return [row[0] for row in rows.fetchall()]
+
+
+def readable_by(conn: psycopg.Connection, qualified: str, roles: list[str]) -> list[str]:
+    """Which of ``roles`` may SELECT from the table (directly or through membership)."""
+    return [
+        role for role in roles
+        if conn.execute("SELECT has_table_privilege(%s, %s, 'SELECT')", (role, qualified)).fetchone()[0]
+    ]

@@ -1,0 +1,270 @@
+"""The command line: argparse subcommands, each a function ``(args) -> int``.
+
+Expected failures print one line, ``appdb: error: ...``, to stderr and exit with the
+code their error class carries (1: the work failed or was refused; 2: usage or
+configuration). Passwords are redacted from every message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from appdb import __version__
+from appdb.errors import AppdbError, ConfigError
+
+log = logging.getLogger("appdb")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is our one-line error with exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{message} (see: appdb {self.prog.split(' ', 1)[-1]} --help)")
+
+
+def _sql_dir(args: argparse.Namespace) -> Path:
+    return Path(args.sql_dir or os.environ.get("APPDB_SQL_DIR") or "sql")
+
+
+def _migrations(args: argparse.Namespace) -> list:
+    from appdb.migration import discover
+
+    return discover(_sql_dir(args))
+
+
+def _connect(args: argparse.Namespace):
+    from appdb.connection import connect
+
+    return connect(args.dsn)
+
+
+def _options(args: argparse.Namespace, allow_data_loss: bool = False):
+    from appdb.runner import Options
+
+    if getattr(args, "lock_timeout", 1.0) <= 0 or getattr(args, "lock_retries", 0) < 0 or getattr(args, "wait", 0) < 0:
+        raise ConfigError("--lock-timeout must be above 0, --lock-retries and --wait at least 0")
+    return Options(
+        lock_timeout=getattr(args, "lock_timeout", 1.0),
+        lock_retries=getattr(args, "lock_retries", 10),
+        wait=getattr(args, "wait", 300.0),
+        allow_data_loss=allow_data_loss,
+    )
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# --- subcommands ------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from appdb import runner
+
+    migrations = _migrations(args)
+    with _connect(args) as conn:
+        states = runner.status(conn, migrations)
+    if args.json:
+        _print_json({"migrations": [state.as_dict() for state in states]})
+    else:
+        for state in states:
+            print(f"{state.id}  {state.state:<8} {state.name}")
+        if not states:
+            print("no migrations")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from appdb import runner
+
+    migrations = _migrations(args)
+    options = _options(args)
+
+    def progress(outcome: runner.Outcome) -> None:
+        if not args.json:
+            print(f"{outcome.id} {outcome.name}: applied in {outcome.seconds:.2f} s", flush=True)
+
+    with _connect(args) as conn:
+        outcomes = runner.apply(conn, migrations, options, only=args.only, dry_run=args.dry_run, report=progress)
+        states = runner.status(conn, migrations)
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "outcomes": [o.as_dict() for o in outcomes],
+                     "migrations": [s.as_dict() for s in states]})
+    elif args.dry_run:
+        for outcome in outcomes:
+            print(f"{outcome.id} {outcome.name}: would apply (steps: {', '.join(outcome.steps)})")
+        if not outcomes:
+            print("nothing to apply")
+    elif not outcomes:
+        print("nothing to apply: every migration is applied")
+    return 0
+
+
+def cmd_revert(args: argparse.Namespace) -> int:
+    from appdb import runner
+
+    with _connect(args) as conn:
+        outcome = runner.revert(conn, args.id, _options(args, allow_data_loss=args.allow_data_loss))
+    if outcome is None:
+        print(f"{args.id} is not applied: nothing to revert")
+    else:
+        print(f"{outcome.id} {outcome.name}: reverted in {outcome.seconds:.2f} s")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from appdb import verify
+
+    migrations = _migrations(args)
+    with _connect(args) as conn:
+        report = verify.run(conn, migrations)
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        for check in report.checks:
+            print(f"{'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
+    if not report.ok:
+        failed = ", ".join(check.name for check in report.checks if not check.ok)
+        print(f"appdb: error: verification failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from appdb import inventory
+
+    migrations = _migrations(args)
+    with _connect(args) as conn:
+        result = inventory.run(conn, migrations)
+    if args.json:
+        _print_json(result.as_dict())
+        return 0
+    for schema, tables in result.tables.items():
+        names = ", ".join(f"{t['name']}{'' if t['rls'] else ' (no RLS)'}" for t in tables) or "(none)"
+        print(f"{schema}: {names}")
+    for table, parts in result.app.items():
+        print(f"\napp.{table}")
+        for constraint in parts["constraints"]:
+            print(f"  constraint {constraint['name']}: {constraint['definition']}")
+        for index in parts["indexes"]:
+            print(f"  index {index['name']}: {index['definition']}")
+    print("\nfindings:" if result.findings else "\nfindings: none")
+    for finding in result.findings:
+        print(f"  {finding.kind}: {finding.detail}")
+    return 0
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from appdb.scaffold import new_migration
+
+    forward, revert = new_migration(_sql_dir(args), args.name)
+    print(f"created {forward}\ncreated {revert}")
+    return 0
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    from appdb.local import Cluster
+
+    cluster = Cluster(home=Path(args.home), port=args.port)
+    if args.action == "up":
+        cluster.up(seed=args.seed)
+        print(f"local database ready: {cluster.url()}")
+    elif args.action == "down":
+        cluster.down()
+        print("local database stopped")
+    elif args.action == "reset":
+        cluster.reset(seed=args.seed)
+        print(f"local database reset{' and seeded' if args.seed else ''}: {cluster.url()}")
+    else:
+        print(cluster.url())
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dsn", help="connection string (default: DATABASE_URL, else libpq's PG* variables)")
+    common.add_argument("--sql-dir", help="migrations folder (default: APPDB_SQL_DIR, else ./sql)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log each step and server notice")
+
+    parser = _Parser(prog="appdb", description="Migrations, verification and a local Supabase-shaped database.")
+    parser.add_argument("--version", action="version", version=f"appdb {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    status = sub.add_parser("status", parents=[common], help="each migration: applied, pending, changed, removed")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    apply = sub.add_parser("apply", parents=[common], help="apply pending migrations in order")
+    apply.add_argument("--only", metavar="ID", help="apply just this migration (the Pulumi commands use this)")
+    apply.add_argument("--dry-run", action="store_true", help="say what would be applied; change nothing")
+    apply.add_argument("--json", action="store_true")
+    apply.add_argument("--lock-timeout", type=float, default=1.0, metavar="S",
+                       help="lock_timeout for each statement, in seconds (default 1)")
+    apply.add_argument("--lock-retries", type=int, default=10, metavar="N",
+                       help="retries of a step after a lock timeout, with backoff (default 10)")
+    apply.add_argument("--wait", type=float, default=300.0, metavar="S",
+                       help="how long to wait for another run's migration lock (default 300)")
+    apply.set_defaults(func=cmd_apply)
+
+    revert = sub.add_parser("revert", parents=[common], help="revert the latest applied migration, from the ledger")
+    revert.add_argument("id", metavar="ID")
+    revert.add_argument("--allow-data-loss", action="store_true", help="allow a revert that drops rows")
+    revert.add_argument("--lock-timeout", type=float, default=1.0, metavar="S")
+    revert.add_argument("--lock-retries", type=int, default=10, metavar="N")
+    revert.add_argument("--wait", type=float, default=300.0, metavar="S")
+    revert.set_defaults(func=cmd_revert)
+
+    verify = sub.add_parser("verify", parents=[common], help="post-deploy checks; exit 1 if any fails")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=cmd_verify)
+
+    inspect = sub.add_parser("inspect", parents=[common], help="tables, constraints, indexes and findings")
+    inspect.add_argument("--json", action="store_true")
+    inspect.set_defaults(func=cmd_inspect)
+
+    new = sub.add_parser("new", parents=[common], help="create the next migration and its revert")
+    new.add_argument("name")
+    new.set_defaults(func=cmd_new)
+
+    local = sub.add_parser("local", help="the project's own Supabase-shaped PostgreSQL")
+    local.add_argument("action", choices=["up", "down", "url", "reset"])
+    local.add_argument("--seed", action="store_true", help="add a few auth users (up, reset)")
+    local.add_argument("--home", default=os.environ.get("APPDB_LOCAL_HOME", ".appdb/local"),
+                       help="the cluster's folder (default .appdb/local)")
+    local.add_argument("--port", type=int, default=int(os.environ.get("APPDB_LOCAL_PORT", "54322")))
+    local.add_argument("-v", "--verbose", action="store_true")
+    local.set_defaults(func=cmd_local)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from appdb.connection import redact
+
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="appdb: %(levelname)s: %(message)s", stream=sys.stderr)
+        return args.func(args)
+    except AppdbError as exc:
+        print(f"appdb: error: {redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:
+        import psycopg
+
+        if not isinstance(exc, psycopg.Error):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"appdb: error: database error: {redact(first)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("appdb: error: interrupted; the step in progress was rolled back", file=sys.stderr)
+        return 130

@@ -1,0 +1,201 @@
+"""The migration file model: what a file in ``sql/`` means, parsed once.
+
+A migration is ``sql/NNN_snake_description.sql`` with its revert at
+``sql/revert/NNN_snake_description.sql``. The version is the leading digits.
+
+Files hold no transaction control; the runner owns transactions. A file that needs
+more than one transaction is split into steps by marker comments::
+
+    -- appdb:step add_fk
+    ALTER TABLE ...;
+    -- appdb:step validate_fk statement_timeout=30min
+    ALTER TABLE ... VALIDATE CONSTRAINT ...;
+    -- appdb:step build_index transaction=false
+    CREATE INDEX CONCURRENTLY IF NOT EXISTS ...;
+
+SQL before the first marker (or a file with no marker) is one step named ``main``.
+Each step commits on its own, so every step must be safe to re-run: a crash between
+steps is repaired by the next apply. A ``transaction=false`` step runs in autocommit
+and must hold a single statement (PostgreSQL runs a multi-statement query string in
+one implicit transaction, which CONCURRENTLY refuses).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from appdb.errors import ConfigError
+
+FILE_PATTERN = re.compile(r"^(?P<id>\d+)_(?P<name>[a-z0-9][a-z0-9_]*)\.sql$")
+STEP_MARKER = re.compile(r"^--\s*appdb:step\b(?P<rest>.*)$")
+REVERT_DIR = "revert"
+_OPTION = re.compile(r"^(?P<key>[a-z_]+)=(?P<value>\S+)$")
+_DURATION = re.compile(r"^\d+(ms|s|min|h)?$")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One transaction's worth of a migration (or one autocommit statement)."""
+
+    name: str
+    sql: str
+    first_line: int
+    transactional: bool = True
+    statement_timeout: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the step holds only comments and blank lines: nothing to send."""
+        return not strip_comments(self.sql).strip()
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A forward file and its revert, as found on disk."""
+
+    id: str
+    name: str
+    path: Path
+    sql: str
+    checksum: str
+    steps: tuple[Step, ...]
+    revert_path: Path
+    revert_sql: str
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+    @property
+    def sort_key(self) -> int:
+        return int(self.id)
+
+
+def normalise(text: str) -> str:
+    """Line endings normalised to ``\\n``, so a checkout on Windows has the same checksum."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def checksum(text: str) -> str:
+    """sha256 of the forward file's text: what ``changed`` is judged by."""
+    return hashlib.sha256(normalise(text).encode("utf-8")).hexdigest()
+
+
+def strip_comments(sql: str) -> str:
+    """The SQL without ``--`` line comments, to tell an empty step from a real one."""
+    return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+
+
+def parse_steps(text: str, source: str) -> tuple[Step, ...]:
+    """Split a file's text into steps at ``-- appdb:step`` markers."""
+    text = normalise(text)
+    steps: list[Step] = []
+    name, options, start, lines = "main", {}, 1, []
+
+    def close() -> None:
+        body = "\n".join(lines)
+        step = _make_step(name, body, start, options, source)
+        if steps or not step.is_empty or name != "main":
+            steps.append(step)
+
+    for number, line in enumerate(text.split("\n"), start=1):
+        marker = STEP_MARKER.match(line.strip())
+        if marker:
+            close()
+            name, options = _parse_marker(marker.group("rest"), source, number)
+            if any(s.name == name for s in steps):
+                raise ConfigError(f"{source}:{number}: step name {name!r} is used twice")
+            start, lines = number + 1, []
+        else:
+            lines.append(line)
+    close()
+    if not steps:
+        steps.append(Step(name="main", sql="", first_line=1))
+    return tuple(steps)
+
+
+def _parse_marker(rest: str, source: str, line: int) -> tuple[str, dict[str, str]]:
+    words = rest.split()
+    if not words or "=" in words[0]:
+        raise ConfigError(f"{source}:{line}: a step marker needs a name: '-- appdb:step NAME [option=value ...]'")
+    options: dict[str, str] = {}
+    for word in words[1:]:
+        match = _OPTION.match(word)
+        if not match or match.group("key") not in ("transaction", "statement_timeout"):
+            raise ConfigError(
+                f"{source}:{line}: unknown step option {word!r}; "
+                "use transaction=false or statement_timeout=DURATION"
+            )
+        options[match.group("key")] = match.group("value")
+    return words[0], options
+
+
+def _make_step(name: str, body: str, start: int, options: dict[str, str], source: str) -> Step:
+    transaction = options.get("transaction", "true")
+    if transaction not in ("true", "false"):
+        raise ConfigError(f"{source}: step {name!r}: transaction must be true or false, not {transaction!r}")
+    timeout = options.get("statement_timeout")
+    if timeout is not None and not _DURATION.match(timeout):
+        raise ConfigError(f"{source}: step {name!r}: statement_timeout {timeout!r} is not a duration like 30s or 30min")
+    return Step(
+        name=name,
+        sql=body,
+        first_line=start,
+        transactional=transaction == "true",
+        statement_timeout=timeout,
+    )
+
+
+def load(path: Path) -> Migration:
+    """Read one forward file and its revert."""
+    match = FILE_PATTERN.match(path.name)
+    if not match:
+        raise ConfigError(f"{path}: migration files are named NNN_snake_description.sql")
+    revert_path = path.parent / REVERT_DIR / path.name
+    if not revert_path.is_file():
+        raise ConfigError(
+            f"{path} has no revert: create {revert_path} (a documented no-op is fine; 'appdb new' makes both)"
+        )
+    text = normalise(path.read_text(encoding="utf-8"))
+    revert_text = normalise(revert_path.read_text(encoding="utf-8"))
+    parse_steps(revert_text, str(revert_path))  # a malformed revert is found now, not mid-rollback
+    return Migration(
+        id=match.group("id"),
+        name=match.group("name"),
+        path=path,
+        sql=text,
+        checksum=checksum(text),
+        steps=parse_steps(text, str(path)),
+        revert_path=revert_path,
+        revert_sql=revert_text,
+    )
+
+
+def discover(sql_dir: Path) -> list[Migration]:
+    """Every migration in ``sql_dir``, in version order; duplicate versions are an error."""
+    if not sql_dir.is_dir():
+        raise ConfigError(f"no migrations directory at {sql_dir}: pass --sql-dir or set APPDB_SQL_DIR")
+    migrations = [load(path) for path in sorted(sql_dir.glob("*.sql"))]
+    seen: dict[int, Migration] = {}
+    for migration in migrations:
+        other = seen.get(migration.sort_key)
+        if other is not None:
+            raise ConfigError(
+                f"two migrations share version {migration.id}: {other.filename} and {migration.filename}; renumber one"
+            )
+        seen[migration.sort_key] = migration
+    return sorted(migrations, key=lambda m: m.sort_key)
+
+
+def find(migrations: list[Migration], migration_id: str) -> Migration:
+    """The migration with this version, or a usage error naming the ones that exist."""
+    if not migration_id.isdigit():
+        raise ConfigError(f"migration id {migration_id!r} is not a number like 027")
+    for migration in migrations:
+        if migration.sort_key == int(migration_id):
+            return migration
+    known = ", ".join(m.id for m in migrations) or "none"
+    raise ConfigError(f"unknown migration id {migration_id}: the migrations in sql/ are {known}")

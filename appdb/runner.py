@@ -1,0 +1,285 @@
+"""The runner: status, apply and revert, against the ledger, under the migration lock.
+
+Every step commits in its own transaction with ``lock_timeout`` and
+``statement_timeout`` set locally; a lock timeout (SQLSTATE 55P03) rolls the step
+back and is retried with backoff, so a writer never queues behind a migration for
+much longer than one ``lock_timeout``. A migration's ledger row commits with its last
+step ("so we never execute migrations twice", as sqlx puts it).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import errors
+
+from appdb import ledger
+from appdb.errors import ConfigError, LockTimeout, MigrationError, Refused
+from appdb.lock import migration_lock
+from appdb.migration import Migration, Step, find, parse_steps
+
+log = logging.getLogger(__name__)
+
+APPLIED, PENDING, CHANGED, REMOVED = "applied", "pending", "changed", "removed"
+# Our own migrations raise these SQLSTATEs for a refusal the person must act on.
+REFUSAL_SQLSTATES = {"AP001"}
+
+
+@dataclass(frozen=True)
+class Options:
+    """How patient the runner is; the defaults are the ones the CLI documents."""
+
+    lock_timeout: float = 1.0
+    lock_retries: int = 10
+    wait: float = 300.0
+    statement_timeout: str = "60s"
+    allow_data_loss: bool = False
+
+
+@dataclass(frozen=True)
+class State:
+    """One migration's state: from the files, the ledger, or both."""
+
+    id: str
+    name: str
+    state: str
+    checksum: str | None
+    applied_at: str | None = None
+    applied_by: str | None = None
+
+    @property
+    def sort_key(self) -> int:
+        return int(self.id)
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "checksum": self.checksum,
+            "applied_at": self.applied_at,
+            "applied_by": self.applied_by,
+        }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one apply or revert did, for the CLI's progress line and --json."""
+
+    id: str
+    name: str
+    action: str
+    seconds: float = 0.0
+    steps: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"id": self.id, "name": self.name, "action": self.action,
+                "seconds": round(self.seconds, 3), "steps": list(self.steps)}
+
+
+Report = Callable[[Outcome], None]
+
+
+def states(migrations: list[Migration], applied: dict[int, ledger.Entry]) -> list[State]:
+    """Files and ledger merged, in version order."""
+    result: list[State] = []
+    for migration in migrations:
+        entry = applied.get(migration.sort_key)
+        if entry is None:
+            result.append(State(migration.id, migration.name, PENDING, migration.checksum))
+            continue
+        state = APPLIED if entry.checksum == migration.checksum else CHANGED
+        result.append(State(migration.id, migration.name, state, migration.checksum,
+                            entry.applied_at.isoformat(), entry.applied_by))
+    on_disk = {m.sort_key for m in migrations}
+    for key, entry in applied.items():
+        if key not in on_disk:
+            result.append(State(entry.id, entry.name, REMOVED, entry.checksum,
+                                entry.applied_at.isoformat(), entry.applied_by))
+    return sorted(result, key=lambda s: s.sort_key)
+
+
+def status(conn: psycopg.Connection, migrations: list[Migration]) -> list[State]:
+    return states(migrations, ledger.read(conn))
+
+
+def apply(
+    conn: psycopg.Connection,
+    migrations: list[Migration],
+    options: Options,
+    only: str | None = None,
+    dry_run: bool = False,
+    report: Report | None = None,
+) -> list[Outcome]:
+    """Apply what is pending, in order (with ``only``, just that one); return what was done."""
+    target = find(migrations, only) if only is not None else None
+    if dry_run:
+        return [Outcome(m.id, m.name, "would apply", steps=tuple(s.name for s in m.steps))
+                for m in _pending(conn, migrations, target)]
+    outcomes: list[Outcome] = []
+    with migration_lock(conn, options.wait):
+        for migration in _pending(conn, migrations, target):
+            outcome = _apply_one(conn, migration, options)
+            outcomes.append(outcome)
+            if report:
+                report(outcome)
+    return outcomes
+
+
+def _pending(conn: psycopg.Connection, migrations: list[Migration], target: Migration | None) -> list[Migration]:
+    """What to apply, after refusing what must not be applied over."""
+    current = status(conn, migrations)
+    for state in current:
+        if state.state == CHANGED:
+            raise Refused(
+                f"migration {state.id} ({state.name}) was edited after it was applied (its checksum differs "
+                "from the ledger): restore the applied text and put the change in a new migration (appdb new NAME)"
+            )
+        if state.state == REMOVED:
+            log.warning("migration %s (%s) is applied but its file is gone: 'appdb revert %s' undoes it",
+                        state.id, state.name, state.id)
+    pending = [m for m in migrations if any(s.id == m.id and s.state == PENDING for s in current)]
+    if target is None:
+        return pending
+    if target not in pending:
+        return []
+    earlier = [m.id for m in pending if m.sort_key < target.sort_key]
+    if earlier:
+        raise Refused(
+            f"cannot apply {target.id} alone: earlier migration(s) {', '.join(earlier)} are pending; "
+            "apply them first (appdb apply)"
+        )
+    return [target]
+
+
+def _apply_one(conn: psycopg.Connection, migration: Migration, options: Options) -> Outcome:
+    started = time.monotonic()
+    label = _label(migration.path)
+
+    def record(c: psycopg.Connection) -> None:
+        ledger.record(c, migration, int((time.monotonic() - started) * 1000))
+
+    for index, step in enumerate(migration.steps):
+        last = index == len(migration.steps) - 1
+        log.info("%s: step %s", migration.id, step.name)
+        _run_step(conn, step, f"{label}", migration.id, options, record if last else None)
+    return Outcome(migration.id, migration.name, "applied", time.monotonic() - started,
+                   tuple(s.name for s in migration.steps))
+
+
+def revert(conn: psycopg.Connection, migration_id: str, options: Options) -> Outcome | None:
+    """Revert the latest applied migration from the SQL its ledger row holds; None if not applied."""
+    if not migration_id.isdigit():
+        raise ConfigError(f"migration id {migration_id!r} is not a number like 027")
+    with migration_lock(conn, options.wait):
+        applied = ledger.read(conn)
+        entry = applied.get(int(migration_id))
+        if entry is None:
+            log.info("migration %s is not applied: nothing to revert", migration_id)
+            return None
+        latest = applied[max(applied)]
+        if latest is not entry:
+            raise Refused(
+                f"cannot revert {entry.id}: {latest.id} ({latest.name}) was applied after it; revert {latest.id} first"
+            )
+        started = time.monotonic()
+        source = f"revert of {entry.id} (from the ledger)"
+        steps = parse_steps(entry.revert_sql, source)
+        for index, step in enumerate(steps):
+            last = index == len(steps) - 1
+            _run_step(conn, step, source, entry.id, options,
+                      (lambda c: ledger.forget(c, entry)) if last else None)
+        return Outcome(entry.id, entry.name, "reverted", time.monotonic() - started,
+                       tuple(s.name for s in steps))
+
+
+# --- running one step ----------------------------------------------------------------
+
+
+def _run_step(
+    conn: psycopg.Connection,
+    step: Step,
+    source: str,
+    migration_id: str,
+    options: Options,
+    on_commit: Callable[[psycopg.Connection], None] | None,
+) -> None:
+    """Run one step, retrying lock timeouts; ``on_commit`` runs in the step's own transaction."""
+    for attempt in range(options.lock_retries + 1):
+        try:
+            if step.transactional:
+                with conn.transaction():
+                    _set_timeouts(conn, step, options, local=True)
+                    if not step.is_empty:
+                        conn.execute(step.sql)
+                    if on_commit:
+                        on_commit(conn)
+            else:
+                _set_timeouts(conn, step, options, local=False)
+                try:
+                    if not step.is_empty:
+                        conn.execute(step.sql)
+                finally:
+                    if not conn.closed and not conn.broken:
+                        conn.execute("RESET lock_timeout; RESET statement_timeout; RESET appdb.allow_data_loss")
+                if on_commit:
+                    with conn.transaction():
+                        on_commit(conn)
+            return
+        except errors.LockNotAvailable as exc:
+            if attempt >= options.lock_retries:
+                raise LockTimeout(
+                    f"{migration_id}, step {step.name}: lock timeout: could not get a lock within "
+                    f"{options.lock_timeout:g} s on any of {options.lock_retries + 1} tries "
+                    f"({exc.diag.message_primary}); a long transaction holds it: end it, or retry later "
+                    "with more --lock-retries"
+                ) from None
+            pause = min(0.2 * 2**attempt, 3.0) * (0.5 + random.random())
+            log.warning("%s, step %s: lock timeout, retry %d of %d in %.1f s",
+                        migration_id, step.name, attempt + 1, options.lock_retries, pause)
+            time.sleep(pause)
+        except psycopg.Error as exc:
+            raise _failure(exc, conn, step, source, migration_id) from None
+
+
+def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local: bool) -> None:
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, %s), set_config('statement_timeout', %s, %s),"
+        " set_config('appdb.allow_data_loss', %s, %s)",
+        (f"{int(options.lock_timeout * 1000)}ms", local,
+         step.statement_timeout or options.statement_timeout, local,
+         "on" if options.allow_data_loss else "off", local),
+    )
+
+
+def _failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, source: str, migration_id: str) -> MigrationError:
+    """One line that says where it failed and why; the step's transaction is already rolled back."""
+    diag = exc.diag
+    message = diag.message_primary or str(exc).strip().splitlines()[0]
+    if conn.broken or isinstance(exc, errors.AdminShutdown):
+        return MigrationError(
+            f"{migration_id}, step {step.name}: the connection to the server was lost ({message}); "
+            "the step was rolled back and nothing after it ran: run apply again"
+        )
+    if diag.sqlstate in REFUSAL_SQLSTATES:
+        hint = f" ({diag.message_hint})" if diag.message_hint else ""
+        return Refused(f"{migration_id} refused: {message}{hint}")
+    line = step.first_line
+    if diag.statement_position:
+        line += step.sql[: int(diag.statement_position) - 1].count("\n")
+    hint = f"; hint: {diag.message_hint}" if diag.message_hint else ""
+    return MigrationError(f"{source}:{line}: {message}{hint} (step {step.name}, SQLSTATE {diag.sqlstate})")
+
+
+def _label(path: Path) -> str:
+    """The path as a person would type it: relative to where they stand, when it can be."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

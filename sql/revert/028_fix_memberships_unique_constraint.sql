@@ -1,0 +1,5 @@
+-- Revert of 028: a documented no-op.
+--
+-- 028 only drops memberships_user_unique, a duplicate of memberships_user_id_key.
+-- Re-adding a duplicate unique constraint restores nothing anyone needs (and would cost
+-- an index build under lock), so reverting 028 changes nothing but the ledger.

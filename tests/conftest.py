@@ -1,0 +1,152 @@
+"""Fixtures: one throwaway Supabase-shaped cluster per session, one fresh database per test.
+
+The cluster is started by the same code as ``appdb local up`` (appdb/local.py), as the
+``postgres`` OS user when the tests run as root, with its socket in a temp folder and
+TCP on a free loopback port. Each test's database is a copy of a template that holds
+the Supabase shape plus what the Pulumi program creates before the first migration
+(tests/states/pulumi_baseline.sql), and is dropped WITH (FORCE) afterwards.
+
+Database tests never skip for a missing PostgreSQL: .ci/run installs it, and a skip
+would hide the failure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import conninfo, sql
+
+from appdb.local import SUPERUSER, Cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+SQL_DIR = ROOT / "sql"
+STATES = Path(__file__).resolve().parent / "states"
+TEMPLATE = "appdb_template"
+_counter = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def state_sql(name: str) -> str:
+    return (STATES / f"{name}.sql").read_text()
+
+
+@dataclass
+class Database:
+    """One test's database on the session cluster."""
+
+    cluster: Cluster
+    name: str
+
+    @property
+    def dsn(self) -> str:
+        """The non-superuser ``postgres`` login over the socket, as the engine deploys."""
+        return self.cluster.dsn(self.name)
+
+    @property
+    def tcp_params(self) -> dict[str, str]:
+        return self.cluster.params(self.name, tcp=True)
+
+    @property
+    def tcp_dsn(self) -> str:
+        return conninfo.make_conninfo(**self.tcp_params)
+
+    def connect(self, **kwargs) -> psycopg.Connection:
+        return psycopg.connect(self.dsn, autocommit=True, **kwargs)
+
+    def admin_connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.cluster.dsn(self.name, user=SUPERUSER), autocommit=True)
+
+    def execute(self, query: str, params: tuple | None = None) -> list[tuple]:
+        with self.connect() as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def load_state(self, name: str) -> None:
+        with self.connect() as conn:
+            conn.execute(state_sql(name))
+
+    def run_cli(self, *args: str, sql_dir: Path | None = None, env: dict[str, str] | None = None,
+                timeout: float = 120) -> subprocess.CompletedProcess:
+        """``python -m appdb ARGS`` in a subprocess, connected through DATABASE_URL."""
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        full_env.update({
+            "DATABASE_URL": self.dsn,
+            "APPDB_SQL_DIR": str(sql_dir or SQL_DIR),
+            "PYTHONPATH": str(ROOT),
+        })
+        full_env.update(env or {})
+        return subprocess.run([sys.executable, "-m", "appdb", *args], capture_output=True, text=True,
+                              env=full_env, cwd=ROOT, timeout=timeout, check=False)
+
+    def snapshot(self) -> dict[str, object]:
+        """The app and auth catalog plus every app row: equal snapshots mean nothing changed."""
+        with self.connect() as conn:
+            catalog = conn.execute(
+                """
+                SELECT n.nspname, c.relname, c.relkind::text, c.relrowsecurity,
+                       (SELECT array_agg(conname || ':' || pg_get_constraintdef(oid) || ':' || convalidated
+                                         ORDER BY conname) FROM pg_constraint WHERE conrelid = c.oid),
+                       (SELECT array_agg(attname || ':' || format_type(atttypid, atttypmod) ORDER BY attnum)
+                        FROM pg_attribute WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped),
+                       (SELECT array_agg(polname ORDER BY polname) FROM pg_policy WHERE polrelid = c.oid)
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname IN ('app', 'auth', 'appdb') ORDER BY 1, 2
+                """
+            ).fetchall()
+            rows = {}
+            for schema, table, kind, *_ in catalog:
+                if kind == "r" and schema in ("app", "auth", "appdb"):
+                    query = sql.SQL("SELECT to_jsonb(t)::text FROM {}.{} t ORDER BY 1").format(
+                        sql.Identifier(schema), sql.Identifier(table))
+                    rows[f"{schema}.{table}"] = [r[0] for r in conn.execute(query).fetchall()]
+        return {"catalog": catalog, "rows": rows}
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    home = Path(tempfile.mkdtemp(prefix="appdb-test-"))
+    node = Cluster(home=home, port=free_port(), settings={
+        "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "200",
+    })
+    node.init()
+    node.start()
+    try:
+        with node.connect(user=SUPERUSER) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+        node.shape(TEMPLATE)
+        with node.connect(TEMPLATE) as conn:
+            conn.execute(state_sql("pulumi_baseline"))
+        with node.connect(user=SUPERUSER) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(TEMPLATE)))
+        yield node
+    finally:
+        node.down()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def db(cluster: Cluster) -> Iterator[Database]:
+    name = f"t_{os.getpid()}_{next(_counter)}"
+    with cluster.connect() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
+    try:
+        yield Database(cluster, name)
+    finally:
+        with cluster.connect(user=SUPERUSER) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
