@@ -1,0 +1,189 @@
+"""The runner: the ledger, apply once, revert from the ledger, and its refusals."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from appdb import ledger, runner
+from appdb.errors import ConfigError, Refused
+from appdb.migration import discover
+from tests.conftest import SQL_DIR
+
+OPTIONS = runner.Options(lock_timeout=5)
+
+
+def migrations(sql_dir: Path = SQL_DIR):
+    return discover(sql_dir)
+
+
+def copy_sql(tmp_path: Path) -> Path:
+    target = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, target)
+    return target
+
+
+def states(db, sql_dir: Path = SQL_DIR) -> dict[str, str]:
+    with db.connect() as conn:
+        return {s.id: s.state for s in runner.status(conn, migrations(sql_dir))}
+
+
+def test_status_before_anything_is_pending_without_creating_the_ledger(db):
+    assert states(db) == {"027": "pending", "028": "pending"}
+    assert db.execute("SELECT to_regclass('appdb.migrations')") == [(None,)]
+
+
+def test_apply_records_each_migration_in_the_ledger(db):
+    with db.connect() as conn:
+        done = runner.apply(conn, migrations(), OPTIONS)
+        entries = ledger.read(conn)
+
+    assert [o.id for o in done] == ["027", "028"]
+    assert sorted(e.id for e in entries.values()) == ["027", "028"]
+    entry = entries[27]
+    assert entry.applied_by == "postgres"
+    assert entry.checksum == migrations()[0].checksum
+    assert "DROP TABLE IF EXISTS app.memberships" in entry.revert_sql
+
+
+def test_apply_twice_applies_nothing_the_second_time(db):
+    with db.connect() as conn:
+        runner.apply(conn, migrations(), OPTIONS)
+        first = ledger.read(conn)
+        conn.execute("CREATE TABLE app.sentinel (id bigint)")  # DDL the second run would trip over if it re-ran
+        again = runner.apply(conn, migrations(), OPTIONS)
+        second = ledger.read(conn)
+
+    assert again == []
+    assert first == second
+
+
+def test_apply_revert_apply_ends_with_the_same_catalog(db):
+    with db.connect() as conn:
+        runner.apply(conn, migrations(), OPTIONS)
+    after_first = db.snapshot()["catalog"]
+    with db.connect() as conn:
+        runner.revert(conn, "028", OPTIONS)
+        runner.revert(conn, "027", OPTIONS)
+    assert db.execute("SELECT to_regclass('app.memberships')") == [(None,)]
+    assert states(db) == {"027": "pending", "028": "pending"}
+    with db.connect() as conn:
+        runner.apply(conn, migrations(), OPTIONS)
+
+    assert db.snapshot()["catalog"] == after_first
+
+
+def test_a_changed_file_is_reported_and_refused(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    with db.connect() as conn:
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+    path = sql_dir / "028_fix_memberships_unique_constraint.sql"
+    path.write_text(path.read_text() + "\n-- an edit after apply\n")
+
+    assert states(db, sql_dir)["028"] == "changed"
+    with db.connect() as conn, pytest.raises(Refused, match="028 .*edited after it was applied"):
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+
+
+def test_the_checksum_ignores_line_endings(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    with db.connect() as conn:
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+    path = sql_dir / "027_memberships.sql"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+
+    assert states(db, sql_dir) == {"027": "applied", "028": "applied"}
+
+
+def test_a_removed_file_is_reported_and_reverted_from_the_ledger(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    with db.connect() as conn:
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+    (sql_dir / "028_fix_memberships_unique_constraint.sql").unlink()
+    (sql_dir / "revert" / "028_fix_memberships_unique_constraint.sql").unlink()
+
+    assert states(db, sql_dir) == {"027": "applied", "028": "removed"}
+    with db.connect() as conn:
+        assert runner.apply(conn, migrations(sql_dir), OPTIONS) == []  # removed is left alone
+        outcome = runner.revert(conn, "028", OPTIONS)
+    assert outcome is not None and outcome.action == "reverted"
+    assert states(db, sql_dir) == {"027": "applied"}
+
+
+def test_only_applies_just_that_migration(db):
+    with db.connect() as conn:
+        done = runner.apply(conn, migrations(), OPTIONS, only="027")
+    assert [o.id for o in done] == ["027"]
+    assert states(db) == {"027": "applied", "028": "pending"}
+
+
+def test_only_refuses_when_an_earlier_migration_is_pending(db):
+    with db.connect() as conn, pytest.raises(Refused, match="earlier migration.*027.*pending"):
+        runner.apply(conn, migrations(), OPTIONS, only="028")
+    assert states(db) == {"027": "pending", "028": "pending"}
+
+
+def test_only_with_an_applied_migration_does_nothing(db):
+    with db.connect() as conn:
+        runner.apply(conn, migrations(), OPTIONS)
+        assert runner.apply(conn, migrations(), OPTIONS, only="027") == []
+
+
+def test_only_with_an_unknown_id_is_a_usage_error(db):
+    with db.connect() as conn, pytest.raises(ConfigError, match="unknown migration id 099"):
+        runner.apply(conn, migrations(), OPTIONS, only="099")
+
+
+def test_dry_run_changes_nothing(db):
+    before = db.snapshot()
+    with db.connect() as conn:
+        planned = runner.apply(conn, migrations(), OPTIONS, dry_run=True)
+    assert [o.action for o in planned] == ["would apply", "would apply"]
+    assert db.snapshot() == before
+
+
+def test_revert_of_a_migration_that_is_not_applied_is_a_no_op(db):
+    with db.connect() as conn:
+        assert runner.revert(conn, "028", OPTIONS) is None
+
+
+def test_revert_refuses_a_migration_that_is_not_the_latest(db):
+    with db.connect() as conn:
+        runner.apply(conn, migrations(), OPTIONS)
+        with pytest.raises(Refused, match="cannot revert 027: 028"):
+            runner.revert(conn, "027", OPTIONS)
+    assert states(db) == {"027": "applied", "028": "applied"}
+
+
+def test_reverting_027_with_rows_is_refused_unless_data_loss_is_allowed(db):
+    db.load_state("production")
+    with db.connect() as conn:
+        runner.apply(conn, migrations(), OPTIONS)
+        runner.revert(conn, "028", OPTIONS)
+    before = db.snapshot()
+
+    with db.connect() as conn, pytest.raises(Refused, match=r"drops app.memberships and its 5 row\(s\)"):
+        runner.revert(conn, "027", OPTIONS)
+    assert db.snapshot() == before
+
+    with db.connect() as conn:
+        runner.revert(conn, "027", runner.Options(lock_timeout=5, allow_data_loss=True))
+    assert db.execute("SELECT to_regclass('app.memberships')") == [(None,)]
+    assert states(db) == {"027": "pending", "028": "pending"}
+
+
+def test_reverting_027_on_an_empty_table_needs_no_permission(db):
+    with db.connect() as conn:
+        runner.apply(conn, migrations(), OPTIONS)
+        runner.revert(conn, "028", OPTIONS)
+        runner.revert(conn, "027", OPTIONS)
+    assert db.execute("SELECT to_regclass('app.memberships')") == [(None,)]
+
+
+def test_the_ledger_is_not_readable_by_the_api_roles(db):
+    with db.connect() as conn:
+        runner.apply(conn, migrations(), OPTIONS)
+    for role in ("anon", "authenticated", "service_role"):
+        assert db.execute("SELECT has_schema_privilege(%s, 'appdb', 'USAGE')", (role,)) == [(False,)]
