@@ -1,0 +1,208 @@
+"""The command line's contract: exit codes, one-line errors, no password in any output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import SQL_DIR
+
+SECRET = "s3cr3t-pa55word"
+
+
+def one_line_error(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("appdb: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_apply_prints_one_progress_line_per_migration(db):
+    result = db.run_cli("apply")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["027 memberships", "028 fix_memberships_unique_constraint"]
+    assert all(" s" in line for line in lines)
+
+
+def test_apply_again_says_there_is_nothing_to_do(db):
+    db.run_cli("apply")
+    result = db.run_cli("apply")
+    assert result.returncode == 0
+    assert "nothing to apply" in result.stdout
+
+
+def test_status_json_lists_every_migration(db):
+    db.run_cli("apply", "--only", "027")
+    data = json.loads(db.run_cli("status", "--json").stdout)
+    assert [(m["id"], m["state"]) for m in data["migrations"]] == [("027", "applied"), ("028", "pending")]
+
+
+def test_apply_json_reports_the_outcomes(db):
+    data = json.loads(db.run_cli("apply", "--json").stdout)
+    assert [o["id"] for o in data["outcomes"]] == ["027", "028"]
+
+
+def test_a_malformed_dsn_is_exit_2_and_leaks_no_password(db):
+    before = db.snapshot()
+    result = db.run_cli("apply", "--dsn", f"host=/tmp password={SECRET} port=notaport =oops")
+    assert result.returncode == 2
+    assert "malformed connection string" in one_line_error(result)
+    assert SECRET not in result.stderr + result.stdout
+    assert db.snapshot() == before
+
+
+def test_a_wrong_password_is_exit_2_and_not_echoed(db):
+    params = {**db.tcp_params, "password": SECRET}
+    url = f"postgresql://{params['user']}:{SECRET}@{params['host']}:{params['port']}/{params['dbname']}"
+    result = db.run_cli("apply", "--dsn", url)
+    assert result.returncode == 2
+    assert "authentication failed" in one_line_error(result)
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_an_unreachable_server_is_exit_2(db):
+    result = db.run_cli("status", "--dsn", "postgresql://postgres@127.0.0.1:1/postgres")
+    assert result.returncode == 2
+    assert "could not connect" in one_line_error(result)
+
+
+def test_the_transaction_pooler_is_refused(db):
+    result = db.run_cli("apply", "--dsn", f"postgresql://postgres.abc:{SECRET}@aws-0-eu.pooler.supabase.com:6543/postgres")
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "transaction pooler" in line and "session pooler" in line
+    assert SECRET not in result.stderr
+
+
+def test_a_missing_sql_directory_is_exit_2(db, tmp_path):
+    result = db.run_cli("apply", sql_dir=tmp_path / "missing")
+    assert result.returncode == 2
+    assert "no migrations directory" in one_line_error(result)
+
+
+def test_a_missing_revert_file_is_exit_2_and_changes_nothing(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    (sql_dir / "revert" / "028_fix_memberships_unique_constraint.sql").unlink()
+    before = db.snapshot()
+    result = db.run_cli("apply", sql_dir=sql_dir)
+    assert result.returncode == 2
+    assert "has no revert" in one_line_error(result)
+    assert db.snapshot() == before
+
+
+def test_an_unknown_migration_id_is_exit_2(db):
+    result = db.run_cli("apply", "--only", "099")
+    assert result.returncode == 2
+    assert "unknown migration id 099" in one_line_error(result)
+
+
+def test_a_sql_syntax_error_names_the_file_and_line_and_changes_nothing(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    (sql_dir / "029_broken.sql").write_text("-- a broken migration\nCREATE TABLE app.ok (id bigint);\n\nCRATE TABLE app.typo (id bigint);\n")
+    (sql_dir / "revert" / "029_broken.sql").write_text("-- no-op\n")
+    db.run_cli("apply", sql_dir=sql_dir, env={"APPDB_TEST": "1"})  # 027 and 028 land; 029 fails
+    before = db.snapshot()
+
+    result = db.run_cli("apply", sql_dir=sql_dir)
+
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert "029_broken.sql:4:" in line and "syntax error" in line
+    assert db.snapshot() == before
+    assert db.execute("SELECT to_regclass('app.ok')") == [(None,)]
+
+
+def test_a_database_without_auth_users_fails_027_with_exit_1(db):
+    with db.admin_connect() as conn:
+        conn.execute("DROP SCHEMA auth CASCADE")
+    before = db.snapshot()
+    result = db.run_cli("apply")
+    assert result.returncode == 1
+    assert "auth.users does not exist" in one_line_error(result)
+    assert db.snapshot() == before
+
+
+def test_changed_migration_is_exit_1_and_names_it(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    db.run_cli("apply", sql_dir=sql_dir)
+    path = sql_dir / "027_memberships.sql"
+    path.write_text(path.read_text() + "-- edited\n")
+    result = db.run_cli("apply", sql_dir=sql_dir)
+    assert result.returncode == 1
+    assert "027 (memberships) was edited after it was applied" in one_line_error(result)
+
+
+def test_revert_refusal_is_exit_1(db):
+    db.load_state("production")
+    db.run_cli("apply")
+    result = db.run_cli("revert", "027")
+    assert result.returncode == 1
+    assert "cannot revert 027: 028" in one_line_error(result)
+
+
+def test_revert_of_a_migration_not_applied_is_exit_0(db):
+    result = db.run_cli("revert", "028")
+    assert result.returncode == 0
+    assert "not applied" in result.stdout
+
+
+def test_bad_arguments_are_exit_2_in_one_line(db):
+    result = db.run_cli("apply", "--lock-retries", "many")
+    assert result.returncode == 2
+    one_line_error(result)
+
+
+@pytest.mark.parametrize("dsn", [
+    f"postgresql://postgres:{SECRET}@127.0.0.1:1/postgres",
+    f"host=127.0.0.1 port=1 user=postgres password={SECRET}",
+])
+def test_no_password_appears_when_connecting_fails(db, dsn):
+    result = db.run_cli("verify", "--dsn", dsn)
+    assert result.returncode == 2
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_libpq_environment_variables_are_used_without_a_dsn(db):
+    params = db.tcp_params
+    env = {"DATABASE_URL": "", "PGHOST": params["host"], "PGPORT": params["port"], "PGUSER": params["user"],
+           "PGPASSWORD": params["password"], "PGDATABASE": params["dbname"]}
+    result = db.run_cli("status", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "027  pending" in result.stdout
+
+
+def test_new_creates_the_next_migration_and_its_revert(tmp_path):
+    from appdb.cli import main
+
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    assert main(["new", "add_payment_events", "--sql-dir", str(sql_dir)]) == 0
+    assert (sql_dir / "029_add_payment_events.sql").read_text().startswith("-- 029: add payment events")
+    assert (sql_dir / "revert" / "029_add_payment_events.sql").exists()
+
+
+def test_inspect_reports_the_incident_findings(db):
+    db.load_state("production")
+    db.execute("ALTER TABLE app.memberships DISABLE ROW LEVEL SECURITY")
+    data = json.loads(db.run_cli("inspect", "--json").stdout)
+    kinds = {f["kind"] for f in data["findings"]}
+    assert {"duplicate_unique", "rls_disabled"} <= kinds
+    assert "memberships" in data["app_tables"]
+    assert {t["name"] for t in data["tables"]["auth"]} == {"users"}
+
+
+def test_inspect_finds_a_migration_referencing_a_table_that_exists_nowhere(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    (sql_dir / "029_bad_fk.sql").write_text(
+        "ALTER TABLE app.memberships ADD COLUMN IF NOT EXISTS p uuid REFERENCES app.profiles (user_id);\n")
+    (sql_dir / "revert" / "029_bad_fk.sql").write_text("-- no-op\n")
+    data = json.loads(db.run_cli("inspect", "--json", sql_dir=sql_dir).stdout)
+    assert any(f["kind"] == "fk_target_missing" and "app.profiles" in f["detail"] for f in data["findings"])

@@ -1,0 +1,430 @@
+"""Faults on a real PostgreSQL: concurrent runs, a killed process, a killed connection,
+long transactions, and bad input.
+
+Each step of a migration commits on its own, so whatever happens to the process or
+its connection, the database is as it was before the interrupted step: never with
+``app.memberships.user_id`` left without a foreign key, never with a migration in the
+ledger that did not fully apply, and the next ``appdb apply`` finishes the job.
+
+Timings are asserted as correctness bounds with generous margins, never as speed: a
+writer must not queue behind a migration for much longer than one ``lock_timeout``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psycopg
+import pytest
+from psycopg import conninfo
+
+if TYPE_CHECKING:
+    from conftest import Database
+
+ROOT = Path(__file__).resolve().parent.parent
+SQL_DIR = ROOT / "sql"
+
+# The memberships table as a broken local migration left it: user_id references a
+# app.profiles table (here it exists, so the foreign key is real) instead of auth.users.
+PROFILES_STATE = """
+CREATE TABLE app.profiles (user_id uuid PRIMARY KEY);
+ALTER TABLE app.profiles ENABLE ROW LEVEL SECURITY;
+INSERT INTO auth.users (id, aud, role, email)
+SELECT ('00000000-0000-4000-9000-' || lpad(n::text, 12, '0'))::uuid, 'authenticated', 'authenticated',
+       'member' || n || '@example.com'
+FROM generate_series(1, %(rows)s) AS n;
+INSERT INTO app.profiles (user_id) SELECT id FROM auth.users;
+CREATE TABLE app.memberships (
+    membership_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL REFERENCES app.profiles (user_id),
+    status text NOT NULL DEFAULT 'active',
+    plan_interval text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT memberships_user_id_key UNIQUE (user_id),
+    CONSTRAINT memberships_user_unique UNIQUE (user_id)
+);
+INSERT INTO app.memberships (user_id, plan_interval)
+SELECT user_id, CASE WHEN random() < 0.5 THEN 'month' ELSE 'year' END FROM app.profiles;
+"""
+
+USER_FKS = """
+SELECT c.conname, c.confrelid::regclass::text, c.convalidated
+FROM pg_constraint AS c
+JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+WHERE c.conrelid = 'app.memberships'::regclass AND c.contype = 'f' AND a.attname = 'user_id'
+ORDER BY 1
+"""
+
+
+def load_profiles_state(db: Database, rows: int = 50) -> None:
+    with db.connect() as conn:
+        conn.execute(PROFILES_STATE.replace("%(rows)s", str(rows)))
+
+
+def user_fks(db: Database) -> list[tuple[str, str, bool]]:
+    return [tuple(row) for row in db.execute(USER_FKS)]
+
+
+def ledger_ids(db: Database) -> list[str]:
+    if not db.execute("SELECT to_regclass('appdb.migrations') IS NOT NULL")[0][0]:
+        return []
+    return [row[0] for row in db.execute("SELECT id FROM appdb.migrations ORDER BY id")]
+
+
+def cli_env(db: Database, sql_dir: Path = SQL_DIR, **extra: str) -> dict[str, str]:
+    """The environment Database.run_cli uses, for processes the test must start itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update({"DATABASE_URL": db.dsn, "APPDB_SQL_DIR": str(sql_dir), "PYTHONPATH": str(ROOT)})
+    env.update(extra)
+    return env
+
+
+def start_cli(db: Database, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "appdb", *args], env=cli_env(db), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def blocked_appdb_backend(db: Database) -> tuple[int, str] | None:
+    """(pid, query) of this database's appdb session while it waits on a table lock."""
+    rows = db.execute(
+        "SELECT pid, query FROM pg_stat_activity WHERE datname = %s AND application_name = 'appdb'"
+        " AND wait_event_type = 'Lock'", (db.name,))
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
+def backend_gone(db: Database, pid: int) -> bool:
+    return not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
+
+
+@contextmanager
+def holding(conn: psycopg.Connection, statement: str) -> Iterator[None]:
+    """Run ``statement`` in a transaction that stays open (and keeps its locks) for the block."""
+    conn.execute("BEGIN")
+    conn.execute(statement)
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needles: str) -> str:
+    """Exactly one ``appdb: error:`` line (retry warnings may come before it), and no traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code, result.stderr
+    errors = [line for line in lines if line.startswith("appdb: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    assert all(line.startswith(("appdb: WARNING: ", "appdb: INFO: ")) for line in lines[:-1]), result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    return errors[0]
+
+
+def assert_migrated(db: Database) -> None:
+    assert ledger_ids(db) == ["027", "028"]
+    assert user_fks(db) == [("memberships_user_id_fkey", "auth.users", True)]
+    verify = db.run_cli("verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+# --- concurrency -------------------------------------------------------------------------
+
+
+def test_five_concurrent_applies_apply_each_migration_exactly_once(db: Database) -> None:
+    load_profiles_state(db)
+    runs = [start_cli(db, "apply") for _ in range(5)]
+    results = [(run.wait(timeout=60), *run.communicate()) for run in runs]
+
+    assert [code for code, _, _ in results] == [0] * 5, results
+    applied_lines = [line for _, out, _ in results for line in out.splitlines() if "applied in" in line]
+    assert sorted(line.split(":")[0] for line in applied_lines) == ["027 memberships",
+                                                                  "028 fix_memberships_unique_constraint"]
+    assert db.execute("SELECT id, count(*) FROM appdb.migrations GROUP BY id ORDER BY id") == [
+        ("027", 1), ("028", 1)]
+    uniques = db.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'app.memberships'::regclass"
+                         " AND contype = 'u'")
+    assert uniques == [(1,)]
+    checks = db.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'app.memberships'::regclass"
+                        " AND contype = 'c' AND conname = 'memberships_plan_interval_check'")
+    assert checks == [(1,)]
+    assert_migrated(db)
+
+
+# --- the process or its connection dies mid-step --------------------------------------------
+
+
+# Each blocker makes 027 wait inside one step, after the steps before it committed.
+# foreign_key needs SHARE ROW EXCLUSIVE on auth.users, which the table step does not.
+BLOCKERS = {
+    "table": "LOCK TABLE app.memberships IN ACCESS SHARE MODE",
+    "foreign_key": "LOCK TABLE auth.users IN SHARE ROW EXCLUSIVE MODE",
+}
+
+
+ORIGINAL_ROWS = "SELECT membership_id, user_id, status, plan_interval, created_at FROM app.memberships ORDER BY 1"
+
+
+@pytest.mark.parametrize("step", ["table", "foreign_key"])
+def test_sigkill_mid_step_leaves_the_database_as_before_that_step(db: Database, step: str) -> None:
+    load_profiles_state(db, rows=2000)
+    before, rows_before = db.snapshot(), db.execute(ORIGINAL_ROWS)
+    with db.admin_connect() as blocker:
+        with holding(blocker, BLOCKERS[step]):
+            run = start_cli(db, "apply", "--lock-timeout", "60")
+            pid, query = wait_for(lambda: blocked_appdb_backend(db), what="apply to wait on the lock")
+            assert ("$fk$" in query) == (step == "foreign_key"), query
+            run.send_signal(signal.SIGKILL)
+            assert run.wait(timeout=10) == -signal.SIGKILL
+            # The orphaned backend still waits; the blocker ends, it gets the lock, runs the
+            # step's statement, finds its client gone and rolls the step back.
+        wait_for(lambda: backend_gone(db, pid), what="the orphaned backend to exit")
+
+    assert ledger_ids(db) == []
+    assert user_fks(db) == [("memberships_user_id_fkey", "app.profiles", True)]
+    if step == "table":
+        assert db.snapshot() == before
+    else:
+        # The table step committed (RLS, policies, columns); the foreign key step did not.
+        assert db.execute("SELECT relrowsecurity FROM pg_class WHERE oid = 'app.memberships'::regclass") == [
+            (True,)]
+        assert db.execute(ORIGINAL_ROWS) == rows_before
+
+    result = db.run_cli("apply")
+    assert result.returncode == 0, result.stderr
+    assert_migrated(db)
+
+
+def test_connection_terminated_mid_step_fails_cleanly_and_the_next_apply_completes(db: Database) -> None:
+    load_profiles_state(db)
+    with db.admin_connect() as admin:
+        with holding(admin, BLOCKERS["foreign_key"]):
+            run = start_cli(db, "apply", "--lock-timeout", "60")
+            pid, _ = wait_for(lambda: blocked_appdb_backend(db), what="apply to wait on the lock")
+            admin_side = psycopg.connect(db.cluster.dsn(db.name, user="supabase_admin"), autocommit=True)
+            with admin_side:
+                assert admin_side.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+            code = run.wait(timeout=20)
+            _, stderr = run.communicate()
+
+    result = subprocess.CompletedProcess(run.args, code, "", stderr)
+    line = assert_one_line_error(result, 1, "027", "foreign_key", "connection")
+    assert "rolled back" in line
+    assert ledger_ids(db) == []
+    assert user_fks(db) == [("memberships_user_id_fkey", "app.profiles", True)]
+
+    again = db.run_cli("apply")
+    assert again.returncode == 0, again.stderr
+    assert_migrated(db)
+
+
+# --- a long transaction holds a lock on app.memberships -------------------------------------
+
+
+class Writer(threading.Thread):
+    """Updates one membership over and over, recording the longest single statement."""
+
+    def __init__(self, db: Database, user_id: str) -> None:
+        super().__init__(daemon=True)
+        self.db, self.user_id = db, user_id
+        self.stop = threading.Event()
+        self.longest = 0.0
+        self.writes = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with self.db.connect() as conn:
+                while not self.stop.is_set():
+                    started = time.monotonic()
+                    conn.execute("UPDATE app.memberships SET status = %s WHERE user_id = %s",
+                                 (f"w{self.writes % 7}", self.user_id))
+                    self.longest = max(self.longest, time.monotonic() - started)
+                    self.writes += 1
+                    time.sleep(0.01)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            self.error = exc
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(timeout=30)
+        assert self.error is None, self.error
+
+
+FIRST_USER = "00000000-0000-4000-9000-000000000001"
+OTHER_USER = "00000000-0000-4000-9000-000000000002"
+LONG_TRANSACTION = f"UPDATE app.memberships SET status = 'held' WHERE user_id = '{FIRST_USER}'"
+
+
+def test_apply_waits_out_a_short_lock_through_its_retries(db: Database) -> None:
+    db.load_state("production")
+    writer = Writer(db, OTHER_USER)
+    with db.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute(LONG_TRANSACTION)
+        writer.start()
+        run = start_cli(db, "apply", "--lock-timeout", "0.5", "--lock-retries", "10", "-v")
+        wait_for(lambda: blocked_appdb_backend(db), what="apply to wait on the lock")
+        time.sleep(3)
+        holder.execute("ROLLBACK")
+        code = run.wait(timeout=60)
+        stdout, stderr = run.communicate()
+    writer.finish()
+
+    assert code == 0, stderr
+    assert "lock timeout, retry" in stderr
+    assert_migrated(db)
+    # Without lock_timeout the writer would have queued behind the migration for the 3 s.
+    assert writer.longest < 0.5 + 1.5, f"a writer waited {writer.longest:.2f} s"
+    assert writer.writes > 20
+
+
+def test_apply_gives_up_on_a_long_lock_with_nothing_half_applied(db: Database) -> None:
+    db.load_state("production")
+    writer = Writer(db, OTHER_USER)
+    with db.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute(LONG_TRANSACTION)
+        before = db.snapshot()
+        writer.start()
+        started = time.monotonic()
+        result = db.run_cli("apply", "--lock-timeout", "0.3", "--lock-retries", "3", timeout=60)
+        elapsed = time.monotonic() - started
+        holder.execute("ROLLBACK")
+    writer.finish()
+
+    assert_one_line_error(result, 1, "lock timeout", "027", "step table")
+    assert elapsed < 20
+    # The writer's own updates changed app.memberships rows: compare the catalog and ledger.
+    after = db.snapshot()
+    assert after["catalog"] == before["catalog"]
+    assert ledger_ids(db) == []
+    assert writer.longest < 0.3 + 1.5, f"a writer waited {writer.longest:.2f} s"
+    assert writer.writes > 20
+
+
+# --- bad input: one line, the right exit code, nothing changed ------------------------------
+
+SECRET = "s3cret-Pa55word"
+
+
+def run_unchanged(db: Database, *args: str, code: int, env: dict[str, str] | None = None,
+                  sql_dir: Path | None = None, timeout: float = 60) -> str:
+    """Run the CLI; assert a one-line error with ``code``, no secret, and an unchanged database."""
+    before = db.snapshot()
+    result = db.run_cli(*args, env=env, sql_dir=sql_dir, timeout=timeout)
+    line = assert_one_line_error(result, code)
+    assert SECRET not in result.stdout + result.stderr
+    assert db.snapshot() == before
+    return line
+
+
+@pytest.mark.parametrize("dsn", [
+    f"postgresql://postgres:{SECRET}@localhost:notaport/postgres",
+    f"host=localhost password={SECRET} port",
+    f"host=localhost password='{SECRET}' sslmode=sometimes",
+])
+def test_a_malformed_dsn_is_a_usage_error(db: Database, dsn: str) -> None:
+    run_unchanged(db, "apply", "--dsn", dsn, code=2)
+
+
+def test_a_wrong_password_is_a_usage_error_without_the_password(db: Database) -> None:
+    params = {**db.tcp_params, "password": SECRET}
+    line = run_unchanged(db, "apply", "--dsn", conninfo.make_conninfo(**params), code=2)
+    assert "authentication failed" in line
+    url = f"postgresql://postgres:{SECRET}@{params['host']}:{params['port']}/{params['dbname']}"
+    run_unchanged(db, "status", "--dsn", url, code=2)
+
+
+def test_a_server_that_never_answers_is_ended_by_the_connect_timeout(db: Database) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody ever answers
+        port = silent.getsockname()[1]
+        dsn = f"postgresql://postgres:{SECRET}@127.0.0.1:{port}/postgres?sslmode=disable"
+        started = time.monotonic()
+        line = run_unchanged(db, "apply", "--dsn", dsn, code=2, env={"PGCONNECT_TIMEOUT": "2"}, timeout=30)
+        elapsed = time.monotonic() - started
+    assert "timeout" in line or "no answer" in line
+    assert elapsed < 15, f"took {elapsed:.1f} s with a 2 s connect timeout"
+
+
+def test_the_transaction_pooler_port_is_refused(db: Database) -> None:
+    line = run_unchanged(db, "apply", "--dsn", f"postgresql://postgres:{SECRET}@127.0.0.1:6543/postgres", code=2)
+    assert "6543" in line
+    run_unchanged(db, "apply", code=2, env={"DATABASE_URL": "", "PGHOST": "127.0.0.1", "PGPORT": "6543"})
+
+
+def test_a_missing_sql_directory_is_a_usage_error(db: Database, tmp_path: Path) -> None:
+    line = run_unchanged(db, "apply", sql_dir=tmp_path / "nowhere", code=2)
+    assert "nowhere" in line
+
+
+def test_an_unknown_migration_id_is_a_usage_error(db: Database) -> None:
+    line = run_unchanged(db, "apply", "--only", "999", code=2)
+    assert "999" in line
+
+
+def copy_sql(tmp_path: Path) -> Path:
+    target = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, target)
+    return target
+
+
+def test_two_migrations_with_the_same_id_are_a_usage_error(db: Database, tmp_path: Path) -> None:
+    sql_dir = copy_sql(tmp_path)
+    for folder in (sql_dir, sql_dir / "revert"):
+        shutil.copy(folder / "028_fix_memberships_unique_constraint.sql", folder / "028_again.sql")
+    line = run_unchanged(db, "apply", sql_dir=sql_dir, code=2)
+    assert "028" in line
+
+
+def test_a_syntax_error_names_the_file_and_line_and_rolls_the_step_back(db: Database, tmp_path: Path) -> None:
+    sql_dir = tmp_path / "sql"
+    (sql_dir / "revert").mkdir(parents=True)
+    (sql_dir / "001_broken.sql").write_text(
+        "-- a table, then a typo in the same step\n"
+        "CREATE TABLE app.broken (id int);\n"
+        "\n"
+        "SELEC 1;\n")
+    (sql_dir / "revert" / "001_broken.sql").write_text("DROP TABLE IF EXISTS app.broken;\n")
+    line = run_unchanged(db, "apply", sql_dir=sql_dir, code=1)
+    assert "001_broken.sql:4" in line
+    assert "syntax error" in line
+
+
+def test_a_database_without_auth_users_is_refused(db: Database) -> None:
+    with db.admin_connect() as admin:
+        admin.execute("DROP SCHEMA auth CASCADE")
+    line = run_unchanged(db, "apply", code=1)
+    assert "auth.users" in line
+
+
+@pytest.mark.parametrize("name", ["drop table x; --", "Ümlaut", "../escape", ""])
+def test_a_migration_name_that_is_not_an_identifier_is_a_usage_error(db: Database, tmp_path: Path,
+                                                                      name: str) -> None:
+    # `new NAME` is the only name appdb takes; schema and role names are fixed in the SQL.
+    sql_dir = copy_sql(tmp_path)
+    files = sorted(p.name for p in sql_dir.rglob("*.sql"))
+    run_unchanged(db, "new", name, sql_dir=sql_dir, code=2)
+    assert sorted(p.name for p in sql_dir.rglob("*.sql")) == files

@@ -1,0 +1,197 @@
+"""verify passes after a deploy and fails, with the right detail, on each broken state."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from appdb import runner, verify
+from appdb.migration import discover
+from tests.conftest import SQL_DIR
+
+OPTIONS = runner.Options(lock_timeout=5)
+
+
+def deployed(db, sql_dir: Path = SQL_DIR) -> None:
+    with db.connect() as conn:
+        runner.apply(conn, discover(sql_dir), OPTIONS)
+
+
+def checks(db, sql_dir: Path = SQL_DIR) -> dict[str, verify.Check]:
+    with db.connect() as conn:
+        report = verify.run(conn, discover(sql_dir))
+    return {check.name: check for check in report.checks}
+
+
+def failing(db, sql_dir: Path = SQL_DIR) -> dict[str, str]:
+    return {name: c.detail for name, c in checks(db, sql_dir).items() if not c.ok}
+
+
+def test_verify_passes_after_a_deploy(db):
+    deployed(db)
+    assert failing(db) == {}
+
+
+def test_verify_passes_after_deploying_over_the_production_state(db):
+    db.load_state("production")
+    deployed(db)
+    assert failing(db) == {}
+
+
+def test_verify_fails_before_the_deploy_with_pending_migrations(db):
+    assert "pending: 027, 028" in failing(db)["ledger"]
+
+
+def test_verify_names_the_wrong_target_of_the_foreign_key(db):
+    deployed(db)
+    with db.connect() as conn:
+        conn.execute("CREATE TABLE app.profiles (user_id uuid PRIMARY KEY)")
+        conn.execute("ALTER TABLE app.memberships DROP CONSTRAINT memberships_user_id_fkey")
+        conn.execute("ALTER TABLE app.memberships ADD CONSTRAINT memberships_user_id_fkey "
+                     "FOREIGN KEY (user_id) REFERENCES app.profiles (user_id)")
+
+    assert "app.profiles(user_id)" in failing(db)["memberships_user_fk"]
+
+
+def test_verify_fails_on_a_foreign_key_without_cascade(db):
+    deployed(db)
+    with db.connect() as conn:
+        conn.execute("ALTER TABLE app.memberships DROP CONSTRAINT memberships_user_id_fkey")
+        conn.execute("ALTER TABLE app.memberships ADD CONSTRAINT memberships_user_id_fkey "
+                     "FOREIGN KEY (user_id) REFERENCES auth.users (id)")
+
+    assert "ON DELETE NO ACTION" in failing(db)["memberships_user_fk"]
+
+
+def test_verify_fails_on_a_foreign_key_that_is_not_validated(db):
+    deployed(db)
+    with db.connect() as conn:
+        conn.execute("ALTER TABLE app.memberships DROP CONSTRAINT memberships_user_id_fkey")
+        conn.execute("ALTER TABLE app.memberships ADD CONSTRAINT memberships_user_id_fkey "
+                     "FOREIGN KEY (user_id) REFERENCES auth.users (id) ON DELETE CASCADE NOT VALID")
+
+    assert "NOT VALID" in failing(db)["memberships_user_fk"]
+
+
+def test_verify_fails_on_two_foreign_keys_and_names_both(db):
+    deployed(db)
+    db.execute("ALTER TABLE app.memberships ADD CONSTRAINT second_fk "
+               "FOREIGN KEY (user_id) REFERENCES auth.users (id) ON DELETE CASCADE")
+
+    detail = failing(db)["memberships_user_fk"]
+    assert "2 foreign keys" in detail and "second_fk" in detail and "memberships_user_id_fkey" in detail
+
+
+def test_verify_fails_without_a_foreign_key(db):
+    deployed(db)
+    db.execute("ALTER TABLE app.memberships DROP CONSTRAINT memberships_user_id_fkey")
+
+    assert failing(db)["memberships_user_fk"] == "no foreign key on app.memberships(user_id)"
+
+
+def test_verify_lists_duplicate_unique_constraints_by_name(db):
+    deployed(db)
+    db.execute("ALTER TABLE app.memberships ADD CONSTRAINT memberships_user_unique UNIQUE (user_id)")
+
+    detail = failing(db)["memberships_user_unique"]
+    assert "memberships_user_id_key" in detail and "memberships_user_unique" in detail
+
+
+def test_verify_counts_a_redundant_unique_index_too(db):
+    deployed(db)
+    db.execute("CREATE UNIQUE INDEX memberships_user_idx ON app.memberships (user_id)")
+
+    assert "index memberships_user_idx" in failing(db)["memberships_user_unique"]
+
+
+def test_verify_ignores_a_partial_unique_index(db):
+    deployed(db)
+    db.execute("CREATE UNIQUE INDEX memberships_active_user ON app.memberships (user_id) WHERE status = 'active'")
+
+    assert failing(db) == {}
+
+
+def test_verify_fails_with_no_unique_key_on_user_id(db):
+    deployed(db)
+    db.execute("ALTER TABLE app.memberships DROP CONSTRAINT memberships_user_id_key")
+
+    assert "no unique" in failing(db)["memberships_user_unique"]
+
+
+def test_verify_fails_when_an_api_readable_app_table_has_no_rls(db):
+    deployed(db)
+    db.execute("CREATE TABLE app.billing_logs (id bigint PRIMARY KEY)")  # default privileges grant authenticated
+
+    assert "app.billing_logs" in failing(db)["rls"]
+
+
+def test_verify_fails_when_rls_is_turned_off(db):
+    deployed(db)
+    db.execute("ALTER TABLE app.memberships DISABLE ROW LEVEL SECURITY")
+
+    assert "app.memberships" in failing(db)["rls"]
+
+
+def test_verify_fails_when_anon_gets_a_privilege(db):
+    deployed(db)
+    db.execute("GRANT SELECT ON app.memberships TO anon")
+
+    assert "app.memberships" in failing(db)["anon_no_access"]
+
+
+def test_verify_fails_without_the_own_row_policy(db):
+    deployed(db)
+    db.execute("DROP POLICY memberships_select_own ON app.memberships")
+
+    assert "memberships_own_row_policy" in failing(db)
+
+
+def test_verify_fails_when_the_ledger_is_readable_by_an_api_role(db):
+    deployed(db)
+    db.execute("GRANT USAGE ON SCHEMA appdb TO authenticated")
+
+    assert "authenticated" in failing(db)["ledger_private"]
+
+
+def test_verify_fails_on_a_changed_migration(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    deployed(db, sql_dir)
+    path = sql_dir / "028_fix_memberships_unique_constraint.sql"
+    path.write_text(path.read_text().replace("-- 028:", "-- 028 (edited):"))
+
+    assert "changed after apply: 028" in failing(db, sql_dir)["ledger"]
+
+
+def test_verify_reports_a_removed_migration_without_failing(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    deployed(db, sql_dir)
+    (sql_dir / "028_fix_memberships_unique_constraint.sql").unlink()
+
+    ledger = checks(db, sql_dir)["ledger"]
+    assert ledger.ok
+    assert "removed, revert pending: 028" in ledger.detail
+
+
+@pytest.mark.parametrize("args, code", [(("verify",), 0), (("verify", "--json"), 0)])
+def test_verify_cli_exits_0_and_prints_json_when_all_hold(db, args, code):
+    deployed(db)
+    result = db.run_cli(*args)
+    assert result.returncode == code, result.stderr
+    if "--json" in args:
+        import json
+        data = json.loads(result.stdout)
+        assert data["ok"] is True
+        assert {c["name"] for c in data["checks"]} >= {"memberships_user_fk", "memberships_user_unique", "ledger"}
+
+
+def test_verify_cli_exits_1_on_failure_with_the_failed_checks_named(db):
+    deployed(db)
+    db.execute("ALTER TABLE app.memberships ADD CONSTRAINT memberships_user_unique UNIQUE (user_id)")
+    result = db.run_cli("verify", "--json")
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == "appdb: error: verification failed: memberships_user_unique"

@@ -1,0 +1,451 @@
+"""The GitHub Actions workflows: valid against GitHub's schema, and safe for a team.
+
+Every workflow is validated offline with ``check-jsonschema --builtin-schema
+vendor.github-workflows``, then held to the rules of docs/delivery.md. Each rule is a
+function returning the problems it finds, and each is shown to catch the mistake it
+guards against on a deliberately broken copy, so a rule that stops working fails here.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / ".github" / "workflows"
+CI = ROOT / "ci"
+CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
+
+# The only scopes a job may write, and why: commenting on a PR, and the drift issue.
+ALLOWED_WRITES = {"pull-requests", "issues"}
+# Contexts a PR's author controls; none may be interpolated into a script.
+UNTRUSTED = re.compile(r"github\s*\.\s*(event|head_ref)\b|\binputs\s*\.")
+EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}", re.S)
+PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_./-]+)?@[0-9a-f]{40}$")
+DEPLOY_ENVIRONMENTS = {"dev", "prod"}
+
+
+def load(path: Path) -> dict:
+    """A workflow as a dict; YAML 1.1 reads the key ``on`` as True, so it is put back."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+def workflow_paths() -> list[Path]:
+    return sorted([*WORKFLOWS.glob("*.yml"), *WORKFLOWS.glob("*.yaml")])
+
+
+@pytest.fixture(scope="module")
+def workflows() -> dict[str, dict]:
+    return {path.stem: load(path) for path in workflow_paths()}
+
+
+# --- helpers over a loaded workflow ------------------------------------------------------
+
+def triggers(wf: dict) -> dict:
+    on = wf.get("on", {})
+    if isinstance(on, str):
+        return {on: None}
+    if isinstance(on, list):
+        return {name: None for name in on}
+    return on or {}
+
+
+def steps(job: dict) -> list[dict]:
+    return job.get("steps", []) or []
+
+
+def environment_name(job: dict) -> str | None:
+    env = job.get("environment")
+    return env.get("name") if isinstance(env, dict) else env
+
+
+def matrix_values(job: dict, expression: str) -> list[str]:
+    """``${{ matrix.stack }}`` resolved through the job's matrix; a literal stays itself."""
+    found = re.fullmatch(r"\$\{\{\s*matrix\.(\w+)\s*\}\}", str(expression).strip())
+    if not found:
+        return [str(expression)]
+    return [str(v) for v in job.get("strategy", {}).get("matrix", {}).get(found.group(1), [])]
+
+
+def pulumi_steps(job: dict, command: str) -> list[dict]:
+    return [s for s in steps(job) if str(s.get("uses", "")).startswith("pulumi/actions@")
+            and s.get("with", {}).get("command") == command]
+
+
+def scripts(job: dict) -> list[str]:
+    """Everything a job executes as code: run: blocks and github-script's script: input."""
+    found = [str(s["run"]) for s in steps(job) if "run" in s]
+    found += [str(s["with"]["script"]) for s in steps(job) if "script" in s.get("with", {})]
+    return found
+
+
+def all_runs(wf: dict) -> str:
+    return "\n".join(script for job in wf.get("jobs", {}).values() for script in scripts(job))
+
+
+# --- the rules, each returning its problems ----------------------------------------------
+
+def trigger_problems(wf: dict) -> list[str]:
+    return ["pull_request_target runs PR code with secrets and a write token"
+            for name in triggers(wf) if name == "pull_request_target"]
+
+
+def permission_problems(wf: dict) -> list[str]:
+    problems = []
+    top = wf.get("permissions")
+    if not isinstance(top, dict):
+        problems.append(f"top-level permissions must be an explicit mapping, found {top!r}")
+    else:
+        problems += [f"top-level permission {scope}: {level} (writes belong to the job that needs them)"
+                     for scope, level in top.items() if level not in ("read", "none")]
+    for name, job in wf.get("jobs", {}).items():
+        perms = job.get("permissions")
+        if perms is None:
+            continue
+        if not isinstance(perms, dict):
+            problems.append(f"job {name}: permissions {perms!r} (use an explicit mapping)")
+            continue
+        problems += [f"job {name}: {scope}: write is not needed by any job here"
+                     for scope, level in perms.items() if level == "write" and scope not in ALLOWED_WRITES]
+    return problems
+
+
+def injection_problems(wf: dict) -> list[str]:
+    problems = []
+    for name, job in wf.get("jobs", {}).items():
+        for script in scripts(job):
+            for expression in EXPRESSION.findall(script):
+                if UNTRUSTED.search(expression):
+                    problems.append(f"job {name}: ${{{{{expression.strip()}}}}} inside a script (pass it through env:)")
+    return problems
+
+
+def pin_problems(wf: dict) -> list[str]:
+    problems = []
+    for name, job in wf.get("jobs", {}).items():
+        for step in steps(job):
+            uses = step.get("uses")
+            if uses and not uses.startswith("./") and not PINNED.match(uses):
+                problems.append(f"job {name}: {uses} is not pinned to a commit")
+        if "uses" in job and not str(job["uses"]).startswith("./") and not PINNED.match(job["uses"]):
+            problems.append(f"job {name}: reusable workflow {job['uses']} is not pinned")
+    return problems
+
+
+def checkout_problems(wf: dict) -> list[str]:
+    return [f"job {name}: actions/checkout keeps the token in .git/config (persist-credentials: false)"
+            for name, job in wf.get("jobs", {}).items() for step in steps(job)
+            if str(step.get("uses", "")).startswith("actions/checkout@")
+            and step.get("with", {}).get("persist-credentials") is not False]
+
+
+def deploy_problems(wf: dict) -> list[str]:
+    """pulumi up per stack: own concurrency group, never cancelled; prod behind its environment, after dev."""
+    problems = []
+    on = triggers(wf)
+    branches = (on.get("push") or {}).get("branches")
+    if branches != ["main"]:
+        problems.append(f"deploy must run on push to main only, found push branches {branches!r}")
+    if "pull_request" in on or "pull_request_target" in on:
+        problems.append("deploy must not run for pull requests")
+    ups: dict[str, str] = {}
+    for name, job in wf.get("jobs", {}).items():
+        for step in pulumi_steps(job, "up"):
+            for stack in matrix_values(job, step.get("with", {}).get("stack-name", "")):
+                ups[stack] = name
+    if set(ups) != {"dev", "prod"}:
+        problems.append(f"pulumi up must run for dev and prod, found {sorted(ups)}")
+    groups = {}
+    for stack, name in ups.items():
+        job = wf["jobs"][name]
+        concurrency = job.get("concurrency")
+        if not isinstance(concurrency, dict) or stack not in str(concurrency.get("group", "")):
+            problems.append(f"job {name}: needs a concurrency group naming stack {stack}")
+            continue
+        if concurrency.get("cancel-in-progress") is not False:
+            problems.append(f"job {name}: cancel-in-progress must be false (never kill a deploy half-way)")
+        groups[stack] = concurrency["group"]
+        if environment_name(job) != stack:
+            problems.append(f"job {name}: must run in the {stack!r} environment, found {environment_name(job)!r}")
+    if len(set(groups.values())) != len(groups):
+        problems.append(f"each stack needs its own concurrency group, found {groups}")
+    if "prod" in ups and "dev" in ups:
+        needs = wf["jobs"][ups["prod"]].get("needs", [])
+        needs = [needs] if isinstance(needs, str) else needs
+        if ups["dev"] not in needs:
+            problems.append("prod must deploy after dev (needs: the dev job)")
+    return problems
+
+
+def preview_problems(wf: dict) -> list[str]:
+    """PR: previews of dev and prod commented on the PR, from preview environments only; the PR's own checks."""
+    problems = []
+    if "pull_request" not in triggers(wf):
+        problems.append("the PR workflow must run on pull_request")
+    previews = set()
+    for name, job in wf.get("jobs", {}).items():
+        if environment_name(job) is not None:
+            for env in matrix_values(job, environment_name(job)):
+                if env in DEPLOY_ENVIRONMENTS:
+                    problems.append(f"job {name}: a PR job must not use the deploy environment {env!r}")
+        if pulumi_steps(job, "up") or pulumi_steps(job, "destroy"):
+            problems.append(f"job {name}: a PR must never change a stack")
+        for step in pulumi_steps(job, "preview"):
+            if str(step["with"].get("comment-on-pr")).lower() != "true":
+                problems.append(f"job {name}: pulumi preview must comment on the PR (comment-on-pr: true)")
+            previews.update(matrix_values(job, step["with"].get("stack-name", "")))
+    if previews != {"dev", "prod"}:
+        problems.append(f"pulumi preview must run for dev and prod, found {sorted(previews)}")
+    runs = all_runs(wf)
+    if "ci/report.py target" not in runs:
+        problems.append("the PR must show appdb status and verify for each stack (ci/report.py target)")
+    if "squawk" not in runs:
+        problems.append("the PR must lint sql/ with squawk")
+    if not re.search(r"ci/throwaway\.py(?=[^\n]*--state empty)(?=[^\n]*--state production)", runs):
+        problems.append("the PR must apply and verify on a throwaway database from empty and from production")
+    return problems
+
+
+def drift_problems(wf: dict) -> list[str]:
+    problems = []
+    schedule = triggers(wf).get("schedule") or []
+    if not any(isinstance(entry, dict) and entry.get("cron") for entry in schedule):
+        problems.append("drift must run on a schedule")
+    checks = [name for name, job in wf.get("jobs", {}).items()
+              if any("ci/report.py target" in s and "--inspect" in s and "--strict" in s for s in scripts(job))]
+    if not checks:
+        problems.append("drift must run appdb verify and inspect and fail when verification fails (--strict)")
+    for name, job in wf.get("jobs", {}).items():
+        env = environment_name(job)
+        if env in DEPLOY_ENVIRONMENTS:
+            problems.append(f"job {name}: drift reads prod with the read-only login, not the {env!r} environment")
+    if not any("failure()" in str(job.get("if", "")) for job in wf.get("jobs", {}).values()):
+        problems.append("a failed drift check must notify (a job with if: failure())")
+    return problems
+
+
+COMMON_RULES = (trigger_problems, permission_problems, injection_problems, pin_problems, checkout_problems)
+
+
+# --- the workflows as they are -------------------------------------------------------------
+
+def test_there_is_a_workflow_for_each_path_to_a_database(workflows):
+    assert {"pr", "deploy", "drift"} <= set(workflows)
+
+
+def test_every_workflow_is_valid_against_githubs_schema():
+    result = subprocess.run(
+        [str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.github-workflows", *map(str, workflow_paths())],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("rule", COMMON_RULES, ids=lambda rule: rule.__name__)
+def test_every_workflow_keeps_the_common_rules(workflows, rule):
+    problems = {name: rule(wf) for name, wf in workflows.items()}
+    assert not any(problems.values()), problems
+
+
+def test_deploy_runs_each_stack_alone_and_prod_behind_its_environment(workflows):
+    assert deploy_problems(workflows["deploy"]) == []
+
+
+def test_pull_request_previews_both_stacks_and_shows_what_preview_cannot(workflows):
+    assert preview_problems(workflows["pr"]) == []
+
+
+def test_drift_verifies_prod_daily_with_the_read_only_login_and_notifies(workflows):
+    assert drift_problems(workflows["drift"]) == []
+
+
+def test_scripts_the_workflows_call_exist_and_run(workflows):
+    for wf in workflows.values():
+        for script in re.findall(r"\bci/[\w.-]+", all_runs(wf)):
+            path = ROOT / script
+            assert path.is_file(), f"{script} is called by a workflow but does not exist"
+            if path.suffix == ".sh":
+                assert path.stat().st_mode & 0o111, f"{script} is not executable"
+                assert subprocess.run(["sh", "-n", str(path)], check=False).returncode == 0
+
+
+# --- each rule catches the mistake it is for ----------------------------------------------
+
+def test_schema_validation_rejects_a_misspelt_key(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    stepz:\n      - run: echo hi\n")
+    result = subprocess.run(
+        [str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.github-workflows", str(broken)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 1, result.stdout
+
+
+def test_a_pull_request_target_trigger_is_caught(workflows):
+    wf = copy.deepcopy(workflows["pr"])
+    wf["on"]["pull_request_target"] = {"branches": ["main"]}
+    assert trigger_problems(wf)
+
+
+def test_write_permissions_beyond_commenting_are_caught(workflows):
+    wf = copy.deepcopy(workflows["pr"])
+    wf["permissions"] = {"contents": "write"}
+    assert permission_problems(wf)
+    wf = copy.deepcopy(workflows["pr"])
+    wf["jobs"]["tests"]["permissions"] = {"contents": "write"}
+    assert permission_problems(wf)
+    wf = copy.deepcopy(workflows["pr"])
+    del wf["permissions"]
+    assert permission_problems(wf)
+    wf["permissions"] = "write-all"
+    assert permission_problems(wf)
+
+
+@pytest.mark.parametrize("expression", [
+    "github.event.pull_request.title",
+    "github.event.pull_request.head.ref",
+    "github.head_ref",
+    "github.event.pull_request.body",
+])
+def test_untrusted_pull_request_input_in_a_script_is_caught(workflows, expression):
+    wf = copy.deepcopy(workflows["pr"])
+    wf["jobs"]["tests"]["steps"].append({"run": f'echo "${{{{ {expression} }}}}"'})
+    assert injection_problems(wf)
+
+
+def test_untrusted_input_passed_through_env_is_allowed(workflows):
+    wf = copy.deepcopy(workflows["pr"])
+    wf["jobs"]["tests"]["steps"].append(
+        {"env": {"TITLE": "${{ github.event.pull_request.title }}"}, "run": 'echo "$TITLE"'})
+    assert injection_problems(wf) == []
+
+
+def test_an_action_pinned_to_a_tag_is_caught(workflows):
+    wf = copy.deepcopy(workflows["pr"])
+    wf["jobs"]["tests"]["steps"][0]["uses"] = "actions/checkout@v4"
+    assert pin_problems(wf)
+
+
+def test_a_deploy_that_could_overlap_or_skip_approval_is_caught(workflows):
+    base = workflows["deploy"]
+    prod = next(name for name, job in base["jobs"].items() if pulumi_steps(job, "up")
+                and job["steps"] and "prod" in str(job.get("environment")))
+    dev = next(name for name, job in base["jobs"].items() if pulumi_steps(job, "up") and name != prod)
+
+    cancelled = copy.deepcopy(base)
+    cancelled["jobs"][prod]["concurrency"]["cancel-in-progress"] = True
+    no_group = copy.deepcopy(base)
+    del no_group["jobs"][prod]["concurrency"]
+    shared = copy.deepcopy(base)
+    shared["jobs"][dev]["concurrency"]["group"] = "pulumi-dev-prod"
+    shared["jobs"][prod]["concurrency"]["group"] = "pulumi-dev-prod"
+    no_approval = copy.deepcopy(base)
+    del no_approval["jobs"][prod]["environment"]
+    parallel = copy.deepcopy(base)
+    parallel["jobs"][prod]["needs"] = "tests"
+    on_prs = copy.deepcopy(base)
+    on_prs["on"]["pull_request"] = {}
+    for broken in (cancelled, no_group, shared, no_approval, parallel, on_prs):
+        assert deploy_problems(broken)
+
+
+def test_a_preview_with_deploy_credentials_or_without_a_comment_is_caught(workflows):
+    base = workflows["pr"]
+    name = next(n for n, job in base["jobs"].items() if pulumi_steps(job, "preview"))
+    deploy_env = copy.deepcopy(base)
+    deploy_env["jobs"][name]["environment"] = "${{ matrix.stack }}"
+    silent = copy.deepcopy(base)
+    pulumi_steps(silent["jobs"][name], "preview")[0]["with"]["comment-on-pr"] = False
+    dev_only = copy.deepcopy(base)
+    dev_only["jobs"][name]["strategy"]["matrix"]["stack"] = ["dev"]
+    for broken in (deploy_env, silent, dev_only):
+        assert preview_problems(broken)
+
+
+def test_a_drift_check_that_cannot_fail_or_notify_is_caught(workflows):
+    base = workflows["drift"]
+    lenient = copy.deepcopy(base)
+    for job in lenient["jobs"].values():
+        for step in steps(job):
+            if "run" in step:
+                step["run"] = step["run"].replace("--strict", "")
+    silent = copy.deepcopy(base)
+    silent["jobs"] = {n: j for n, j in silent["jobs"].items() if "failure()" not in str(j.get("if", ""))}
+    unscheduled = copy.deepcopy(base)
+    del unscheduled["on"]["schedule"]
+    for broken in (lenient, silent, unscheduled):
+        assert drift_problems(broken)
+
+
+# --- the scripts behind the workflows --------------------------------------------------------
+
+sys.path.insert(0, str(CI))
+import report  # noqa: E402  (ci/report.py)
+import squawk_report  # noqa: E402  (ci/squawk_report.py)
+
+
+def _result(data: dict | None, returncode: int = 0) -> report.Result:
+    return report.Result(("verify", "--json"), returncode, data, "")
+
+
+def test_report_says_a_pending_only_failure_is_the_pull_requests_own_migration():
+    status = _result({"migrations": [{"id": "027", "name": "m", "state": "applied"},
+                                     {"id": "029", "name": "n", "state": "pending"}]})
+    verify = _result({"ok": False, "checks": [{"name": "ledger", "ok": False, "detail": "pending: 029"},
+                                              {"name": "memberships_user_fk", "ok": True, "detail": ""}]}, 1)
+    ok, sentence = report.verdict(status, verify)
+    assert not ok and "029" in sentence and "pulumi up" in sentence
+
+
+def test_report_names_a_real_verification_failure():
+    status = _result({"migrations": [{"id": "027", "name": "m", "state": "applied"}]})
+    verify = _result({"ok": False, "checks": [{"name": "memberships_user_unique", "ok": False,
+                                               "detail": "2: a | b"}]}, 1)
+    ok, sentence = report.verdict(status, verify)
+    assert not ok and "memberships_user_unique" in sentence
+    assert "a \\| b" in report.verify_markdown(verify)  # a pipe in catalog text cannot break the table
+
+
+def test_report_strict_exits_1_when_the_database_is_unreachable(tmp_path, monkeypatch):
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+    out = tmp_path / "report.md"
+    assert report.main(["target", "--title", "prod", "--strict", "--out", str(out)]) == 1
+    assert "could not run" in out.read_text()
+
+
+def test_squawk_findings_become_annotations_on_1_based_lines(tmp_path, monkeypatch):
+    bad = tmp_path / "sql"
+    bad.mkdir()
+    (bad / "001_bad.sql").write_text("CREATE INDEX i ON app.t (a);\n")
+    monkeypatch.setattr(squawk_report, "ROOT", tmp_path)
+    findings, _ = squawk_report.run_squawk(squawk_report.sql_files())
+    assert findings and all(f["line"] == 1 for f in findings)
+    assert squawk_report.annotation(findings[0]).startswith("::warning file=sql/001_bad.sql,line=1,")
+
+
+def test_the_projects_sql_has_no_squawk_findings():
+    findings, _ = squawk_report.run_squawk(squawk_report.sql_files())
+    assert findings == []
+
+
+def test_throwaway_database_applies_and_verifies_from_empty_and_from_production(tmp_path, monkeypatch):
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    out = tmp_path / "throwaway.md"
+    result = subprocess.run(
+        [sys.executable, str(CI / "throwaway.py"), "--state", "empty", "--state", "production", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+    )
+    text = out.read_text()
+    assert result.returncode == 0, result.stderr + text
+    assert text.count("**Applied and verified.**") == 2
+    assert text.count("Applied nothing, as it must.") == 2
