@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is our one-line error with exit 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{message} (see: appdb {self.prog.split(' ', 1)[-1]} --help)")
+        raise ConfigError(f"{message} (see: {self.prog} --help)")
 
 
 def _sql_dir(args: argparse.Namespace) -> Path:

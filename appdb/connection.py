@@ -7,6 +7,7 @@ message: every error passes through :func:`redact`, after dbmate's redactLogStri
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import re
@@ -59,7 +60,7 @@ def describe(params: dict[str, str]) -> str:
     """user@host:port/db for messages, without the password."""
     host = params.get("host") or os.environ.get("PGHOST") or "localhost"
     port = params.get("port") or os.environ.get("PGPORT") or "5432"
-    user = params.get("user") or os.environ.get("PGUSER") or "(default user)"
+    user = params.get("user") or os.environ.get("PGUSER") or getpass.getuser()
     db = params.get("dbname") or os.environ.get("PGDATABASE") or user
     return f"{user}@{host}:{port}/{db}"
 
