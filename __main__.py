@@ -1,0 +1,109 @@
+"""The appdb Pulumi program: the `app` schema, its roles and grants, the migrations, and verification.
+
+Stacks differ only in their stack files (Pulumi.<stack>.yaml); every key is declared,
+with its default, in Pulumi.yaml. See docs/pulumi.md.
+"""
+
+from pathlib import Path
+
+import pulumi
+
+from appdb.migration import discover
+from components import (
+    AppSchema,
+    AppSchemaArgs,
+    Database,
+    DatabaseArgs,
+    Grants,
+    GrantsArgs,
+    LoginRole,
+    Migrations,
+    MigrationsArgs,
+    Roles,
+    RolesArgs,
+    Verification,
+    VerificationArgs,
+)
+from components.validation import digest
+
+config = pulumi.Config()
+admin_role = config.require("adminRole")
+
+database = Database(
+    "db",
+    DatabaseArgs(
+        host=config.require("dbHost"),
+        port=config.require_int("dbPort"),
+        database=config.require("dbName"),
+        username=config.require("dbUser"),
+        role=admin_role,
+        password=config.require_secret("dbPassword"),
+        sslmode=config.require("sslMode"),
+        connect_timeout=config.require_int("connectTimeout"),
+    ),
+)
+postgres = pulumi.ResourceOptions(providers=[database.provider])
+
+schema = AppSchema(
+    "schema",
+    AppSchemaArgs(database=database.args.database, owner=admin_role, protect=config.require_bool("protectSchema")),
+    opts=postgres,
+)
+backend_role = config.require("backendRole")
+roles = Roles(
+    "roles",
+    RolesArgs(
+        login_roles=[LoginRole(key="backend", name=backend_role, password=config.require_secret("backendPassword"))],
+        adopt=config.require_object("adoptRoles"),
+    ),
+    opts=postgres,
+)
+migrations = Migrations(
+    "migration",
+    MigrationsArgs(
+        migrations=discover(Path("sql")),
+        environment=database.command_environment(),
+        allow_data_loss=config.require_bool("allowDataLoss"),
+        after=[schema, roles],
+    ),
+)
+grants = Grants(
+    "grants",
+    GrantsArgs(
+        database=database.args.database,
+        schema=schema.name,
+        owner=admin_role,
+        requires=[schema, roles],
+        tables_after=migrations.commands,
+    ),
+    opts=postgres,
+)
+verification = Verification(
+    "verify",
+    VerificationArgs(
+        environment=database.command_environment(),
+        digest=digest({"migrations": migrations.applied, "roles": roles.settings, "grants": grants.settings}),
+        after=[*migrations.commands, grants],
+    ),
+)
+
+backend_login = database.login_for(backend_role)
+pulumi.export("verification", verification.result)
+pulumi.export("migrations", migrations.applied)
+pulumi.export(
+    "backend",
+    {
+        "user": backend_login,
+        "host": database.args.host,
+        "port": database.args.port,
+        "database": database.args.database,
+        "sslmode": database.args.sslmode,
+    },
+)
+pulumi.export(
+    "backendUrl",
+    f"postgresql://{backend_login}@{database.args.host}:{database.args.port}/{database.args.database}"
+    f"?sslmode={database.args.sslmode}",
+)
+pulumi.export("schema", {"name": schema.name, "protected": config.require_bool("protectSchema")})
+pulumi.export("revertsAllowDataLoss", config.require_bool("allowDataLoss"))

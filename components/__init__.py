@@ -1,0 +1,29 @@
+"""The Pulumi components: one module per concept, each a ComponentResource.
+
+``__main__.py`` reads the stack's config and builds these; they never read config.
+"""
+
+from components.grants import DEFAULT_ACCESS, Grants, GrantsArgs, TableAccess
+from components.migrations import Migrations, MigrationsArgs
+from components.provider import Database, DatabaseArgs
+from components.roles import LoginRole, Roles, RolesArgs
+from components.schema import AppSchema, AppSchemaArgs
+from components.verification import Verification, VerificationArgs
+
+__all__ = [
+    "DEFAULT_ACCESS",
+    "AppSchema",
+    "AppSchemaArgs",
+    "Database",
+    "DatabaseArgs",
+    "Grants",
+    "GrantsArgs",
+    "LoginRole",
+    "Migrations",
+    "MigrationsArgs",
+    "Roles",
+    "RolesArgs",
+    "TableAccess",
+    "Verification",
+    "VerificationArgs",
+]

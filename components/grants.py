@@ -1,0 +1,170 @@
+"""Who may use the ``app`` schema and its tables, the Supabase API roles included.
+
+How pulumi-postgresql's resources behave decides the shape of this module:
+
+* ``Grant`` REVOKEs everything the role has on its objects and then GRANTs, in one
+  transaction, on create and on update; its delete REVOKEs everything. So two Grants
+  for the same role on the same objects undo each other (the second create wipes
+  the first; deleting either wipes both). Each role therefore has at most one Grant
+  per kind of object here, and the constructor refuses a role listed twice.
+* ``Grant`` is marked delete-before-replace by the provider (pulumi-postgresql #235):
+  on a replacement the old REVOKE runs before the new GRANT, so nothing is left
+  revoked. ``DefaultPrivileges`` is not: a replacement would run the new resource's
+  ALTER DEFAULT PRIVILEGES ... GRANT and then the old one's ... REVOKE ALL on the same
+  (owner, schema, role), leaving nothing. It gets ``delete_before_replace=True``.
+* Resource names derive from the role and the kind of object and never change, so
+  no grant is ever deleted-and-recreated under a new name (a rename without an alias
+  would create the new grant first and then let the old one's delete revoke it).
+
+Table grants run after the migrations that create the tables (``tables_after``);
+default privileges, owned by the role that runs the migrations, cover tables that
+later migrations create.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import pulumi
+import pulumi_postgresql as postgresql
+
+from components import validation
+from components.roles import READER, WRITER
+
+DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
+SEQUENCE_USE = ("USAGE", "SELECT")
+
+
+@dataclass(frozen=True)
+class TableAccess:
+    """What one role gets in the schema.
+
+    ``tables`` empty means every table in the schema (``GRANT ... ON ALL TABLES``);
+    ``privileges`` empty means none, enforced: the Grant revokes whatever was given by hand.
+    ``future`` adds default privileges so tables created later get the same.
+    """
+
+    role: str
+    privileges: tuple[str, ...]
+    tables: tuple[str, ...] = ()
+    sequence_privileges: tuple[str, ...] = ()
+    schema_usage: bool = True
+    future: bool = False
+
+
+# The app's access plan. RLS decides which rows; these decide which tables at all.
+DEFAULT_ACCESS: tuple[TableAccess, ...] = (
+    TableAccess(WRITER, DML, sequence_privileges=SEQUENCE_USE, future=True),
+    TableAccess(READER, ("SELECT",), future=True),
+    # Supabase's API roles. service_role bypasses RLS and is the server's key.
+    TableAccess("service_role", DML, sequence_privileges=SEQUENCE_USE, future=True),
+    # Signed-in users read their own membership through RLS, and nothing else.
+    TableAccess("authenticated", ("SELECT",), tables=("memberships",)),
+    # The anonymous key gets nothing in `app`, not even USAGE; an empty Grant revokes strays.
+    TableAccess("anon", (), schema_usage=False),
+)
+
+_PRIVILEGES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+
+
+@dataclass
+class GrantsArgs:
+    database: pulumi.Input[str]
+    schema: str
+    owner: str
+    access: tuple[TableAccess, ...] = DEFAULT_ACCESS
+    # What must exist first: the schema and the roles (for USAGE), and the migrations (for tables).
+    requires: list[pulumi.Resource] = field(default_factory=list)
+    tables_after: list[pulumi.Resource] = field(default_factory=list)
+
+
+class Grants(pulumi.ComponentResource):
+    def __init__(self, name: str, args: GrantsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("appdb:index:Grants", name, None, opts)
+        validation.identifier(args.schema, "schema")
+        validation.identifier(args.owner, "owner")
+        seen: set[str] = set()
+        for index, access in enumerate(args.access):
+            where = f"access[{index}]"
+            validation.identifier(access.role, f"{where}.role")
+            if access.role in seen:
+                raise ValueError(
+                    f"{where}.role: {access.role!r} is listed twice; two grants to one role on the same "
+                    "objects undo each other, so give each role one entry"
+                )
+            seen.add(access.role)
+            for table in access.tables:
+                validation.identifier(table, f"{where}.tables")
+            unknown = set(access.privileges) - _PRIVILEGES
+            if unknown:
+                raise ValueError(f"{where}.privileges: not table privileges: {', '.join(sorted(unknown))}")
+            if access.future and access.tables:
+                raise ValueError(f"{where}.future: default privileges cover all future tables; drop `tables` or `future`")
+
+        def opts_(after: list[pulumi.Resource], **extra: object) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, depends_on=list(after), **extra)
+
+        self.grants: list[postgresql.Grant] = []
+        self.default_privileges: list[postgresql.DefaultPrivileges] = []
+        table_deps = [*args.requires, *args.tables_after]
+        for access in args.access:
+            prefix = f"{name}-{access.role}"
+            if access.schema_usage:
+                self.grants.append(
+                    postgresql.Grant(
+                        f"{prefix}-usage",
+                        database=args.database,
+                        schema=args.schema,
+                        role=access.role,
+                        object_type="schema",
+                        privileges=["USAGE"],
+                        opts=opts_(args.requires),
+                    )
+                )
+            self.grants.append(
+                postgresql.Grant(
+                    f"{prefix}-tables",
+                    database=args.database,
+                    schema=args.schema,
+                    role=access.role,
+                    object_type="table",
+                    objects=list(access.tables) or None,
+                    privileges=list(access.privileges),
+                    opts=opts_(table_deps),
+                )
+            )
+            if access.sequence_privileges:
+                self.grants.append(
+                    postgresql.Grant(
+                        f"{prefix}-sequences",
+                        database=args.database,
+                        schema=args.schema,
+                        role=access.role,
+                        object_type="sequence",
+                        privileges=list(access.sequence_privileges),
+                        opts=opts_(table_deps),
+                    )
+                )
+            if access.future:
+                kinds = [("tables", "table", access.privileges)]
+                if access.sequence_privileges:
+                    kinds.append(("sequences", "sequence", access.sequence_privileges))
+                for suffix, object_type, privileges in kinds:
+                    self.default_privileges.append(
+                        postgresql.DefaultPrivileges(
+                            f"{prefix}-future-{suffix}",
+                            database=args.database,
+                            schema=args.schema,
+                            owner=args.owner,
+                            role=access.role,
+                            object_type=object_type,
+                            privileges=list(privileges),
+                            opts=opts_(args.requires, delete_before_replace=True),
+                        )
+                    )
+        self.settings = {
+            "schema": args.schema,
+            "owner": args.owner,
+            "access": [asdict(access) for access in args.access],
+        }
+        self.register_outputs({"roles": [access.role for access in args.access]})

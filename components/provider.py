@@ -1,0 +1,93 @@
+"""The one explicit PostgreSQL provider, and the same connection as libpq variables for the commands.
+
+Every ``postgresql`` resource in the program uses this provider; the command
+resources get :meth:`Database.command_environment`, so ``bin/appdb`` connects with
+exactly the settings the provider uses. The password is a secret Output in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_postgresql as postgresql
+
+from components import validation
+
+# Connect within seconds instead of the provider's 180 s default, so an unreachable
+# host fails the preview quickly with a clear error.
+DEFAULT_CONNECT_TIMEOUT = 10
+
+
+@dataclass
+class DatabaseArgs:
+    """Where the database is and how to log in.
+
+    ``username`` is the login; ``role`` is the database role behind it. They differ on
+    Supabase's session pooler, whose login is ``postgres.<project-ref>`` for role ``postgres``.
+    """
+
+    host: pulumi.Input[str]
+    password: pulumi.Input[str]
+    port: int = 5432
+    database: str = "postgres"
+    username: str = "postgres"
+    role: str = "postgres"
+    sslmode: str = "require"
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+
+
+class Database(pulumi.ComponentResource):
+    """The provider for one database, and the connection settings for ``bin/appdb``."""
+
+    provider: postgresql.Provider
+
+    def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("appdb:index:Database", name, None, opts)
+        validation.port(args.port, "port")
+        validation.identifier(args.role, "role")
+        if not args.username:
+            raise ValueError("username: the login must not be empty")
+        if args.sslmode not in ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"):
+            raise ValueError(f"sslmode: {args.sslmode!r} is not a libpq sslmode")
+        if not 0 < args.connect_timeout <= 60:
+            raise ValueError(f"connect_timeout: {args.connect_timeout!r} must be between 1 and 60 seconds")
+
+        self.args = args
+        self.password = pulumi.Output.secret(args.password)
+        self.provider = postgresql.Provider(
+            name,
+            host=args.host,
+            port=args.port,
+            database=args.database,
+            username=args.username,
+            database_username=args.role,
+            password=self.password,
+            sslmode=args.sslmode,
+            connect_timeout=args.connect_timeout,
+            # Supabase's `postgres` is not a superuser: the provider must not assume it is.
+            superuser=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"host": args.host, "port": args.port, "database": args.database})
+
+    def command_environment(self) -> dict[str, pulumi.Input[str]]:
+        """libpq variables for the command resources; PGPASSWORD stays a secret Output."""
+        return {
+            # An inherited DATABASE_URL would win over the PG* variables: blank it, so the
+            # commands always reach the stack's database, never the one in someone's shell.
+            "DATABASE_URL": "",
+            "PGHOST": self.args.host,
+            "PGPORT": str(self.args.port),
+            "PGDATABASE": self.args.database,
+            "PGUSER": self.args.username,
+            "PGPASSWORD": self.password,
+            "PGSSLMODE": self.args.sslmode,
+            "PGCONNECT_TIMEOUT": str(self.args.connect_timeout),
+        }
+
+    def login_for(self, role: str) -> str:
+        """The login for ``role`` through the same endpoint: the pooler's ``.<project-ref>`` suffix carries over."""
+        prefix = self.args.role + "."
+        suffix = self.args.username[len(self.args.role) :] if self.args.username.startswith(prefix) else ""
+        return role + suffix

@@ -1,0 +1,144 @@
+"""Pulumi.yaml and the stack files: what the CLI validates before the program runs, checked here.
+
+The CLI refuses a stack whose secret key is not encrypted, a non-project key with a
+``type`` or ``default``, an ``array`` without ``items``, and a project key with
+neither a value nor a default. These tests hold the files to those rules and to
+the stacks' intent (prod protects its data), without the CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+STACKS = ("local", "dev", "prod")
+LOCAL_PASSPHRASE = "appdb-local"  # documented in Pulumi.local.yaml and docs/pulumi.md
+
+
+def project() -> dict:
+    return yaml.safe_load((PROJECT / "Pulumi.yaml").read_text())
+
+
+def stack_file(stack: str) -> dict:
+    return yaml.safe_load((PROJECT / f"Pulumi.{stack}.yaml").read_text()) or {}
+
+
+def keys_read_by_the_program() -> set[str]:
+    source = (PROJECT / "__main__.py").read_text()
+    return set(re.findall(r"config\.(?:get|require)\w*\(\s*\"([A-Za-z0-9]+)\"", source))
+
+
+def test_the_runtime_is_python_in_the_project_virtualenv():
+    runtime = project()["runtime"]
+    assert runtime["name"] == "python"
+    assert runtime["options"]["virtualenv"] == ".venv"
+    assert ".venv/" in (PROJECT / ".gitignore").read_text().split()
+
+
+def test_every_key_the_program_reads_is_declared_with_a_type_and_description():
+    declared = {key: spec for key, spec in project()["config"].items() if ":" not in key}
+    read = keys_read_by_the_program()
+    assert read, "found no config reads in __main__.py"
+    assert read == set(declared), f"read but not declared: {read - set(declared)}; declared but unused: {set(declared) - read}"
+    for key, spec in declared.items():
+        assert spec.get("type") in ("string", "integer", "boolean", "array"), key
+        assert spec.get("description"), key
+        if spec["type"] == "array":
+            assert "items" in spec, f"{key}: the CLI refuses an array without items"
+
+
+def test_secrets_are_declared_secret_and_have_no_default():
+    declared = project()["config"]
+    for key in ("dbPassword", "backendPassword"):
+        assert declared[key].get("secret") is True, key
+        assert "default" not in declared[key], f"{key}: a plaintext default would fail the secret check"
+
+
+def test_safe_defaults_protect_data_on_a_stack_that_forgot_to_say():
+    declared = project()["config"]
+    assert declared["protectSchema"]["default"] is True
+    assert declared["allowDataLoss"]["default"] is False
+    assert declared["connectTimeout"]["default"] <= 15
+    assert declared["dbPort"]["default"] != 6543
+
+
+def test_keys_outside_the_project_namespace_carry_only_a_value():
+    for key, spec in project()["config"].items():
+        if ":" in key:
+            assert set(spec) == {"value"}, f"{key}: the CLI refuses type/default on a non-project key"
+    assert project()["config"]["pulumi:disable-default-providers"]["value"] == ["postgresql"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_files_set_only_declared_keys_and_encrypt_secrets(stack):
+    declared = project()["config"]
+    for key, value in (stack_file(stack).get("config") or {}).items():
+        namespace, _, short = key.partition(":")
+        assert namespace == "appdb", f"{stack}: {key} is outside the project namespace"
+        assert short in declared, f"{stack}: {key} is not declared in Pulumi.yaml"
+        if declared[short].get("secret"):
+            assert isinstance(value, dict) and set(value) == {"secure"}, f"{stack}: {key} must be encrypted"
+        else:
+            assert not isinstance(value, dict) or "secure" not in value
+
+
+def test_prod_protects_the_schema_and_refuses_data_loss_while_dev_and_local_allow_it():
+    def value(stack: str, key: str) -> str | None:
+        return (stack_file(stack).get("config") or {}).get(f"appdb:{key}")
+
+    assert value("prod", "protectSchema") == "true"
+    assert value("prod", "allowDataLoss") == "false"
+    for stack in ("dev", "local"):
+        assert value(stack, "allowDataLoss") == "true"
+        assert value(stack, "protectSchema") == "false"
+
+
+def test_the_program_never_asks_which_stack_it_is():
+    sources = [PROJECT / "__main__.py", *sorted((PROJECT / "components").glob("*.py"))]
+    for path in sources:
+        text = path.read_text()
+        assert "get_stack" not in text, path.name
+        assert not re.search(r"""["'](prod|dev|local)["']""", text), f"{path.name} names a stack"
+
+
+def test_components_never_read_config():
+    for path in sorted((PROJECT / "components").glob("*.py")):
+        assert "Config(" not in path.read_text(), f"{path.name} reads config; __main__.py should"
+
+
+def test_local_stack_targets_the_local_database():
+    config = stack_file("local")["config"]
+    assert config["appdb:dbHost"] == "127.0.0.1"
+    assert config["appdb:dbPort"] == "54322"
+    assert config["appdb:sslMode"] == "disable"
+
+
+def _decrypt(key: bytes, value: str) -> str:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    version, nonce, ciphertext = value.split(":")
+    assert version == "v1"
+    return AESGCM(key).decrypt(base64.b64decode(nonce), base64.b64decode(ciphertext), None).decode()
+
+
+def test_local_secrets_open_with_the_documented_local_passphrase():
+    """Pulumi's passphrase format: encryptionsalt v1:<salt>:<ciphertext of "pulumi">, PBKDF2-SHA256 x 1e6, AES-256-GCM."""
+    settings = stack_file("local")
+    version, salt, check = settings["encryptionsalt"].split(":", 2)
+    assert version == "v1"
+    key = hashlib.pbkdf2_hmac("sha256", LOCAL_PASSPHRASE.encode(), base64.b64decode(salt), 1_000_000, 32)
+    assert _decrypt(key, check) == "pulumi"
+    config = settings["config"]
+    assert _decrypt(key, config["appdb:dbPassword"]["secure"]) == "postgres"  # the local cluster's login
+    assert _decrypt(key, config["appdb:backendPassword"]["secure"]) == "app_backend_local"
+
+
+def test_the_local_passphrase_is_documented_where_people_look():
+    for path in (PROJECT / "Pulumi.local.yaml", PROJECT / "docs" / "pulumi.md", PROJECT / "bin" / "deploy-local"):
+        assert LOCAL_PASSPHRASE in path.read_text(), path.name

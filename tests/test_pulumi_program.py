@@ -1,0 +1,773 @@
+"""The Pulumi program under Pulumi's mocks: graph and order, inputs, secrets, protect flags, rule 1.
+
+The program is run for real (``__main__.py`` through ``runpy``) from copies of the
+project in temporary folders, with the config the CLI would hand it: the defaults
+declared in Pulumi.yaml merged with the stack file. A ``MockMonitor`` subclass keeps
+every ``RegisterResource`` request, so dependencies, protect flags, providers and
+which input values are secret are seen exactly as the engine would receive them.
+
+What the real engine does with these registrations is known from pulumi-command's
+and pulumi-postgresql's source, and the assertions say why each one matters:
+only ``triggers`` replaces a ``local.Command``; a replacement creates the new
+command before deleting the old one, and the delete of a migration is its revert.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import runpy
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pulumi
+import pytest
+import yaml
+from pulumi.runtime import rpc
+from pulumi.runtime.mocks import MockMonitor, Mocks, MockResourceArgs
+
+PROJECT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore:postgresql.DefaultPrivileg has been deprecated:DeprecationWarning")
+SECRET_SIG = rpc._special_secret_sig
+SIG_KEY = rpc._special_sig_key
+
+COMMAND = "command:local:Command"
+SCHEMA = "postgresql:index/schema:Schema"
+ROLE = "postgresql:index/role:Role"
+GRANT = "postgresql:index/grant:Grant"
+DEFAULT_PRIVILEGES = "postgresql:index/defaultPrivileges:DefaultPrivileges"
+PROVIDER = "pulumi:providers:postgresql"
+
+DB_PASSWORD = "db-Pa55-first"
+BACKEND_PASSWORD = "backend-Pa55-first"
+VERIFY_REPORT = {"ok": True, "checks": [{"name": "memberships_user_fk", "ok": True, "detail": "references auth.users"}]}
+
+MIGRATIONS = {
+    "027_memberships.sql": "ALTER TABLE app.memberships ADD COLUMN note text;\n",
+    "028_fix_memberships_unique_constraint.sql": "ALTER TABLE app.memberships DROP CONSTRAINT IF EXISTS x;\n",
+}
+
+
+# --- the harness -------------------------------------------------------------------
+
+
+@dataclass
+class Registration:
+    """One RegisterResource request, as the engine would receive it."""
+
+    type: str
+    name: str
+    urn: str
+    parent: str
+    custom: bool
+    inputs: dict[str, Any]  # secret values still wrapped in the RPC secret marker
+    protect: bool | None
+    dependencies: list[str]
+    provider: str
+    delete_before_replace: bool
+    replace_on_changes: list[str]
+    import_id: str
+    retain_on_delete: bool | None
+
+
+class CapturingMonitor(MockMonitor):
+    """Keeps what the program asked the engine for, before the mocks turn it into state."""
+
+    def __init__(self, mocks: Mocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request):  # noqa: N802 - the gRPC method's name
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.registrations.append(
+                Registration(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    parent=request.parent,
+                    custom=request.custom,
+                    inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
+                    protect=request.protect if request.HasField("protect") else None,
+                    dependencies=list(request.dependencies),
+                    provider=request.provider,
+                    delete_before_replace=request.deleteBeforeReplace,
+                    replace_on_changes=list(request.replaceOnChanges),
+                    import_id=request.importId,
+                    retain_on_delete=request.retainOnDelete if request.HasField("retainOnDelete") else None,
+                )
+            )
+        return response
+
+
+def _has_secret(value: Any) -> bool:
+    if isinstance(value, dict):
+        return value.get(SIG_KEY) == SECRET_SIG or any(_has_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_secret(v) for v in value)
+    return False
+
+
+class ProgramMocks(Mocks):
+    """State = inputs, plus what the providers compute.
+
+    Like pulumi-command's WireDependencies, a command's stdout is secret when any input
+    is (the environment carries the password): the program must unsecret the report itself.
+    """
+
+    def new_resource(self, args: MockResourceArgs):
+        state = dict(args.inputs)
+        if args.typ == COMMAND:
+            stdout = json.dumps(VERIFY_REPORT) if "verify" in str(args.inputs.get("create")) else ""
+            state["stdout"] = {SIG_KEY: SECRET_SIG, "value": stdout} if _has_secret(args.inputs) else stdout
+            state["stderr"] = ""
+        return f"{args.name}-id", state
+
+    def call(self, args):
+        return {}, None
+
+
+@dataclass
+class Run:
+    registrations: list[Registration]
+    exports: dict[str, tuple[Any, bool]]  # name -> (value, is_secret)
+    checkout: Path
+
+    def of_type(self, type_: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == type_]
+
+    def one(self, type_: str, name: str) -> Registration:
+        found = [r for r in self.registrations if r.type == type_ and r.name == name]
+        assert len(found) == 1, f"expected one {type_} named {name}, found {[r.name for r in self.of_type(type_)]}"
+        return found[0]
+
+    def urn(self, type_: str, name: str) -> str:
+        return self.one(type_, name).urn
+
+    @property
+    def commands(self) -> dict[str, Registration]:
+        return {r.name: r for r in self.of_type(COMMAND)}
+
+
+def stack_config(stack: str, **overrides: Any) -> dict[str, Any]:
+    """The config the CLI hands the program: Pulumi.yaml's defaults, then the stack file, then overrides.
+
+    Secret values in the stack file cannot be decrypted here; tests pass their own.
+    """
+    project = yaml.safe_load((PROJECT / "Pulumi.yaml").read_text())
+    values: dict[str, Any] = {
+        key: spec["default"]
+        for key, spec in project["config"].items()
+        if ":" not in key and isinstance(spec, dict) and "default" in spec
+    }
+    stack_file = yaml.safe_load((PROJECT / f"Pulumi.{stack}.yaml").read_text()) or {}
+    for key, value in (stack_file.get("config") or {}).items():
+        namespace, _, short = key.partition(":")
+        if namespace == "appdb" and not isinstance(value, dict):
+            values[short] = value
+    values.setdefault("dbHost", f"db.{stack}-ref.supabase.co")
+    values.update(dbPassword=DB_PASSWORD, backendPassword=BACKEND_PASSWORD)
+    values.update(overrides)
+    return values
+
+
+def make_checkout(root: Path, migrations: dict[str, str] | None = None) -> Path:
+    """A copy of the project, as another clone of the repository would be, with test migrations."""
+    root.mkdir(parents=True)
+    for name in ("__main__.py", "Pulumi.yaml", "Pulumi.local.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
+        shutil.copy(PROJECT / name, root / name)
+    for package in ("components", "appdb", "bin"):
+        shutil.copytree(PROJECT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "sql" / "revert").mkdir(parents=True)
+    for filename, text in (MIGRATIONS if migrations is None else migrations).items():
+        (root / "sql" / filename).write_text(text)
+        (root / "sql" / "revert" / filename).write_text("-- revert\nSELECT 1;\n")
+    return root
+
+
+_PROGRAM_PACKAGES = ("components", "appdb")
+
+
+def _is_program_module(name: str) -> bool:
+    return name in _PROGRAM_PACKAGES or name.startswith(tuple(f"{p}." for p in _PROGRAM_PACKAGES))
+
+
+@contextlib.contextmanager
+def program_modules(checkout: Path) -> Iterator[None]:
+    """Import ``components`` and ``appdb`` from ``checkout``, then put back exactly the modules there were.
+
+    Other test modules hold references to the project's ``appdb`` modules; restoring
+    them keeps their classes (errors, dataclasses) identical for the rest of the session.
+    """
+    saved = {name: module for name, module in sys.modules.items() if _is_program_module(name)}
+    for name in saved:
+        del sys.modules[name]
+    sys.path.insert(0, str(checkout))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(checkout))
+        for name in [name for name in sys.modules if _is_program_module(name)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def run_program(checkout: Path, stack: str, config: dict[str, Any]) -> Run:
+    """Run ``checkout/__main__.py`` under the mocks, from ``checkout`` as Pulumi would (cwd = project)."""
+    mocks = ProgramMocks()
+    monitor = CapturingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="appdb", stack=stack, preview=False, monitor=monitor)
+    secret = ("dbPassword", "backendPassword")
+    pulumi.runtime.set_all_config(
+        {f"appdb:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()},
+        [f"appdb:{key}" for key in secret],
+    )
+    exports: dict[str, tuple[Any, bool]] = {}
+
+    async def collect() -> None:
+        root = pulumi.runtime.get_root_resource()
+        for name, value in root.outputs.items():
+            output = pulumi.Output.from_input(value)
+            exports[name] = (await output.future(), await output.is_secret())
+
+    @pulumi.runtime.test
+    def program():
+        runpy.run_path(str(checkout / "__main__.py"), run_name="__main__")
+        return pulumi.Output.from_input(collect())
+
+    cwd = os.getcwd()
+    with program_modules(checkout):
+        os.chdir(checkout)
+        try:
+            program()
+        finally:
+            os.chdir(cwd)
+    return Run(monitor.registrations, exports, checkout)
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory) -> Path:
+    return make_checkout(tmp_path_factory.mktemp("clone") / "appdb")
+
+
+@pytest.fixture(scope="module")
+def runs(checkout) -> dict[str, Run]:
+    return {stack: run_program(checkout, stack, stack_config(stack)) for stack in ("local", "dev", "prod")}
+
+
+STACKS = ("local", "dev", "prod")
+
+
+# --- helpers for assertions -------------------------------------------------------
+
+
+def plain_strings(value: Any) -> Iterator[str]:
+    """Every string in ``value`` that is NOT inside a secret marker."""
+    if isinstance(value, dict):
+        if value.get(SIG_KEY) == SECRET_SIG:
+            return
+        for key, item in value.items():
+            yield str(key)
+            yield from plain_strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from plain_strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def secret_values(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        if value.get(SIG_KEY) == SECRET_SIG:
+            return [value["value"]]
+        return [s for item in value.values() for s in secret_values(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in secret_values(item)]
+    return []
+
+
+def reveal(value: Any) -> Any:
+    """``value`` with secret markers removed: the plain values a provider would receive."""
+    if isinstance(value, dict):
+        if value.get(SIG_KEY) == SECRET_SIG:
+            return reveal(value["value"])
+        return {key: reveal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [reveal(item) for item in value]
+    return value
+
+
+def env(registration: Registration) -> dict[str, Any]:
+    """A command's environment. The SDK marks the whole map secret, since PGPASSWORD is."""
+    return reveal(registration.inputs["environment"])
+
+
+PASSWORD_VARIABLES = ("PGPASSWORD",)
+
+
+def comparable(registration: Registration) -> dict[str, Any]:
+    """A command's inputs as they would be diffed, with only the password values masked.
+
+    Everything else inside the secret environment stays visible, so a change to any
+    other value (a path, a checksum, a setting) still shows.
+    """
+    inputs = reveal(registration.inputs)
+    environment = dict(inputs.get("environment", {}))
+    for name in PASSWORD_VARIABLES:
+        if name in environment:
+            environment[name] = "[password]"
+    return {**inputs, "environment": environment}
+
+
+def depends_on(run: Run, registration: Registration, type_: str, name: str) -> bool:
+    return run.urn(type_, name) in registration.dependencies
+
+
+# --- the provider -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_postgresql_resource_uses_the_one_explicit_provider(runs, stack):
+    run = runs[stack]
+    providers = run.of_type(PROVIDER)
+    assert len(providers) == 1
+    reference = f"{providers[0].urn}::{providers[0].name}-id"
+    postgres_resources = [r for r in run.registrations if r.type.startswith("postgresql:")]
+    assert postgres_resources
+    for registration in postgres_resources:
+        assert registration.provider == reference, f"{registration.name} does not use the program's provider"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_provider_is_no_superuser_with_a_short_timeout_and_a_secret_password(runs, stack):
+    inputs = runs[stack].of_type(PROVIDER)[0].inputs
+    # The bridged provider receives its config as JSON strings.
+    assert json.loads(inputs["superuser"]) is False
+    assert json.loads(inputs["connectTimeout"]) == 10
+    assert secret_values(inputs["password"]) == [DB_PASSWORD]
+    assert inputs["databaseUsername"] == "postgres"
+
+
+def test_session_pooler_login_maps_to_the_postgres_role_and_to_the_backend_login(checkout):
+    run = run_program(checkout, "prod", stack_config("prod", dbUser="postgres.abcdefgh"))
+    provider = run.of_type(PROVIDER)[0].inputs
+    assert provider["username"] == "postgres.abcdefgh"
+    assert provider["databaseUsername"] == "postgres"
+    assert run.exports["backend"][0]["user"] == "app_backend.abcdefgh"
+    assert env(run.commands["migration-027"])["PGUSER"] == "postgres.abcdefgh"
+
+
+def test_the_transaction_pooler_port_is_refused(checkout):
+    with pytest.raises(Exception, match="6543"):
+        run_program(checkout, "dev", stack_config("dev", dbPort=6543))
+
+
+# --- rule 3: no secret in plain text ------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_secret_in_plain_text_in_any_resource_input(runs, stack):
+    run = runs[stack]
+    assert len(run.registrations) > 20
+    for registration in run.registrations:
+        for text in plain_strings(registration.inputs):
+            assert DB_PASSWORD not in text and BACKEND_PASSWORD not in text, (
+                f"{registration.type} {registration.name} has a password in plain text"
+            )
+    # And the passwords are there, as secrets, where they are needed.
+    assert secret_values(run.one(ROLE, "roles-backend").inputs["password"]) == [BACKEND_PASSWORD]
+    for command in run.commands.values():
+        environment = command.inputs["environment"]
+        assert environment.get(SIG_KEY) == SECRET_SIG, "the environment carries PGPASSWORD, so it is secret"
+        assert reveal(environment)["PGPASSWORD"] == DB_PASSWORD
+        assert sum(DB_PASSWORD in text for text in map(str, reveal(environment).values())) == 1
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_secret_in_plain_text_in_any_stack_output(runs, stack):
+    for name, (value, is_secret) in runs[stack].exports.items():
+        text = json.dumps(value)
+        if not is_secret:
+            assert DB_PASSWORD not in text and BACKEND_PASSWORD not in text, f"output {name} shows a password"
+        assert "password" not in text.lower() or name == "verification"
+
+
+def test_verification_result_is_exported_unsecreted_and_parsed(runs):
+    value, is_secret = runs["local"].exports["verification"]
+    assert value == VERIFY_REPORT
+    assert is_secret is False  # deliberately: the command's stdout is secret (see ProgramMocks)
+
+
+def test_backend_connection_output_has_everything_but_the_password(runs):
+    backend, is_secret = runs["local"].exports["backend"]
+    assert not is_secret
+    assert backend == {"user": "app_backend", "host": "127.0.0.1", "port": 54322, "database": "postgres", "sslmode": "disable"}
+    assert runs["local"].exports["backendUrl"][0] == "postgresql://app_backend@127.0.0.1:54322/postgres?sslmode=disable"
+
+
+# --- the schema, roles and their order ------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_schema_app_adopts_an_existing_one_and_is_owned_by_the_admin_role(runs, stack):
+    schema = runs[stack].one(SCHEMA, "schema")
+    assert schema.inputs["name"] == "app"
+    assert schema.inputs["owner"] == "postgres"
+    assert schema.inputs["ifNotExists"] is True
+    assert schema.inputs["dropCascade"] is False
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_group_roles_cannot_log_in_and_the_backend_is_a_writer_without_ddl(runs, stack):
+    run = runs[stack]
+    for key, name in (("writer", "app_writer"), ("reader", "app_reader")):
+        role = run.one(ROLE, f"roles-{key}")
+        assert role.inputs["name"] == name
+        assert role.inputs["login"] is False
+    backend = run.one(ROLE, "roles-backend").inputs
+    assert backend["name"] == "app_backend"
+    assert backend["login"] is True
+    assert backend["roles"] == ["app_writer"]
+    for flag in ("superuser", "createDatabase", "createRole", "bypassRowLevelSecurity", "replication"):
+        assert not backend.get(flag), flag
+    # No grant of its own: everything comes through app_writer, and nobody gets CREATE.
+    for grant in run.of_type(GRANT):
+        assert grant.inputs["role"] != "app_backend"
+        assert "CREATE" not in grant.inputs["privileges"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_schema_and_roles_exist_before_the_first_migration(runs, stack):
+    run = runs[stack]
+    first = run.commands["migration-027"]
+    assert depends_on(run, first, SCHEMA, "schema")
+    for key in ("writer", "reader", "backend"):
+        assert depends_on(run, first, ROLE, f"roles-{key}")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_migration_runs_after_the_one_before(runs, stack):
+    run = runs[stack]
+    names = [r.name for r in run.of_type(COMMAND) if r.name.startswith("migration-")]
+    assert names == ["migration-027", "migration-028"]
+    assert depends_on(run, run.commands["migration-028"], COMMAND, "migration-027")
+    assert not depends_on(run, run.commands["migration-027"], COMMAND, "migration-028")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_table_grants_wait_for_the_migrations_that_create_the_tables(runs, stack):
+    run = runs[stack]
+    table_grants = [g for g in run.of_type(GRANT) if g.inputs["objectType"] in ("table", "sequence")]
+    assert table_grants
+    for grant in table_grants:
+        for migration in ("migration-027", "migration-028"):
+            assert depends_on(run, grant, COMMAND, migration), f"{grant.name} may run before {migration}"
+    for grant in run.of_type(GRANT):
+        assert depends_on(run, grant, SCHEMA, "schema")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_verification_runs_after_every_migration_and_grant(runs, stack):
+    run = runs[stack]
+    verify = run.commands["verify"]
+    for registration in run.of_type(COMMAND) + run.of_type(GRANT) + run.of_type(DEFAULT_PRIVILEGES):
+        if registration is not verify:
+            assert registration.urn in verify.dependencies, f"verify may run before {registration.name}"
+    assert verify.inputs["create"] == "./bin/appdb verify --json"
+    assert "delete" not in verify.inputs
+
+
+# --- grants ------------------------------------------------------------------------------
+
+
+def _grants_by_role(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for grant in run.of_type(GRANT):
+        kind = grant.inputs["objectType"]
+        assert kind not in found.setdefault(grant.inputs["role"], {}), (
+            f"two Grants for {grant.inputs['role']} on {kind}: they would revoke each other"
+        )
+        found[grant.inputs["role"]][kind] = grant.inputs
+    return found
+
+
+def test_supabase_api_roles_get_exactly_what_the_app_needs(runs):
+    grants = _grants_by_role(runs["local"])
+    assert grants["authenticated"]["table"]["privileges"] == ["SELECT"]
+    assert grants["authenticated"]["table"]["objects"] == ["memberships"]  # RLS decides the rows
+    assert set(grants["service_role"]["table"]["privileges"]) == {"SELECT", "INSERT", "UPDATE", "DELETE"}
+    assert "objects" not in grants["service_role"]["table"]  # every table in app
+    # anon: nothing, enforced (an empty Grant revokes strays) and no USAGE on the schema.
+    assert grants["anon"] == {"table": grants["anon"]["table"]}
+    assert grants["anon"]["table"]["privileges"] == []
+    for role in ("app_writer", "app_reader", "service_role", "authenticated"):
+        assert grants[role]["schema"]["privileges"] == ["USAGE"]
+        assert grants[role]["schema"]["schema"] == "app"
+
+
+def test_default_privileges_cover_future_tables_and_are_deleted_before_replaced(runs):
+    run = runs["local"]
+    defaults = run.of_type(DEFAULT_PRIVILEGES)
+    assert {(d.inputs["role"], d.inputs["objectType"]) for d in defaults} >= {
+        ("app_writer", "table"),
+        ("app_reader", "table"),
+        ("service_role", "table"),
+    }
+    keys = [(d.inputs["role"], d.inputs["objectType"], d.inputs["schema"], d.inputs["owner"]) for d in defaults]
+    assert len(keys) == len(set(keys))
+    for default in defaults:
+        assert default.inputs["owner"] == "postgres"  # the role that runs the migrations
+        # Without this, a replacement grants anew and then the old delete REVOKEs ALL.
+        assert default.delete_before_replace is True
+
+
+def test_a_role_listed_twice_in_the_grants_is_refused(checkout):
+    with program_modules(checkout):
+        from components.grants import DEFAULT_ACCESS, Grants, GrantsArgs, TableAccess
+
+        pulumi.runtime.set_mocks(ProgramMocks(), project="appdb", stack="dev", preview=False)
+        twice = (*DEFAULT_ACCESS, TableAccess("app_reader", ("SELECT",), tables=("memberships",)))
+        with pytest.raises(ValueError, match=r"access\[5\]\.role: 'app_reader' is listed twice"):
+            Grants("grants", GrantsArgs(database="postgres", schema="app", owner="postgres", access=twice))
+
+
+# --- rule 4: prod protects its data ------------------------------------------------------
+
+
+def test_prod_protects_the_schema_and_never_the_migrations(runs):
+    run = runs["prod"]
+    assert run.one(SCHEMA, "schema").protect is True
+    for command in run.commands.values():
+        assert command.protect is False
+    for stack in ("local", "dev"):
+        assert not runs[stack].one(SCHEMA, "schema").protect
+
+
+def test_prod_reverts_carry_no_permission_to_lose_data(runs):
+    for name, command in runs["prod"].commands.items():
+        if name.startswith("migration-"):
+            migration_id = name.removeprefix("migration-")
+            assert command.inputs["delete"] == f"./bin/appdb revert {migration_id}"
+    for stack in ("local", "dev"):
+        assert runs[stack].commands["migration-027"].inputs["delete"] == "./bin/appdb revert 027 --allow-data-loss"
+
+
+def test_stacks_differ_only_in_their_config(checkout):
+    """The same config under another stack name gives the same resources: no `if stack == "prod"`."""
+    as_dev = run_program(checkout, "dev", stack_config("prod"))
+    as_prod = run_program(checkout, "prod", stack_config("prod"))
+    def shape(run: Run) -> list[tuple]:
+        return sorted((r.type, r.name, json.dumps(reveal(r.inputs), sort_keys=True), r.protect) for r in run.registrations)
+
+    assert shape(as_dev) == shape(as_prod)
+
+
+# --- rule 1: only removing a migration runs its revert ---------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_commands_find_the_interpreter_through_bin_appdb_relatively(runs, stack):
+    for name, command in runs[stack].commands.items():
+        for phase in ("create", "update", "delete"):
+            if phase in command.inputs:
+                assert command.inputs[phase].startswith("./bin/appdb "), f"{name}.{phase}"
+        # No `dir` (machine-specific) and no `interpreter`: /bin/sh runs ./bin/appdb from the project dir.
+        assert "dir" not in command.inputs and "interpreter" not in command.inputs
+        # `triggers` is the one input that replaces a command (pulumi-command 1.x).
+        assert "triggers" not in command.inputs
+        assert command.replace_on_changes == ["triggers[*]"]
+        assert command.delete_before_replace is False
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_commands_reach_the_stack_database_even_with_database_url_in_the_shell(runs, stack):
+    """The engine prefers DATABASE_URL to PG*; an inherited one would migrate another database."""
+    for name, command in runs[stack].commands.items():
+        variables = env(command)
+        assert variables["DATABASE_URL"] == "", name
+        assert variables["PGHOST"] and variables["PGUSER"], name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_migration_commands_apply_only_their_own_file_and_carry_its_checksum(runs, stack):
+    command = runs[stack].commands["migration-028"]
+    assert command.inputs["create"] == "./bin/appdb apply --only 028"
+    assert command.inputs["update"] == "./bin/appdb apply --only 028"
+    from hashlib import sha256
+
+    text = MIGRATIONS["028_fix_memberships_unique_constraint.sql"]
+    assert env(command)["APPDB_MIGRATION_CHECKSUM"] == sha256(text.encode()).hexdigest()
+    assert env(command)["APPDB_MIGRATION_FILE"] == "028_fix_memberships_unique_constraint.sql"
+
+
+def _command_inputs(run: Run) -> dict[str, Any]:
+    return {r.urn.split("::")[-1]: comparable(r) for r in run.of_type(COMMAND)}
+
+
+def test_moving_the_checkout_changing_python_or_rotating_passwords_changes_no_command(tmp_path, monkeypatch):
+    first = make_checkout(tmp_path / "home" / "ada" / "src" / "appdb")
+    second = make_checkout(tmp_path / "srv" / "ci" / "build-7" / "appdb")
+    monkeypatch.setattr(sys, "executable", "/opt/python-a/bin/python3")
+    monkeypatch.setenv("VIRTUAL_ENV", "/opt/python-a")
+    a = run_program(first, "dev", stack_config("dev"))
+    monkeypatch.setattr(sys, "executable", "/usr/local/other/bin/python3.12")
+    monkeypatch.setenv("VIRTUAL_ENV", "/usr/local/other")
+    b = run_program(
+        second, "dev", stack_config("dev", dbPassword="rotated-db-secret", backendPassword="rotated-backend-secret")
+    )
+
+    assert set(_command_inputs(a)) == {"migration-027", "migration-028", "verify"}
+    assert _command_inputs(a) == _command_inputs(b)
+    # Not vacuous: the secrets did differ, and only secret-wrapped values may.
+    assert env(a.commands["migration-027"])["PGPASSWORD"] == DB_PASSWORD
+    assert env(b.commands["migration-027"])["PGPASSWORD"] == "rotated-db-secret"
+    for run, machine in ((a, ["/opt/python-a", str(first)]), (b, ["/usr/local/other", str(second)])):
+        for registration in run.registrations:
+            for text in plain_strings(reveal(registration.inputs)):
+                assert not any(m in text for m in machine), f"{registration.name} holds a path: {text}"
+                assert not text.startswith("/"), f"{registration.name} holds an absolute path: {text}"
+
+
+def test_editing_an_applied_migration_is_an_update_that_the_engine_refuses(tmp_path):
+    before = run_program(make_checkout(tmp_path / "a"), "dev", stack_config("dev"))
+    edited = dict(MIGRATIONS)
+    edited["028_fix_memberships_unique_constraint.sql"] += "-- edited after it was applied\n"
+    after = run_program(make_checkout(tmp_path / "b", edited), "dev", stack_config("dev"))
+
+    old, new = before.commands["migration-028"], after.commands["migration-028"]
+    assert old.urn == new.urn  # same resource, so an update and not a create + delete
+    changed = {key for key in old.inputs if old.inputs[key] != new.inputs.get(key)}
+    assert changed == {"environment"}  # not `triggers`, the only input that would replace it
+    changed_env = {k for k in env(old) if env(old)[k] != env(new)[k]}
+    assert changed_env == {"APPDB_MIGRATION_CHECKSUM"}
+    # The update re-runs `apply --only 028`, which refuses a changed file: loud, no revert.
+    assert new.inputs["update"] == "./bin/appdb apply --only 028"
+    assert comparable(before.commands["migration-027"]) == comparable(after.commands["migration-027"])
+    # Verification re-runs because a checksum under it changed.
+    assert env(before.commands["verify"])["APPDB_DEPLOY_DIGEST"] != env(after.commands["verify"])["APPDB_DEPLOY_DIGEST"]
+
+
+def test_removing_a_migration_removes_only_its_command(tmp_path):
+    both = run_program(make_checkout(tmp_path / "a"), "dev", stack_config("dev"))
+    only_027 = {k: v for k, v in MIGRATIONS.items() if k.startswith("027")}
+    rolled_back = run_program(make_checkout(tmp_path / "b", only_027), "dev", stack_config("dev"))
+
+    assert "migration-028" not in rolled_back.commands  # Pulumi deletes it: its delete runs the revert
+    assert comparable(both.commands["migration-027"]) == comparable(rolled_back.commands["migration-027"])
+    assert both.commands["migration-028"].inputs["delete"] == "./bin/appdb revert 028 --allow-data-loss"
+    verify_before, verify_after = both.commands["verify"], rolled_back.commands["verify"]
+    assert env(verify_before)["APPDB_DEPLOY_DIGEST"] != env(verify_after)["APPDB_DEPLOY_DIGEST"]
+    assert rolled_back.urn(COMMAND, "migration-027") in verify_after.dependencies
+
+
+def test_unrelated_config_changes_no_migration_command(tmp_path):
+    checkout = make_checkout(tmp_path / "a")
+    base = run_program(checkout, "dev", stack_config("dev"))
+    other = run_program(checkout, "dev", stack_config("dev", backendRole="api_backend", protectSchema=True))
+    for name in ("migration-027", "migration-028"):
+        assert comparable(base.commands[name]) == comparable(other.commands[name])
+    # A role setting changed, so verification runs again.
+    assert env(base.commands["verify"])["APPDB_DEPLOY_DIGEST"] != env(other.commands["verify"])["APPDB_DEPLOY_DIGEST"]
+
+
+# --- rule 5: a no-op up shows no changes -----------------------------------------------
+
+
+def test_running_the_program_twice_registers_identical_inputs(tmp_path):
+    checkout = make_checkout(tmp_path / "a")
+    first = run_program(checkout, "local", stack_config("local"))
+    second = run_program(checkout, "local", stack_config("local"))
+    def shape(run: Run) -> list[tuple]:
+        return sorted(
+            (r.urn, json.dumps(r.inputs, sort_keys=True), sorted(r.dependencies), r.protect) for r in run.registrations
+        )
+
+    assert shape(first) == shape(second)
+
+
+def test_a_grant_setting_changes_the_verification_digest(tmp_path, monkeypatch):
+    checkout = make_checkout(tmp_path / "a")
+    base = run_program(checkout, "dev", stack_config("dev"))
+    grants_py = checkout / "components" / "grants.py"
+    grants_py.write_text(
+        grants_py.read_text().replace(
+            'TableAccess(READER, ("SELECT",), future=True)', 'TableAccess(READER, ("SELECT", "REFERENCES"), future=True)'
+        )
+    )
+    changed = run_program(checkout, "dev", stack_config("dev"))
+    assert env(base.commands["verify"])["APPDB_DEPLOY_DIGEST"] != env(changed.commands["verify"])["APPDB_DEPLOY_DIGEST"]
+    assert comparable(base.commands["migration-027"]) == comparable(changed.commands["migration-027"])
+
+
+# --- adoption and validation --------------------------------------------------------------
+
+
+def test_adopted_roles_are_imported_and_never_dropped(checkout):
+    run = run_program(checkout, "prod", stack_config("prod", adoptRoles=["app_writer", "app_reader"]))
+    for key, name in (("writer", "app_writer"), ("reader", "app_reader")):
+        role = run.one(ROLE, f"roles-{key}")
+        assert role.import_id == name
+        assert role.retain_on_delete is True
+    backend = run.one(ROLE, "roles-backend")
+    assert backend.import_id == "" and not backend.retain_on_delete
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"backendRole": "App-Backend"}, r"login_roles\[0\]\.name: 'App-Backend' is not a valid role"),
+        ({"backendRole": "app_writer"}, "role names used twice: app_writer"),
+        ({"adoptRoles": ["nobody"]}, r"adopt\[0\]: 'nobody' is not a role this program manages"),
+        ({"adminRole": "postgres; drop"}, "role: 'postgres; drop' is not a valid"),
+    ],
+)
+def test_bad_names_fail_with_a_message_naming_the_input(checkout, override, message):
+    with pytest.raises(Exception, match=message):
+        run_program(checkout, "dev", stack_config("dev", **override))
+
+
+def test_components_keep_passwords_secret_even_when_handed_plain_strings(checkout):
+    """Defense in depth: a password that reaches a component as a plain string still leaves it secret."""
+    mocks = ProgramMocks()
+    monitor = CapturingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="appdb", stack="dev", preview=False, monitor=monitor)
+    with program_modules(checkout):
+        from components import Database, DatabaseArgs, LoginRole, Roles, RolesArgs
+
+        @pulumi.runtime.test
+        def build():
+            db = Database("db", DatabaseArgs(host="h", password="plain-db-password"))
+            Roles("roles", RolesArgs(login_roles=[LoginRole("backend", "app_backend", "plain-backend-password")]))
+            environment = pulumi.Output.from_input(db.command_environment())
+            return pulumi.Output.all(environment.is_secret(), db.password.is_secret()).apply(
+                lambda flags: assertions.append(flags)
+            )
+
+        assertions: list[Any] = []
+        build()
+        assert assertions == [[True, True]]
+    for registration in monitor.registrations:
+        for text in plain_strings(registration.inputs):
+            assert "plain-db-password" not in text and "plain-backend-password" not in text, registration.name
+
+
+def test_the_project_migrations_become_one_command_each_in_version_order(tmp_path):
+    """The real sql/ folder, discovered by appdb.migration.discover as the program does."""
+    checkout = make_checkout(tmp_path / "appdb", migrations={})
+    shutil.rmtree(checkout / "sql")
+    shutil.copytree(PROJECT / "sql", checkout / "sql")
+    with program_modules(checkout):
+        from appdb.migration import discover
+
+        expected = [m.id for m in discover(checkout / "sql")]
+    assert expected[:2] == ["027", "028"]
+    run = run_program(checkout, "prod", stack_config("prod"))
+    names = [r.name for r in run.of_type(COMMAND) if r.name.startswith("migration-")]
+    assert names == [f"migration-{migration_id}" for migration_id in expected]
+    assert [m["id"] for m in run.exports["migrations"][0]] == expected
+    for earlier, later in zip(expected, expected[1:]):
+        assert depends_on(run, run.commands[f"migration-{later}"], COMMAND, f"migration-{earlier}")
