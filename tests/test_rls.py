@@ -19,6 +19,7 @@ BOB = "00000000-0000-4000-c000-000000000002"
 def members(db):
     with db.connect() as conn:
         runner.apply(conn, discover(SQL_DIR), runner.Options(lock_timeout=5))
+        conn.execute("GRANT SELECT ON app.memberships TO authenticated")  # components/grants.py does this
         conn.execute("INSERT INTO auth.users (id) VALUES (%s), (%s)", (ALICE, BOB))
         conn.execute("INSERT INTO app.memberships (user_id, status, plan_interval) "
                      "VALUES (%s, 'active', 'month'), (%s, 'active', 'year')", (ALICE, BOB))

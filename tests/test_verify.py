@@ -15,8 +15,10 @@ OPTIONS = runner.Options(lock_timeout=5)
 
 
 def deployed(db, sql_dir: Path = SQL_DIR) -> None:
+    """Migrations applied and the table grant Pulumi gives afterwards (components/grants.py)."""
     with db.connect() as conn:
         runner.apply(conn, discover(sql_dir), OPTIONS)
+        conn.execute("GRANT SELECT ON app.memberships TO authenticated")
 
 
 def checks(db, sql_dir: Path = SQL_DIR) -> dict[str, verify.Check]:
@@ -122,7 +124,8 @@ def test_verify_fails_with_no_unique_key_on_user_id(db):
 
 def test_verify_fails_when_an_api_readable_app_table_has_no_rls(db):
     deployed(db)
-    db.execute("CREATE TABLE app.billing_logs (id bigint PRIMARY KEY)")  # default privileges grant authenticated
+    db.execute("CREATE TABLE app.billing_logs (id bigint PRIMARY KEY)")
+    db.execute("GRANT SELECT ON app.billing_logs TO authenticated")
 
     assert "app.billing_logs" in failing(db)["rls"]
 
