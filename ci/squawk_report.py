@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def squawk_binary() -> str:
-    local = ROOT / ".venv" / "bin" / "squawk"
-    if local.exists():
-        return str(local)
+    """The project's squawk (pinned in requirements-dev.txt), else the one beside this Python, else PATH's."""
+    for candidate in (ROOT / ".venv" / "bin" / "squawk", Path(sys.executable).parent / "squawk"):
+        if candidate.exists():
+            return str(candidate)
     found = shutil.which("squawk")
     if not found:
         raise SystemExit("squawk_report: error: squawk not found (pip install squawk-cli)")

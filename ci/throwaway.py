@@ -6,8 +6,8 @@ For each starting state, a brand-new cluster from ``bin/appdb local up`` (in a
 temporary folder, on a free port, so it never meets the developer's own
 ``.appdb/local``):
 
-1. the ``app`` schema and the group roles are created as the Pulumi program creates
-   them before the first migration;
+1. ``tests/states/pulumi_baseline.sql``: the ``app`` schema, the group roles and the
+   grants, as the Pulumi program creates them before the first migration;
 2. ``production`` only: ``tests/states/production.sql`` builds the production state
    (``app.memberships`` with both unique constraints, and rows);
 3. ``appdb status``, ``appdb apply``, ``appdb verify``, then ``appdb apply`` again,
@@ -37,17 +37,8 @@ import report  # noqa: E402  (ci/report.py, beside this file)
 ROOT = report.ROOT
 PRODUCTION_STATE = ROOT / "tests" / "states" / "production.sql"
 STATES = ("empty", "production")
-# What the Pulumi program creates before the first migration (components/schema.py, roles.py).
-AS_PULUMI_WOULD = """
-CREATE SCHEMA IF NOT EXISTS app;
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_writer') THEN CREATE ROLE app_writer NOLOGIN; END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_reader') THEN CREATE ROLE app_reader NOLOGIN; END IF;
-END
-$$;
-GRANT USAGE ON SCHEMA app TO app_writer, app_reader;
-"""
+# What the Pulumi program creates before the first migration, as the engine's tests use it.
+PULUMI_BASELINE = ROOT / "tests" / "states" / "pulumi_baseline.sql"
 
 
 def free_port() -> int:
@@ -66,7 +57,7 @@ def prepare(home: Path, port: int, state: str) -> None:
 
     cluster = Cluster(home=home, port=port)
     with cluster.connect() as conn:
-        conn.execute(AS_PULUMI_WOULD)
+        conn.execute(PULUMI_BASELINE.read_text(encoding="utf-8"))
         if state == "production":
             conn.execute(PRODUCTION_STATE.read_text(encoding="utf-8"))
 

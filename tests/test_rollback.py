@@ -1,0 +1,217 @@
+"""Code rollback (docs/rollback.md), through the path the command resources take.
+
+A code rollback reverts the commit that added a migration and runs ``pulumi up``. The
+migration's file is gone, so Pulumi deletes its command resource, and the delete runs
+``./bin/appdb revert ID`` from the project folder with the stack's connection as libpq
+variables: the revert SQL comes from the ledger, not from the (removed) file. These
+tests run those exact command lines (from components/migrations.py) the same way, on
+the throwaway Supabase-shaped PostgreSQL, with ``sql/`` copied to a temporary folder
+so that files can be removed and restored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components.migrations import apply_command, revert_command
+
+ROOT = Path(__file__).resolve().parent.parent
+SQL = ROOT / "sql"
+FILE_027 = "027_memberships.sql"
+FILE_028 = "028_fix_memberships_unique_constraint.sql"
+
+
+@pytest.fixture
+def sql_dir(tmp_path: Path) -> Path:
+    """A copy of the project's sql/ that a test may remove files from and restore them to."""
+    target = tmp_path / "sql"
+    shutil.copytree(SQL, target)
+    return target
+
+
+def remove(sql_dir: Path, filename: str) -> None:
+    (sql_dir / filename).unlink()
+    (sql_dir / "revert" / filename).unlink()
+
+
+def restore(sql_dir: Path, filename: str) -> None:
+    shutil.copy2(SQL / filename, sql_dir / filename)
+    shutil.copy2(SQL / "revert" / filename, sql_dir / "revert" / filename)
+
+
+def command_resource(db, command: str, sql_dir: Path) -> subprocess.CompletedProcess:
+    """Run a migration command as pulumi-command does: ``sh -c`` in the project folder,
+    the connection as PG* variables (components/provider.py), no DATABASE_URL, no venv."""
+    params = db.tcp_params
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PG") and k not in ("DATABASE_URL", "VIRTUAL_ENV", "PYTHONPATH")}
+    env.update({
+        "PGHOST": params["host"], "PGPORT": str(params["port"]), "PGDATABASE": params["dbname"],
+        "PGUSER": params["user"], "PGPASSWORD": params["password"], "PGSSLMODE": "disable",
+        "PGCONNECT_TIMEOUT": "10", "APPDB_SQL_DIR": str(sql_dir),
+    })
+    return subprocess.run(["sh", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def states(db, sql_dir: Path) -> dict[str, str]:
+    result = db.run_cli("status", "--json", sql_dir=sql_dir)
+    assert result.returncode == 0, result.stderr
+    return {m["id"]: m["state"] for m in json.loads(result.stdout)["migrations"]}
+
+
+def verify(db, sql_dir: Path) -> tuple[int, dict]:
+    result = db.run_cli("verify", "--json", sql_dir=sql_dir)
+    return result.returncode, json.loads(result.stdout)
+
+
+def schema_and_rows(db) -> dict:
+    """The catalog and every row, minus the ledger's timestamps: what a rollback must restore."""
+    snap = db.snapshot()
+    rows = {table: data for table, data in snap["rows"].items() if table != "appdb.migrations"}
+    return {"catalog": snap["catalog"], "rows": rows}
+
+
+def unique_constraints_on_user_id(db) -> list[str]:
+    return [row[0] for row in db.execute(
+        """
+        SELECT conname FROM pg_constraint
+        WHERE conrelid = 'app.memberships'::regclass AND contype = 'u'
+          AND conkey = ARRAY[(SELECT attnum FROM pg_attribute
+                              WHERE attrelid = 'app.memberships'::regclass AND attname = 'user_id')]::int2[]
+        ORDER BY 1
+        """
+    )]
+
+
+def apply_all(db, sql_dir: Path) -> None:
+    for migration_id in ("027", "028"):
+        result = command_resource(db, apply_command(migration_id), sql_dir)
+        assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("start", ["empty", "production"])
+def test_code_rollback_reverts_028_from_the_ledger_and_reapplies_it(db, sql_dir, start):
+    if start == "production":
+        db.load_state("production")
+    apply_all(db, sql_dir)
+    deployed = schema_and_rows(db)
+    assert unique_constraints_on_user_id(db) == ["memberships_user_id_key"]
+
+    # The commit that added 028 is reverted: its files are gone, the ledger still has it.
+    remove(sql_dir, FILE_028)
+    assert states(db, sql_dir) == {"027": "applied", "028": "removed"}
+    # Pulumi runs updates before deletes: verification during the rollback must hold.
+    code, report = verify(db, sql_dir)
+    ledger = next(c for c in report["checks"] if c["name"] == "ledger")
+    assert code == 0 and report["ok"], report
+    assert ledger["ok"] and "028" in ledger["detail"]
+    # An apply in the middle (027's update) leaves the removed migration to its revert.
+    assert command_resource(db, apply_command("027"), sql_dir).returncode == 0
+    assert states(db, sql_dir)["028"] == "removed"
+
+    # The delete of 028's command resource, with allowDataLoss false as on prod.
+    reverted = command_resource(db, revert_command("028", allow_data_loss=False), sql_dir)
+    assert reverted.returncode == 0, reverted.stderr
+    assert states(db, sql_dir) == {"027": "applied"}
+    code, report = verify(db, sql_dir)
+    assert code == 0 and report["ok"], report
+    # 028's revert is a documented no-op: the duplicate constraint does not come back.
+    assert unique_constraints_on_user_id(db) == ["memberships_user_id_key"]
+    # A retried delete finds nothing to revert and succeeds.
+    again = command_resource(db, revert_command("028", allow_data_loss=False), sql_dir)
+    assert again.returncode == 0, again.stderr
+
+    # Rolling forward again: the files are back, `pulumi up` creates 028's command.
+    restore(sql_dir, FILE_028)
+    assert states(db, sql_dir) == {"027": "applied", "028": "pending"}
+    reapplied = command_resource(db, apply_command("028"), sql_dir)
+    assert reapplied.returncode == 0, reapplied.stderr
+    assert states(db, sql_dir) == {"027": "applied", "028": "applied"}
+    code, report = verify(db, sql_dir)
+    assert code == 0 and report["ok"], report
+    assert schema_and_rows(db) == deployed
+
+
+def test_reverts_run_newest_first(db, sql_dir):
+    apply_all(db, sql_dir)
+    before = schema_and_rows(db)
+    result = command_resource(db, revert_command("027", allow_data_loss=True), sql_dir)
+    assert result.returncode == 1
+    assert result.stderr.startswith("appdb: error: ") and result.stderr.count("\n") == 1
+    assert "028" in result.stderr
+    assert schema_and_rows(db) == before
+    assert states(db, sql_dir) == {"027": "applied", "028": "applied"}
+
+
+def test_revert_027_of_a_table_with_rows_is_refused_and_changes_nothing(db, sql_dir):
+    db.load_state("production")
+    apply_all(db, sql_dir)
+    # The code rollback removes both files; Pulumi deletes 028 first, then 027.
+    remove(sql_dir, FILE_028)
+    remove(sql_dir, FILE_027)
+    assert command_resource(db, revert_command("028", allow_data_loss=False), sql_dir).returncode == 0
+    before = schema_and_rows(db)
+
+    refused = command_resource(db, revert_command("027", allow_data_loss=False), sql_dir)
+    assert refused.returncode == 1
+    message = refused.stderr
+    assert message.startswith("appdb: error: ") and message.count("\n") == 1, message
+    assert "027" in message and "row" in message
+    assert "backup" in message and "--allow-data-loss" in message
+    assert schema_and_rows(db) == before
+    assert db.execute("SELECT count(*) FROM app.memberships") == [(5,)]
+
+    # The stack stays consistent: 027 is still in the ledger, reported as a revert to run,
+    # and verification holds, so the next `pulumi up` sees the same world.
+    assert states(db, sql_dir) == {"027": "removed"}
+    code, report = verify(db, sql_dir)
+    assert code == 0 and report["ok"], report
+
+
+def test_after_a_refused_revert_restoring_the_code_needs_no_database_change(db, sql_dir):
+    db.load_state("production")
+    apply_all(db, sql_dir)
+    remove(sql_dir, FILE_028)
+    remove(sql_dir, FILE_027)
+    command_resource(db, revert_command("028", allow_data_loss=False), sql_dir)
+    assert command_resource(db, revert_command("027", allow_data_loss=False), sql_dir).returncode == 1
+
+    # Runbook, option 1: restore the code (revert the revert) and `pulumi up`.
+    restore(sql_dir, FILE_027)
+    restore(sql_dir, FILE_028)
+    assert states(db, sql_dir) == {"027": "applied", "028": "pending"}
+    for migration_id in ("027", "028"):
+        result = command_resource(db, apply_command(migration_id), sql_dir)
+        assert result.returncode == 0, result.stderr
+    code, report = verify(db, sql_dir)
+    assert code == 0 and report["ok"], report
+    assert db.execute("SELECT count(*) FROM app.memberships") == [(5,)]
+
+
+def test_after_a_backup_data_loss_allowed_on_purpose_drops_the_table(db, sql_dir):
+    db.load_state("production")
+    apply_all(db, sql_dir)
+    remove(sql_dir, FILE_028)
+    remove(sql_dir, FILE_027)
+    command_resource(db, revert_command("028", allow_data_loss=False), sql_dir)
+
+    # Runbook, option 2: after a backup / PITR snapshot, allow data loss deliberately, by
+    # hand (Pulumi runs a delete with the inputs in its state, which lack the flag).
+    dropped = db.run_cli("revert", "027", "--allow-data-loss", sql_dir=sql_dir)
+    assert dropped.returncode == 0, dropped.stderr
+    assert db.execute("SELECT to_regclass('app.memberships')") == [(None,)]
+    assert states(db, sql_dir) == {}
+    # The next `pulumi up` retries the refused delete, which now has nothing to revert.
+    retried = command_resource(db, revert_command("027", allow_data_loss=False), sql_dir)
+    assert retried.returncode == 0, retried.stderr
+    _, report = verify(db, sql_dir)
+    assert next(c for c in report["checks"] if c["name"] == "ledger")["ok"], report
+    # The group roles belong to the Pulumi program: a revert never drops them.
+    assert db.execute("SELECT count(*) FROM pg_roles WHERE rolname IN ('app_writer', 'app_reader')") == [(2,)]
