@@ -38,8 +38,24 @@ class UniqueKey:
 _ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
 
+def relation_oid(conn: psycopg.Connection, qualified: str) -> int | None:
+    """A table's OID from the catalog alone.
+
+    ``to_regclass`` and ``has_table_privilege(role, text)`` resolve names with the
+    caller's schema privileges, and the read-only login the previews and the drift
+    check use has no USAGE on Supabase's ``auth`` (which ``postgres`` cannot grant).
+    """
+    schema, _, name = qualified.partition(".")
+    row = conn.execute(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (schema, name),
+    ).fetchone()
+    return row[0] if row else None
+
+
 def table_exists(conn: psycopg.Connection, qualified: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()[0]
+    return relation_oid(conn, qualified) is not None
 
 
 def foreign_keys(conn: psycopg.Connection, table: str, columns: tuple[str, ...]) -> list[ForeignKey]:
@@ -53,13 +69,13 @@ def foreign_keys(conn: psycopg.Connection, table: str, columns: tuple[str, ...])
                        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum)),
                c.confdeltype, c.convalidated
         FROM pg_constraint c
-        WHERE c.conrelid = to_regclass(%s) AND c.contype = 'f'
+        WHERE c.conrelid = %s::oid AND c.contype = 'f'
           AND (SELECT array_agg(a.attname::text ORDER BY k.ord)
                FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
                JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum) = %s::text[]
         ORDER BY c.conname
         """,
-        (table, list(columns)),
+        (relation_oid(conn, table), list(columns)),
     ).fetchall()
     return [ForeignKey(name, target, _ON_DELETE.get(deltype, deltype), valid) for name, target, deltype, valid in rows]
 
@@ -76,10 +92,10 @@ def unique_keys(conn: psycopg.Connection, table: str) -> list[UniqueKey]:
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
         LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.contype IN ('u', 'p')
-        WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indexprs IS NULL AND i.indisvalid
+        WHERE i.indrelid = %s::oid AND i.indisunique AND i.indexprs IS NULL AND i.indisvalid
         ORDER BY ic.relname
         """,
-        (table,),
+        (relation_oid(conn, table),),
     ).fetchall()
     return [UniqueKey(index, constraint, tuple(columns or ()), partial) for index, constraint, columns, partial in rows]
 
@@ -103,7 +119,12 @@ def roles_that_exist(conn: psycopg.Connection, names: tuple[str, ...]) -> list[s
 
 def readable_by(conn: psycopg.Connection, qualified: str, roles: list[str]) -> list[str]:
     """Which of ``roles`` may SELECT from the table (directly or through membership)."""
-    return [
-        role for role in roles
-        if conn.execute("SELECT has_table_privilege(%s, %s, 'SELECT')", (role, qualified)).fetchone()[0]
-    ]
+    return [role for role in roles if has_privilege(conn, role, qualified, "SELECT")]
+
+
+def has_privilege(conn: psycopg.Connection, role: str, qualified: str, privileges: str) -> bool:
+    """Whether ``role`` holds any of ``privileges`` on the table (looked up by OID)."""
+    oid = relation_oid(conn, qualified)
+    if oid is None:
+        return False
+    return conn.execute("SELECT has_table_privilege(%s, %s::oid, %s)", (role, oid, privileges)).fetchone()[0]

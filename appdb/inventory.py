@@ -68,9 +68,9 @@ def _constraints(conn: psycopg.Connection, table: str) -> list[dict[str, object]
     rows = conn.execute(
         """
         SELECT conname, contype, pg_get_constraintdef(oid), convalidated FROM pg_constraint
-        WHERE conrelid = to_regclass(%s) ORDER BY conname
+        WHERE conrelid = %s::oid ORDER BY conname
         """,
-        (table,),
+        (catalog.relation_oid(conn, table),),
     ).fetchall()
     return [{"name": n, "type": t, "definition": d, "validated": v} for n, t, d, v in rows]
 
@@ -80,9 +80,9 @@ def _indexes(conn: psycopg.Connection, table: str) -> list[dict[str, object]]:
         """
         SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique, i.indisvalid
         FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-        WHERE i.indrelid = to_regclass(%s) ORDER BY ic.relname
+        WHERE i.indrelid = %s::oid ORDER BY ic.relname
         """,
-        (table,),
+        (catalog.relation_oid(conn, table),),
     ).fetchall()
     return [{"name": n, "definition": d, "unique": u, "valid": v} for n, d, u, v in rows]
 

@@ -13,6 +13,7 @@ from importlib import resources
 
 import psycopg
 
+from appdb import catalog
 from appdb.migration import Migration
 
 
@@ -38,7 +39,7 @@ def _ddl() -> str:
 
 
 def exists(conn: psycopg.Connection) -> bool:
-    return conn.execute("SELECT to_regclass('appdb.migrations') IS NOT NULL").fetchone()[0]
+    return catalog.table_exists(conn, "appdb.migrations")
 
 
 def read(conn: psycopg.Connection) -> dict[int, Entry]:

@@ -143,10 +143,8 @@ def check_anon_has_no_access(conn: psycopg.Connection) -> Check:
         return Check("anon_no_access", True, "no anon role")
     granted = [
         f"app.{table}" for table, _ in catalog.app_tables(conn)
-        if conn.execute(
-            "SELECT has_table_privilege('anon', %s, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')",
-            (f"app.{table}",),
-        ).fetchone()[0]
+        if catalog.has_privilege(conn, "anon", f"app.{table}",
+                                 "SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER")
     ]
     if granted:
         return Check("anon_no_access", False, f"anon has privileges on: {', '.join(granted)}")

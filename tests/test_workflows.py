@@ -471,10 +471,6 @@ def documented_readonly_login_sql(password: str) -> str:
     return blocks[0].replace("<a long random password>", password)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "appdb's catalog lookups resolve 'auth.users' and 'app.memberships' by name (to_regclass, "
-    "has_table_privilege(role, text)), which needs USAGE on auth: look relations up through "
-    "pg_class/pg_namespace and pass OIDs (appdb/catalog.py, verify.py, inventory.py)"))
 def test_the_documented_read_only_login_runs_status_verify_and_inspect_and_changes_nothing(db):
     from psycopg import conninfo
 

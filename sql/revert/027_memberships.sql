@@ -2,7 +2,7 @@
 --
 -- This loses every membership, so it is refused while the table has rows unless data
 -- loss was allowed on purpose (`appdb revert 027 --allow-data-loss`, which sets
--- appdb.allow_data_loss; the Pulumi stack config allowDataLoss, false on prod).
+-- appdb.allow_data_loss; on dev and local the Pulumi stacks pass it, never on prod).
 -- The group roles app_writer and app_reader stay: the Pulumi program owns them.
 
 -- appdb:step drop_table
@@ -18,8 +18,9 @@ BEGIN
     IF rows_held > 0 THEN
         RAISE EXCEPTION 'reverting 027 drops app.memberships and its % row(s); nothing was changed', rows_held
             USING ERRCODE = 'AP001',
-                  HINT = 'take a backup or point-in-time-recovery snapshot first, then allow data loss '
-                         'on purpose: appdb revert 027 --allow-data-loss (Pulumi: config allowDataLoss true)';
+                  HINT = 'keep the rows: restore migration 027 in the code; or drop them on purpose: take a '
+                         'backup or point-in-time-recovery snapshot, run appdb revert 027 --allow-data-loss, '
+                         'then pulumi up (docs/rollback.md)';
     END IF;
 END
 $guard$;
