@@ -37,7 +37,7 @@ database = Database(
         database=config.require("dbName"),
         username=config.require("dbUser"),
         role=admin_role,
-        password=config.require_secret("dbPassword"),
+        password=config.get_secret("dbPassword"),  # unset: PGPASSWORD from the environment (CI)
         sslmode=config.require("sslMode"),
         connect_timeout=config.require_int("connectTimeout"),
     ),

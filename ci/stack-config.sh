@@ -6,7 +6,8 @@
 #   ci/stack-config.sh STACK deploy    the deploy login: `pulumi up`
 #
 # Reads libpq's variables, which the workflow fills from the job's GitHub environment:
-# PGHOST, PGPORT, PGDATABASE, PGUSER (variables) and PGPASSWORD (secret); in deploy mode
+# PGHOST, PGPORT, PGDATABASE, PGUSER (variables); PGPASSWORD (secret) is left in the
+# environment for the provider and the commands, never written to config; in deploy mode
 # also APPDB_BACKEND_PASSWORD (secret) when the stack file does not carry backendPassword.
 # An unset variable leaves the stack file's value alone. Secrets go through stdin, never
 # the command line, and `pulumi config set --secret` stores them encrypted.
@@ -42,7 +43,9 @@ set_plain dbHost "${PGHOST:-}"
 set_plain dbPort "${PGPORT:-}"
 set_plain dbName "${PGDATABASE:-}"
 set_plain dbUser "${PGUSER:-}"
-set_secret dbPassword "${PGPASSWORD:-}"
+# PGPASSWORD stays in the environment: with dbPassword unset, the provider and the
+# commands read it from there, so the deploy (or read-only) password never enters the
+# stack file or the state.
 if [ "$mode" = deploy ]; then
     set_secret backendPassword "${APPDB_BACKEND_PASSWORD:-}"
 fi

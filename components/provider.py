@@ -2,7 +2,10 @@
 
 Every ``postgresql`` resource in the program uses this provider; the command
 resources get :meth:`Database.command_environment`, so ``bin/appdb`` connects with
-exactly the settings the provider uses. The password is a secret Output in both.
+exactly the settings the provider uses. The password is a secret Output in both, or,
+when the stack sets none, it is not an input at all: the provider falls back to
+``PGPASSWORD`` (pulumi-postgresql's documented default) and the commands inherit it
+from the engine's environment, so a CI secret never enters the state.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ class DatabaseArgs:
     """
 
     host: pulumi.Input[str]
-    password: pulumi.Input[str]
+    # None: PGPASSWORD from the environment of `pulumi up` (CI), never stored in the state.
+    password: pulumi.Input[str] | None
     port: int = 5432
     database: str = "postgres"
     username: str = "postgres"
@@ -54,7 +58,7 @@ class Database(pulumi.ComponentResource):
             raise ValueError(f"connect_timeout: {args.connect_timeout!r} must be between 1 and 60 seconds")
 
         self.args = args
-        self.password = pulumi.Output.secret(args.password)
+        self.password = None if args.password is None else pulumi.Output.secret(args.password)
         self.provider = postgresql.Provider(
             name,
             host=args.host,
@@ -73,7 +77,7 @@ class Database(pulumi.ComponentResource):
 
     def command_environment(self) -> dict[str, pulumi.Input[str]]:
         """libpq variables for the command resources; PGPASSWORD stays a secret Output."""
-        return {
+        environment: dict[str, pulumi.Input[str]] = {
             # An inherited DATABASE_URL would win over the PG* variables: blank it, so the
             # commands always reach the stack's database, never the one in someone's shell.
             "DATABASE_URL": "",
@@ -81,10 +85,12 @@ class Database(pulumi.ComponentResource):
             "PGPORT": str(self.args.port),
             "PGDATABASE": self.args.database,
             "PGUSER": self.args.username,
-            "PGPASSWORD": self.password,
             "PGSSLMODE": self.args.sslmode,
             "PGCONNECT_TIMEOUT": str(self.args.connect_timeout),
         }
+        if self.password is not None:
+            environment["PGPASSWORD"] = self.password
+        return environment
 
     def login_for(self, role: str) -> str:
         """The login for ``role`` through the same endpoint: the pooler's ``.<project-ref>`` suffix carries over."""

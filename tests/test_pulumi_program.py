@@ -583,6 +583,21 @@ def test_commands_find_the_interpreter_through_bin_appdb_relatively(runs, stack)
         assert command.delete_before_replace is False
 
 
+def test_without_db_password_in_config_the_password_comes_from_the_environment_only(checkout):
+    """CI sets PGPASSWORD; then no resource input, and so no state, holds the deploy password."""
+    config = stack_config("prod")
+    del config["dbPassword"]
+    run = run_program(checkout, "prod", config)
+
+    provider = run.one(PROVIDER, "db")
+    assert "password" not in provider.inputs
+    for name, command in run.commands.items():
+        assert "PGPASSWORD" not in env(command), name
+        assert env(command)["PGUSER"] == "postgres"
+    for registration in run.registrations:
+        assert DB_PASSWORD not in json.dumps(reveal(registration.inputs)), registration.name
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_commands_reach_the_stack_database_even_with_database_url_in_the_shell(runs, stack):
     """The engine prefers DATABASE_URL to PG*; an inherited one would migrate another database."""
