@@ -46,6 +46,8 @@ def connection_params(dsn: str) -> dict[str, str]:
     except psycopg.ProgrammingError as exc:
         raise ConfigError(f"malformed connection string: {redact(str(exc).splitlines()[0])}") from None
     port = str(params.get("port") or os.environ.get("PGPORT") or "")
+    if any(p.strip() and not p.strip().isdigit() for p in port.split(",")):
+        raise ConfigError(f"malformed connection string: port {port!r} is not a number")
     if any(p.strip() == str(TRANSACTION_POOLER_PORT) for p in port.split(",")):
         raise ConfigError(
             "port 6543 is Supabase's transaction pooler, which breaks session settings and advisory "
@@ -85,7 +87,8 @@ def _connect_failure(exc: psycopg.OperationalError, params: dict[str, str]) -> s
         return f"authentication failed for {where}: check the user and password"
     if "timeout expired" in text:
         return (
-            f"could not connect to {where}: no answer within {params.get('connect_timeout')} s "
+            f"could not connect to {where}: no answer within "
+            f"{params.get('connect_timeout') or os.environ.get('PGCONNECT_TIMEOUT')} s "
             "(connect_timeout); check the host, port and firewall"
         )
     reason = lines[-1] if lines else "unknown error"

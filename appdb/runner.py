@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 APPLIED, PENDING, CHANGED, REMOVED = "applied", "pending", "changed", "removed"
 # Our own migrations raise these SQLSTATEs for a refusal the person must act on.
 REFUSAL_SQLSTATES = {"AP001"}
+CLIENT_CHECK_INTERVAL = "1s"
 
 
 @dataclass(frozen=True)
@@ -227,34 +228,43 @@ def _run_step(
                         conn.execute(step.sql)
                 finally:
                     if not conn.closed and not conn.broken:
-                        conn.execute("RESET lock_timeout; RESET statement_timeout; RESET appdb.allow_data_loss")
+                        conn.execute("RESET lock_timeout; RESET statement_timeout; RESET appdb.allow_data_loss;"
+                                     " RESET client_connection_check_interval")
                 if on_commit:
                     with conn.transaction():
                         on_commit(conn)
             return
-        except errors.LockNotAvailable as exc:
+        except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
+            # Either way the server rolled the whole step back, so it is safe to run again.
+            reason = "deadlock" if isinstance(exc, errors.DeadlockDetected) else "lock timeout"
             if attempt >= options.lock_retries:
                 raise LockTimeout(
-                    f"{migration_id}, step {step.name}: lock timeout: could not get a lock within "
+                    f"{migration_id}, step {step.name}: {reason}: could not get a lock within "
                     f"{options.lock_timeout:g} s on any of {options.lock_retries + 1} tries "
                     f"({exc.diag.message_primary}); a long transaction holds it: end it, or retry later "
                     "with more --lock-retries"
                 ) from None
             pause = min(0.2 * 2**attempt, 3.0) * (0.5 + random.random())
-            log.warning("%s, step %s: lock timeout, retry %d of %d in %.1f s",
-                        migration_id, step.name, attempt + 1, options.lock_retries, pause)
+            log.warning("%s, step %s: %s, retry %d of %d in %.1f s",
+                        migration_id, step.name, reason, attempt + 1, options.lock_retries, pause)
             time.sleep(pause)
         except psycopg.Error as exc:
             raise _failure(exc, conn, step, source, migration_id) from None
 
 
 def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local: bool) -> None:
+    settings = {
+        "lock_timeout": f"{int(options.lock_timeout * 1000)}ms",
+        "statement_timeout": step.statement_timeout or options.statement_timeout,
+        "appdb.allow_data_loss": "on" if options.allow_data_loss else "off",
+    }
+    if conn.info.server_version >= 140000:
+        # If this process dies (SIGKILL, lost network), the server notices within a second
+        # and rolls the step back, instead of running it to the end holding its locks.
+        settings["client_connection_check_interval"] = CLIENT_CHECK_INTERVAL
     conn.execute(
-        "SELECT set_config('lock_timeout', %s, %s), set_config('statement_timeout', %s, %s),"
-        " set_config('appdb.allow_data_loss', %s, %s)",
-        (f"{int(options.lock_timeout * 1000)}ms", local,
-         step.statement_timeout or options.statement_timeout, local,
-         "on" if options.allow_data_loss else "off", local),
+        "SELECT " + ", ".join("set_config(%s, %s, %s)" for _ in settings),
+        [value for name, setting in settings.items() for value in (name, setting, local)],
     )
 
 

@@ -30,7 +30,7 @@ import pytest
 from psycopg import conninfo
 
 if TYPE_CHECKING:
-    from conftest import Database
+    from tests.conftest import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = ROOT / "sql"
@@ -43,7 +43,7 @@ ALTER TABLE app.profiles ENABLE ROW LEVEL SECURITY;
 INSERT INTO auth.users (id, aud, role, email)
 SELECT ('00000000-0000-4000-9000-' || lpad(n::text, 12, '0'))::uuid, 'authenticated', 'authenticated',
        'member' || n || '@example.com'
-FROM generate_series(1, %(rows)s) AS n;
+FROM generate_series(1, {rows}) AS n;
 INSERT INTO app.profiles (user_id) SELECT id FROM auth.users;
 CREATE TABLE app.memberships (
     membership_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -69,7 +69,7 @@ ORDER BY 1
 
 def load_profiles_state(db: Database, rows: int = 50) -> None:
     with db.connect() as conn:
-        conn.execute(PROFILES_STATE.replace("%(rows)s", str(rows)))
+        conn.execute(PROFILES_STATE.format(rows=int(rows)))
 
 
 def user_fks(db: Database) -> list[tuple[str, str, bool]]:
@@ -113,6 +113,11 @@ def blocked_appdb_backend(db: Database) -> tuple[int, str] | None:
     return (rows[0][0], rows[0][1]) if rows else None
 
 
+def appdb_sessions(db: Database) -> int:
+    return db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'appdb'",
+                      (db.name,))[0][0]
+
+
 def backend_gone(db: Database, pid: int) -> bool:
     return not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
 
@@ -148,16 +153,28 @@ def assert_migrated(db: Database) -> None:
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
+# Each blocker makes 027 wait inside one step, after the steps before it committed.
+# foreign_key needs SHARE ROW EXCLUSIVE on auth.users, which the table step does not.
+BLOCKERS = {
+    "table": "LOCK TABLE app.memberships IN ACCESS SHARE MODE",
+    "foreign_key": "LOCK TABLE auth.users IN SHARE ROW EXCLUSIVE MODE",
+}
+
+
 # --- concurrency -------------------------------------------------------------------------
 
 
 def test_five_concurrent_applies_apply_each_migration_exactly_once(db: Database) -> None:
     load_profiles_state(db)
-    runs = [start_cli(db, "apply") for _ in range(5)]
-    results = [(run.wait(timeout=60), *run.communicate()) for run in runs]
+    with db.admin_connect() as blocker:
+        # Hold the first run inside 027 until all five are connected and contending.
+        with holding(blocker, BLOCKERS["table"]):
+            runs = [start_cli(db, "apply", "--lock-timeout", "30") for _ in range(5)]
+            wait_for(lambda: appdb_sessions(db) == 5 and blocked_appdb_backend(db), what="five runs to contend")
+        outputs = [run.communicate(timeout=60) for run in runs]
 
-    assert [code for code, _, _ in results] == [0] * 5, results
-    applied_lines = [line for _, out, _ in results for line in out.splitlines() if "applied in" in line]
+    assert [run.returncode for run in runs] == [0] * 5, outputs
+    applied_lines = [line for out, _ in outputs for line in out.splitlines() if "applied in" in line]
     assert sorted(line.split(":")[0] for line in applied_lines) == ["027 memberships",
                                                                   "028 fix_memberships_unique_constraint"]
     assert db.execute("SELECT id, count(*) FROM appdb.migrations GROUP BY id ORDER BY id") == [
@@ -174,14 +191,6 @@ def test_five_concurrent_applies_apply_each_migration_exactly_once(db: Database)
 # --- the process or its connection dies mid-step --------------------------------------------
 
 
-# Each blocker makes 027 wait inside one step, after the steps before it committed.
-# foreign_key needs SHARE ROW EXCLUSIVE on auth.users, which the table step does not.
-BLOCKERS = {
-    "table": "LOCK TABLE app.memberships IN ACCESS SHARE MODE",
-    "foreign_key": "LOCK TABLE auth.users IN SHARE ROW EXCLUSIVE MODE",
-}
-
-
 ORIGINAL_ROWS = "SELECT membership_id, user_id, status, plan_interval, created_at FROM app.memberships ORDER BY 1"
 
 
@@ -196,9 +205,9 @@ def test_sigkill_mid_step_leaves_the_database_as_before_that_step(db: Database, 
             assert ("$fk$" in query) == (step == "foreign_key"), query
             run.send_signal(signal.SIGKILL)
             assert run.wait(timeout=10) == -signal.SIGKILL
-            # The orphaned backend still waits; the blocker ends, it gets the lock, runs the
-            # step's statement, finds its client gone and rolls the step back.
-        wait_for(lambda: backend_gone(db, pid), what="the orphaned backend to exit")
+            # The server notices the client is gone while the step still waits for its lock
+            # (client_connection_check_interval), and rolls the step back.
+            wait_for(lambda: backend_gone(db, pid), timeout=10, what="the orphaned backend to exit")
 
     assert ledger_ids(db) == []
     assert user_fks(db) == [("memberships_user_id_fkey", "app.profiles", True)]
@@ -221,8 +230,7 @@ def test_connection_terminated_mid_step_fails_cleanly_and_the_next_apply_complet
         with holding(admin, BLOCKERS["foreign_key"]):
             run = start_cli(db, "apply", "--lock-timeout", "60")
             pid, _ = wait_for(lambda: blocked_appdb_backend(db), what="apply to wait on the lock")
-            admin_side = psycopg.connect(db.cluster.dsn(db.name, user="supabase_admin"), autocommit=True)
-            with admin_side:
+            with db.admin_connect() as admin_side:
                 assert admin_side.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
             code = run.wait(timeout=20)
             _, stderr = run.communicate()
@@ -236,6 +244,50 @@ def test_connection_terminated_mid_step_fails_cleanly_and_the_next_apply_complet
     again = db.run_cli("apply")
     assert again.returncode == 0, again.stderr
     assert_migrated(db)
+
+
+def test_ctrl_c_mid_step_rolls_the_step_back(db: Database) -> None:
+    load_profiles_state(db)
+    with db.admin_connect() as blocker:
+        with holding(blocker, BLOCKERS["foreign_key"]):
+            run = start_cli(db, "apply", "--lock-timeout", "60")
+            pid, _ = wait_for(lambda: blocked_appdb_backend(db), what="apply to wait on the lock")
+            run.send_signal(signal.SIGINT)
+            code = run.wait(timeout=20)
+            _, stderr = run.communicate()
+            # The query was cancelled: the backend no longer waits, though the blocker still holds.
+            wait_for(lambda: not blocked_appdb_backend(db), timeout=10, what="the query to be cancelled")
+
+    result = subprocess.CompletedProcess(run.args, code, "", stderr)
+    assert_one_line_error(result, 130, "interrupted")
+    assert ledger_ids(db) == []
+    assert user_fks(db) == [("memberships_user_id_fkey", "app.profiles", True)]
+    again = db.run_cli("apply")
+    assert again.returncode == 0, again.stderr
+    assert_migrated(db)
+
+
+def test_the_server_ends_a_killed_runs_statement_promptly(db: Database, tmp_path: Path) -> None:
+    # SIGKILL mid-statement: the server must notice the client is gone while the statement
+    # runs (client_connection_check_interval), not when it ends, or the orphan keeps its
+    # locks and the migration lock, and the next apply waits for it.
+    sql_dir = tmp_path / "sql"
+    (sql_dir / "revert").mkdir(parents=True)
+    (sql_dir / "001_slow.sql").write_text("CREATE TABLE app.slow (id int);\nSELECT pg_sleep(60);\n")
+    (sql_dir / "revert" / "001_slow.sql").write_text("DROP TABLE IF EXISTS app.slow;\n")
+    env = cli_env(db, sql_dir)
+    run = subprocess.Popen([sys.executable, "-m", "appdb", "apply"], env=env, cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = wait_for(lambda: db.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'appdb'"
+        " AND query LIKE '%%pg_sleep%%' AND state = 'active'", (db.name,)), what="the slow statement")
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=10)
+    killed = time.monotonic()
+    wait_for(lambda: backend_gone(db, rows[0][0]), timeout=20, what="the orphaned backend to exit")
+    assert time.monotonic() - killed < 10
+    assert db.execute("SELECT to_regclass('app.slow')") == [(None,)]
+    assert ledger_ids(db) == []
 
 
 # --- a long transaction holds a lock on app.memberships -------------------------------------
@@ -323,6 +375,33 @@ def test_apply_gives_up_on_a_long_lock_with_nothing_half_applied(db: Database) -
     assert writer.writes > 20
 
 
+def test_a_deadlock_with_a_writer_is_retried_like_a_lock_timeout(db: Database) -> None:
+    # A webhook's transaction touches auth.users, then app.memberships; the foreign key step
+    # locks app.memberships, then auth.users. PostgreSQL aborts one of the two (here the
+    # migration, which waited first): the step is rolled back and must be retried.
+    load_profiles_state(db)
+    with db.admin_connect() as webhook:
+        # The deadlock check runs in whichever session has waited deadlock_timeout first:
+        # make sure that is the migration (the superuser may raise it for its own session).
+        webhook.execute("SET deadlock_timeout = '30s'")
+        webhook.execute("BEGIN")
+        webhook.execute("UPDATE auth.users SET last_sign_in_at = now() WHERE id = %s", (FIRST_USER,))
+        run = start_cli(db, "apply", "--lock-timeout", "5", "--lock-retries", "3")
+        _, query = wait_for(lambda: blocked_appdb_backend(db), what="apply to wait on auth.users")
+        assert "$fk$" in query
+        started = time.monotonic()
+        webhook.execute("UPDATE app.memberships SET status = 'active' WHERE user_id = %s", (FIRST_USER,))
+        waited = time.monotonic() - started
+        webhook.execute("COMMIT")
+        code = run.wait(timeout=60)
+        _, stderr = run.communicate()
+
+    assert code == 0, stderr
+    assert "deadlock" in stderr
+    assert waited < 5, f"the webhook waited {waited:.1f} s"
+    assert_migrated(db)
+
+
 # --- bad input: one line, the right exit code, nothing changed ------------------------------
 
 SECRET = "s3cret-Pa55word"
@@ -345,7 +424,8 @@ def run_unchanged(db: Database, *args: str, code: int, env: dict[str, str] | Non
     f"host=localhost password='{SECRET}' sslmode=sometimes",
 ])
 def test_a_malformed_dsn_is_a_usage_error(db: Database, dsn: str) -> None:
-    run_unchanged(db, "apply", "--dsn", dsn, code=2)
+    line = run_unchanged(db, "apply", "--dsn", dsn, code=2)
+    assert "connection string" in line or "sslmode" in line
 
 
 def test_a_wrong_password_is_a_usage_error_without_the_password(db: Database) -> None:
@@ -365,7 +445,7 @@ def test_a_server_that_never_answers_is_ended_by_the_connect_timeout(db: Databas
         started = time.monotonic()
         line = run_unchanged(db, "apply", "--dsn", dsn, code=2, env={"PGCONNECT_TIMEOUT": "2"}, timeout=30)
         elapsed = time.monotonic() - started
-    assert "timeout" in line or "no answer" in line
+    assert "no answer within 2 s" in line
     assert elapsed < 15, f"took {elapsed:.1f} s with a 2 s connect timeout"
 
 
