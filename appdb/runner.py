@@ -222,14 +222,13 @@ def _run_step(
                     if on_commit:
                         on_commit(conn)
             else:
-                _set_timeouts(conn, step, options, local=False)
+                names = _set_timeouts(conn, step, options, local=False)
                 try:
                     if not step.is_empty:
                         conn.execute(step.sql)
                 finally:
                     if not conn.closed and not conn.broken:
-                        conn.execute("RESET lock_timeout; RESET statement_timeout; RESET appdb.allow_data_loss;"
-                                     " RESET client_connection_check_interval")
+                        conn.execute("; ".join(f"RESET {name}" for name in names))
                 if on_commit:
                     with conn.transaction():
                         on_commit(conn)
@@ -252,7 +251,8 @@ def _run_step(
             raise _failure(exc, conn, step, source, migration_id) from None
 
 
-def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local: bool) -> None:
+def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local: bool) -> list[str]:
+    """Set the step's timeouts (transaction-local, or for the session); return the names set."""
     settings = {
         "lock_timeout": f"{int(options.lock_timeout * 1000)}ms",
         "statement_timeout": step.statement_timeout or options.statement_timeout,
@@ -266,6 +266,7 @@ def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local:
         "SELECT " + ", ".join("set_config(%s, %s, %s)" for _ in settings),
         [value for name, setting in settings.items() for value in (name, setting, local)],
     )
+    return list(settings)
 
 
 def _failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, source: str, migration_id: str) -> MigrationError:

@@ -187,3 +187,22 @@ def test_the_ledger_is_not_readable_by_the_api_roles(db):
         runner.apply(conn, migrations(), OPTIONS)
     for role in ("anon", "authenticated", "service_role"):
         assert db.execute("SELECT has_schema_privilege(%s, 'appdb', 'USAGE')", (role,)) == [(False,)]
+
+
+def test_a_non_transactional_step_runs_in_autocommit_and_the_ledger_follows_it(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    (sql_dir / "029_user_status_index.sql").write_text(
+        "-- appdb:step build transaction=false\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS memberships_status_idx ON app.memberships (status);\n")
+    (sql_dir / "revert" / "029_user_status_index.sql").write_text(
+        "-- appdb:step drop transaction=false\nDROP INDEX CONCURRENTLY IF EXISTS app.memberships_status_idx;\n")
+    with db.connect() as conn:
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] != "5s"  # session settings were reset
+    assert db.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'app.memberships_status_idx'::regclass") == [(True,)]
+    assert states(db, sql_dir)["029"] == "applied"
+
+    with db.connect() as conn:
+        runner.revert(conn, "029", OPTIONS)
+    assert db.execute("SELECT to_regclass('app.memberships_status_idx')") == [(None,)]
+    assert states(db, sql_dir)["029"] == "pending"
