@@ -107,44 +107,29 @@ class Grants(pulumi.ComponentResource):
         self.grants: list[postgresql.Grant] = []
         self.default_privileges: list[postgresql.DefaultPrivileges] = []
         table_deps = [*args.requires, *args.tables_after]
-        for access in args.access:
-            prefix = f"{name}-{access.role}"
-            if access.schema_usage:
-                self.grants.append(
-                    postgresql.Grant(
-                        f"{prefix}-usage",
-                        database=args.database,
-                        schema=args.schema,
-                        role=access.role,
-                        object_type="schema",
-                        privileges=["USAGE"],
-                        opts=opts_(args.requires),
-                    )
-                )
+
+        def grant(access: TableAccess, suffix: str, object_type: str, privileges: tuple[str, ...],
+                  after: list[pulumi.Resource], objects: tuple[str, ...] = ()) -> None:
             self.grants.append(
                 postgresql.Grant(
-                    f"{prefix}-tables",
+                    f"{name}-{access.role}-{suffix}",
                     database=args.database,
                     schema=args.schema,
                     role=access.role,
-                    object_type="table",
-                    objects=list(access.tables) or None,
-                    privileges=list(access.privileges),
-                    opts=opts_(table_deps),
+                    object_type=object_type,
+                    objects=list(objects) or None,
+                    privileges=list(privileges),
+                    opts=opts_(after),
                 )
             )
+
+        for access in args.access:
+            prefix = f"{name}-{access.role}"
+            if access.schema_usage:
+                grant(access, "usage", "schema", ("USAGE",), args.requires)
+            grant(access, "tables", "table", access.privileges, table_deps, access.tables)
             if access.sequence_privileges:
-                self.grants.append(
-                    postgresql.Grant(
-                        f"{prefix}-sequences",
-                        database=args.database,
-                        schema=args.schema,
-                        role=access.role,
-                        object_type="sequence",
-                        privileges=list(access.sequence_privileges),
-                        opts=opts_(table_deps),
-                    )
-                )
+                grant(access, "sequences", "sequence", access.sequence_privileges, table_deps)
             if access.future:
                 kinds = [("tables", "table", access.privileges)]
                 if access.sequence_privileges:
