@@ -14,8 +14,10 @@
 -- The engine runs each step in its own transaction with lock_timeout (--lock-timeout)
 -- and statement_timeout set, so every step must be safe to run again.
 
--- appdb:step table
+-- appdb:step preflight statement_timeout=1h
 -- Refuse, before changing anything, what would make the foreign key or the check fail.
+-- Read-only: its scans block no writer, so it gets the validation's generous timeout,
+-- and the next step's locks are not held while it reads.
 DO $preflight$
 DECLARE
     bad bigint;
@@ -52,6 +54,7 @@ BEGIN
 END
 $preflight$;
 
+-- appdb:step table
 CREATE SCHEMA IF NOT EXISTS app;
 
 -- The Pulumi program owns these group roles; without it (appdb alone) they are made

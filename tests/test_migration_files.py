@@ -27,8 +27,8 @@ def test_the_project_migrations_are_found_in_order():
 
 def test_027_is_split_into_its_steps_and_validates_with_a_generous_timeout():
     migration = find(discover(SQL_DIR), "027")
-    assert [s.name for s in migration.steps] == ["table", "foreign_key", "validate"]
-    assert migration.steps[-1].statement_timeout == "1h"
+    assert [s.name for s in migration.steps] == ["preflight", "table", "foreign_key", "validate"]
+    assert migration.steps[0].statement_timeout == migration.steps[-1].statement_timeout == "1h"
     assert all(s.transactional for s in migration.steps)
 
 
