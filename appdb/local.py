@@ -17,7 +17,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -211,16 +210,3 @@ def _make_traversable(path: Path, uid: int) -> None:
         mode = parent.stat().st_mode
         if parent.stat().st_uid != uid and not mode & 0o001:
             os.chmod(parent, mode | 0o001)
-
-
-def wait_until_ready(cluster: Cluster, timeout: float = 30.0) -> None:
-    """Wait for the server to accept logins (pg_ctl -w already does; this covers a restart)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with cluster.connect(user=SUPERUSER):
-                return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)

@@ -28,7 +28,6 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from appdb.local import Cluster
