@@ -8,7 +8,6 @@ configuration). Passwords are redacted from every message.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -58,6 +57,8 @@ def _options(args: argparse.Namespace, allow_data_loss: bool = False):
 
 
 def _print_json(data: Any) -> None:
+    import json
+
     print(json.dumps(data, indent=2, default=str))
 
 

@@ -7,7 +7,6 @@ message: every error passes through :func:`redact`, after dbmate's redactLogStri
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import re
@@ -62,7 +61,7 @@ def describe(params: dict[str, str]) -> str:
     """user@host:port/db for messages, without the password."""
     host = params.get("host") or os.environ.get("PGHOST") or "localhost"
     port = params.get("port") or os.environ.get("PGPORT") or "5432"
-    user = params.get("user") or os.environ.get("PGUSER") or getpass.getuser()
+    user = params.get("user") or os.environ.get("PGUSER") or _os_user()
     db = params.get("dbname") or os.environ.get("PGDATABASE") or user
     return f"{user}@{host}:{port}/{db}"
 
@@ -97,6 +96,13 @@ def _connect_failure(exc: psycopg.OperationalError, params: dict[str, str]) -> s
             reason = line
             break
     return f"could not connect to {where}: {redact(reason)}"
+
+
+def _os_user() -> str:
+    """libpq's default user; getpass is imported only on this error path."""
+    import getpass
+
+    return getpass.getuser()
 
 
 def _log_notice(diag: psycopg.errors.Diagnostic) -> None:

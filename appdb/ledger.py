@@ -13,7 +13,6 @@ from importlib import resources
 
 import psycopg
 
-from appdb import catalog
 from appdb.migration import Migration
 
 
@@ -39,7 +38,12 @@ def _ddl() -> str:
 
 
 def exists(conn: psycopg.Connection) -> bool:
-    return catalog.table_exists(conn, "appdb.migrations")
+    """Looked up in pg_class, not with to_regclass: a read-only login may lack USAGE on appdb."""
+    row = conn.execute(
+        "SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'appdb' AND c.relname = 'migrations'"
+    ).fetchone()
+    return row is not None
 
 
 def read(conn: psycopg.Connection) -> dict[int, Entry]:
@@ -54,8 +58,13 @@ def read(conn: psycopg.Connection) -> dict[int, Entry]:
 
 
 def record(conn: psycopg.Connection, migration: Migration, duration_ms: int) -> None:
-    """Write the row; the caller's transaction decides whether it sticks."""
-    conn.execute(_ddl())
+    """Write the row; the caller's transaction decides whether it sticks.
+
+    The ledger is created here, in the same transaction, so a failed first apply leaves
+    no trace; the migration lock keeps two runs from creating it at once.
+    """
+    if not exists(conn):
+        conn.execute(_ddl())
     conn.execute(
         "INSERT INTO appdb.migrations (id, name, checksum, revert_sql, duration_ms) VALUES (%s, %s, %s, %s, %s)",
         (migration.id, migration.name, migration.checksum, migration.revert_sql, duration_ms),
