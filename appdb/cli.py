@@ -93,7 +93,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     with _connect(args) as conn:
         outcomes = runner.apply(conn, migrations, options, only=args.only, dry_run=args.dry_run, report=progress)
-        states = runner.status(conn, migrations)
+        states = runner.status(conn, migrations) if args.json else []
     if args.json:
         _print_json({"dry_run": args.dry_run, "outcomes": [o.as_dict() for o in outcomes],
                      "migrations": [s.as_dict() for s in states]})
