@@ -46,14 +46,10 @@ def _connect(args: argparse.Namespace):
 def _options(args: argparse.Namespace, allow_data_loss: bool = False):
     from appdb.runner import Options
 
-    if getattr(args, "lock_timeout", 1.0) <= 0 or getattr(args, "lock_retries", 0) < 0 or getattr(args, "wait", 0) < 0:
+    if args.lock_timeout <= 0 or args.lock_retries < 0 or args.wait < 0:
         raise ConfigError("--lock-timeout must be above 0, --lock-retries and --wait at least 0")
-    return Options(
-        lock_timeout=getattr(args, "lock_timeout", 1.0),
-        lock_retries=getattr(args, "lock_retries", 10),
-        wait=getattr(args, "wait", 300.0),
-        allow_data_loss=allow_data_loss,
-    )
+    return Options(lock_timeout=args.lock_timeout, lock_retries=args.lock_retries, wait=args.wait,
+                   allow_data_loss=allow_data_loss)
 
 
 def _print_json(data: Any) -> None:
@@ -204,24 +200,24 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
-    apply = sub.add_parser("apply", parents=[common], help="apply pending migrations in order")
+    locking = argparse.ArgumentParser(add_help=False)
+    locking.add_argument("--lock-timeout", type=float, default=1.0, metavar="S",
+                         help="lock_timeout for each statement, in seconds (default 1)")
+    locking.add_argument("--lock-retries", type=int, default=10, metavar="N",
+                         help="retries of a step after a lock timeout, with backoff (default 10)")
+    locking.add_argument("--wait", type=float, default=300.0, metavar="S",
+                         help="how long to wait for another run's migration lock (default 300)")
+
+    apply = sub.add_parser("apply", parents=[common, locking], help="apply pending migrations in order")
     apply.add_argument("--only", metavar="ID", help="apply just this migration (the Pulumi commands use this)")
     apply.add_argument("--dry-run", action="store_true", help="say what would be applied; change nothing")
     apply.add_argument("--json", action="store_true")
-    apply.add_argument("--lock-timeout", type=float, default=1.0, metavar="S",
-                       help="lock_timeout for each statement, in seconds (default 1)")
-    apply.add_argument("--lock-retries", type=int, default=10, metavar="N",
-                       help="retries of a step after a lock timeout, with backoff (default 10)")
-    apply.add_argument("--wait", type=float, default=300.0, metavar="S",
-                       help="how long to wait for another run's migration lock (default 300)")
     apply.set_defaults(func=cmd_apply)
 
-    revert = sub.add_parser("revert", parents=[common], help="revert the latest applied migration, from the ledger")
+    revert = sub.add_parser("revert", parents=[common, locking],
+                            help="revert the latest applied migration, from the ledger")
     revert.add_argument("id", metavar="ID")
     revert.add_argument("--allow-data-loss", action="store_true", help="allow a revert that drops rows")
-    revert.add_argument("--lock-timeout", type=float, default=1.0, metavar="S")
-    revert.add_argument("--lock-retries", type=int, default=10, metavar="N")
-    revert.add_argument("--wait", type=float, default=300.0, metavar="S")
     revert.set_defaults(func=cmd_revert)
 
     verify = sub.add_parser("verify", parents=[common], help="post-deploy checks; exit 1 if any fails")

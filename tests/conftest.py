@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import conninfo, sql
+from psycopg import sql
 
 from appdb.local import SUPERUSER, Cluster
 
@@ -61,10 +61,6 @@ class Database:
     @property
     def tcp_params(self) -> dict[str, str]:
         return self.cluster.params(self.name, tcp=True)
-
-    @property
-    def tcp_dsn(self) -> str:
-        return conninfo.make_conninfo(**self.tcp_params)
 
     def connect(self, **kwargs) -> psycopg.Connection:
         return psycopg.connect(self.dsn, autocommit=True, **kwargs)
