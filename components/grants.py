@@ -28,44 +28,8 @@ from dataclasses import asdict, dataclass, field
 import pulumi
 import pulumi_postgresql as postgresql
 
+from appdb.access import DEFAULT_ACCESS, TABLE_PRIVILEGES, TableAccess
 from components import validation
-from components.roles import READER, WRITER
-
-DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
-SEQUENCE_USE = ("USAGE", "SELECT")
-
-
-@dataclass(frozen=True)
-class TableAccess:
-    """What one role gets in the schema.
-
-    ``tables`` empty means every table in the schema (``GRANT ... ON ALL TABLES``);
-    ``privileges`` empty means none, enforced: the Grant revokes whatever was given by hand.
-    ``future`` adds default privileges so tables created later get the same.
-    """
-
-    role: str
-    privileges: tuple[str, ...]
-    tables: tuple[str, ...] = ()
-    sequence_privileges: tuple[str, ...] = ()
-    schema_usage: bool = True
-    future: bool = False
-
-
-# The app's access plan. RLS decides which rows; these decide which tables at all.
-DEFAULT_ACCESS: tuple[TableAccess, ...] = (
-    TableAccess(WRITER, DML, sequence_privileges=SEQUENCE_USE, future=True),
-    TableAccess(READER, ("SELECT",), future=True),
-    # Supabase's API roles. service_role bypasses RLS and is the server's key.
-    TableAccess("service_role", DML, sequence_privileges=SEQUENCE_USE, future=True),
-    # Signed-in users read their own membership through RLS, and nothing else.
-    TableAccess("authenticated", ("SELECT",), tables=("memberships",)),
-    # The anonymous key gets nothing in `app`, not even USAGE; an empty Grant revokes strays.
-    TableAccess("anon", (), schema_usage=False),
-)
-
-_PRIVILEGES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
-
 
 @dataclass
 class GrantsArgs:
@@ -95,7 +59,7 @@ class Grants(pulumi.ComponentResource):
             seen.add(access.role)
             for table in access.tables:
                 validation.identifier(table, f"{where}.tables")
-            unknown = set(access.privileges) - _PRIVILEGES
+            unknown = set(access.privileges) - TABLE_PRIVILEGES
             if unknown:
                 raise ValueError(f"{where}.privileges: not table privileges: {', '.join(sorted(unknown))}")
             if access.future and access.tables:

@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_postgresql as postgresql
 
+from appdb.access import GROUP_ROLES, READER, WRITER
 from components import validation
 
-WRITER = "app_writer"
-READER = "app_reader"
-GROUP_ROLES = {"writer": WRITER, "reader": READER}
 
 
 @dataclass

@@ -707,9 +707,9 @@ def test_running_the_program_twice_registers_identical_inputs(tmp_path):
 def test_a_grant_setting_changes_the_verification_digest(tmp_path, monkeypatch):
     checkout = make_checkout(tmp_path / "a")
     base = run_program(checkout, "dev", stack_config("dev"))
-    grants_py = checkout / "components" / "grants.py"
-    grants_py.write_text(
-        grants_py.read_text().replace(
+    access_py = checkout / "appdb" / "access.py"
+    access_py.write_text(
+        access_py.read_text().replace(
             'TableAccess(READER, ("SELECT",), future=True)', 'TableAccess(READER, ("SELECT", "REFERENCES"), future=True)'
         )
     )
