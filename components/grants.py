@@ -16,9 +16,22 @@ How pulumi-postgresql's resources behave decides the shape of this module:
   no grant is ever deleted-and-recreated under a new name (a rename without an alias
   would create the new grant first and then let the old one's delete revoke it).
 
-Table grants run after the migrations that create the tables (``tables_after``);
+* No two of these resources ever run at once. A ``Grant`` or ``DefaultPrivileges``
+  rewrites one catalog row per object (``pg_namespace.nspacl`` for the schema,
+  ``pg_class.relacl`` for each table or sequence, ``pg_default_acl`` for an owner's
+  defaults in the schema) whoever the grantee is, and the provider serialises only on
+  the role. Pulumi runs every resource whose dependencies are done in parallel, so two
+  grants to different roles on the schema would rewrite the same row at once and
+  PostgreSQL refuses the second: ``tuple concurrently updated``. Every privilege
+  resource here therefore depends on the one before it, in the plan's order: one chain,
+  which holds on create, update and replace (a resource registers only once the one
+  before it is done) and on delete and ``destroy`` (deletes run in reverse dependency
+  order, so the chain unwinds one by one). It costs a few hundred milliseconds of
+  ``up`` time on a first deploy and nothing on a no-op one.
+
+The chain starts after the migrations that create the tables (``tables_after``);
 default privileges, owned by the role that runs the migrations, cover tables that
-later migrations create.
+later migrations create. The plan itself is data, in ``appdb/access.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import pulumi_postgresql as postgresql
 
 from appdb.access import DEFAULT_ACCESS, TABLE_PRIVILEGES, TableAccess
 from components import validation
+
 
 @dataclass
 class GrantsArgs:
@@ -65,52 +79,55 @@ class Grants(pulumi.ComponentResource):
             if access.future and access.tables:
                 raise ValueError(f"{where}.future: default privileges cover all future tables; drop `tables` or `future`")
 
-        def opts_(after: list[pulumi.Resource], **extra: object) -> pulumi.ResourceOptions:
-            return pulumi.ResourceOptions(parent=self, depends_on=list(after), **extra)
-
+        # One chain: every privilege resource depends on the one before it (see the module's
+        # docstring), and the first on the schema, the roles and the migrations.
         self.grants: list[postgresql.Grant] = []
         self.default_privileges: list[postgresql.DefaultPrivileges] = []
-        table_deps = [*args.requires, *args.tables_after]
+        self.chain: list[pulumi.CustomResource] = []
 
-        def grant(access: TableAccess, suffix: str, object_type: str, privileges: tuple[str, ...],
-                  after: list[pulumi.Resource], objects: tuple[str, ...] = ()) -> None:
-            self.grants.append(
-                postgresql.Grant(
-                    f"{name}-{access.role}-{suffix}",
-                    database=args.database,
-                    schema=args.schema,
-                    role=access.role,
-                    object_type=object_type,
-                    objects=list(objects) or None,
-                    privileges=list(privileges),
-                    opts=opts_(after),
-                )
+        def after_previous(**extra: object) -> pulumi.ResourceOptions:
+            previous = self.chain[-1:] or [*args.requires, *args.tables_after]
+            return pulumi.ResourceOptions(parent=self, depends_on=previous, **extra)
+
+        def grant(role: str, suffix: str, object_type: str, privileges: tuple[str, ...],
+                  objects: tuple[str, ...] = ()) -> None:
+            resource = postgresql.Grant(
+                f"{name}-{role}-{suffix}",
+                database=args.database,
+                schema=args.schema,
+                role=role,
+                object_type=object_type,
+                objects=list(objects) or None,
+                privileges=list(privileges),
+                opts=after_previous(),
             )
+            self.grants.append(resource)
+            self.chain.append(resource)
+
+        def default_privileges(role: str, suffix: str, object_type: str, privileges: tuple[str, ...]) -> None:
+            resource = postgresql.DefaultPrivileges(
+                f"{name}-{role}-future-{suffix}",
+                database=args.database,
+                schema=args.schema,
+                owner=args.owner,
+                role=role,
+                object_type=object_type,
+                privileges=list(privileges),
+                opts=after_previous(delete_before_replace=True),
+            )
+            self.default_privileges.append(resource)
+            self.chain.append(resource)
 
         for access in args.access:
-            prefix = f"{name}-{access.role}"
             if access.schema_usage:
-                grant(access, "usage", "schema", ("USAGE",), args.requires)
-            grant(access, "tables", "table", access.privileges, table_deps, access.tables)
+                grant(access.role, "usage", "schema", ("USAGE",))
+            grant(access.role, "tables", "table", access.privileges, access.tables)
             if access.sequence_privileges:
-                grant(access, "sequences", "sequence", access.sequence_privileges, table_deps)
+                grant(access.role, "sequences", "sequence", access.sequence_privileges)
             if access.future:
-                kinds = [("tables", "table", access.privileges)]
+                default_privileges(access.role, "tables", "table", access.privileges)
                 if access.sequence_privileges:
-                    kinds.append(("sequences", "sequence", access.sequence_privileges))
-                for suffix, object_type, privileges in kinds:
-                    self.default_privileges.append(
-                        postgresql.DefaultPrivileges(
-                            f"{prefix}-future-{suffix}",
-                            database=args.database,
-                            schema=args.schema,
-                            owner=args.owner,
-                            role=access.role,
-                            object_type=object_type,
-                            privileges=list(privileges),
-                            opts=opts_(args.requires, delete_before_replace=True),
-                        )
-                    )
+                    default_privileges(access.role, "sequences", "sequence", access.sequence_privileges)
         self.settings = {
             "schema": args.schema,
             "owner": args.owner,

@@ -15,6 +15,7 @@ command before deleting the old one, and the delete of a migration is its revert
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import runpy
@@ -327,6 +328,26 @@ def depends_on(run: Run, registration: Registration, type_: str, name: str) -> b
     return run.urn(type_, name) in registration.dependencies
 
 
+def waits_for(run: Run, registration: Registration, urn: str) -> bool:
+    """Whether ``registration`` depends on ``urn`` through any chain of dependencies.
+
+    This is what orders two resources on the engine: it starts a resource only when
+    all it depends on is done, and deletes in the reverse order.
+    """
+    by_urn = {r.urn: r for r in run.registrations}
+    seen: set[str] = set()
+    todo = list(registration.dependencies)
+    while todo:
+        current = todo.pop()
+        if current == urn:
+            return True
+        if current in seen or current not in by_urn:
+            continue
+        seen.add(current)
+        todo.extend(by_urn[current].dependencies)
+    return False
+
+
 # --- the provider -----------------------------------------------------------------
 
 
@@ -465,9 +486,63 @@ def test_table_grants_wait_for_the_migrations_that_create_the_tables(runs, stack
     assert table_grants
     for grant in table_grants:
         for migration in ("migration-027", "migration-028"):
-            assert depends_on(run, grant, COMMAND, migration), f"{grant.name} may run before {migration}"
+            assert waits_for(run, grant, run.urn(COMMAND, migration)), f"{grant.name} may run before {migration}"
     for grant in run.of_type(GRANT):
-        assert depends_on(run, grant, SCHEMA, "schema")
+        assert waits_for(run, grant, run.urn(SCHEMA, "schema"))
+
+
+def catalog_rows(registration: Registration) -> set[tuple[str, ...]]:
+    """The catalog rows a privilege resource rewrites, whoever its grantee is.
+
+    A GRANT or REVOKE rewrites the object's whole ACL: ``pg_namespace.nspacl`` for a
+    schema, ``pg_class.relacl`` for each table or sequence (``*``: all of that kind in
+    the schema), and ALTER DEFAULT PRIVILEGES the ``pg_default_acl`` row of (owner,
+    schema, kind). Two transactions that rewrite one row at once fail with
+    ``tuple concurrently updated``.
+    """
+    inputs = registration.inputs
+    database, schema = inputs["database"], inputs["schema"]
+    kind = inputs["objectType"]
+    if registration.type == DEFAULT_PRIVILEGES:
+        return {("pg_default_acl", database, inputs["owner"], schema, kind)}
+    if kind == "schema":
+        return {("pg_namespace", database, schema)}
+    return {("pg_class", database, schema, kind, name) for name in inputs.get("objects") or ["*"]}
+
+
+def share_a_row(a: set[tuple[str, ...]], b: set[tuple[str, ...]]) -> bool:
+    for row_a in a:
+        for row_b in b:
+            if row_a == row_b:
+                return True
+            if row_a[0] == row_b[0] == "pg_class" and row_a[:4] == row_b[:4] and "*" in (row_a[4], row_b[4]):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_two_privilege_resources_on_one_catalog_row_can_run_at_once(runs, stack):
+    """The engine runs in parallel whatever does not depend on each other, on create, update,
+    replace and delete alike; only a dependency, direct or not, orders two resources."""
+    run = runs[stack]
+    privileges = run.of_type(GRANT) + run.of_type(DEFAULT_PRIVILEGES)
+    assert len(privileges) > 10
+    unordered = [
+        f"{a.name} / {b.name}"
+        for a, b in itertools.combinations(privileges, 2)
+        if share_a_row(catalog_rows(a), catalog_rows(b)) and not (waits_for(run, a, b.urn) or waits_for(run, b, a.urn))
+    ]
+    assert not unordered, f"these may rewrite the same catalog row at once: {unordered}"
+
+
+def test_the_privilege_resources_form_one_chain_in_the_plan_s_order(runs):
+    """One chain: each waits for the one before it, so deletes unwind it one by one too."""
+    run = runs["dev"]
+    chain = [r for r in run.registrations if r.type in (GRANT, DEFAULT_PRIVILEGES)]
+    for before, after in zip(chain, chain[1:]):
+        assert after.dependencies == [before.urn], f"{after.name} must wait for {before.name} alone"
+    first = set(chain[0].dependencies)
+    assert run.urn(COMMAND, "migration-028") in first and run.urn(SCHEMA, "schema") in first
 
 
 @pytest.mark.parametrize("stack", STACKS)
