@@ -32,8 +32,13 @@ DEFAULT_HOME = Path(".appdb/local")
 DEFAULT_PORT = 54322
 SUPERUSER = "supabase_admin"
 LOGIN = "postgres"
-# The well-known password of Supabase's local stack: this cluster listens on loopback only.
-LOCAL_PASSWORD = "postgres"
+# The local cluster's password, for supabase_admin and the postgres login. It guards
+# nothing (the cluster listens on loopback only), but it is no word and no identifier:
+# Pulumi masks every occurrence of a secret's text in what it prints, and a password
+# like `postgres` turned `pulumi-resource-postgresql` into `pulumi-resource-[secret]ql`.
+LOCAL_PASSWORD = "Qm7x-Vt3k-Rw9p-Hc2d"
+# What clusters made before that used (Supabase's CLI's well-known one); `up` replaces it.
+LEGACY_PASSWORD = "postgres"
 SERVER_USER = "postgres"
 
 
@@ -69,6 +74,7 @@ class Cluster:
     port: int = DEFAULT_PORT
     listen: str = "127.0.0.1"
     settings: dict[str, str] = field(default_factory=dict)
+    password: str = LOCAL_PASSWORD
 
     @property
     def data_dir(self) -> Path:
@@ -99,6 +105,7 @@ class Cluster:
             self.init()
         if not self.is_running():
             self.start()
+        self._replace_legacy_password()
         self.shape("postgres", seed=seed)
 
     def init(self) -> None:
@@ -106,7 +113,7 @@ class Cluster:
         self.home.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         pwfile = self.home / ".pwfile"
-        pwfile.write_text(LOCAL_PASSWORD + "\n")
+        pwfile.write_text(self.password + "\n")
         self._hand_to_server_user()
         try:
             self._run_server_tool(
@@ -153,22 +160,48 @@ class Cluster:
         with self.connect(dbname, user=SUPERUSER) as conn:
             conn.execute(_package_sql("supabase_shape.sql"))
             conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(LOGIN), sql.Literal(LOCAL_PASSWORD)))
+                sql.Identifier(LOGIN), sql.Literal(self.password)))
             if seed:
                 conn.execute(_package_sql("supabase_seed.sql"))
+
+    def _replace_legacy_password(self) -> None:
+        """A cluster made with the old well-known password gets the current one, once.
+
+        Nothing else about it changes, so an existing local database and its data carry
+        over; the local stack then updates app_backend's password on its next ``up``.
+        """
+        try:
+            self.connect(user=SUPERUSER).close()
+            return
+        except psycopg.OperationalError as exc:
+            if "password authentication failed" not in str(exc):
+                raise
+        try:
+            conn = psycopg.connect(conninfo.make_conninfo(**{**self.params(user=SUPERUSER), "password": LEGACY_PASSWORD}),
+                                   autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError:
+            raise ConfigError(
+                f"the local database in {self.home} refuses its password: start a new one with "
+                "'appdb local reset' (this wipes it)"
+            ) from None
+        with conn:
+            for role in (SUPERUSER, LOGIN):
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(self.password)))
+        log.warning("the local database had the old password %r; it now has the one 'appdb local url' prints",
+                    LEGACY_PASSWORD)
 
     # --- connecting ----------------------------------------------------------------
 
     def params(self, dbname: str = "postgres", user: str = LOGIN, tcp: bool = False) -> dict[str, str]:
         host = self.listen if tcp else str(self.socket_dir.absolute())
-        return {"host": host, "port": str(self.port), "dbname": dbname, "user": user, "password": LOCAL_PASSWORD}
+        return {"host": host, "port": str(self.port), "dbname": dbname, "user": user, "password": self.password}
 
     def dsn(self, dbname: str = "postgres", user: str = LOGIN, tcp: bool = False) -> str:
         return conninfo.make_conninfo(**self.params(dbname, user, tcp))
 
     def url(self, dbname: str = "postgres") -> str:
         """The URL of the ``postgres`` login, the form Supabase's CLI prints for its local stack."""
-        return f"postgresql://{LOGIN}:{LOCAL_PASSWORD}@{self.listen}:{self.port}/{dbname}"
+        return f"postgresql://{LOGIN}:{self.password}@{self.listen}:{self.port}/{dbname}"
 
     def connect(self, dbname: str = "postgres", user: str = LOGIN) -> psycopg.Connection:
         return psycopg.connect(self.dsn(dbname, user), autocommit=True, connect_timeout=10)

@@ -33,6 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = ROOT / "sql"
 STATES = Path(__file__).resolve().parent / "states"
 TEMPLATE = "appdb_template"
+# The test cluster's password: no word and no identifier, like the local one (appdb/local.py).
+TEST_PASSWORD = "Xd5h-Gq2v-Nm8r-Tk4z"
+# app_backend's, from tests/states/pulumi_baseline.sql.
+BACKEND_TEST_PASSWORD = "Wc9j-Ks3f-Dp7x-Bn2q"
 _counter = itertools.count()
 
 
@@ -117,7 +121,7 @@ class Database:
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     home = Path(tempfile.mkdtemp(prefix="appdb-test-"))
-    node = Cluster(home=home, port=free_port(), settings={
+    node = Cluster(home=home, port=free_port(), password=TEST_PASSWORD, settings={
         "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "200",
     })
     node.init()

@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from appdb.local import LOCAL_PASSWORD
 from tests.conftest import ROOT, free_port
 
 
@@ -38,7 +39,7 @@ def local():
 def test_local_url_connects_as_the_postgres_login(local):
     cli, home, port = local
     url = cli("local", "url", "--home", str(home), "--port", port).stdout.strip()
-    assert url == f"postgresql://postgres:postgres@127.0.0.1:{port}/postgres"
+    assert url == f"postgresql://postgres:{LOCAL_PASSWORD}@127.0.0.1:{port}/postgres"
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT current_user").fetchone()[0] == "postgres"
 
@@ -100,3 +101,29 @@ def test_local_reset_gives_a_fresh_database(local):
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT to_regclass('public.leftover')").fetchone()[0] is None
         assert conn.execute("SELECT count(*) FROM auth.users").fetchone()[0] == 0
+
+
+def test_local_up_gives_a_cluster_with_the_old_password_the_new_one_and_keeps_its_data():
+    """Clusters made before the local password changed had `postgres`; `up` moves them on once."""
+    from appdb.local import LEGACY_PASSWORD, Cluster
+
+    home = Path(tempfile.mkdtemp(prefix="appdb-local-legacy-"))
+    old = Cluster(home=home, port=free_port(), password=LEGACY_PASSWORD)
+    old.up()
+    try:
+        with old.connect() as conn:
+            conn.execute("CREATE TABLE public.kept (id bigint); INSERT INTO public.kept VALUES (1)")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        result = subprocess.run([sys.executable, "-m", "appdb", "local", "up", "--home", str(home),
+                                 "--port", str(old.port)], capture_output=True, text=True, cwd=ROOT, env=env,
+                                timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "old password" in result.stderr
+        new = Cluster(home=home, port=old.port)
+        with psycopg.connect(new.url()) as conn:
+            assert conn.execute("SELECT id FROM public.kept").fetchall() == [(1,)]
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(old.url(), connect_timeout=10)
+    finally:
+        old.down()
+        shutil.rmtree(home, ignore_errors=True)

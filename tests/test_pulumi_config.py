@@ -16,9 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from appdb.local import LOCAL_PASSWORD
+from tests.conftest import BACKEND_TEST_PASSWORD, TEST_PASSWORD
+
 PROJECT = Path(__file__).resolve().parents[1]
 STACKS = ("local", "dev", "prod")
 LOCAL_PASSPHRASE = "appdb-local"  # documented in Pulumi.local.yaml and docs/pulumi.md
+LOCAL_BACKEND_PASSWORD = "Zf4n-Pk8s-Lb6w-Jy3t"  # Pulumi.local.yaml's backendPassword, listed in the README
 
 
 def project() -> dict:
@@ -135,8 +139,19 @@ def test_local_secrets_open_with_the_documented_local_passphrase():
     key = hashlib.pbkdf2_hmac("sha256", LOCAL_PASSPHRASE.encode(), base64.b64decode(salt), 1_000_000, 32)
     assert _decrypt(key, check) == "pulumi"
     config = settings["config"]
-    assert _decrypt(key, config["appdb:dbPassword"]["secure"]) == "postgres"  # the local cluster's login
-    assert _decrypt(key, config["appdb:backendPassword"]["secure"]) == "app_backend_local"
+    assert _decrypt(key, config["appdb:dbPassword"]["secure"]) == LOCAL_PASSWORD  # the local cluster's login
+    assert _decrypt(key, config["appdb:backendPassword"]["secure"]) == LOCAL_BACKEND_PASSWORD
+
+
+def test_local_passwords_are_no_word_and_no_identifier():
+    """Pulumi prints `[secret]` for every occurrence of a secret's text: `postgres` as a password
+    garbled `pulumi-resource-postgresql`, `backendUrl` and `backend.database`."""
+    for password in (LOCAL_PASSWORD, LOCAL_BACKEND_PASSWORD, TEST_PASSWORD, BACKEND_TEST_PASSWORD):
+        assert not re.search(r"[A-Za-z]{4,}", password), password
+        assert not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", password), password
+    assert len({LOCAL_PASSWORD, LOCAL_BACKEND_PASSWORD, TEST_PASSWORD, BACKEND_TEST_PASSWORD}) == 4
+    readme = (PROJECT / "README.md").read_text()
+    assert LOCAL_BACKEND_PASSWORD in readme and "local url" in readme
 
 
 def test_the_local_passphrase_is_documented_where_people_look():

@@ -13,7 +13,7 @@ BEGIN
         CREATE ROLE app_reader NOLOGIN;
     END IF;
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_backend') THEN
-        CREATE ROLE app_backend LOGIN PASSWORD 'backend-test-password' IN ROLE app_writer;
+        CREATE ROLE app_backend LOGIN PASSWORD 'Wc9j-Ks3f-Dp7x-Bn2q' IN ROLE app_writer;
     END IF;
 END
 $roles$;
