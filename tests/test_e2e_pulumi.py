@@ -1,100 +1,77 @@
-"""End to end through the Automation API: the real Pulumi engine and providers on a throwaway database.
+"""End to end through the Automation API and the CLI: the real Pulumi engine and providers.
 
-Each test deploys a copy of the project (as another clone would be) from a temp
-folder, with a ``file://`` backend in another temp folder and the passphrase from
-the environment, against a fresh database on the session's Supabase-shaped cluster
-(the ``db`` fixture) over TCP.
+Two kinds of database:
 
-The Pulumi CLI and its provider plugins cannot be installed on every machine, so
-these tests, and only these, skip when ``pulumi`` is not on PATH or the
-``postgresql``/``command`` plugins of the pinned versions are missing, and say so.
-Install them with::
+* a fresh database on the session's Supabase-shaped cluster (the ``db`` fixture),
+  reached over TCP, whose cluster-wide roles the stack adopts (tests/states/pulumi_baseline.sql
+  made them), so other tests' databases keep working after a destroy;
+* a brand-new Supabase-shaped cluster of its own, deployed with the local stack file as
+  it is (only the port differs): exactly what a newcomer's first ``bin/deploy-local`` meets.
 
-    curl -fsSL https://get.pulumi.com | sh
-    pulumi plugin install resource postgresql v3.18.2
-    pulumi plugin install resource command v1.2.1
+Only what is true on the engine is asserted. The engine runs in parallel whatever does
+not depend on each other, and it prints ``[secret]`` for every occurrence of a secret's
+text; the Automation API's ``export_stack()`` shows secrets in plain text, so the secret
+scan reads what ``pulumi stack export`` and ``pulumi stack output --json`` print instead.
+These tests skip, saying why, where the Pulumi CLI or its plugins are missing (CI).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import os
+import signal
 import subprocess
-from importlib import resources
+import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[1]
-LOCAL_PASSPHRASE = "appdb-local"
-# The baseline (tests/states/pulumi_baseline.sql) creates these roles cluster-wide with this
-# password; the stacks adopt them, so other tests' databases keep working after a destroy.
+from appdb.local import LOCAL_PASSWORD, Cluster
+from tests.conftest import BACKEND_TEST_PASSWORD, free_port
+from tests.pulumi_engine import (
+    PASSPHRASE,
+    assert_no_plaintext_secret,
+    changes,
+    copy_project,
+    engine_missing,
+    migration_files,
+    migration_ids,
+    pulumi,
+    remove_migration,
+    urns,
+)
+
+pytestmark = pytest.mark.skipif(engine_missing() is not None, reason=engine_missing() or "")
+
+# The baseline (tests/states/pulumi_baseline.sql) creates these roles cluster-wide; the
+# stacks on the shared cluster adopt them.
 BASELINE_ROLES = ("app_writer", "app_reader", "app_backend")
-BASELINE_BACKEND_PASSWORD = "backend-test-password"
-FILE_028 = "028_fix_memberships_unique_constraint.sql"
-FILE_027 = "027_memberships.sql"
+# Pulumi.local.yaml's backendPassword (listed in the README).
+LOCAL_BACKEND_PASSWORD = "Zf4n-Pk8s-Lb6w-Jy3t"
+FRESH_DATABASES = 5
 
 
-def _plugin_version(package: str) -> str:
-    manifest = json.loads(resources.files(package).joinpath("pulumi-plugin.json").read_text())
-    return manifest["version"].lstrip("v")
+def workspace_env(state: Path) -> dict[str, str]:
+    state.mkdir(parents=True, exist_ok=True)
+    return {"PULUMI_BACKEND_URL": state.as_uri(), "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+            "PULUMI_SKIP_UPDATE_CHECK": "true"}
 
 
-def engine_missing() -> str | None:
-    """Why the engine tests cannot run here, or None."""
-    cli = shutil.which("pulumi")
-    if cli is None:
-        return "the Pulumi CLI is not on PATH (https://www.pulumi.com/docs/install/); the engine tests need it"
-    listed = subprocess.run([cli, "plugin", "ls", "--json"], capture_output=True, text=True, timeout=120, check=False)
-    if listed.returncode != 0:
-        return f"`pulumi plugin ls` failed: {listed.stderr.strip()[:200]}"
-    installed = {(p.get("name"), p.get("kind"), str(p.get("version", "")).lstrip("v")) for p in json.loads(listed.stdout or "[]")}
-    wanted = {"postgresql": _plugin_version("pulumi_postgresql"), "command": _plugin_version("pulumi_command")}
-    missing = [f"{name} v{version}" for name, version in wanted.items() if (name, "resource", version) not in installed]
-    if missing:
-        return (
-            f"the Pulumi resource plugins {', '.join(missing)} are not installed "
-            f"(pulumi plugin install resource NAME VERSION)"
-        )
-    return None
-
-
-@pytest.fixture(scope="module")
-def automation():
-    reason = engine_missing()
-    if reason:
-        pytest.skip(reason)
+def open_stack(work_dir: Path, state: Path, stack_name: str):
     from pulumi import automation
 
-    return automation
-
-
-def copy_project(root: Path) -> Path:
-    """The project as a fresh clone: program, engine, migrations; the virtualenv linked, not copied."""
-    root.mkdir(parents=True)
-    for name in ("__main__.py", "Pulumi.yaml", "Pulumi.local.yaml", "Pulumi.prod.yaml", "requirements.txt"):
-        shutil.copy(PROJECT / name, root / name)
-    for folder in ("components", "appdb", "bin", "sql"):
-        shutil.copytree(PROJECT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (root / ".venv").symlink_to(PROJECT / ".venv")
-    return root
-
-
-def make_stack(automation, tmp_path: Path, db, stack_name: str, **config: str):
-    work_dir = copy_project(tmp_path / "clone" / "appdb")
-    state = tmp_path / "state"
-    state.mkdir()
-    env = {
-        "PULUMI_BACKEND_URL": f"file://{state}",
-        "PULUMI_CONFIG_PASSPHRASE": LOCAL_PASSPHRASE,
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-    }
-    stack = automation.create_or_select_stack(
+    return automation.create_or_select_stack(
         stack_name=stack_name,
         work_dir=str(work_dir),
-        opts=automation.LocalWorkspaceOptions(env_vars=env),
+        opts=automation.LocalWorkspaceOptions(work_dir=str(work_dir), env_vars=workspace_env(state)),
     )
+
+
+def shared_cluster_stack(tmp_path: Path, db, stack_name: str, **config: str):
+    """A stack on the ``db`` fixture's database, adopting the cluster's baseline roles."""
+    from pulumi import automation
+
+    work_dir = copy_project(tmp_path / "clone" / "appdb")
+    stack = open_stack(work_dir, tmp_path / "state", stack_name)
     tcp = db.tcp_params
     values = {
         "appdb:dbHost": automation.ConfigValue(tcp["host"]),
@@ -102,7 +79,7 @@ def make_stack(automation, tmp_path: Path, db, stack_name: str, **config: str):
         "appdb:dbName": automation.ConfigValue(tcp["dbname"]),
         "appdb:dbUser": automation.ConfigValue(tcp["user"]),
         "appdb:dbPassword": automation.ConfigValue(tcp["password"], secret=True),
-        "appdb:backendPassword": automation.ConfigValue(BASELINE_BACKEND_PASSWORD, secret=True),
+        "appdb:backendPassword": automation.ConfigValue(BACKEND_TEST_PASSWORD, secret=True),
         "appdb:sslMode": automation.ConfigValue("disable"),
     }
     for index, role in enumerate(BASELINE_ROLES):
@@ -113,70 +90,76 @@ def make_stack(automation, tmp_path: Path, db, stack_name: str, **config: str):
     return stack, work_dir
 
 
-def ledger(db) -> list[str]:
-    return [row[0] for row in db.execute("SELECT id FROM appdb.migrations ORDER BY id")]
+def local_stack_on_a_new_cluster(root: Path):
+    """A new Supabase-shaped cluster and the local stack file as committed, but for the port."""
+    from pulumi import automation
+
+    cluster = Cluster(home=root / "pg", port=free_port())
+    cluster.up()
+    work_dir = copy_project(root / "clone" / "appdb")
+    stack = open_stack(work_dir, root / "state", "local")
+    stack.set_config("appdb:dbPort", automation.ConfigValue(str(cluster.port)))
+    return cluster, stack, work_dir
 
 
-def changes(result: Any) -> dict[str, int]:
-    summary = getattr(result, "change_summary", None)
-    if summary is None:
-        summary = result.summary.resource_changes or {}
-    return {str(getattr(op, "value", op)): count for op, count in summary.items() if count}
+def ledger(connectable) -> list[str]:
+    with connectable.connect() as conn:
+        if conn.execute("SELECT to_regclass('appdb.migrations')").fetchone()[0] is None:
+            return []
+        return [row[0] for row in conn.execute("SELECT id FROM appdb.migrations ORDER BY id")]
 
 
-def test_local_stack_lifecycle_preview_up_noop_edit_rollback_destroy(automation, db, tmp_path):
-    stack, work_dir = make_stack(automation, tmp_path, db, "local")
-    tcp_password = db.tcp_params["password"]
+def test_local_stack_lifecycle_preview_up_noop_edit_rollback_destroy(db, tmp_path):
+    stack, work_dir = shared_cluster_stack(tmp_path, db, "local")
+    ids, files = migration_ids(), migration_files()
 
     # preview: the plan creates everything and runs nothing.
     preview = stack.preview(diff=True)
     assert changes(preview).get("create", 0) > 10, changes(preview)
-    assert db.execute("SELECT to_regclass('appdb.migrations')")[0][0] is None or ledger(db) == []
+    assert ledger(db) == []
 
     # up: migrations applied, verification passed and exported as plain data.
     up = stack.up(on_output=print)
     verification = up.outputs["verification"]
     assert verification.secret is False
-    assert verification.value["ok"] is True
+    assert verification.value["ok"] is True, verification.value
     assert {check["name"] for check in verification.value["checks"]} >= {"memberships_user_fk", "memberships_user_unique"}
-    assert [m["id"] for m in up.outputs["migrations"].value] == ["027", "028"]
-    assert ledger(db) == ["027", "028"]
+    assert [m["id"] for m in up.outputs["migrations"].value] == ids
+    assert ledger(db) == ids
     assert up.outputs["backend"].value["user"] == "app_backend"
-    # No secret in plain text anywhere in the state.
-    state_text = json.dumps(stack.export_stack().deployment)
-    for secret in (tcp_password, BASELINE_BACKEND_PASSWORD):
-        assert secret not in state_text
+    assert_no_plaintext_secret(stack, [db.tcp_params["password"], BACKEND_TEST_PASSWORD])
 
     # A second up changes nothing.
     again = stack.up()
     assert set(changes(again)) == {"same"}, changes(again)
 
-    # Editing 028 after it was applied: an update (never a replacement), which the engine refuses.
-    sql_028 = work_dir / "sql" / FILE_028
-    original = sql_028.read_text()
-    sql_028.write_text(original + "\n-- edited after it was applied\n")
+    # Editing an applied migration: an update (never a replacement), which the engine refuses.
+    newest = work_dir / "sql" / files[-1]
+    original = newest.read_text()
+    newest.write_text(original + "\n-- edited after it was applied\n")
     edit_preview = stack.preview(diff=True)
     assert "replace" not in changes(edit_preview) and "delete" not in changes(edit_preview), changes(edit_preview)
     assert changes(edit_preview).get("update", 0) >= 1
+    from pulumi import automation
+
     with pytest.raises(automation.CommandError) as refused:
         stack.up()
-    assert "028" in str(refused.value)
-    assert ledger(db) == ["027", "028"], "editing a migration must never revert it"
-    sql_028.write_text(original)
+    assert ids[-1] in str(refused.value)
+    assert ledger(db) == ids, "editing a migration must never revert it"
+    newest.write_text(original)
     restored = stack.up()
     assert not {"create", "delete", "replace"} & set(changes(restored)), changes(restored)
 
-    # Removing 028 (deploying an earlier commit): its revert runs, and verification passes.
-    sql_028.unlink()
-    (work_dir / "sql" / "revert" / FILE_028).unlink()
+    # Removing the newest migration (deploying an earlier commit): its revert runs, and verification passes.
+    remove_migration(work_dir, files[-1])
     rollback = stack.up(on_output=print)
     assert changes(rollback).get("delete") == 1, changes(rollback)
     assert "replace" not in changes(rollback)
-    assert ledger(db) == ["027"]
+    assert ledger(db) == ids[:-1]
     assert rollback.outputs["verification"].value["ok"] is True
-    assert [m["id"] for m in rollback.outputs["migrations"].value] == ["027"]
+    assert [m["id"] for m in rollback.outputs["migrations"].value] == ids[:-1]
 
-    # destroy on local: reverts 027, drops the schema; the adopted roles stay for the other tests.
+    # destroy on local: reverts the rest, drops the schema; the adopted roles stay for the other tests.
     stack.destroy(on_output=print)
     assert db.execute("SELECT to_regclass('app.memberships')")[0][0] is None
     assert db.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'app'")[0][0] == 0
@@ -185,27 +168,137 @@ def test_local_stack_lifecycle_preview_up_noop_edit_rollback_destroy(automation,
     stack.workspace.remove_stack("local")
 
 
-def test_prod_refuses_a_revert_that_loses_data_and_keeps_the_stack_consistent(automation, db, tmp_path):
+def test_prod_refuses_a_revert_that_loses_data_and_keeps_the_stack_consistent(db, tmp_path):
+    from pulumi import automation
+
     db.load_state("production")
     rows = db.execute("SELECT count(*) FROM app.memberships")[0][0]
     assert rows > 0
-    stack, work_dir = make_stack(automation, tmp_path, db, "prod", protectSchema="true", allowDataLoss="false")
+    stack, work_dir = shared_cluster_stack(tmp_path, db, "prod", protectSchema="true", allowDataLoss="false")
+    ids = migration_ids()
 
     up = stack.up(on_output=print)
-    assert up.outputs["verification"].value["ok"] is True
-    assert ledger(db) == ["027", "028"]
+    assert up.outputs["verification"].value["ok"] is True, up.outputs["verification"].value
+    assert ledger(db) == ids
     assert db.execute("SELECT count(*) FROM app.memberships")[0][0] == rows  # adopted, not recreated
 
-    # Roll back past 027: 028's revert is harmless and runs; 027's would drop the rows and is refused.
-    for name in (FILE_028, FILE_027):
-        (work_dir / "sql" / name).unlink()
-        (work_dir / "sql" / "revert" / name).unlink()
+    # Roll back past every migration: harmless reverts run newest first, the first that
+    # would drop rows is refused, and the stack still records exactly what is applied.
+    for name in migration_files():
+        remove_migration(work_dir, name)
     with pytest.raises(automation.CommandError) as refused:
         stack.up(on_output=print)
     assert "allow-data-loss" in str(refused.value) or "data loss" in str(refused.value)
-    assert ledger(db) == ["027"]
+    applied = ledger(db)
+    assert applied and applied == ids[: len(applied)], applied
     assert db.execute("SELECT count(*) FROM app.memberships")[0][0] == rows
-    urns = [resource["urn"] for resource in stack.export_stack().deployment["resources"]]
-    assert any(urn.endswith("::migration-027") for urn in urns), "027 must stay in the state after the refusal"
-    assert not any(urn.endswith("::migration-028") for urn in urns)
+    in_state = {urn.rsplit("::", 1)[1] for urn in urns(stack)}
+    for migration_id in ids:
+        assert (f"migration-{migration_id}" in in_state) == (migration_id in applied), (migration_id, in_state)
     # The schema is protected: leave the throwaway database to the fixture, and the state to tmp.
+
+
+def test_the_first_up_of_the_local_stack_succeeds_on_every_new_database(tmp_path):
+    """The promise of the README's first command, five times over: no retry, no --parallel 1."""
+    ids = migration_ids()
+    for attempt in range(FRESH_DATABASES):
+        cluster, stack, _ = local_stack_on_a_new_cluster(tmp_path / f"new-{attempt}")
+        try:
+            started = time.monotonic()
+            up = stack.up(on_output=print)
+            print(f"first up on new database {attempt + 1}: {time.monotonic() - started:.1f} s")
+            assert up.outputs["verification"].value["ok"] is True, up.outputs["verification"].value
+            assert ledger(cluster) == ids
+            assert_no_plaintext_secret(stack, [LOCAL_PASSWORD, LOCAL_BACKEND_PASSWORD])
+            # No output holds a secret, so nothing printed is masked (`postgres` as a password
+            # once turned backendUrl into "[secret]ql://...").
+            printed = pulumi(stack, "stack", "output").stdout
+            assert "[secret]" not in printed and "postgresql://app_backend@" in printed, printed
+            # destroy, which runs the privilege deletes in reverse: it must not race either.
+            stack.destroy(on_output=print)
+            with cluster.connect() as conn:
+                assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'app'").fetchone()[0] == 0
+        finally:
+            cluster.down()
+
+
+def _privilege(db, role: str, table: str, privilege: str) -> bool:
+    return db.execute("SELECT has_table_privilege(%s, %s, %s)", (role, table, privilege))[0][0]
+
+
+def test_a_hand_made_privilege_change_shows_in_a_refreshing_preview_and_up_refresh_repairs_it(db, tmp_path):
+    stack, _ = shared_cluster_stack(tmp_path, db, "dev")
+    stack.up(on_output=print)
+    assert _privilege(db, "app_writer", "app.memberships", "SELECT")
+    assert not _privilege(db, "anon", "app.memberships", "SELECT")
+
+    # Someone in the SQL editor:
+    db.execute("REVOKE SELECT ON app.memberships FROM app_writer")
+    db.execute("GRANT SELECT ON app.memberships TO anon")
+
+    plain = stack.preview(diff=True)
+    refreshing = stack.preview(diff=True, refresh=True)
+    assert changes(refreshing).get("update", 0) >= 2, changes(refreshing)
+    assert changes(refreshing).get("update", 0) > changes(plain).get("update", 0)
+    assert "replace" not in changes(refreshing) and "delete" not in changes(refreshing)
+
+    repaired = stack.up(refresh=True, on_output=print)
+    assert _privilege(db, "app_writer", "app.memberships", "SELECT")
+    assert not _privilege(db, "anon", "app.memberships", "SELECT")
+    assert repaired.outputs["verification"].value["ok"] is True
+    assert set(changes(stack.preview(refresh=True))) <= {"same"}
+
+
+SLOW_MIGRATION = """-- A migration that takes a while, so the test can kill `pulumi up` while it runs.
+-- appdb:step slow statement_timeout=5min
+CREATE TABLE IF NOT EXISTS public.e2e_runs (n bigint GENERATED ALWAYS AS IDENTITY, at timestamptz DEFAULT now());
+INSERT INTO public.e2e_runs DEFAULT VALUES;
+SELECT pg_sleep(8);
+"""
+
+
+def _wait_for_the_slow_step(cluster: Cluster, deadline_s: float = 240) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        with cluster.connect() as conn:
+            running = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'appdb' AND query LIKE '%pg_sleep(8)%'"
+            ).fetchone()[0]
+        if running:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the slow migration never started")
+
+
+def test_pulumi_killed_during_a_migration_then_up_converges_and_applies_each_migration_once(tmp_path):
+    cluster, stack, work_dir = local_stack_on_a_new_cluster(tmp_path / "killed")
+    try:
+        (work_dir / "sql" / "900_e2e_slow.sql").write_text(SLOW_MIGRATION)
+        (work_dir / "sql" / "revert" / "900_e2e_slow.sql").write_text("DROP TABLE IF EXISTS public.e2e_runs;\n")
+        env = {**stack.workspace.env_vars}
+        process = subprocess.Popen(
+            ["pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--stack", "local"],
+            cwd=work_dir, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            _wait_for_the_slow_step(cluster)
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.wait(timeout=60)
+        assert "900" not in ledger(cluster)
+
+        # The next `up`, as a person would run it after a killed deploy (docs/rollback.md).
+        locked = pulumi(stack, "up", "--yes", "--skip-preview", check=False)
+        if locked.returncode != 0 and "locked" in (locked.stderr + locked.stdout):
+            pulumi(stack, "cancel", "--yes")
+            locked = pulumi(stack, "up", "--yes", "--skip-preview", check=False)
+        assert locked.returncode == 0, locked.stdout[-3000:] + locked.stderr[-2000:]
+        up = stack.up(on_output=print)
+        assert set(changes(up)) <= {"same"}, changes(up)
+        assert up.outputs["verification"].value["ok"] is True
+        assert ledger(cluster) == [*migration_ids(), "900"]
+        with cluster.connect() as conn:
+            assert conn.execute("SELECT count(*) FROM public.e2e_runs").fetchone()[0] == 1, "applied twice"
+        stack.destroy(on_output=print)
+    finally:
+        cluster.down()
