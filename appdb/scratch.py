@@ -1,0 +1,186 @@
+"""A throwaway Supabase-shaped database with every migration applied and the program's grants.
+
+This is what the committed schema snapshot describes, and what ``appdb schema --check``
+and ``--write`` build. It takes a few seconds: a new PostgreSQL cluster in a temporary
+folder (appdb.local.Cluster, so the same Supabase shape as ``appdb local up`` and the
+tests), reachable over its Unix socket only (no TCP port to collide with), removed on exit.
+
+The database is built in the order ``pulumi up`` builds a real one:
+
+1. :func:`prepare`: the schema (owned by the login that runs the migrations) and the group
+   roles the migrations' policies name, as components/schema.py and roles.py create them;
+2. every migration, with appdb's own runner, as the non-superuser ``postgres`` login;
+3. :func:`apply_grants`: the access plan of appdb/access.py, exactly as components/grants.py
+   turns it into ``postgresql.Grant`` and ``postgresql.DefaultPrivileges`` resources: for each
+   role, USAGE on the schema when ``schema_usage``; the table privileges on all tables or the
+   listed ones (revoking first, so an empty list revokes); the sequence privileges; and
+   ``ALTER DEFAULT PRIVILEGES FOR ROLE <owner>`` for tables and sequences when ``future``.
+
+API::
+
+    with scratch_database(migrations) as scratch:    # -> Scratch
+        with scratch.connect() as conn: ...           # or scratch.dsn
+    fresh_description(migrations, schema="app") -> Description
+    build(conn, migrations)                           # steps 1-3 on a database you already have
+    prepare(conn) / apply_grants(conn)                # the steps one by one
+
+``build`` and friends need a database shaped like Supabase (``Cluster.shape``) and a
+connection as the ``postgres`` login.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from appdb.access import DEFAULT_ACCESS, GROUP_ROLES, TableAccess
+from appdb.describe import Description, describe
+from appdb.local import LOGIN, Cluster
+from appdb.migration import Migration
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "app"
+DBNAME = "postgres"
+# A throwaway cluster needs no durability: this makes initdb and the migrations quicker.
+FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """The throwaway database: connect as the ``postgres`` login, like a deploy."""
+
+    cluster: Cluster
+    dbname: str = DBNAME
+
+    @property
+    def dsn(self) -> str:
+        return self.cluster.dsn(self.dbname)
+
+    def connect(self) -> psycopg.Connection:
+        return self.cluster.connect(self.dbname)
+
+
+@contextmanager
+def scratch_cluster() -> Iterator[Cluster]:
+    """A new, started, Supabase-shaped cluster in a temporary folder; stopped and removed after."""
+    home = Path(tempfile.mkdtemp(prefix="appdb-scratch-"))
+    # listen '' = Unix socket only; the port just names the socket file in our own folder.
+    cluster = Cluster(home=home, port=5432, listen="", settings=dict(FAST_SETTINGS))
+    try:
+        cluster.init()
+        cluster.start()
+        cluster.shape(DBNAME)
+        yield cluster
+    finally:
+        try:
+            cluster.down()
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def scratch_database(
+    migrations: list[Migration],
+    access: tuple[TableAccess, ...] = DEFAULT_ACCESS,
+    schema: str = SCHEMA,
+    owner: str = LOGIN,
+) -> Iterator[Scratch]:
+    """A throwaway database after every migration, with the program's grants."""
+    with scratch_cluster() as cluster:
+        scratch = Scratch(cluster)
+        with scratch.connect() as conn:
+            build(conn, migrations, access, schema, owner)
+        yield scratch
+
+
+def fresh_description(
+    migrations: list[Migration],
+    access: tuple[TableAccess, ...] = DEFAULT_ACCESS,
+    schema: str = SCHEMA,
+) -> Description:
+    """The description of ``schema`` on a brand-new database built from ``migrations``."""
+    with scratch_database(migrations, access, schema) as scratch, scratch.connect() as conn:
+        return describe(conn, schema)
+
+
+def build(
+    conn: psycopg.Connection,
+    migrations: list[Migration],
+    access: tuple[TableAccess, ...] = DEFAULT_ACCESS,
+    schema: str = SCHEMA,
+    owner: str = LOGIN,
+) -> None:
+    """Schema and roles, every pending migration, then the grants: ``pulumi up``'s order."""
+    from appdb import runner
+
+    prepare(conn, schema, owner)
+    runner.apply(conn, migrations, runner.Options())
+    apply_grants(conn, access, schema, owner)
+
+
+def prepare(conn: psycopg.Connection, schema: str = SCHEMA, owner: str = LOGIN) -> None:
+    """What the program creates before the first migration: the schema and the group roles."""
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
+        sql.Identifier(schema), sql.Identifier(owner)))
+    existing = {row[0] for row in conn.execute(
+        "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(GROUP_ROLES.values()),))}
+    for role in GROUP_ROLES.values():
+        if role not in existing:
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+
+
+def apply_grants(
+    conn: psycopg.Connection,
+    access: tuple[TableAccess, ...] = DEFAULT_ACCESS,
+    schema: str = SCHEMA,
+    owner: str = LOGIN,
+) -> None:
+    """The access plan as components/grants.py applies it, one transaction per role."""
+    s = sql.Identifier(schema)
+    for plan in access:
+        role = sql.Identifier(plan.role)
+        with conn.transaction():
+            if plan.schema_usage:
+                conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM {}").format(s, role))
+                conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(s, role))
+            if plan.tables:
+                objects = sql.SQL(", ").join(sql.SQL("{}.{}").format(s, sql.Identifier(t)) for t in plan.tables)
+                conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(objects, role))
+            else:
+                objects = sql.SQL("ALL TABLES IN SCHEMA {}").format(s)
+                conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(objects, role))
+            if plan.privileges:
+                on = sql.SQL("TABLE {}").format(objects) if plan.tables else objects
+                conn.execute(sql.SQL("GRANT {} ON {} TO {}").format(_privileges(plan.privileges), on, role))
+            if plan.sequence_privileges:
+                conn.execute(sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}").format(s, role))
+                conn.execute(sql.SQL("GRANT {} ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+                    _privileges(plan.sequence_privileges), s, role))
+            if plan.future:
+                for kind, privileges in (("TABLES", plan.privileges), ("SEQUENCES", plan.sequence_privileges)):
+                    if not privileges:
+                        continue
+                    prefix = sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {}").format(
+                        sql.Identifier(owner), s)
+                    conn.execute(sql.SQL("{} REVOKE ALL ON {} FROM {}").format(prefix, sql.SQL(kind), role))
+                    conn.execute(sql.SQL("{} GRANT {} ON {} TO {}").format(
+                        prefix, _privileges(privileges), sql.SQL(kind), role))
+    log.info("grants of the access plan applied to schema %s", schema)
+
+
+def _privileges(names: tuple[str, ...]) -> sql.Composable:
+    """Privilege keywords, checked against a fixed list (they cannot be identifiers or parameters)."""
+    allowed = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "USAGE"}
+    unknown = set(names) - allowed
+    if unknown:
+        raise ValueError(f"not privileges: {', '.join(sorted(unknown))}")
+    return sql.SQL(", ").join(sql.SQL(name) for name in names)
