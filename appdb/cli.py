@@ -157,6 +157,99 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _snapshot_path(args: argparse.Namespace) -> Path:
+    from appdb.snapshot import default_path
+
+    return Path(args.snapshot) if args.snapshot else default_path(_sql_dir(args))
+
+
+def _where(conn) -> str:
+    info = conn.info
+    return f"{info.user}@{info.host}:{info.port}/{info.dbname}"
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the live description, or build the snapshot from the migrations: --check, --write."""
+    if not (args.check or args.write):
+        from appdb.describe import describe
+
+        with _connect(args) as conn:
+            description = describe(conn, args.schema or "app")
+        sys.stdout.write(description.to_json() if args.json else description.to_text())
+        return 0
+
+    from appdb import snapshot
+
+    if args.dsn:
+        raise ConfigError("--check and --write build their own throwaway database: drop --dsn")
+    path = _snapshot_path(args)
+    migrations = _migrations(args)
+    fresh = snapshot.build(migrations, schema=args.schema or "app")
+    built_from = ", ".join(fresh.migrations) or "no migrations"
+    if args.write:
+        snapshot.write(path, fresh)
+        print(f"wrote {path}: {len(fresh.description)} objects from {built_from}")
+        return 0
+    diff = snapshot.stale_diff(path, fresh)
+    if args.json:
+        _print_json({"ok": not diff, "snapshot": str(path), "migrations": list(fresh.migrations), "diff": diff})
+    elif not diff:
+        print(f"{path} is up to date: {len(fresh.description)} objects from {built_from}")
+    else:
+        print("\n".join(diff))
+    if diff:
+        print(f"appdb: error: {path} is stale: it does not describe the schema the migrations build; "
+              "rewrite it with appdb schema --write and commit it", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """The live database against the committed snapshot: exit 0 when they match, 1 otherwise."""
+    from appdb import drift, snapshot
+
+    path = _snapshot_path(args)
+    expected = snapshot.read(path)
+    if args.schema and args.schema != expected.schema:
+        raise ConfigError(f"{path} describes schema {expected.schema!r}, not {args.schema!r}")
+    ignore_path = Path(args.ignore) if args.ignore else drift.default_ignore_path(_sql_dir(args))
+    rules = drift.read_ignore(ignore_path, required=bool(args.ignore))
+    with _connect(args) as conn:
+        where = _where(conn)
+        report = drift.run(conn, expected, rules)
+    if args.json:
+        _print_json({"database": where, "snapshot": str(path), **report.as_dict()})
+    else:
+        for difference in report.differences:
+            print(difference.line())
+            for line in difference.detail():
+                print(line)
+        versions = report.postgresql
+        if report.differences and versions.get("snapshot") and versions["snapshot"] != versions["live"]:
+            print(f"note: {path} was built on PostgreSQL {versions['snapshot']}, this database runs "
+                  f"{versions['live']}: some definitions may print differently")
+        if report.ignored:
+            print(f"ignored ({ignore_path}): " + ", ".join(item["identity"] for item in report.ignored))
+    built_from = ", ".join(report.snapshot_migrations) or "no migrations"
+    if report.status == drift.MATCH:
+        if not args.json:
+            print(f"no drift: {report.schema} on {where} matches {path} "
+                  f"({report.objects} objects, migrations {built_from})")
+        return 0
+    if report.status == drift.BEHIND:
+        message = (f"the ledger of {where} is behind {path}: {', '.join(report.pending)} not applied, "
+                   "so the schema was not compared (pending migrations are not drift); apply them, or "
+                   "compare with the snapshot of what is applied (--snapshot FILE)")
+    elif report.status == drift.AHEAD:
+        message = (f"{where} has applied {', '.join(report.unknown)}, which {path} was not built from, "
+                   "so the schema was not compared; compare with a snapshot that includes them (--snapshot FILE)")
+    else:
+        counts = ", ".join(f"{n} {change}" for change, n in report.counts().items() if n)
+        message = f"drift: {report.schema} on {where} differs from {path} ({counts})"
+    print(f"appdb: error: {message}", file=sys.stderr)
+    return 1
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     from appdb.scaffold import new_migration
 
@@ -227,6 +320,27 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", parents=[common], help="tables, constraints, indexes and findings")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(func=cmd_inspect)
+
+    snapshot_file = argparse.ArgumentParser(add_help=False)
+    snapshot_file.add_argument("--snapshot", metavar="FILE",
+                               help="the schema snapshot (default: schema.snapshot in the migrations folder)")
+    snapshot_file.add_argument("--schema", metavar="NAME", help="the schema (default: app; diff: the snapshot's)")
+
+    schema = sub.add_parser("schema", parents=[common, snapshot_file],
+                            help="describe the live schema; --check or --write the committed snapshot")
+    mode = schema.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true",
+                      help="exit 1 when the snapshot does not match a throwaway database built from the migrations")
+    mode.add_argument("--write", action="store_true", help="rewrite the snapshot from a throwaway database")
+    schema.add_argument("--json", action="store_true")
+    schema.set_defaults(func=cmd_schema)
+
+    diff = sub.add_parser("diff", parents=[common, snapshot_file],
+                          help="the live schema against the snapshot; exit 1 on drift")
+    diff.add_argument("--ignore", metavar="FILE",
+                      help="the ignore list (default: drift-ignore.toml in the migrations folder, if present)")
+    diff.add_argument("--json", action="store_true")
+    diff.set_defaults(func=cmd_diff)
 
     new = sub.add_parser("new", parents=[common], help="create the next migration and its revert")
     new.add_argument("name")

@@ -1,0 +1,231 @@
+"""Drift: a live database compared with the committed snapshot, object by object.
+
+``compare(expected, actual)`` lists what is *missing* (in the snapshot, not live),
+*extra* (live, not in the snapshot) and *different* (both, with other definitions),
+each naming the object's identity and both values. ``run`` adds the rest of what
+``appdb diff`` needs:
+
+* the ledger first: when the database has not applied every migration the snapshot was
+  built from (or has applied others), the schema is **not** compared and the report says
+  which migrations are pending or unknown, instead of calling them drift;
+* the ignore list (``sql/drift-ignore.toml``): what is legitimately made outside the
+  migrations, matched by identity pattern, each entry with its reason.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from appdb import ledger
+from appdb.describe import Description, SchemaNotFound, describe, schema_exists
+from appdb.errors import ConfigError
+from appdb.snapshot import Snapshot
+
+IGNORE_FILENAME = "drift-ignore.toml"
+MATCH, DRIFT, BEHIND, AHEAD = "match", "drift", "behind", "ahead"
+MISSING, EXTRA, DIFFERENT = "missing", "extra", "different"
+
+
+@dataclass(frozen=True)
+class Difference:
+    change: str
+    identity: str
+    snapshot: str | None
+    live: str | None
+
+    def line(self) -> str:
+        """One line naming the object and the values."""
+        if self.change == MISSING:
+            return f"missing: {self.identity}: {_short(self.snapshot)}"
+        if self.change == EXTRA:
+            return f"extra: {self.identity}: {_short(self.live)}"
+        if "\n" in (self.snapshot or "") or "\n" in (self.live or ""):
+            return f"different: {self.identity}: the definitions differ (below, snapshot then live)"
+        return f"different: {self.identity}: snapshot has {self.snapshot}; live has {self.live}"
+
+    def detail(self) -> list[str]:
+        """For a multi-line definition that differs, the unified diff of the two, indented."""
+        if self.change != DIFFERENT or not ("\n" in (self.snapshot or "") or "\n" in (self.live or "")):
+            return []
+        lines = difflib.unified_diff((self.snapshot or "").split("\n"), (self.live or "").split("\n"),
+                                     fromfile="snapshot", tofile="live", n=1, lineterm="")
+        return ["    " + line for line in lines]
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"change": self.change, "identity": self.identity, "snapshot": self.snapshot, "live": self.live}
+
+
+def _short(value: str | None) -> str:
+    lines = (value or "").split("\n")
+    return lines[0] if len(lines) == 1 else f"{lines[0]} [+{len(lines) - 1} lines]"
+
+
+def compare(expected: Description, actual: Description) -> list[Difference]:
+    """Missing, extra and different objects, in the order the two descriptions interleave."""
+    differences = []
+    for identity in _merged_order(list(expected.entries), list(actual.entries)):
+        want, have = expected.entries.get(identity), actual.entries.get(identity)
+        if have is None:
+            differences.append(Difference(MISSING, identity, want, None))
+        elif want is None:
+            differences.append(Difference(EXTRA, identity, None, have))
+        elif want != have:
+            differences.append(Difference(DIFFERENT, identity, want, have))
+    return differences
+
+
+def _merged_order(a: list[str], b: list[str]) -> list[str]:
+    """Every identity of ``a`` and ``b`` once, each where it sits in its own (canonical) order."""
+    seen: set[str] = set()
+    order: list[str] = []
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    for _tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        for identity in [*a[i1:i2], *b[j1:j2]]:
+            if identity not in seen:
+                seen.add(identity)
+                order.append(identity)
+    return order
+
+
+# --- the ignore list --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IgnoreRule:
+    """Identities matching ``pattern`` (shell-style: * and ?) are left out of the comparison."""
+
+    pattern: str
+    reason: str
+
+    def matches(self, identity: str) -> bool:
+        return fnmatch.fnmatchcase(identity, self.pattern)
+
+
+def default_ignore_path(sql_dir: Path) -> Path:
+    return sql_dir / IGNORE_FILENAME
+
+
+def read_ignore(path: Path, required: bool = False) -> list[IgnoreRule]:
+    """The rules in ``path`` (TOML: ``[[ignore]]`` tables with ``pattern`` and ``reason``).
+
+    A missing file is an empty list unless ``required`` (it was named on the command line);
+    an entry without a reason, or with unknown keys, is a configuration error.
+    """
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"no ignore list at {path}") from None
+        return []
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(data) - {"ignore"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]!r}; entries are [[ignore]] tables")
+    entries = data.get("ignore", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: 'ignore' must be a list of tables: write each entry as [[ignore]]")
+    rules = []
+    for number, entry in enumerate(entries, start=1):
+        where = f"{path}: [[ignore]] entry {number}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} is not a table")
+        extra = set(entry) - {"pattern", "reason"}
+        if extra:
+            raise ConfigError(f"{where}: unknown key {sorted(extra)[0]!r} (only pattern and reason)")
+        pattern, reason = entry.get("pattern"), entry.get("reason")
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise ConfigError(f"{where} has no pattern")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigError(f"{where} ({pattern!r}) has no reason: say why it is made outside the migrations")
+        rules.append(IgnoreRule(pattern.strip(), reason.strip()))
+    return rules
+
+
+# --- the report -------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    status: str
+    schema: str
+    snapshot_migrations: list[str]
+    applied: list[str]
+    differences: list[Difference] = field(default_factory=list)
+    ignored: list[dict[str, str]] = field(default_factory=list)
+    postgresql: dict[str, str] = field(default_factory=dict)
+    objects: int = 0
+
+    @property
+    def pending(self) -> list[str]:
+        """In the snapshot, not applied here."""
+        return [m for m in self.snapshot_migrations if m not in self.applied]
+
+    @property
+    def unknown(self) -> list[str]:
+        """Applied here, not in the snapshot."""
+        return [m for m in self.applied if m not in self.snapshot_migrations]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == MATCH
+
+    def counts(self) -> dict[str, int]:
+        counts = {MISSING: 0, EXTRA: 0, DIFFERENT: 0}
+        for difference in self.differences:
+            counts[difference.change] += 1
+        return counts
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "status": self.status,
+            "schema": self.schema,
+            "snapshot_migrations": self.snapshot_migrations,
+            "applied": self.applied,
+            "pending": self.pending,
+            "unknown": self.unknown,
+            "objects": self.objects,
+            "counts": self.counts(),
+            "differences": [d.as_dict() for d in self.differences],
+            "ignored": self.ignored,
+            "postgresql": self.postgresql,
+        }
+
+
+def run(conn: psycopg.Connection, snapshot: Snapshot, rules: list[IgnoreRule] | None = None) -> Report:
+    """Compare the database behind ``conn`` with ``snapshot`` (after the ledger agrees)."""
+    schema = snapshot.schema
+    if not schema_exists(conn, schema):
+        raise SchemaNotFound(f"schema {schema!r} does not exist in this database: is it the right database?")
+    applied = [entry.id for _key, entry in sorted(ledger.read(conn).items())]
+    live_version = str(conn.info.server_version // 10000)
+    report = Report(MATCH, schema, list(snapshot.migrations), applied,
+                    postgresql={"snapshot": snapshot.postgresql, "live": live_version})
+    applied_keys = {int(m) for m in applied}
+    snapshot_keys = {int(m) for m in snapshot.migrations}
+    if snapshot_keys - applied_keys:
+        report.status = BEHIND
+        return report
+    if applied_keys - snapshot_keys:
+        report.status = AHEAD
+        return report
+
+    live = describe(conn, schema)
+    for difference in compare(snapshot.description, live):
+        rule = next((r for r in rules or [] if r.matches(difference.identity)), None)
+        if rule is None:
+            report.differences.append(difference)
+        else:
+            report.ignored.append({"identity": difference.identity, "change": difference.change,
+                                   "pattern": rule.pattern, "reason": rule.reason})
+    report.objects = len(live)
+    report.status = DRIFT if report.differences else MATCH
+    return report
