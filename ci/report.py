@@ -5,8 +5,12 @@ Used by the workflows in ``.github/workflows``:
 * ``python ci/report.py target --title dev --out dev.md``: the pull request's view of a
   stack's database *now* (command resources do not run on ``pulumi preview``, so this is
   how a reviewer sees which migrations are pending there and whether verification holds);
-* ``python ci/report.py target --title prod --inspect --strict``: the daily drift check,
-  which fails when verification fails.
+* ``python ci/report.py target --title prod --inspect --strict --diff-snapshot sql/schema.snapshot``:
+  the daily drift check, which fails when verification fails or the schema differs from the
+  snapshot (``appdb diff``);
+* ``python ci/report.py schema --base HEAD^1 --out schema.md``: a pull request's schema change
+  (the git diff of ``sql/schema.snapshot`` against the base branch) and whether the snapshot
+  is up to date (``appdb schema --check``, which fails the job when it is not).
 
 The connection comes from the environment exactly as for ``appdb`` itself
 (``DATABASE_URL`` or libpq's ``PG*`` variables): the workflows set them from the
@@ -152,6 +156,62 @@ def inspect_markdown(result: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
+def diff_markdown(result: Result, label: str) -> str:
+    """``appdb diff --json``: no drift, not compared (ledger behind or ahead), or each difference."""
+    data = result.data
+    if data is None or "status" not in data:
+        return failure_markdown(result)
+    status = data["status"]
+    lines = []
+    if status == "match":
+        lines.append(f"No drift: the schema matches {label} ({data.get('objects', 0)} objects).")
+    elif status == "behind":
+        lines.append(f"Not compared: the ledger is behind {label}; {', '.join(map(cell, data.get('pending', [])))} "
+                     "not applied here yet (pending migrations are not drift).")
+    elif status == "ahead":
+        lines.append(f"Not compared: this database has applied {', '.join(map(cell, data.get('unknown', [])))}, "
+                     f"which {label} was not built from.")
+    else:
+        counts = ", ".join(f"{n} {change}" for change, n in data.get("counts", {}).items() if n)
+        lines += [f"**Schema drift** from {label}: {counts}.\n", "| change | object | snapshot | live |",
+                  "|---|---|---|---|"]
+        for d in data.get("differences", []):
+            lines.append(f"| {cell(d.get('change'))} | `{cell(d.get('identity'))}` | {cell(d.get('snapshot'))} "
+                         f"| {cell(d.get('live'))} |")
+    if data.get("ignored"):
+        lines.append("\nIgnored (sql/drift-ignore.toml): "
+                     + "; ".join(f"`{cell(i.get('identity'))}` ({cell(i.get('reason'))})" for i in data["ignored"]))
+    return "\n".join(lines) + "\n"
+
+
+def drift_holds(diff: Result | None) -> bool:
+    return diff is None or (diff.data is not None and diff.data.get("status") == "match")
+
+
+def schema_report(base: str, snapshot: str = "sql/schema.snapshot") -> tuple[bool, str]:
+    """The snapshot's change against ``base`` (a git revision), and ``appdb schema --check``."""
+    check = run_appdb("schema", "--check", "--json")
+    changed = subprocess.run(["git", "diff", "--no-color", base, "--", snapshot], cwd=ROOT,
+                             capture_output=True, text=True, check=False)
+    ok = check.returncode == 0
+    parts = ["### Schema change\n"]
+    if check.data is None:
+        parts.append(failure_markdown(check))
+    elif ok:
+        parts.append(f"`{snapshot}` is up to date with the migrations (`appdb schema --check`).\n")
+    else:
+        parts.append(f"**`{snapshot}` is stale**: run `bin/appdb schema --write` and commit it. What it "
+                     "should say:\n\n```diff\n" + "\n".join(check.data.get("diff", [])) + "\n```\n")
+    if changed.returncode != 0:
+        parts.append(f"(no git diff against `{cell(base)}`: {cell(changed.stderr.strip())})\n")
+    elif changed.stdout.strip():
+        parts.append(f"What this pull request changes in the schema (`{snapshot}` against the base branch):\n\n"
+                     f"```diff\n{changed.stdout.strip()}\n```\n")
+    else:
+        parts.append("This pull request does not change the schema.\n")
+    return ok, "\n".join(parts)
+
+
 def verdict(status: Result, verify: Result) -> tuple[bool, str]:
     """Whether verification holds, and one sentence saying so (pending-only is expected in a PR)."""
     if verify.data is None:
@@ -168,11 +228,22 @@ def verdict(status: Result, verify: Result) -> tuple[bool, str]:
     return False, f"**Verification fails**: {', '.join(failing)}."
 
 
-def target_report(title: str, with_inspect: bool) -> tuple[bool, str]:
-    """Status and verify (and inspect) against the database the environment names."""
+def target_report(title: str, with_inspect: bool, diff_snapshot: Path | None = None,
+                  diff_ignore: Path | None = None) -> tuple[bool, str]:
+    """Status and verify (and inspect, and the schema against a snapshot) on the environment's database."""
     status = run_appdb("status", "--json")
     verify = run_appdb("verify", "--json")
     ok, sentence = verdict(status, verify)
+    diff = None
+    if diff_snapshot is not None and diff_snapshot.is_file():
+        args = ["diff", "--json", "--snapshot", str(diff_snapshot)]
+        if diff_ignore is not None and diff_ignore.is_file():
+            args += ["--ignore", str(diff_ignore)]
+        diff = run_appdb(*args)
+        if not drift_holds(diff):
+            ok = False
+            if diff.data is not None and diff.data.get("status") == "drift":
+                sentence += f" **The schema has drifted** from `{diff_snapshot.name}`."
     parts = [
         f"### appdb on `{cell(title)}`\n",
         sentence + "\n",
@@ -181,6 +252,10 @@ def target_report(title: str, with_inspect: bool) -> tuple[bool, str]:
         "#### Verification\n",
         verify_markdown(verify),
     ]
+    if diff_snapshot is not None:
+        parts.append("#### Schema drift (`appdb diff`)\n")
+        parts.append(diff_markdown(diff, f"`{diff_snapshot.name}`") if diff is not None
+                     else f"No snapshot to compare with (`{cell(diff_snapshot)}` is missing).\n")
     if with_inspect:
         parts += ["#### Inspection\n", inspect_markdown(run_appdb("inspect", "--json"))]
     return ok, "\n".join(parts)
@@ -205,15 +280,31 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--inspect", action="store_true", help="add appdb inspect's findings")
     target.add_argument("--strict", action="store_true", help="exit 1 when verification fails")
     target.add_argument("--out", type=Path, help="also write the Markdown to this file")
+    target.add_argument("--diff-snapshot", type=Path, metavar="FILE",
+                        help="also compare the schema with this snapshot (appdb diff); drift counts as a failure")
+    target.add_argument("--diff-ignore", type=Path, metavar="FILE", help="the ignore list for that comparison")
+    schema = sub.add_parser("schema", help="the pull request's schema change, and appdb schema --check")
+    schema.add_argument("--base", required=True, help="the git revision to diff the snapshot against")
+    schema.add_argument("--out", type=Path, help="also write the Markdown to this file")
     args = parser.parse_args(argv)
 
-    ok, markdown = target_report(args.title, args.inspect)
+    if args.command == "schema":
+        ok, markdown = schema_report(args.base)
+        write_outputs(markdown, args.out)
+        if not ok:
+            print("::error title=stale schema snapshot::sql/schema.snapshot does not match the migrations: "
+                  "run bin/appdb schema --write and commit it")
+            return 1
+        return 0
+
+    ok, markdown = target_report(args.title, args.inspect, args.diff_snapshot, args.diff_ignore)
     write_outputs(markdown, args.out)
     if not ok:
-        print(f"appdb verify on {args.title}: verification does not hold", file=sys.stderr)
+        print(f"appdb on {args.title}: verification does not hold or the schema has drifted", file=sys.stderr)
         if args.strict:
             # A workflow command, so the failure shows as an annotation on the run.
-            print(f"::error title=appdb drift on {args.title}::verification does not hold: see the job summary")
+            print(f"::error title=appdb drift on {args.title}::verification does not hold or the schema differs "
+                  "from the snapshot: see the job summary")
             return 1
     return 0
 

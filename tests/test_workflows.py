@@ -224,6 +224,11 @@ def preview_problems(wf: dict) -> list[str]:
         problems.append("the PR must lint sql/ with squawk")
     if not re.search(r"ci/throwaway\.py(?=[^\n]*--state empty)(?=[^\n]*--state production)", runs):
         problems.append("the PR must apply and verify on a throwaway database from empty and from production")
+    if "ci/report.py schema" not in runs:
+        problems.append("the PR must show its schema change and run appdb schema --check (ci/report.py schema)")
+    targets = [s for job in wf.get("jobs", {}).values() for s in scripts(job) if "ci/report.py target" in s]
+    if not any("--diff-snapshot" in s for s in targets):
+        problems.append("the PR must show whether dev and prod drifted from main's snapshot (--diff-snapshot)")
     return problems
 
 
@@ -236,6 +241,8 @@ def drift_problems(wf: dict) -> list[str]:
               if any("ci/report.py target" in s and "--inspect" in s and "--strict" in s for s in scripts(job))]
     if not checks:
         problems.append("drift must run appdb verify and inspect and fail when verification fails (--strict)")
+    if not any("--diff-snapshot sql/schema.snapshot" in s for name in checks for s in scripts(wf["jobs"][name])):
+        problems.append("drift must compare prod with the committed snapshot (appdb diff: --diff-snapshot)")
     for name in checks:
         if environment_name(wf["jobs"][name]) != "preview-prod":
             problems.append(f"job {name}: drift reads prod with the read-only login of the preview-prod environment")
@@ -399,8 +406,23 @@ def test_a_drift_check_that_cannot_fail_or_notify_is_caught(workflows):
     silent["jobs"] = {n: j for n, j in silent["jobs"].items() if "failure()" not in str(j.get("if", ""))}
     unscheduled = copy.deepcopy(base)
     del unscheduled["on"]["schedule"]
-    for broken in (lenient, silent, unscheduled):
+    undiffed = copy.deepcopy(base)
+    for job in undiffed["jobs"].values():
+        for step in steps(job):
+            if "run" in step:
+                step["run"] = step["run"].replace("--diff-snapshot", "")
+    for broken in (lenient, silent, unscheduled, undiffed):
         assert drift_problems(broken)
+
+
+def test_a_pull_request_without_its_schema_change_or_the_stacks_drift_is_caught(workflows):
+    for needle in ("ci/report.py schema", "--diff-snapshot"):
+        broken = copy.deepcopy(workflows["pr"])
+        for job in broken["jobs"].values():
+            for step in steps(job):
+                if "run" in step:
+                    step["run"] = step["run"].replace(needle, "")
+        assert preview_problems(broken), needle
 
 
 # --- the scripts behind the workflows --------------------------------------------------------
@@ -438,6 +460,20 @@ def test_report_names_a_real_verification_failure():
     ok, sentence = report.verdict(status, verify)
     assert not ok and "memberships_user_unique" in sentence
     assert "a \\| b" in report.verify_markdown(verify)  # a pipe in catalog text cannot break the table
+
+
+def test_report_shows_drift_as_a_table_and_a_behind_ledger_as_not_compared():
+    drifted = report.Result(("diff", "--json"), 1, {
+        "status": "drift", "counts": {"missing": 0, "extra": 1, "different": 0}, "ignored": [],
+        "differences": [{"change": "extra", "identity": "privilege table app.memberships TO anon",
+                         "snapshot": None, "live": "SELECT"}]}, "")
+    text = report.diff_markdown(drifted, "`schema.snapshot`")
+    assert "**Schema drift**" in text and "| extra | `privilege table app.memberships TO anon` |  | SELECT |" in text
+    assert not report.drift_holds(drifted)
+    behind = report.Result(("diff", "--json"), 1, {"status": "behind", "pending": ["029"]}, "")
+    assert report.diff_markdown(behind, "main").startswith("Not compared: the ledger is behind main; 029")
+    assert not report.drift_holds(behind)
+    assert report.drift_holds(None) and report.drift_holds(report.Result((), 0, {"status": "match"}, ""))
 
 
 def test_report_strict_exits_1_when_the_database_is_unreachable(tmp_path, monkeypatch):
