@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from appdb.describe import describe, parse
 from appdb.errors import ConfigError
 from appdb.migration import discover
 from appdb.local import SUPERUSER
-from tests.conftest import SQL_DIR, TEMPLATE, Database, free_port
+from tests.conftest import ROOT, SQL_DIR, TEMPLATE, Database, free_port
 
 SNAPSHOT = SQL_DIR / "schema.snapshot"
 MIGRATION_IDS = tuple(m.id for m in discover(SQL_DIR))
@@ -140,16 +141,21 @@ def test_the_description_reads_back_from_its_text_and_json(fresh):
     assert list(data["objects"]) == list(description.entries)
 
 
-def test_the_read_only_login_without_usage_on_auth_finds_no_drift(fresh):
-    """The previews' and the drift job's login (docs/delivery.md) has no USAGE on Supabase's auth;
-    its own USAGE on app is the committed ignore list's entry."""
+def documented_readonly_login_sql(password: str) -> str:
+    """docs/delivery.md's SQL that creates the read-only login, as written there."""
+    text = (ROOT / "docs" / "delivery.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```sql\n(.*?)```", text, re.S) if "CREATE ROLE appdb_readonly" in b]
+    assert len(blocks) == 1, "docs/delivery.md must show the read-only login's SQL once"
+    return blocks[0].replace("<a long random password>", password)
+
+
+def test_the_documented_read_only_login_finds_no_drift_without_usage_on_auth(fresh):
+    """The previews' and the drift job's login has no USAGE on Supabase's auth; its own USAGE
+    on app is the one entry of the committed ignore list."""
     password = secrets.token_hex(16)
-    with fresh.admin_connect() as conn:
-        conn.execute("DROP ROLE IF EXISTS appdb_readonly")
-        conn.execute(sql.SQL("CREATE ROLE appdb_readonly LOGIN NOINHERIT PASSWORD {}").format(sql.Literal(password)))
-        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO appdb_readonly").format(sql.Identifier(fresh.name)))
-        conn.execute("ALTER ROLE appdb_readonly SET default_transaction_read_only = on")
-        conn.execute("GRANT USAGE ON SCHEMA app, appdb TO appdb_readonly; GRANT SELECT ON appdb.migrations TO appdb_readonly")
+    with fresh.connect() as conn:
+        conn.execute("DROP ROLE IF EXISTS appdb_readonly")  # roles are cluster-wide
+        conn.execute(documented_readonly_login_sql(password))
     params = {**fresh.cluster.params(fresh.name), "user": "appdb_readonly", "password": password}
     try:
         with psycopg.connect(**params, autocommit=True) as conn:
