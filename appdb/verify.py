@@ -7,6 +7,7 @@ patterns, and a failed check fails the deploy (``appdb verify`` exits 1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -15,7 +16,18 @@ from appdb import catalog, ledger, runner
 from appdb.migration import Migration
 
 MEMBERSHIPS = "app.memberships"
+PAYMENT_EVENTS = "app.payment_events"
+BILLING_LOGS = "app.billing_logs"
+# The migrations that make them: their checks apply once the file is in sql/.
+PAYMENT_EVENTS_MIGRATION, BILLING_LOGS_MIGRATION = 29, 30
 EXPECTED_FK_TARGET = "auth.users(id)"
+# 029 and 030's links: (column, target); both ON DELETE SET NULL, so deleting a user is
+# never blocked and the payment records outlive it.
+PAYMENT_LINKS = (("user_id", "auth.users(id)"), ("membership_id", "app.memberships(membership_id)"))
+# Privileges an API role must not hold on the payment tables (the backend serves them).
+TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER"
+# pg_trigger.tgtype bits.
+_ROW, _BEFORE, _DELETE, _UPDATE = 1, 2, 8, 16
 
 
 @dataclass(frozen=True)
@@ -42,16 +54,38 @@ class Report:
 
 def run(conn: psycopg.Connection, migrations: list[Migration]) -> Report:
     """Every check, each independent of the others' results."""
+    on_disk = {m.sort_key for m in migrations}
+    payment_events = PAYMENT_EVENTS_MIGRATION in on_disk
+    billing_logs = BILLING_LOGS_MIGRATION in on_disk
     return Report([
         check_ledger(conn, migrations),
         check_auth_users(conn),
         check_memberships_fk(conn),
         check_memberships_unique(conn),
         check_own_row_policy(conn),
+        *_when(payment_events, PAYMENT_EVENTS_MIGRATION, [
+            ("payment_events_rls", lambda: check_table_rls(conn, "payment_events_rls", PAYMENT_EVENTS)),
+            ("payment_events_event_id_unique", lambda: check_payment_events_unique(conn)),
+            ("payment_events_links", lambda: check_links(conn, "payment_events_links", PAYMENT_EVENTS)),
+        ]),
+        *_when(billing_logs, BILLING_LOGS_MIGRATION, [
+            ("billing_logs_rls", lambda: check_table_rls(conn, "billing_logs_rls", BILLING_LOGS)),
+            ("billing_logs_links", lambda: check_links(conn, "billing_logs_links", BILLING_LOGS)),
+            ("billing_logs_append_only", lambda: check_billing_logs_append_only(conn)),
+        ]),
+        check_payment_tables_private(conn),
         check_rls(conn),
         check_anon_has_no_access(conn),
         check_ledger_private(conn),
     ])
+
+
+def _when(present: bool, version: int, checks: list[tuple[str, Callable[[], Check]]]) -> list[Check]:
+    """A table's checks where its migration is in sql/; during a code rollback that removed
+    the migration (its revert still to run, or already run) they hold by saying so."""
+    if present:
+        return [check() for _, check in checks]
+    return [Check(name, True, f"migration {version:03d} is not in sql/: not checked") for name, _ in checks]
 
 
 def check_ledger(conn: psycopg.Connection, migrations: list[Migration]) -> Check:
@@ -124,6 +158,80 @@ def check_own_row_policy(conn: psycopg.Connection) -> Check:
     return Check(name, False, f"no policy lets authenticated read only its own row (policies for it: {others})")
 
 
+def check_table_rls(conn: psycopg.Connection, name: str, table: str) -> Check:
+    """Row level security is on for ``table``, whoever can read it today."""
+    row = conn.execute("SELECT relrowsecurity FROM pg_class WHERE oid = %s::oid",
+                       (catalog.relation_oid(conn, table),)).fetchone()
+    if row is None:
+        return Check(name, False, f"{table} does not exist")
+    return Check(name, row[0], f"row level security is {'on' if row[0] else 'off'} on {table}")
+
+
+def check_payment_events_unique(conn: psycopg.Connection) -> Check:
+    """Exactly one unique constraint or full unique index on exactly (stripe_event_id): Stripe redelivers."""
+    name = "payment_events_event_id_unique"
+    if not catalog.table_exists(conn, PAYMENT_EVENTS):
+        return Check(name, False, f"{PAYMENT_EVENTS} does not exist")
+    keys = [k for k in catalog.unique_keys(conn, PAYMENT_EVENTS)
+            if k.columns == ("stripe_event_id",) and not k.partial]
+    labels = ", ".join(key.label for key in keys)
+    if len(keys) == 1:
+        return Check(name, True, labels)
+    if not keys:
+        return Check(name, False, f"no unique constraint or index on {PAYMENT_EVENTS}(stripe_event_id): "
+                                  "a redelivered Stripe event would be stored twice")
+    return Check(name, False, f"{len(keys)} unique keys on {PAYMENT_EVENTS}(stripe_event_id), expected 1: {labels}")
+
+
+def check_links(conn: psycopg.Connection, name: str, table: str) -> Check:
+    """Each link column has exactly one foreign key: to its target, ON DELETE SET NULL, validated."""
+    if not catalog.table_exists(conn, table):
+        return Check(name, False, f"{table} does not exist")
+    found, problems = [], []
+    for column, target in PAYMENT_LINKS:
+        keys = catalog.foreign_keys(conn, table, (column,))
+        described = "; ".join(key.describe() for key in keys)
+        if len(keys) == 1 and keys[0].target == target and keys[0].on_delete == "SET NULL" and keys[0].validated:
+            found.append(described)
+        elif not keys:
+            problems.append(f"no foreign key on {table}({column})")
+        else:
+            problems.append(f"{table}({column}): {described}; expected one -> {target} ON DELETE SET NULL (validated)")
+    return Check(name, not problems, "; ".join(problems or found))
+
+
+def check_billing_logs_append_only(conn: psycopg.Connection) -> Check:
+    """An enabled BEFORE UPDATE OR DELETE row trigger keeps app.billing_logs append-only."""
+    name = "billing_logs_append_only"
+    oid = catalog.relation_oid(conn, BILLING_LOGS)
+    if oid is None:
+        return Check(name, False, f"{BILLING_LOGS} does not exist")
+    rows = conn.execute(
+        "SELECT tgname, tgtype, tgenabled FROM pg_trigger WHERE tgrelid = %s::oid AND NOT tgisinternal ORDER BY 1",
+        (oid,),
+    ).fetchall()
+    guards = [tgname for tgname, tgtype, enabled in rows
+              if enabled != "D" and tgtype & _ROW and tgtype & _BEFORE and tgtype & _UPDATE and tgtype & _DELETE]
+    if guards:
+        return Check(name, True, f"trigger {', '.join(guards)} refuses updates and deletes")
+    disabled = [tgname for tgname, _, enabled in rows if enabled == "D"]
+    note = f" (disabled: {', '.join(disabled)})" if disabled else ""
+    return Check(name, False, f"no enabled trigger refuses UPDATE and DELETE on {BILLING_LOGS}{note}")
+
+
+def check_payment_tables_private(conn: psycopg.Connection) -> Check:
+    """anon and authenticated hold no privilege on the payment tables: the backend serves them."""
+    roles = catalog.roles_that_exist(conn, ("anon", "authenticated"))
+    granted = [
+        f"{role} on {table}" for table in (PAYMENT_EVENTS, BILLING_LOGS) for role in roles
+        if catalog.has_privilege(conn, role, table, TABLE_PRIVILEGES)
+    ]
+    if granted:
+        return Check("payment_tables_private", False, f"API roles hold privileges: {', '.join(granted)}")
+    return Check("payment_tables_private", True,
+                 "anon and authenticated hold no privilege on app.payment_events or app.billing_logs")
+
+
 def check_rls(conn: psycopg.Connection) -> Check:
     """Every app table an API role can read has row level security enabled."""
     roles = catalog.roles_that_exist(conn, ("anon", "authenticated"))
@@ -144,7 +252,7 @@ def check_anon_has_no_access(conn: psycopg.Connection) -> Check:
     granted = [
         f"app.{table}" for table, _ in catalog.app_tables(conn)
         if catalog.has_privilege(conn, "anon", f"app.{table}",
-                                 "SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER")
+                                 TABLE_PRIVILEGES)
     ]
     if granted:
         return Check("anon_no_access", False, f"anon has privileges on: {', '.join(granted)}")

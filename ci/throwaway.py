@@ -8,8 +8,9 @@ temporary folder, on a free port, so it never meets the developer's own
 
 1. ``tests/states/pulumi_baseline.sql``: the ``app`` schema, the group roles and the
    grants, as the Pulumi program creates them before the first migration;
-2. ``production`` only: ``tests/states/production.sql`` builds the production state
-   (``app.memberships`` with both unique constraints, and rows);
+2. ``production`` only: ``tests/states/production.sql`` and ``production_billing.sql``
+   build the production state (``app.memberships`` with both unique constraints, the older
+   ``app.payment_events`` and ``app.billing_logs``, and rows);
 3. ``appdb status``, ``appdb apply``, ``appdb verify``, then ``appdb apply`` again,
    which must apply nothing, and ``appdb inspect``;
 4. the cluster is stopped and its folder removed.
@@ -36,6 +37,8 @@ import report  # noqa: E402  (ci/report.py, beside this file)
 
 ROOT = report.ROOT
 PRODUCTION_STATE = ROOT / "tests" / "states" / "production.sql"
+# What production holds beyond memberships: the older payment tables 029 and 030 adopt.
+PRODUCTION_BILLING_STATE = ROOT / "tests" / "states" / "production_billing.sql"
 STATES = ("empty", "production")
 # What the Pulumi program creates before the first migration, as the engine's tests use it.
 PULUMI_BASELINE = ROOT / "tests" / "states" / "pulumi_baseline.sql"
@@ -60,6 +63,7 @@ def prepare(home: Path, port: int, state: str) -> None:
         conn.execute(PULUMI_BASELINE.read_text(encoding="utf-8"))
         if state == "production":
             conn.execute(PRODUCTION_STATE.read_text(encoding="utf-8"))
+            conn.execute(PRODUCTION_BILLING_STATE.read_text(encoding="utf-8"))
 
 
 def run_state(state: str, workdir: Path) -> tuple[bool, str]:

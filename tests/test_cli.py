@@ -24,7 +24,8 @@ def test_apply_prints_one_progress_line_per_migration(db):
     result = db.run_cli("apply")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert [line.split(":")[0] for line in lines] == ["027 memberships", "028 fix_memberships_unique_constraint"]
+    assert [line.split(":")[0] for line in lines] == ["027 memberships", "028 fix_memberships_unique_constraint",
+                                                      "029 payment_events", "030 billing_logs"]
     assert all(" s" in line for line in lines)
 
 
@@ -38,12 +39,13 @@ def test_apply_again_says_there_is_nothing_to_do(db):
 def test_status_json_lists_every_migration(db):
     db.run_cli("apply", "--only", "027")
     data = json.loads(db.run_cli("status", "--json").stdout)
-    assert [(m["id"], m["state"]) for m in data["migrations"]] == [("027", "applied"), ("028", "pending")]
+    assert [(m["id"], m["state"]) for m in data["migrations"]] == [
+        ("027", "applied"), ("028", "pending"), ("029", "pending"), ("030", "pending")]
 
 
 def test_apply_json_reports_the_outcomes(db):
     data = json.loads(db.run_cli("apply", "--json").stdout)
-    assert [o["id"] for o in data["outcomes"]] == ["027", "028"]
+    assert [o["id"] for o in data["outcomes"]] == ["027", "028", "029", "030"]
 
 
 def test_a_malformed_dsn_is_exit_2_and_leaks_no_password(db):
@@ -104,16 +106,16 @@ def test_an_unknown_migration_id_is_exit_2(db):
 def test_a_sql_syntax_error_names_the_file_and_line_and_changes_nothing(db, tmp_path):
     sql_dir = tmp_path / "sql"
     shutil.copytree(SQL_DIR, sql_dir)
-    (sql_dir / "029_broken.sql").write_text("-- a broken migration\nCREATE TABLE app.ok (id bigint);\n\nCRATE TABLE app.typo (id bigint);\n")
-    (sql_dir / "revert" / "029_broken.sql").write_text("-- no-op\n")
-    db.run_cli("apply", sql_dir=sql_dir, env={"APPDB_TEST": "1"})  # 027 and 028 land; 029 fails
+    (sql_dir / "031_broken.sql").write_text("-- a broken migration\nCREATE TABLE app.ok (id bigint);\n\nCRATE TABLE app.typo (id bigint);\n")
+    (sql_dir / "revert" / "031_broken.sql").write_text("-- no-op\n")
+    db.run_cli("apply", sql_dir=sql_dir, env={"APPDB_TEST": "1"})  # 027 to 030 land; 031 fails
     before = db.snapshot()
 
     result = db.run_cli("apply", sql_dir=sql_dir)
 
     assert result.returncode == 1
     line = one_line_error(result)
-    assert "029_broken.sql:4:" in line and "syntax error" in line
+    assert "031_broken.sql:4:" in line and "syntax error" in line
     assert db.snapshot() == before
     assert db.execute("SELECT to_regclass('app.ok')") == [(None,)]
 
@@ -144,7 +146,7 @@ def test_revert_refusal_is_exit_1(db):
     db.run_cli("apply")
     result = db.run_cli("revert", "027")
     assert result.returncode == 1
-    assert "cannot revert 027: 028" in one_line_error(result)
+    assert "cannot revert 027: 030" in one_line_error(result)
 
 
 def test_revert_of_a_migration_not_applied_is_exit_0(db):
@@ -183,9 +185,9 @@ def test_new_creates_the_next_migration_and_its_revert(tmp_path):
 
     sql_dir = tmp_path / "sql"
     shutil.copytree(SQL_DIR, sql_dir)
-    assert main(["new", "add_payment_events", "--sql-dir", str(sql_dir)]) == 0
-    assert (sql_dir / "029_add_payment_events.sql").read_text().startswith("-- 029: add payment events")
-    assert (sql_dir / "revert" / "029_add_payment_events.sql").exists()
+    assert main(["new", "add_refunds", "--sql-dir", str(sql_dir)]) == 0
+    assert (sql_dir / "031_add_refunds.sql").read_text().startswith("-- 031: add refunds")
+    assert (sql_dir / "revert" / "031_add_refunds.sql").exists()
 
 
 def test_inspect_reports_the_incident_findings(db):
@@ -201,8 +203,8 @@ def test_inspect_reports_the_incident_findings(db):
 def test_inspect_finds_a_migration_referencing_a_table_that_exists_nowhere(db, tmp_path):
     sql_dir = tmp_path / "sql"
     shutil.copytree(SQL_DIR, sql_dir)
-    (sql_dir / "029_bad_fk.sql").write_text(
+    (sql_dir / "031_bad_fk.sql").write_text(
         "ALTER TABLE app.memberships ADD COLUMN IF NOT EXISTS p uuid REFERENCES app.profiles (user_id);\n")
-    (sql_dir / "revert" / "029_bad_fk.sql").write_text("-- no-op\n")
+    (sql_dir / "revert" / "031_bad_fk.sql").write_text("-- no-op\n")
     data = json.loads(db.run_cli("inspect", "--json", sql_dir=sql_dir).stdout)
     assert any(f["kind"] == "fk_target_missing" and "app.profiles" in f["detail"] for f in data["findings"])

@@ -147,7 +147,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needl
 
 
 def assert_migrated(db: Database) -> None:
-    assert ledger_ids(db) == ["027", "028"]
+    assert ledger_ids(db) == ["027", "028", "029", "030"]
     assert user_fks(db) == [("memberships_user_id_fkey", "auth.users", True)]
     verify = db.run_cli("verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -175,10 +175,10 @@ def test_five_concurrent_applies_apply_each_migration_exactly_once(db: Database)
 
     assert [run.returncode for run in runs] == [0] * 5, outputs
     applied_lines = [line for out, _ in outputs for line in out.splitlines() if "applied in" in line]
-    assert sorted(line.split(":")[0] for line in applied_lines) == ["027 memberships",
-                                                                  "028 fix_memberships_unique_constraint"]
+    assert sorted(line.split(":")[0] for line in applied_lines) == [
+        "027 memberships", "028 fix_memberships_unique_constraint", "029 payment_events", "030 billing_logs"]
     assert db.execute("SELECT id, count(*) FROM appdb.migrations GROUP BY id ORDER BY id") == [
-        ("027", 1), ("028", 1)]
+        ("027", 1), ("028", 1), ("029", 1), ("030", 1)]
     uniques = db.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'app.memberships'::regclass"
                          " AND contype = 'u'")
     assert uniques == [(1,)]

@@ -80,8 +80,12 @@ def test_the_engine_alone_deploys_on_the_local_database_and_creates_the_group_ro
         rows = conn.execute("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname IN ('app_writer', 'app_reader') "
                             "ORDER BY 1").fetchall()
     assert rows == [("app_reader", False), ("app_writer", False)]
-    assert cli("revert", "028", env=env).returncode == 0
-    assert cli("revert", "027", env=env).returncode == 0
+    with psycopg.connect(url) as conn:
+        tables = conn.execute("SELECT relname FROM pg_class WHERE relnamespace = 'app'::regnamespace "
+                              "AND relkind = 'r' ORDER BY 1").fetchall()
+    assert tables == [("billing_logs",), ("memberships",), ("payment_events",)]
+    for migration_id in ("030", "029", "028", "027"):
+        assert cli("revert", migration_id, env=env).returncode == 0
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname IN ('app_writer', 'app_reader')").fetchone()[0] == 2
 

@@ -22,7 +22,8 @@ def write(sql_dir: Path, name: str, text: str = "SELECT 1;\n", revert: str | Non
 
 def test_the_project_migrations_are_found_in_order():
     assert [(m.id, m.name) for m in discover(SQL_DIR)] == [
-        ("027", "memberships"), ("028", "fix_memberships_unique_constraint")]
+        ("027", "memberships"), ("028", "fix_memberships_unique_constraint"),
+        ("029", "payment_events"), ("030", "billing_logs")]
 
 
 def test_027_is_split_into_its_steps_and_validates_with_a_generous_timeout():

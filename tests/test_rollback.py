@@ -25,14 +25,26 @@ ROOT = Path(__file__).resolve().parent.parent
 SQL = ROOT / "sql"
 FILE_027 = "027_memberships.sql"
 FILE_028 = "028_fix_memberships_unique_constraint.sql"
+FILE_029 = "029_payment_events.sql"
+FILE_030 = "030_billing_logs.sql"
+LATER_THAN_028 = (FILE_029, FILE_030)
 
 
 @pytest.fixture
-def sql_dir(tmp_path: Path) -> Path:
+def full_sql_dir(tmp_path: Path) -> Path:
     """A copy of the project's sql/ that a test may remove files from and restore them to."""
     target = tmp_path / "sql"
     shutil.copytree(SQL, target)
     return target
+
+
+@pytest.fixture
+def sql_dir(full_sql_dir: Path) -> Path:
+    """The copy as it was when 028 was the newest migration: the scenarios that roll back
+    027 and 028 need them to be the latest (reverts run newest first)."""
+    for filename in LATER_THAN_028:
+        remove(full_sql_dir, filename)
+    return full_sql_dir
 
 
 def remove(sql_dir: Path, filename: str) -> None:
@@ -215,3 +227,41 @@ def test_after_a_backup_data_loss_allowed_on_purpose_drops_the_table(db, sql_dir
     assert next(c for c in report["checks"] if c["name"] == "ledger")["ok"], report
     # The group roles belong to the Pulumi program: a revert never drops them.
     assert db.execute("SELECT count(*) FROM pg_roles WHERE rolname IN ('app_writer', 'app_reader')") == [(2,)]
+
+
+def test_code_rollback_of_029_and_030_refuses_to_drop_production_rows_then_rolls_forward(db, full_sql_dir):
+    """On prod the tables predate 029 and 030, so their reverts refuse while rows exist."""
+    db.load_state("production")
+    db.load_state("production_billing")
+    for migration_id in ("027", "028", "029", "030"):
+        result = command_resource(db, apply_command(migration_id), full_sql_dir)
+        assert result.returncode == 0, result.stderr
+    remove(full_sql_dir, FILE_030)
+    remove(full_sql_dir, FILE_029)
+    before = schema_and_rows(db)
+
+    refused = command_resource(db, revert_command("030", allow_data_loss=False), full_sql_dir)
+    assert refused.returncode == 1
+    assert "030" in refused.stderr and "app.billing_logs" in refused.stderr and refused.stderr.count("\n") == 1
+    assert schema_and_rows(db) == before
+    # Mid-rollback verification holds: 029 and 030 are reverts still to run, not failures.
+    code, report = verify(db, full_sql_dir)
+    assert code == 0 and report["ok"], report
+
+    restore(full_sql_dir, FILE_029)
+    restore(full_sql_dir, FILE_030)
+    assert states(db, full_sql_dir) == dict.fromkeys(("027", "028", "029", "030"), "applied")
+
+
+def test_code_rollback_of_029_and_030_on_a_fresh_stack_drops_their_empty_tables(db, full_sql_dir):
+    for migration_id in ("027", "028", "029", "030"):
+        assert command_resource(db, apply_command(migration_id), full_sql_dir).returncode == 0
+    remove(full_sql_dir, FILE_030)
+    remove(full_sql_dir, FILE_029)
+    for migration_id in ("030", "029"):
+        result = command_resource(db, revert_command(migration_id, allow_data_loss=False), full_sql_dir)
+        assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT to_regclass('app.payment_events'), to_regclass('app.billing_logs')") == [(None, None)]
+    assert states(db, full_sql_dir) == {"027": "applied", "028": "applied"}
+    code, report = verify(db, full_sql_dir)
+    assert code == 0 and report["ok"], report

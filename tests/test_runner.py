@@ -13,6 +13,15 @@ from appdb.migration import discover
 from tests.conftest import SQL_DIR
 
 OPTIONS = runner.Options(lock_timeout=5)
+IDS = ["027", "028", "029", "030"]
+ALL_PENDING = dict.fromkeys(IDS, "pending")
+ALL_APPLIED = dict.fromkeys(IDS, "applied")
+
+
+def revert_all(conn, options=OPTIONS) -> None:
+    """Newest first, as the runner requires."""
+    for migration_id in reversed(IDS):
+        runner.revert(conn, migration_id, options)
 
 
 def migrations(sql_dir: Path = SQL_DIR):
@@ -31,7 +40,7 @@ def states(db, sql_dir: Path = SQL_DIR) -> dict[str, str]:
 
 
 def test_status_before_anything_is_pending_without_creating_the_ledger(db):
-    assert states(db) == {"027": "pending", "028": "pending"}
+    assert states(db) == ALL_PENDING
     assert db.execute("SELECT to_regclass('appdb.migrations')") == [(None,)]
 
 
@@ -40,8 +49,8 @@ def test_apply_records_each_migration_in_the_ledger(db):
         done = runner.apply(conn, migrations(), OPTIONS)
         entries = ledger.read(conn)
 
-    assert [o.id for o in done] == ["027", "028"]
-    assert sorted(e.id for e in entries.values()) == ["027", "028"]
+    assert [o.id for o in done] == IDS
+    assert sorted(e.id for e in entries.values()) == IDS
     entry = entries[27]
     assert entry.applied_by == "postgres"
     assert entry.checksum == migrations()[0].checksum
@@ -65,10 +74,9 @@ def test_apply_revert_apply_ends_with_the_same_catalog(db):
         runner.apply(conn, migrations(), OPTIONS)
     after_first = db.snapshot()["catalog"]
     with db.connect() as conn:
-        runner.revert(conn, "028", OPTIONS)
-        runner.revert(conn, "027", OPTIONS)
+        revert_all(conn)
     assert db.execute("SELECT to_regclass('app.memberships')") == [(None,)]
-    assert states(db) == {"027": "pending", "028": "pending"}
+    assert states(db) == ALL_PENDING
     with db.connect() as conn:
         runner.apply(conn, migrations(), OPTIONS)
 
@@ -94,35 +102,35 @@ def test_the_checksum_ignores_line_endings(db, tmp_path):
     path = sql_dir / "027_memberships.sql"
     path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
 
-    assert states(db, sql_dir) == {"027": "applied", "028": "applied"}
+    assert states(db, sql_dir) == ALL_APPLIED
 
 
 def test_a_removed_file_is_reported_and_reverted_from_the_ledger(db, tmp_path):
     sql_dir = copy_sql(tmp_path)
     with db.connect() as conn:
         runner.apply(conn, migrations(sql_dir), OPTIONS)
-    (sql_dir / "028_fix_memberships_unique_constraint.sql").unlink()
-    (sql_dir / "revert" / "028_fix_memberships_unique_constraint.sql").unlink()
+    (sql_dir / "030_billing_logs.sql").unlink()
+    (sql_dir / "revert" / "030_billing_logs.sql").unlink()
 
-    assert states(db, sql_dir) == {"027": "applied", "028": "removed"}
+    assert states(db, sql_dir) == {**ALL_APPLIED, "030": "removed"}
     with db.connect() as conn:
         assert runner.apply(conn, migrations(sql_dir), OPTIONS) == []  # removed is left alone
-        outcome = runner.revert(conn, "028", OPTIONS)
+        outcome = runner.revert(conn, "030", OPTIONS)
     assert outcome is not None and outcome.action == "reverted"
-    assert states(db, sql_dir) == {"027": "applied"}
+    assert states(db, sql_dir) == {"027": "applied", "028": "applied", "029": "applied"}
 
 
 def test_only_applies_just_that_migration(db):
     with db.connect() as conn:
         done = runner.apply(conn, migrations(), OPTIONS, only="027")
     assert [o.id for o in done] == ["027"]
-    assert states(db) == {"027": "applied", "028": "pending"}
+    assert states(db) == {**ALL_PENDING, "027": "applied"}
 
 
 def test_only_refuses_when_an_earlier_migration_is_pending(db):
     with db.connect() as conn, pytest.raises(Refused, match="earlier migration.*027.*pending"):
         runner.apply(conn, migrations(), OPTIONS, only="028")
-    assert states(db) == {"027": "pending", "028": "pending"}
+    assert states(db) == ALL_PENDING
 
 
 def test_only_with_an_applied_migration_does_nothing(db):
@@ -140,7 +148,7 @@ def test_dry_run_changes_nothing(db):
     before = db.snapshot()
     with db.connect() as conn:
         planned = runner.apply(conn, migrations(), OPTIONS, dry_run=True)
-    assert [o.action for o in planned] == ["would apply", "would apply"]
+    assert [o.action for o in planned] == ["would apply"] * len(IDS)
     assert db.snapshot() == before
 
 
@@ -152,16 +160,17 @@ def test_revert_of_a_migration_that_is_not_applied_is_a_no_op(db):
 def test_revert_refuses_a_migration_that_is_not_the_latest(db):
     with db.connect() as conn:
         runner.apply(conn, migrations(), OPTIONS)
-        with pytest.raises(Refused, match="cannot revert 027: 028"):
+        with pytest.raises(Refused, match="cannot revert 027: 030"):
             runner.revert(conn, "027", OPTIONS)
-    assert states(db) == {"027": "applied", "028": "applied"}
+    assert states(db) == ALL_APPLIED
 
 
 def test_reverting_027_with_rows_is_refused_unless_data_loss_is_allowed(db):
     db.load_state("production")
     with db.connect() as conn:
         runner.apply(conn, migrations(), OPTIONS)
-        runner.revert(conn, "028", OPTIONS)
+        for migration_id in ("030", "029", "028"):  # 029 and 030 made empty tables: nothing to lose
+            runner.revert(conn, migration_id, OPTIONS)
     before = db.snapshot()
 
     with db.connect() as conn, pytest.raises(Refused, match=r"drops app.memberships and its 5 row\(s\)"):
@@ -171,14 +180,13 @@ def test_reverting_027_with_rows_is_refused_unless_data_loss_is_allowed(db):
     with db.connect() as conn:
         runner.revert(conn, "027", runner.Options(lock_timeout=5, allow_data_loss=True))
     assert db.execute("SELECT to_regclass('app.memberships')") == [(None,)]
-    assert states(db) == {"027": "pending", "028": "pending"}
+    assert states(db) == ALL_PENDING
 
 
 def test_reverting_027_on_an_empty_table_needs_no_permission(db):
     with db.connect() as conn:
         runner.apply(conn, migrations(), OPTIONS)
-        runner.revert(conn, "028", OPTIONS)
-        runner.revert(conn, "027", OPTIONS)
+        revert_all(conn)
     assert db.execute("SELECT to_regclass('app.memberships')") == [(None,)]
 
 
@@ -191,18 +199,18 @@ def test_the_ledger_is_not_readable_by_the_api_roles(db):
 
 def test_a_non_transactional_step_runs_in_autocommit_and_the_ledger_follows_it(db, tmp_path):
     sql_dir = copy_sql(tmp_path)
-    (sql_dir / "029_user_status_index.sql").write_text(
+    (sql_dir / "031_user_status_index.sql").write_text(
         "-- appdb:step build transaction=false\n"
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS memberships_status_idx ON app.memberships (status);\n")
-    (sql_dir / "revert" / "029_user_status_index.sql").write_text(
+    (sql_dir / "revert" / "031_user_status_index.sql").write_text(
         "-- appdb:step drop transaction=false\nDROP INDEX CONCURRENTLY IF EXISTS app.memberships_status_idx;\n")
     with db.connect() as conn:
         runner.apply(conn, migrations(sql_dir), OPTIONS)
         assert conn.execute("SHOW lock_timeout").fetchone()[0] != "5s"  # session settings were reset
     assert db.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'app.memberships_status_idx'::regclass") == [(True,)]
-    assert states(db, sql_dir)["029"] == "applied"
+    assert states(db, sql_dir)["031"] == "applied"
 
     with db.connect() as conn:
-        runner.revert(conn, "029", OPTIONS)
+        runner.revert(conn, "031", OPTIONS)
     assert db.execute("SELECT to_regclass('app.memberships_status_idx')") == [(None,)]
-    assert states(db, sql_dir)["029"] == "pending"
+    assert states(db, sql_dir)["031"] == "pending"

@@ -43,7 +43,7 @@ def test_verify_passes_after_deploying_over_the_production_state(db):
 
 
 def test_verify_fails_before_the_deploy_with_pending_migrations(db):
-    assert "pending: 027, 028" in failing(db)["ledger"]
+    assert "pending: 027, 028, 029, 030" in failing(db)["ledger"]
 
 
 def test_verify_names_the_wrong_target_of_the_foreign_key(db):
@@ -124,10 +124,10 @@ def test_verify_fails_with_no_unique_key_on_user_id(db):
 
 def test_verify_fails_when_an_api_readable_app_table_has_no_rls(db):
     deployed(db)
-    db.execute("CREATE TABLE app.billing_logs (id bigint PRIMARY KEY)")
-    db.execute("GRANT SELECT ON app.billing_logs TO authenticated")
+    db.execute("CREATE TABLE app.invoices (id bigint PRIMARY KEY)")
+    db.execute("GRANT SELECT ON app.invoices TO authenticated")
 
-    assert "app.billing_logs" in failing(db)["rls"]
+    assert "app.invoices" in failing(db)["rls"]
 
 
 def test_verify_fails_when_rls_is_turned_off(db):
@@ -198,3 +198,45 @@ def test_verify_cli_exits_1_on_failure_with_the_failed_checks_named(db):
 
     assert result.returncode == 1
     assert result.stderr.strip() == "appdb: error: verification failed: memberships_user_unique"
+
+
+def test_verify_passes_after_deploying_over_production_with_its_older_payment_tables(db):
+    db.load_state("production")
+    db.load_state("production_billing")
+    deployed(db)
+    assert failing(db) == {}
+
+
+def test_verify_fails_when_payment_events_loses_rls(db):
+    deployed(db)
+    db.execute("ALTER TABLE app.payment_events DISABLE ROW LEVEL SECURITY")
+    assert failing(db)["payment_events_rls"] == "row level security is off on app.payment_events"
+
+
+def test_verify_fails_when_the_stripe_event_id_is_not_unique(db):
+    deployed(db)
+    db.execute("ALTER TABLE app.payment_events DROP CONSTRAINT payment_events_stripe_event_id_key")
+    assert "stored twice" in failing(db)["payment_events_event_id_unique"]
+
+
+def test_verify_names_a_link_that_would_block_deleting_a_user(db):
+    deployed(db)
+    db.execute("ALTER TABLE app.billing_logs DROP CONSTRAINT billing_logs_user_id_fkey")
+    db.execute("ALTER TABLE app.billing_logs ADD CONSTRAINT billing_logs_user_fk "
+               "FOREIGN KEY (user_id) REFERENCES auth.users (id)")
+    detail = failing(db)["billing_logs_links"]
+    assert "billing_logs_user_fk -> auth.users(id) ON DELETE NO ACTION" in detail
+    assert "expected one -> auth.users(id) ON DELETE SET NULL" in detail
+
+
+def test_verify_fails_when_the_append_only_trigger_is_disabled(db):
+    deployed(db)
+    db.execute("ALTER TABLE app.billing_logs DISABLE TRIGGER billing_logs_append_only")
+    assert "disabled: billing_logs_append_only" in failing(db)["billing_logs_append_only"]
+
+
+@pytest.mark.parametrize("role", ["authenticated", "anon"])
+def test_verify_fails_when_an_api_role_gets_a_payment_table(db, role):
+    deployed(db)
+    db.execute(f"GRANT SELECT ON app.payment_events TO {role}")
+    assert f"{role} on app.payment_events" in failing(db)["payment_tables_private"]
