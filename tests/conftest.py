@@ -144,7 +144,8 @@ def cluster() -> Iterator[Cluster]:
 def db(cluster: Cluster) -> Iterator[Database]:
     name = f"t_{os.getpid()}_{next(_counter)}"
     with cluster.connect() as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+            sql.Identifier(name), sql.Identifier(TEMPLATE)))
     try:
         yield Database(cluster, name)
     finally:

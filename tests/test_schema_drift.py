@@ -56,7 +56,7 @@ def deployed(cluster):
     names = {"fresh": f"drift_fresh_{os.getpid()}", "production": f"drift_production_{os.getpid()}"}
     for state, name in names.items():
         with cluster.connect() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
         template = Database(cluster, name)
         if state == "production":
             template.load_state("production")
@@ -70,7 +70,7 @@ def deployed(cluster):
 def _copy(cluster, template: str) -> Iterator[Database]:
     name = f"{template}_{next(_copies)}"
     with cluster.connect() as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(name), sql.Identifier(template)))
     try:
         yield Database(cluster, name)
     finally:
@@ -103,7 +103,7 @@ def test_a_fresh_database_after_apply_shows_no_drift(fresh):
 def test_two_databases_built_the_same_way_describe_byte_identically(cluster, fresh):
     other = Database(cluster, fresh.name + "_twin")
     with cluster.connect() as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(other.name), sql.Identifier(TEMPLATE)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(other.name), sql.Identifier(TEMPLATE)))
     try:
         deploy(other)
         with fresh.connect() as a, other.connect() as b:
