@@ -259,18 +259,20 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
+    """``url`` alone prints the password: ``up`` and ``reset`` land in deploy logs, so they mask it."""
+    from appdb.connection import redact
     from appdb.local import Cluster
 
     cluster = Cluster(home=Path(args.home), port=args.port)
     if args.action == "up":
         cluster.up(seed=args.seed)
-        print(f"local database ready: {cluster.url()}")
+        print(f"local database ready: {redact(cluster.url())} (with its password: bin/appdb local url)")
     elif args.action == "down":
         cluster.down()
         print("local database stopped")
     elif args.action == "reset":
         cluster.reset(seed=args.seed)
-        print(f"local database reset{' and seeded' if args.seed else ''}: {cluster.url()}")
+        print(f"local database reset{' and seeded' if args.seed else ''}: {redact(cluster.url())}")
     else:
         print(cluster.url())
     return 0
