@@ -41,9 +41,9 @@ class Difference:
     def line(self) -> str:
         """One line naming the object and the values."""
         if self.change == MISSING:
-            return f"missing: {self.identity}: {_short(self.snapshot)}"
+            return f"missing: {self.identity}: {short(self.snapshot)}"
         if self.change == EXTRA:
-            return f"extra: {self.identity}: {_short(self.live)}"
+            return f"extra: {self.identity}: {short(self.live)}"
         if "\n" in (self.snapshot or "") or "\n" in (self.live or ""):
             return f"different: {self.identity}: the definitions differ (below, snapshot then live)"
         return f"different: {self.identity}: snapshot has {self.snapshot}; live has {self.live}"
@@ -60,7 +60,8 @@ class Difference:
         return {"change": self.change, "identity": self.identity, "snapshot": self.snapshot, "live": self.live}
 
 
-def _short(value: str | None) -> str:
+def short(value: str | None) -> str:
+    """A definition's first line, and how many more it has."""
     lines = (value or "").split("\n")
     return lines[0] if len(lines) == 1 else f"{lines[0]} [+{len(lines) - 1} lines]"
 

@@ -57,8 +57,10 @@ def read(conn: psycopg.Connection) -> dict[int, Entry]:
     return {entry.sort_key: entry for entry in entries}
 
 
-def record(conn: psycopg.Connection, migration: Migration, duration_ms: int) -> None:
+def record(conn: psycopg.Connection, migration: Migration, duration_ms: int, applied_by: str | None = None) -> None:
     """Write the row; the caller's transaction decides whether it sticks.
+
+    ``applied_by`` defaults to the login; ``appdb baseline`` says it recorded without running.
 
     The ledger is created here, in the same transaction, so a failed first apply leaves
     no trace; the migration lock keeps two runs from creating it at once.
@@ -66,8 +68,9 @@ def record(conn: psycopg.Connection, migration: Migration, duration_ms: int) -> 
     if not exists(conn):
         conn.execute(_ddl())
     conn.execute(
-        "INSERT INTO appdb.migrations (id, name, checksum, revert_sql, duration_ms) VALUES (%s, %s, %s, %s, %s)",
-        (migration.id, migration.name, migration.checksum, migration.revert_sql, duration_ms),
+        "INSERT INTO appdb.migrations (id, name, checksum, revert_sql, duration_ms, applied_by) "
+        "VALUES (%s, %s, %s, %s, %s, coalesce(%s, current_user))",
+        (migration.id, migration.name, migration.checksum, migration.revert_sql, duration_ms, applied_by),
     )
 
 

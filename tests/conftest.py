@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,13 +141,26 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def db(cluster: Cluster) -> Iterator[Database]:
-    name = f"t_{os.getpid()}_{next(_counter)}"
-    with cluster.connect() as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-            sql.Identifier(name), sql.Identifier(TEMPLATE)))
+def new_db(cluster: Cluster) -> Iterator[Callable[[], Database]]:
+    """Makes fresh databases on demand (a test that needs a second one); all dropped afterwards."""
+    made: list[str] = []
+
+    def make() -> Database:
+        name = f"t_{os.getpid()}_{next(_counter)}"
+        with cluster.connect() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                sql.Identifier(name), sql.Identifier(TEMPLATE)))
+        made.append(name)
+        return Database(cluster, name)
+
     try:
-        yield Database(cluster, name)
+        yield make
     finally:
         with cluster.connect(user=SUPERUSER) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            for name in made:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db(new_db: Callable[[], Database]) -> Database:
+    return new_db()
