@@ -258,6 +258,18 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace) -> int:
+    """What a live database has in the schema, as the next migration and its revert."""
+    from appdb.pull import pull
+
+    result = pull(args.dsn, _sql_dir(args), args.name, schema=args.schema)
+    print(f"pulled {result.objects} objects of schema {args.schema} from {result.source}\n"
+          f"created {result.forward}\ncreated {result.revert}\n"
+          f"review them; on {result.source} record the migration without running it: "
+          f"appdb baseline {result.forward.name.split('_', 1)[0]}")
+    return 0
+
+
 def cmd_local(args: argparse.Namespace) -> int:
     """``url`` alone prints the password: ``up`` and ``reset`` land in deploy logs, so they mask it."""
     from appdb.connection import redact
@@ -347,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     new = sub.add_parser("new", parents=[common], help="create the next migration and its revert")
     new.add_argument("name")
     new.set_defaults(func=cmd_new)
+
+    pull = sub.add_parser("pull", parents=[common],
+                          help="write the next migration and its revert from what a live database has")
+    pull.add_argument("name", help="the migration's name, e.g. adopt_production")
+    pull.add_argument("--schema", default="app", help="the schema to pull (default: app)")
+    pull.set_defaults(func=cmd_pull)
 
     local = sub.add_parser("local", help="the project's own Supabase-shaped PostgreSQL")
     local.add_argument("action", choices=["up", "down", "url", "reset"])

@@ -1,0 +1,89 @@
+"""Running PostgreSQL's own ``pg_dump --schema-only`` for ``appdb pull``.
+
+pg_dump knows every kind of object and the order they must be created in; a dumper of
+our own would not. Two things make it safe to call from a deploy machine:
+
+* the password goes to pg_dump in ``PGPASSWORD``, never on its command line, where
+  ``ps`` would show it;
+* pg_dump refuses a server newer than itself, so its version is checked first and the
+  message says which client to install.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from psycopg import conninfo
+
+from appdb.connection import redact
+from appdb.errors import AppdbError, ConfigError
+
+# libpq settings that are not connection parameters pg_dump should see twice.
+_SECRET = "password"
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+def find_pg_dump() -> Path:
+    """``APPDB_PG_DUMP``, then PATH, then ``pg_config --bindir``, then Debian's newest."""
+    configured = os.environ.get("APPDB_PG_DUMP")
+    if configured:
+        path = Path(configured)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ConfigError(f"APPDB_PG_DUMP={configured} is not an executable pg_dump")
+        return path
+    candidates = [Path(p) for p in [shutil.which("pg_dump")] if p]
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        if out.returncode == 0:
+            candidates.append(Path(out.stdout.strip()) / "pg_dump")
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"),
+                         key=lambda p: int(p.parent.parent.name), reverse=True)
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise ConfigError(
+        "pg_dump not found: install PostgreSQL's client programs of the server's major version "
+        "(Debian: apt-get install postgresql-client-15) or set APPDB_PG_DUMP"
+    )
+
+
+def major_version(pg_dump: Path) -> int:
+    """The major version pg_dump reports (``pg_dump (PostgreSQL) 15.18``)."""
+    out = subprocess.run([str(pg_dump), "--version"], capture_output=True, text=True, check=False)
+    match = _VERSION.search(out.stdout)
+    if out.returncode != 0 or not match:
+        raise ConfigError(f"{pg_dump} --version did not say its version: is it pg_dump?")
+    return int(match.group(1))
+
+
+def check_version(pg_dump: Path, server_version_num: int) -> None:
+    """pg_dump must be at least the server's major version (it refuses newer servers)."""
+    server_major = server_version_num // 10000
+    client_major = major_version(pg_dump)
+    if client_major < server_major:
+        raise ConfigError(
+            f"{pg_dump} is version {client_major}, older than the server's {server_major}: install "
+            f"postgresql-client-{server_major} or point APPDB_PG_DUMP at a pg_dump {server_major} or newer"
+        )
+
+
+def dump_schema(pg_dump: Path, params: dict[str, str], schema: str) -> str:
+    """The schema-only dump of one schema, without owners or privileges (the program owns those)."""
+    env = dict(os.environ)
+    safe = {key: value for key, value in params.items() if key != _SECRET and value}
+    if params.get(_SECRET):
+        env["PGPASSWORD"] = params[_SECRET]
+    args = [str(pg_dump), "--schema-only", "--no-owner", "--no-privileges", "--no-security-labels",
+            "--no-publications", "--no-subscriptions", "--no-tablespaces", f"--schema={schema}",
+            f"--dbname={conninfo.make_conninfo(**safe)}"]
+    out = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        lines = [line.strip() for line in out.stderr.splitlines() if line.strip()]
+        reason = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "no message")
+        raise AppdbError(f"pg_dump failed: {redact(reason.removeprefix('pg_dump: '))}")
+    return out.stdout

@@ -1,0 +1,114 @@
+"""``appdb pull NAME``: what a live database has in a schema, as the next migration and its revert.
+
+The objects come from ``pg_dump --schema-only`` (appdb/pgdump.py) and are rewritten to
+converge (appdb/converge.py). The revert must not drop what earlier migrations create,
+so when ``sql/`` holds migrations they are built on a throwaway Supabase-shaped database
+(appdb/scratch.py) and what that database has is left out of the revert.
+
+Everything is checked before a file is written: the name, the connection, the schema,
+pg_dump and its version, the rewrite. A failure leaves ``sql/`` as it was.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from appdb import converge, pgdump
+from appdb.connection import connect, connection_params, resolve_dsn
+from appdb.describe import SchemaNotFound, schema_exists
+from appdb.errors import ConfigError, Refused
+from appdb.migration import REVERT_DIR, Migration, discover
+from appdb.scaffold import next_version, slug
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PullResult:
+    forward: Path
+    revert: Path
+    source: str
+    objects: int
+
+
+def pull(dsn: str | None, sql_dir: Path, name: str, schema: str = "app") -> PullResult:
+    """Write ``sql/NNN_name.sql`` and its revert from the schema of the database at ``dsn``."""
+    title = slug(name)
+    migrations = discover(sql_dir)
+    version = next_version(migrations)
+    forward = sql_dir / f"{version}_{title}.sql"
+    revert = sql_dir / REVERT_DIR / forward.name
+    pg_dump = pgdump.find_pg_dump()
+    with connect(dsn, application_name="appdb pull") as conn:
+        source = _where(conn)
+        if not schema_exists(conn, schema):
+            raise SchemaNotFound(f"schema {schema!r} does not exist in {source}: is it the right database?")
+        pgdump.check_version(pg_dump, conn.info.server_version)
+    dump = pgdump.dump_schema(pg_dump, connection_params(resolve_dsn(dsn)), schema)
+    earlier = _earlier_description(migrations, schema)
+    pulled = converge.rewrite(dump, schema, earlier)
+    if pulled.is_empty:
+        raise Refused(f"schema {schema} in {source} holds nothing to pull: no file was written")
+    today = datetime.date.today().isoformat()
+    built_from = ", ".join(m.id for m in migrations) or "none"
+    forward_text = converge.forward_sql(pulled, _FORWARD_HEADER.format(
+        id=version, title=title.replace("_", " "), schema=schema, source=source, date=today,
+        pg_dump=pgdump.major_version(pg_dump)))
+    revert_text = converge.revert_sql(pulled, _REVERT_HEADER.format(id=version, built_from=built_from),
+                                      version, earlier)
+    revert.parent.mkdir(exist_ok=True)
+    forward.write_text(forward_text, encoding="utf-8")
+    revert.write_text(revert_text, encoding="utf-8")
+    return PullResult(forward, revert, source, len(pulled.drops))
+
+
+def _where(conn: psycopg.Connection) -> str:
+    info = conn.info
+    return f"{info.user}@{info.host}:{info.port}/{info.dbname}"
+
+
+def _earlier_description(migrations: list[Migration], schema: str) -> dict[str, str]:
+    """What a fresh database built from the earlier migrations has: the revert keeps it."""
+    if not migrations:
+        return {}
+    from appdb.scratch import Scratch, prepare, scratch_cluster
+    from appdb.describe import describe
+    from appdb import runner
+
+    log.info("building %s on a throwaway database, to keep what they create out of the revert",
+             ", ".join(m.id for m in migrations))
+    with scratch_cluster() as cluster, Scratch(cluster).connect() as conn:
+        prepare(conn, schema)
+        try:
+            runner.apply(conn, migrations, runner.Options())
+        except Exception as exc:
+            raise ConfigError(f"the migrations in sql/ do not build a fresh database ({exc}); "
+                              "fix them before pulling") from None
+        return dict(describe(conn, schema).items())
+
+
+_FORWARD_HEADER = """\
+-- {id}: {title}, pulled from schema {schema} of {source} on {date}
+-- by appdb pull (pg_dump {pg_dump} --schema-only). The schema itself, owners and grants
+-- are the Pulumi program's, so they are left out.
+--
+-- Review it before it is committed. It converges wherever it runs: an existing table,
+-- sequence, type, constraint or index (found by name) is kept as it is, and appdb diff
+-- shows how it differs; functions, views, triggers and policies are replaced by the
+-- pulled definitions; foreign keys are added NOT VALID and validated in the last step;
+-- indexes are built CONCURRENTLY. On the database it was pulled from, record it
+-- without running it: appdb baseline {id} (docs/adoption.md).
+"""
+
+_REVERT_HEADER = """\
+-- Revert of {id}: drops what {id} brought, newest first, and nothing that an earlier
+-- migration creates (found on a database built from: {built_from}), so their tables keep
+-- their rows and lose only the pulled indexes, constraints, triggers and policies.
+-- Dropping a table that holds rows is refused unless data loss is allowed on purpose
+-- (appdb revert {id} --allow-data-loss; the Pulumi stacks pass it on local and dev only).
+"""

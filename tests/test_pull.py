@@ -1,0 +1,218 @@
+"""`appdb pull`: a live schema as a migration that converges, and its revert.
+
+The source is production-shaped (tests/states/production.sql and production_billing.sql:
+all three tables with rows, the duplicate unique constraint, a policy, a trigger, a
+serial and an identity). What pull writes is judged by the canonical description of
+appdb/describe.py, not by text: applied to a fresh Supabase-shaped database it must give
+the source's catalog in `app`, less the grants, which are the Pulumi program's.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appdb.describe import Description, describe
+from tests.conftest import ROOT, SQL_DIR, Database
+
+PROGRAM_OWNED = ("privilege ", "default privileges ")
+
+
+def production(db: Database) -> Database:
+    db.load_state("production")
+    db.load_state("production_billing")
+    return db
+
+
+def migrations_part(db: Database) -> Description:
+    """The description less what the Pulumi program owns (grants, default privileges)."""
+    with db.connect() as conn:
+        full = describe(conn, "app")
+    return full.without({k for k in full if k.startswith(PROGRAM_OWNED)})
+
+
+def pull(db: Database, sql_dir: Path, *extra: str, env: dict[str, str] | None = None):
+    return db.run_cli("pull", "adopt_production", *extra, sql_dir=sql_dir, env=env)
+
+
+def squawk(*files: Path) -> subprocess.CompletedProcess:
+    tool = Path(sys.executable).parent / "squawk"
+    return subprocess.run([str(tool), *map(str, files)], cwd=ROOT, capture_output=True, text=True, check=False)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("appdb: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def pulled(new_db, tmp_path) -> tuple[Database, Path]:
+    """A production-shaped database and what pull wrote from it into an empty migrations folder."""
+    source = production(new_db())
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    result = pull(source, sql_dir)
+    assert result.returncode == 0, result.stderr
+    assert "created" in result.stdout and "appdb baseline 001" in result.stdout
+    return source, sql_dir
+
+
+def test_pull_then_apply_elsewhere_gives_the_same_catalog(pulled, new_db):
+    source, sql_dir = pulled
+    assert sorted(p.name for p in sql_dir.rglob("*.sql")) == ["001_adopt_production.sql"] * 2
+    target = new_db()
+    result = target.run_cli("apply", sql_dir=sql_dir)
+    assert result.returncode == 0, result.stderr
+    expected, actual = migrations_part(source), migrations_part(target)
+    assert actual.to_text() == expected.to_text()
+    # What the incident turned on is there, by name.
+    assert "constraint app.memberships.memberships_user_unique" in actual
+    assert "policy app.billing_logs.billing_logs_backend" in actual
+    assert "trigger app.payment_events.payment_events_stamp" in actual
+
+
+def test_the_pulled_files_pass_squawk_and_hold_no_transaction_control(pulled):
+    _, sql_dir = pulled
+    files = sorted(sql_dir.rglob("*.sql"))
+    result = squawk(*files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for path in files:
+        text = path.read_text()
+        assert "CREATE SCHEMA" not in text and "OWNER TO" not in text
+        assert "GRANT " not in text and "REVOKE " not in text
+        for word in ("BEGIN;", "COMMIT;", "ROLLBACK;", "\\restrict", "SET search_path"):
+            assert word not in text
+
+
+def test_the_pulled_migration_converges_on_the_source_shape_without_touching_a_row(pulled, new_db):
+    _, sql_dir = pulled
+    twin = production(new_db())
+    before = twin.snapshot()
+    result = twin.run_cli("apply", sql_dir=sql_dir)
+    assert result.returncode == 0, result.stderr
+    after = twin.snapshot()
+    for state in (before, after):  # the ledger gains its row; the rest must not change
+        state["catalog"] = [row for row in state["catalog"] if row[0] != "appdb"]
+        state["rows"].pop("appdb.migrations", None)
+    assert after == before
+    assert twin.run_cli("apply", sql_dir=sql_dir).stdout.startswith("nothing to apply")
+
+
+def test_the_revert_drops_what_it_made_and_refuses_to_lose_rows(pulled, new_db):
+    source, sql_dir = pulled
+    empty = new_db()
+    assert empty.run_cli("apply", sql_dir=sql_dir).returncode == 0
+    result = empty.run_cli("revert", "001", sql_dir=sql_dir)
+    assert result.returncode == 0, result.stderr
+    assert [k for k in migrations_part(empty) if not k.startswith("schema ")] == []
+
+    twin = production(new_db())
+    assert twin.run_cli("apply", sql_dir=sql_dir).returncode == 0
+    before = twin.snapshot()
+    refused = twin.run_cli("revert", "001", sql_dir=sql_dir)
+    assert refused.returncode == 1
+    assert "refused: reverting 001 drops app." in one_line_error(refused)
+    assert twin.snapshot() == before
+
+
+def test_after_the_shipped_migrations_pull_adds_only_what_they_lack_and_its_revert_keeps_their_tables(
+        new_db, tmp_path):
+    """Production after 027-030, pulled as 031: a fresh database gets 027-031 and passes verify."""
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    source = production(new_db())
+    assert source.run_cli("apply", sql_dir=sql_dir).returncode == 0
+    result = pull(source, sql_dir)
+    assert result.returncode == 0, result.stderr
+    forward = (sql_dir / "031_adopt_production.sql").read_text()
+    revert = (sql_dir / "revert" / "031_adopt_production.sql").read_text()
+    # Production's unique index of its own name is 029's unique key: not made twice.
+    assert ("index app.payment_events.payment_events_event_uniq: an earlier migration makes the same "
+            "(constraint app.payment_events.payment_events_stripe_event_id_key)") in forward
+    assert "CREATE UNIQUE INDEX" not in forward
+    assert "DROP TABLE" not in revert  # every table is an earlier migration's
+    assert "payment_events_event_type_idx" in revert and "billing_logs_backend" in revert
+
+    fresh = new_db()
+    applied = fresh.run_cli("apply", sql_dir=sql_dir)
+    assert applied.returncode == 0, applied.stderr
+    assert fresh.run_cli("verify", sql_dir=sql_dir).returncode == 0
+    made = migrations_part(fresh)
+    for identity in ("index app.payment_events.payment_events_event_type_idx",
+                     "trigger app.payment_events.payment_events_stamp",
+                     "policy app.billing_logs.billing_logs_backend"):
+        assert identity in made
+    with fresh.connect() as conn:
+        conn.execute("INSERT INTO auth.users (id) VALUES ('00000000-0000-4000-8000-0000000000aa')")
+        conn.execute("INSERT INTO app.memberships (user_id) VALUES ('00000000-0000-4000-8000-0000000000aa')")
+    assert fresh.run_cli("revert", "031", sql_dir=sql_dir).returncode == 0
+    kept = migrations_part(fresh)
+    assert "index app.payment_events.payment_events_event_type_idx" not in kept
+    assert "trigger app.payment_events.payment_events_stamp" not in kept
+    assert {"table app.memberships", "table app.payment_events", "table app.billing_logs"} <= set(kept)
+    assert fresh.execute("SELECT count(*) FROM app.memberships") == [(1,)]
+
+
+# --- bad input: one line, the right exit code, nothing written ----------------------------
+
+
+def test_an_unreachable_server_is_a_one_line_error_without_the_password(db, tmp_path, cluster):
+    from tests.conftest import free_port
+
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    dsn = f"postgresql://postgres:Hj4k-Secret-Pw9z@127.0.0.1:{free_port()}/postgres?connect_timeout=3"
+    result = pull(db, sql_dir, "--dsn", dsn)
+    assert result.returncode == 2
+    assert "could not connect" in one_line_error(result)
+    assert "Hj4k-Secret-Pw9z" not in result.stdout + result.stderr
+    assert list(sql_dir.iterdir()) == []
+
+
+def test_a_schema_that_does_not_exist(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    result = pull(db, sql_dir, "--schema", "billing")
+    assert result.returncode == 2
+    assert "schema 'billing' does not exist" in one_line_error(result)
+    assert list(sql_dir.iterdir()) == []
+
+
+def test_pg_dump_missing(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    result = pull(db, sql_dir, env={"APPDB_PG_DUMP": str(tmp_path / "no-pg_dump")})
+    assert result.returncode == 2
+    assert "is not an executable pg_dump" in one_line_error(result)
+    assert list(sql_dir.iterdir()) == []
+
+
+def test_pg_dump_older_than_the_server(db, tmp_path):
+    old = tmp_path / "pg_dump"
+    old.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 14.13'\n")
+    old.chmod(old.stat().st_mode | stat.S_IXUSR)
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    result = pull(production(db), sql_dir, env={"APPDB_PG_DUMP": str(old)})
+    assert result.returncode == 2
+    assert "is version 14, older than the server's 15: install postgresql-client-15" in one_line_error(result)
+    assert list(sql_dir.iterdir()) == []
+
+
+def test_an_empty_schema_and_a_bad_name_write_nothing(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    empty = pull(db, sql_dir)
+    assert empty.returncode == 1
+    assert "holds nothing to pull" in one_line_error(empty)
+    bad = db.run_cli("pull", "Adopt Production!", sql_dir=sql_dir)
+    assert bad.returncode == 2
+    assert "use lower-case letters" in one_line_error(bad)
+    assert list(sql_dir.iterdir()) == []
