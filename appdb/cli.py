@@ -270,6 +270,25 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """Record a migration as applied, without running it, once the catalog shows it is there."""
+    from appdb.baseline import NotThere, baseline
+    from appdb.migration import find
+
+    migrations = _migrations(args)
+    find(migrations, args.id)  # an unknown id is a usage error, before any connection
+    with _connect(args) as conn:
+        where = _where(conn)
+        try:
+            checked = baseline(conn, migrations, args.id, schema=args.schema, wait=args.wait)
+        except NotThere as exc:
+            print("\n".join(exc.lines))
+            raise
+    print(f"{args.id} recorded as applied on {where} without running it: "
+          f"{checked} objects it makes or drops match")
+    return 0
+
+
 def cmd_local(args: argparse.Namespace) -> int:
     """``url`` alone prints the password: ``up`` and ``reset`` land in deploy logs, so they mask it."""
     from appdb.connection import redact
@@ -365,6 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("name", help="the migration's name, e.g. adopt_production")
     pull.add_argument("--schema", default="app", help="the schema to pull (default: app)")
     pull.set_defaults(func=cmd_pull)
+
+    baseline = sub.add_parser("baseline", parents=[common],
+                              help="record a migration as applied without running it, where the database has it")
+    baseline.add_argument("id", metavar="ID")
+    baseline.add_argument("--schema", default="app", help="the schema the migration makes (default: app)")
+    baseline.add_argument("--wait", type=float, default=300.0, metavar="S",
+                          help="how long to wait for another run's migration lock (default 300)")
+    baseline.set_defaults(func=cmd_baseline)
 
     local = sub.add_parser("local", help="the project's own Supabase-shaped PostgreSQL")
     local.add_argument("action", choices=["up", "down", "url", "reset"])

@@ -1,0 +1,136 @@
+"""``appdb baseline ID``: record a migration as applied, without running it, where the database has it.
+
+Flyway calls this baseline and Supabase ``migration repair --status applied``; both take
+the user's word for it. appdb checks first, by the catalog: what the migration changes
+is what a throwaway Supabase-shaped database shows before and after it (appdb/scratch.py,
+described by appdb/describe.py). The live database must have every object the migration
+creates or changes, with the same definition, and none that it drops. Grants and
+default privileges are left out of the comparison: the Pulumi program owns them.
+
+Nothing runs on the live database but catalog reads and, when every check passes, the
+ledger row, written under the migration lock in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import psycopg
+
+from appdb import ledger, runner
+from appdb.describe import Description, SchemaNotFound, describe, schema_exists
+from appdb.drift import EXTRA, MISSING, Difference, short, compare
+from appdb.errors import MigrationError, Refused
+from appdb.lock import migration_lock
+from appdb.migration import Migration, find
+
+log = logging.getLogger(__name__)
+
+# The program's, not a migration's (components/grants.py).
+_PROGRAM_OWNED = ("privilege ", "default privileges ")
+_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one migration does to a schema: objects it creates or redefines, and ones it drops."""
+
+    schema: str
+    made: dict[str, str]
+    dropped: frozenset[str]
+
+    def expected(self) -> Description:
+        return Description(self.schema, self.made)
+
+    def live_part(self, live: Description) -> Description:
+        """The live objects the comparison looks at: the made ones and the dropped ones."""
+        wanted = set(self.made) | self.dropped
+        return Description(self.schema, {k: v for k, v in live.items() if k in wanted})
+
+
+class NotThere(Refused):
+    """The database lacks what the migration makes; ``lines`` names each object."""
+
+    def __init__(self, message: str, lines: list[str]) -> None:
+        super().__init__(message)
+        self.lines = lines
+
+
+def explain(difference: Difference, migration_id: str) -> str:
+    """One line per object, in the migration's terms rather than a snapshot's."""
+    if difference.change == MISSING:
+        return f"missing: {difference.identity}: {migration_id} makes {short(difference.snapshot)}"
+    if difference.change == EXTRA:
+        return f"still there: {difference.identity}: {migration_id} drops it"
+    return (f"different: {difference.identity}: {migration_id} makes {short(difference.snapshot)}; "
+            f"the database has {short(difference.live)}")
+
+
+def _owned_by_migrations(identity: str) -> bool:
+    return not identity.startswith(_PROGRAM_OWNED)
+
+
+def change_of(migrations: list[Migration], target: Migration, schema: str = "app") -> Change:
+    """Build the migrations before ``target``, then ``target``, on a throwaway database; diff the two."""
+    from appdb.scratch import Scratch, prepare, scratch_cluster
+
+    earlier = [m for m in migrations if m.sort_key < target.sort_key]
+    with scratch_cluster() as cluster, Scratch(cluster).connect() as conn:
+        prepare(conn, schema)
+        try:
+            runner.apply(conn, earlier, runner.Options())
+            before = describe(conn, schema)
+            runner.apply(conn, [*earlier, target], runner.Options())
+        except MigrationError as exc:
+            raise MigrationError(f"{target.id} could not be built on a fresh Supabase-shaped database, which "
+                                 f"baseline compares with: {exc}") from None
+        after = describe(conn, schema)
+    made = {k: v for k, v in after.items() if before.entries.get(k) != v and _owned_by_migrations(k)}
+    dropped = frozenset(k for k in before if k not in after.entries and _owned_by_migrations(k))
+    return Change(schema, made, dropped)
+
+
+def check_ledger(conn: psycopg.Connection, migrations: list[Migration], target: Migration) -> None:
+    """Refuse a migration that is applied, or one whose earlier migrations are not."""
+    states = {state.id: state for state in runner.status(conn, migrations)}
+    state = states[target.id]
+    if state.state != runner.PENDING:
+        when = f" ({state.applied_at}, by {state.applied_by})" if state.applied_at else ""
+        raise Refused(f"{target.id} ({target.name}) is already {state.state}{when}: there is nothing to baseline")
+    earlier = [m.id for m in migrations if m.sort_key < target.sort_key and states[m.id].state == runner.PENDING]
+    if earlier:
+        raise Refused(
+            f"cannot baseline {target.id}: earlier migration(s) {', '.join(earlier)} are not applied here; "
+            "apply them first (appdb apply), or baseline them in order if this database has them too"
+        )
+
+
+def baseline(conn: psycopg.Connection, migrations: list[Migration], migration_id: str,
+             schema: str = "app", wait: float = 300.0) -> int:
+    """Check, then record; return how many objects were compared. NotThere names what is lacking."""
+    target = find(migrations, migration_id)
+    if not schema_exists(conn, schema):
+        raise SchemaNotFound(f"schema {schema!r} does not exist in this database: is it the right database?")
+    check_ledger(conn, migrations, target)
+    change = change_of(migrations, target, schema)
+    if not (change.made or change.dropped):
+        raise Refused(
+            f"{target.id} changes nothing in schema {schema} on a fresh database, so the catalog cannot show "
+            "whether this database has it: apply it instead (appdb apply), which converges"
+        )
+    with migration_lock(conn, wait):
+        check_ledger(conn, migrations, target)  # another run may have applied it meanwhile
+        differences = compare(change.expected(), change.live_part(describe(conn, schema)))
+        if differences:
+            lines = [explain(d, target.id) for d in differences]
+            names = ", ".join(d.identity for d in differences[:_SHOWN])
+            more = f" and {len(differences) - _SHOWN} more" if len(differences) > _SHOWN else ""
+            raise NotThere(
+                f"{target.id} was not recorded: this database does not have what it makes ({names}{more}); "
+                f"apply it instead (appdb apply), or bring the database to it first", lines)
+        with conn.transaction():
+            ledger.record(conn, target, duration_ms=0, applied_by=f"{conn.info.user} (baseline)")
+    checked = len(change.made) + len(change.dropped)
+    log.info("%s recorded as applied after comparing %d objects", target.id, checked)
+    return checked
