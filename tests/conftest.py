@@ -1,5 +1,7 @@
 """Fixtures: one throwaway Supabase-shaped cluster per session, one fresh database per test.
 
+Under pytest-xdist each worker is its own session, so each starts its own cluster.
+
 The cluster is started by the same code as ``appdb local up`` (appdb/local.py), as the
 ``postgres`` OS user when the tests run as root, with its socket in a temp folder and
 TCP on a free loopback port. Each test's database is a copy of a template that holds
