@@ -216,3 +216,22 @@ def test_an_empty_schema_and_a_bad_name_write_nothing(db, tmp_path):
     assert bad.returncode == 2
     assert "use lower-case letters" in one_line_error(bad)
     assert list(sql_dir.iterdir()) == []
+
+
+def test_objects_pull_cannot_converge_are_refused_by_name_and_nothing_is_written(db, tmp_path):
+    db.execute("""
+        CREATE TABLE app.ledger_entries (id bigint NOT NULL, booked_on date NOT NULL) PARTITION BY RANGE (booked_on);
+        CREATE TABLE app.ledger_entries_2026 PARTITION OF app.ledger_entries
+            FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+        CREATE FUNCTION app.cents_add(bigint, bigint) RETURNS bigint LANGUAGE sql IMMUTABLE AS 'SELECT $1 + $2';
+        CREATE OPERATOR app.=== (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = app.cents_add);
+    """)
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    result = pull(db, sql_dir)
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert "pull cannot yet rewrite these objects" in line
+    assert "TABLE ATTACH ledger_entries_2026" in line and "OPERATOR ===" in line
+    assert "appdb new NAME" in line
+    assert list(sql_dir.iterdir()) == []
