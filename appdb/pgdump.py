@@ -6,7 +6,10 @@ our own would not. Two things make it safe to call from a deploy machine:
 * the password goes to pg_dump in ``PGPASSWORD``, never on its command line, where
   ``ps`` would show it;
 * pg_dump refuses a server newer than itself, so its version is checked first and the
-  message says which client to install.
+  message says which client to install;
+* pg_dump locks every table it dumps (ACCESS SHARE, even with ``--schema-only``), which
+  takes SELECT on it: a login without it is told so by name before pg_dump starts,
+  rather than by pg_dump's ``permission denied`` half-way.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import psycopg
 from psycopg import conninfo
 
 from appdb.connection import redact
@@ -70,6 +74,29 @@ def check_version(pg_dump: Path, server_version_num: int) -> None:
             f"{pg_dump} is version {client_major}, older than the server's {server_major}: install "
             f"postgresql-client-{server_major} or point APPDB_PG_DUMP at a pg_dump {server_major} or newer"
         )
+
+
+_SHOWN = 3
+
+
+def check_can_lock(conn: psycopg.Connection, schema: str) -> None:
+    """Every table pg_dump will lock must be readable by the login (the owner's always are)."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') "
+        "AND NOT pg_catalog.has_table_privilege(c.oid, 'SELECT') ORDER BY 1",
+        (schema,),
+    ).fetchall()
+    if not rows:
+        return
+    names = [f"{schema}.{name}" for (name,) in rows]
+    shown = ", ".join(names[:_SHOWN]) + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
+    login = conn.info.user
+    raise ConfigError(
+        f"login {login} has no SELECT on {shown}, and pg_dump locks every table it dumps: pull with a "
+        f"login that has it, e.g. for the pull only: GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {login}, "
+        "revoked afterwards (docs/adoption.md)"
+    )
 
 
 def dump_schema(pg_dump: Path, params: dict[str, str], schema: str) -> str:

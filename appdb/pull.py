@@ -6,7 +6,8 @@ so when ``sql/`` holds migrations they are built on a throwaway Supabase-shaped 
 (appdb/scratch.py) and what that database has is left out of the revert.
 
 Everything is checked before a file is written: the name, the connection, the schema,
-pg_dump and its version, the rewrite. A failure leaves ``sql/`` as it was.
+pg_dump and its version, the login's right to lock the tables, the rewrite. A failure
+leaves ``sql/`` as it was.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def pull(dsn: str | None, sql_dir: Path, name: str, schema: str = "app") -> Pull
         if not schema_exists(conn, schema):
             raise SchemaNotFound(f"schema {schema!r} does not exist in {source}: is it the right database?")
         pgdump.check_version(pg_dump, conn.info.server_version)
+        pgdump.check_can_lock(conn, schema)
     dump = pgdump.dump_schema(pg_dump, connection_params(resolve_dsn(dsn)), schema)
     earlier = _earlier_description(migrations, schema)
     pulled = converge.rewrite(dump, schema, earlier)

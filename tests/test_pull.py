@@ -235,3 +235,36 @@ def test_objects_pull_cannot_converge_are_refused_by_name_and_nothing_is_written
     assert "TABLE ATTACH ledger_entries_2026" in line and "OPERATOR ===" in line
     assert "appdb new NAME" in line
     assert list(sql_dir.iterdir()) == []
+
+
+def test_the_read_only_login_is_told_it_needs_select_and_pulls_once_granted(new_db, tmp_path):
+    """docs/adoption.md: the read-only login of docs/delivery.md, given SELECT for the pull only."""
+    source = production(new_db())
+    login = f"appdb_readonly_{source.name}"
+    source.execute(f"""
+        CREATE ROLE {login} LOGIN PASSWORD 'Rv3m-Tq8z-Lw5k' NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT
+            NOBYPASSRLS CONNECTION LIMIT 5;
+        ALTER ROLE {login} SET default_transaction_read_only = on;
+        GRANT USAGE ON SCHEMA app TO {login};
+    """)
+    params = source.tcp_params
+    dsn = f"postgresql://{login}:Rv3m-Tq8z-Lw5k@{params['host']}:{params['port']}/{source.name}"
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    try:
+        refused = pull(source, sql_dir, "--dsn", dsn)
+        assert refused.returncode == 2
+        line = one_line_error(refused)
+        assert f"login {login} has no SELECT on app.billing_logs, app.memberships, app.payment_events" in line
+        assert f"GRANT SELECT ON ALL TABLES IN SCHEMA app TO {login}" in line
+        assert "Rv3m-Tq8z-Lw5k" not in refused.stdout + refused.stderr
+        assert list(sql_dir.iterdir()) == []
+
+        source.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA app TO {login}")
+        granted = pull(source, sql_dir, "--dsn", dsn)
+        assert granted.returncode == 0, granted.stderr
+        assert (sql_dir / "001_adopt_production.sql").is_file()
+    finally:
+        with source.admin_connect() as conn:
+            conn.execute(f"DROP OWNED BY {login}")
+            conn.execute(f"DROP ROLE {login}")
