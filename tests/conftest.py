@@ -52,6 +52,22 @@ def state_sql(name: str) -> str:
     return (STATES / f"{name}.sql").read_text()
 
 
+def production(db: "Database") -> "Database":
+    """Production before 029 and 030: memberships with both unique keys, the two older payment tables, rows."""
+    db.load_state("production")
+    db.load_state("production_billing")
+    return db
+
+
+def foreign_keys(db: "Database", table: str) -> list[tuple]:
+    """(name, definition, validated) of each foreign key on ``table``, by name."""
+    return db.execute(
+        "SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND contype = 'f' ORDER BY conname",
+        (table,),
+    )
+
+
 @dataclass
 class Database:
     """One test's database on the session cluster."""

@@ -8,7 +8,7 @@ import pytest
 from appdb import runner
 from appdb.errors import Refused
 from appdb.migration import discover
-from tests.conftest import SQL_DIR
+from tests.conftest import SQL_DIR, foreign_keys, production
 
 MIGRATIONS = discover(SQL_DIR)
 THROUGH_029 = [m for m in MIGRATIONS if m.sort_key <= 29]
@@ -19,20 +19,6 @@ USER = "00000000-0000-4000-9000-000000000001"
 def apply(db, migrations=THROUGH_029, options=OPTIONS) -> None:
     with db.connect() as conn:
         runner.apply(conn, migrations, options)
-
-
-def production(db) -> None:
-    db.load_state("production")
-    db.load_state("production_billing")
-
-
-def foreign_keys(db) -> list[tuple]:
-    return db.execute(
-        """
-        SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint
-        WHERE conrelid = 'app.payment_events'::regclass AND contype = 'f' ORDER BY conname
-        """
-    )
 
 
 def unique_keys(db) -> list[str]:
@@ -56,7 +42,7 @@ EXPECTED_FKS = [
 def test_029_creates_payment_events_with_a_unique_event_id_and_set_null_links(db):
     apply(db)
 
-    assert foreign_keys(db) == EXPECTED_FKS
+    assert foreign_keys(db, "app.payment_events") == EXPECTED_FKS
     assert unique_keys(db) == ["payment_events_stripe_event_id_key"]
     columns = {row[0] for row in db.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = 'app.payment_events'::regclass AND attnum > 0")}
@@ -89,7 +75,7 @@ def test_029_on_the_production_state_touches_no_row_and_keeps_its_unique_index(d
     after = db.execute("SELECT xmin::text, ctid::text, (to_jsonb(e) - 'user_id' - 'membership_id' "
                        "- 'processing_error')::text FROM app.payment_events e ORDER BY id")
     assert after == before
-    assert foreign_keys(db) == EXPECTED_FKS
+    assert foreign_keys(db, "app.payment_events") == EXPECTED_FKS
     assert unique_keys(db) == ["payment_events_event_uniq"]  # found by its column: no second one
     triggers = db.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'app.payment_events'::regclass AND NOT tgisinternal")
     assert triggers == [("payment_events_stamp",)]

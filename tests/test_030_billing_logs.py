@@ -8,7 +8,7 @@ import pytest
 from appdb import runner
 from appdb.errors import Refused
 from appdb.migration import discover
-from tests.conftest import BACKEND_TEST_PASSWORD, SQL_DIR
+from tests.conftest import BACKEND_TEST_PASSWORD, SQL_DIR, foreign_keys, production
 
 MIGRATIONS = discover(SQL_DIR)
 THROUGH_030 = [m for m in MIGRATIONS if m.sort_key <= 30]
@@ -19,20 +19,6 @@ USER = "00000000-0000-4000-9000-000000000001"
 def apply(db, migrations=THROUGH_030) -> None:
     with db.connect() as conn:
         runner.apply(conn, migrations, OPTIONS)
-
-
-def production(db) -> None:
-    db.load_state("production")
-    db.load_state("production_billing")
-
-
-def foreign_keys(db) -> list[tuple]:
-    return db.execute(
-        """
-        SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint
-        WHERE conrelid = 'app.billing_logs'::regclass AND contype = 'f' ORDER BY conname
-        """
-    )
 
 
 EXPECTED_FKS = [
@@ -52,7 +38,7 @@ def logged(db):
 
 def test_030_creates_billing_logs_with_set_null_links_and_rls(db):
     apply(db)
-    assert foreign_keys(db) == EXPECTED_FKS
+    assert foreign_keys(db, "app.billing_logs") == EXPECTED_FKS
     assert db.execute("SELECT relrowsecurity FROM pg_class WHERE oid = 'app.billing_logs'::regclass") == [(True,)]
     db.execute("INSERT INTO app.billing_logs (action, amount_cents, currency) VALUES ('refund', 900, 'eur')")
     assert db.execute("SELECT action, detail::text FROM app.billing_logs") == [("refund", "{}")]
@@ -65,7 +51,7 @@ def test_030_on_the_production_state_touches_no_row_and_replaces_the_blocking_ke
     apply(db)
 
     assert db.execute("SELECT xmin::text, ctid::text FROM app.billing_logs ORDER BY id") == before
-    assert foreign_keys(db) == EXPECTED_FKS  # the NO ACTION key on user_id is gone
+    assert foreign_keys(db, "app.billing_logs") == EXPECTED_FKS  # the NO ACTION key on user_id is gone
     policies = db.execute("SELECT polname FROM pg_policy WHERE polrelid = 'app.billing_logs'::regclass ORDER BY 1")
     assert policies == [("billing_logs_backend",), ("billing_logs_reader_select",), ("billing_logs_writer_all",)]
 

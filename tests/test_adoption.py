@@ -13,8 +13,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.conftest import SQL_DIR, Database
-from tests.test_pull import migrations_part, production, pull
+from tests.conftest import SQL_DIR, Database, production
+from tests.test_pull import migrations_part, pull
 
 SHIPPED = ("029_payment_events.sql", "030_billing_logs.sql")
 

@@ -15,8 +15,8 @@ import pytest
 from psycopg import sql
 
 from appdb.local import SUPERUSER
-from tests.conftest import SQL_DIR, Database
-from tests.test_pull import one_line_error, production, pull
+from tests.conftest import SQL_DIR, Database, production
+from tests.test_pull import one_line_error, pull
 
 
 @pytest.fixture

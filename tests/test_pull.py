@@ -18,15 +18,9 @@ from pathlib import Path
 import pytest
 
 from appdb.describe import Description, describe
-from tests.conftest import ROOT, SQL_DIR, Database
+from tests.conftest import ROOT, SQL_DIR, Database, production
 
 PROGRAM_OWNED = ("privilege ", "default privileges ")
-
-
-def production(db: Database) -> Database:
-    db.load_state("production")
-    db.load_state("production_billing")
-    return db
 
 
 def migrations_part(db: Database) -> Description:
