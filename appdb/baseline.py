@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import psycopg
 
 from appdb import ledger, runner
-from appdb.describe import Description, SchemaNotFound, describe, schema_exists
+from appdb.describe import Description, describe, require_schema
 from appdb.drift import EXTRA, MISSING, Difference, short, compare
 from appdb.errors import MigrationError, Refused
 from appdb.lock import migration_lock
@@ -110,8 +110,7 @@ def baseline(conn: psycopg.Connection, migrations: list[Migration], migration_id
              schema: str = "app", wait: float = 300.0) -> int:
     """Check, then record; return how many objects were compared. NotThere names what is lacking."""
     target = find(migrations, migration_id)
-    if not schema_exists(conn, schema):
-        raise SchemaNotFound(f"schema {schema!r} does not exist in this database: is it the right database?")
+    require_schema(conn, schema)
     check_ledger(conn, migrations, target)
     change = change_of(migrations, target, schema)
     if not (change.made or change.dropped):

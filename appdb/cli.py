@@ -163,11 +163,6 @@ def _snapshot_path(args: argparse.Namespace) -> Path:
     return Path(args.snapshot) if args.snapshot else default_path(_sql_dir(args))
 
 
-def _where(conn) -> str:
-    info = conn.info
-    return f"{info.user}@{info.host}:{info.port}/{info.dbname}"
-
-
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the live description, or build the snapshot from the migrations: --check, --write."""
     if not (args.check or args.write):
@@ -207,6 +202,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     """The live database against the committed snapshot: exit 0 when they match, 1 otherwise."""
     from appdb import drift, snapshot
+    from appdb.connection import where
 
     path = _snapshot_path(args)
     expected = snapshot.read(path)
@@ -215,10 +211,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
     ignore_path = Path(args.ignore) if args.ignore else drift.default_ignore_path(_sql_dir(args))
     rules = drift.read_ignore(ignore_path, required=bool(args.ignore))
     with _connect(args) as conn:
-        where = _where(conn)
+        database = where(conn)
         report = drift.run(conn, expected, rules)
     if args.json:
-        _print_json({"database": where, "snapshot": str(path), **report.as_dict()})
+        _print_json({"database": database, "snapshot": str(path), **report.as_dict()})
     else:
         for difference in report.differences:
             print(difference.line())
@@ -233,19 +229,19 @@ def cmd_diff(args: argparse.Namespace) -> int:
     built_from = ", ".join(report.snapshot_migrations) or "no migrations"
     if report.status == drift.MATCH:
         if not args.json:
-            print(f"no drift: {report.schema} on {where} matches {path} "
+            print(f"no drift: {report.schema} on {database} matches {path} "
                   f"({report.objects} objects, migrations {built_from})")
         return 0
     if report.status == drift.BEHIND:
-        message = (f"the ledger of {where} is behind {path}: {', '.join(report.pending)} not applied, "
+        message = (f"the ledger of {database} is behind {path}: {', '.join(report.pending)} not applied, "
                    "so the schema was not compared (pending migrations are not drift); apply them, or "
                    "compare with the snapshot of what is applied (--snapshot FILE)")
     elif report.status == drift.AHEAD:
-        message = (f"{where} has applied {', '.join(report.unknown)}, which {path} was not built from, "
+        message = (f"{database} has applied {', '.join(report.unknown)}, which {path} was not built from, "
                    "so the schema was not compared; compare with a snapshot that includes them (--snapshot FILE)")
     else:
         counts = ", ".join(f"{n} {change}" for change, n in report.counts().items() if n)
-        message = f"drift: {report.schema} on {where} differs from {path} ({counts})"
+        message = f"drift: {report.schema} on {database} differs from {path} ({counts})"
     print(f"appdb: error: {message}", file=sys.stderr)
     return 1
 
@@ -273,18 +269,19 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     """Record a migration as applied, without running it, once the catalog shows it is there."""
     from appdb.baseline import NotThere, baseline
+    from appdb.connection import where
     from appdb.migration import find
 
     migrations = _migrations(args)
     find(migrations, args.id)  # an unknown id is a usage error, before any connection
     with _connect(args) as conn:
-        where = _where(conn)
+        database = where(conn)
         try:
             checked = baseline(conn, migrations, args.id, schema=args.schema, wait=args.wait)
         except NotThere as exc:
             print("\n".join(exc.lines))
             raise
-    print(f"{args.id} recorded as applied on {where} without running it: "
+    print(f"{args.id} recorded as applied on {database} without running it: "
           f"{checked} objects it makes or drops match")
     return 0
 

@@ -66,6 +66,12 @@ def describe(params: dict[str, str]) -> str:
     return f"{user}@{host}:{port}/{db}"
 
 
+def where(conn: psycopg.Connection) -> str:
+    """user@host:port/dbname: which database a message is about, never with the password."""
+    info = conn.info
+    return f"{info.user}@{info.host}:{info.port}/{info.dbname}"
+
+
 def connect(dsn: str | None, application_name: str = "appdb") -> psycopg.Connection:
     """An autocommit connection whose server notices go to the logger."""
     params = connection_params(resolve_dsn(dsn))

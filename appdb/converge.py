@@ -305,7 +305,7 @@ def _index(entry: DumpEntry, pulled: Pulled) -> None:
     match = re.match(rf"CREATE (UNIQUE )?INDEX ({IDENT}) ON (ONLY )?({QNAME}) ", entry.sql)
     if not match:
         raise Refused(f"pg_dump printed INDEX {entry.name} in a form pull does not know; nothing was written")
-    unique, name, only, table = match[1] or "", match[2], match[3], match[4]
+    name, only, table = match[2], match[3], match[4]
     schema = table.split(".")[0]
     identity = f"index {table}.{name}"
     if _made_earlier(pulled, table, entry.sql, identity):

@@ -111,14 +111,19 @@ def schema_exists(conn: psycopg.Connection, schema: str) -> bool:
     return conn.execute("SELECT FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,)).fetchone() is not None
 
 
+def require_schema(conn: psycopg.Connection, schema: str, where: str = "this database") -> None:
+    """A usage error, before any work, when the schema is not there: most often the wrong database."""
+    if not schema_exists(conn, schema):
+        raise SchemaNotFound(f"schema {schema!r} does not exist in {where}: is it the right database?")
+
+
 def describe(conn: psycopg.Connection, schema: str = "app") -> Description:
     """The description of ``schema`` on the live database behind ``conn``.
 
     One statement, so one consistent view of the catalog. ``search_path`` is set to
     ``pg_catalog`` for the statement's transaction only and restored afterwards.
     """
-    if not schema_exists(conn, schema):
-        raise SchemaNotFound(f"schema {schema!r} does not exist in this database: is it the right database?")
+    require_schema(conn, schema)
     with conn.transaction():
         previous = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()[0]
         conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog', true)")

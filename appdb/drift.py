@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 
 from appdb import ledger
-from appdb.describe import Description, SchemaNotFound, describe, schema_exists
+from appdb.describe import Description, describe, require_schema
 from appdb.errors import ConfigError
 from appdb.snapshot import Snapshot
 
@@ -204,8 +204,7 @@ class Report:
 def run(conn: psycopg.Connection, snapshot: Snapshot, rules: list[IgnoreRule] | None = None) -> Report:
     """Compare the database behind ``conn`` with ``snapshot`` (after the ledger agrees)."""
     schema = snapshot.schema
-    if not schema_exists(conn, schema):
-        raise SchemaNotFound(f"schema {schema!r} does not exist in this database: is it the right database?")
+    require_schema(conn, schema)
     applied = [entry.id for _key, entry in sorted(ledger.read(conn).items())]
     live_version = str(conn.info.server_version // 10000)
     report = Report(MATCH, schema, list(snapshot.migrations), applied,

@@ -65,8 +65,8 @@ def major_version(pg_dump: Path) -> int:
     return int(match.group(1))
 
 
-def check_version(pg_dump: Path, server_version_num: int) -> None:
-    """pg_dump must be at least the server's major version (it refuses newer servers)."""
+def check_version(pg_dump: Path, server_version_num: int) -> int:
+    """pg_dump's major version, which must be at least the server's (it refuses newer servers)."""
     server_major = server_version_num // 10000
     client_major = major_version(pg_dump)
     if client_major < server_major:
@@ -74,6 +74,7 @@ def check_version(pg_dump: Path, server_version_num: int) -> None:
             f"{pg_dump} is version {client_major}, older than the server's {server_major}: install "
             f"postgresql-client-{server_major} or point APPDB_PG_DUMP at a pg_dump {server_major} or newer"
         )
+    return client_major
 
 
 _SHOWN = 3

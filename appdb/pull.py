@@ -17,12 +17,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-
 from appdb import converge, pgdump
-from appdb.connection import connect, connection_params, resolve_dsn
-from appdb.describe import SchemaNotFound, schema_exists
-from appdb.errors import ConfigError, Refused
+from appdb.connection import connect, connection_params, resolve_dsn, where
+from appdb.describe import require_schema
+from appdb.errors import ConfigError, MigrationError, Refused
 from appdb.migration import REVERT_DIR, Migration, discover
 from appdb.scaffold import next_version, slug
 
@@ -46,10 +44,9 @@ def pull(dsn: str | None, sql_dir: Path, name: str, schema: str = "app") -> Pull
     revert = sql_dir / REVERT_DIR / forward.name
     pg_dump = pgdump.find_pg_dump()
     with connect(dsn, application_name="appdb pull") as conn:
-        source = _where(conn)
-        if not schema_exists(conn, schema):
-            raise SchemaNotFound(f"schema {schema!r} does not exist in {source}: is it the right database?")
-        pgdump.check_version(pg_dump, conn.info.server_version)
+        source = where(conn)
+        require_schema(conn, schema, source)
+        pg_dump_version = pgdump.check_version(pg_dump, conn.info.server_version)
         pgdump.check_can_lock(conn, schema)
     dump = pgdump.dump_schema(pg_dump, connection_params(resolve_dsn(dsn)), schema)
     earlier = _earlier_description(migrations, schema)
@@ -60,7 +57,7 @@ def pull(dsn: str | None, sql_dir: Path, name: str, schema: str = "app") -> Pull
     built_from = ", ".join(m.id for m in migrations) or "none"
     forward_text = converge.forward_sql(pulled, _FORWARD_HEADER.format(
         id=version, title=title.replace("_", " "), schema=schema, source=source, date=today,
-        pg_dump=pgdump.major_version(pg_dump)))
+        pg_dump=pg_dump_version))
     revert_text = converge.revert_sql(pulled, _REVERT_HEADER.format(id=version, built_from=built_from),
                                       version, earlier)
     revert.parent.mkdir(exist_ok=True)
@@ -69,29 +66,20 @@ def pull(dsn: str | None, sql_dir: Path, name: str, schema: str = "app") -> Pull
     return PullResult(forward, revert, source, len(pulled.drops))
 
 
-def _where(conn: psycopg.Connection) -> str:
-    info = conn.info
-    return f"{info.user}@{info.host}:{info.port}/{info.dbname}"
-
-
 def _earlier_description(migrations: list[Migration], schema: str) -> dict[str, str]:
     """What a fresh database built from the earlier migrations has: the revert keeps it."""
     if not migrations:
         return {}
-    from appdb.scratch import Scratch, prepare, scratch_cluster
-    from appdb.describe import describe
-    from appdb import runner
+    from appdb.scratch import fresh_description
 
     log.info("building %s on a throwaway database, to keep what they create out of the revert",
              ", ".join(m.id for m in migrations))
-    with scratch_cluster() as cluster, Scratch(cluster).connect() as conn:
-        prepare(conn, schema)
-        try:
-            runner.apply(conn, migrations, runner.Options())
-        except Exception as exc:
-            raise ConfigError(f"the migrations in sql/ do not build a fresh database ({exc}); "
-                              "fix them before pulling") from None
-        return dict(describe(conn, schema).items())
+    try:
+        # No grants (access=()): pull leaves privileges out, so the revert never meets them.
+        return dict(fresh_description(migrations, access=(), schema=schema).items())
+    except (MigrationError, Refused) as exc:
+        raise ConfigError(f"the migrations in sql/ do not build a fresh database ({exc}); "
+                          "fix them before pulling") from None
 
 
 _FORWARD_HEADER = """\
