@@ -212,7 +212,7 @@ def _table(entry: DumpEntry, pulled: Pulled) -> None:
 
 
 def _replaceable(kind: str):
-    """FUNCTION, PROCEDURE, VIEW, RULE, TRIGGER: CREATE OR REPLACE, so the pulled definition wins."""
+    """VIEW, RULE, TRIGGER: CREATE OR REPLACE, so the pulled definition wins (routines: _routine)."""
 
     def handle(entry: DumpEntry, pulled: Pulled) -> None:
         sql = _sub_first(rf"^CREATE {kind} ", f"CREATE OR REPLACE {kind} ", entry.sql, entry)
