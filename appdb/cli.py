@@ -107,7 +107,8 @@ def cmd_revert(args: argparse.Namespace) -> int:
     from appdb import runner
 
     with _connect(args) as conn:
-        outcome = runner.revert(conn, args.id, _options(args, allow_data_loss=args.allow_data_loss))
+        outcome = runner.revert(conn, args.id, _options(args, allow_data_loss=args.allow_data_loss),
+                                sql_dir=_sql_dir(args))
     if outcome is None:
         print(f"{args.id} is not applied: nothing to revert")
     else:

@@ -13,7 +13,9 @@ from importlib import resources
 
 import psycopg
 
-from appdb.migration import Migration
+from appdb import catalog
+from appdb.errors import MigrationError, Refused
+from appdb.migration import Migration, parse_steps
 
 
 @dataclass(frozen=True)
@@ -57,14 +59,47 @@ def read(conn: psycopg.Connection) -> dict[int, Entry]:
     return {entry.sort_key: entry for entry in entries}
 
 
+def latest(applied: dict[int, Entry]) -> Entry:
+    """The migration applied last: by ``applied_at``, then by version (the order things happened)."""
+    return max(applied.values(), key=lambda entry: (entry.applied_at, entry.sort_key))
+
+
+def check_recordable(conn: psycopg.Connection, migration: Migration) -> None:
+    """Refuse to write a row the database does not bear out.
+
+    - An index the migration builds is INVALID (an interrupted ``CONCURRENTLY`` build):
+      recorded, it would never be built again.
+    - Its revert cannot be parsed, or holds transaction control: recorded, it would
+      fail on the day it is needed.
+    - The ledger holds the same version under another spelling (``027`` and ``0027``).
+    """
+    for index in migration.created_indexes():
+        invalid = catalog.invalid_index(conn, index.name, index.table)
+        if invalid:
+            raise MigrationError(
+                f"{migration.id} was not recorded: index {invalid[0]}.{invalid[1]} ({migration.filename}:"
+                f"{index.line}) is INVALID, left by an interrupted CREATE INDEX CONCURRENTLY; run apply again, "
+                "which drops and rebuilds it"
+            )
+    parse_steps(migration.revert_sql, str(migration.revert_path))
+    if exists(conn):
+        for (other,) in conn.execute("SELECT id FROM appdb.migrations").fetchall():
+            if other.isdigit() and int(other) == migration.sort_key:
+                raise Refused(
+                    f"{migration.id} was not recorded: the ledger already holds version {migration.sort_key} "
+                    f"as {other}; {migration.id} and {other} are one migration"
+                )
+
+
 def record(conn: psycopg.Connection, migration: Migration, duration_ms: int, applied_by: str | None = None) -> None:
     """Write the row; the caller's transaction decides whether it sticks.
 
     ``applied_by`` defaults to the login; ``appdb baseline`` says it recorded without running.
 
-    The ledger is created here, in the same transaction, so a failed first apply leaves
+    Nothing is written when :func:`check_recordable` refuses. The ledger is created here, in the same transaction, so a failed first apply leaves
     no trace; the migration lock keeps two runs from creating it at once.
     """
+    check_recordable(conn, migration)
     if not exists(conn):
         conn.execute(_ddl())
     conn.execute(

@@ -18,6 +18,14 @@ Each step commits on its own, so every step must be safe to re-run: a crash betw
 steps is repaired by the next apply. A ``transaction=false`` step runs in autocommit
 and must hold a single statement (PostgreSQL runs a multi-statement query string in
 one implicit transaction, which CONCURRENTLY refuses).
+
+Refused when the files are loaded, before anything runs (ConfigError, exit 2, with
+the file and line): a top-level transaction control statement (BEGIN, COMMIT,
+ROLLBACK, SAVEPOINT, ...; PL/pgSQL's BEGIN/END inside a dollar-quoted body is fine),
+an unterminated string, quoted identifier, dollar quote or comment, a file that is not
+UTF-8, and a ``statement_timeout`` outside (0, 24h]. A UTF-8 byte-order mark is
+stripped before anything else, the checksum included, so an editor that adds one does
+not make an applied migration ``changed``.
 """
 
 from __future__ import annotations
@@ -27,13 +35,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from appdb import statements
 from appdb.errors import ConfigError
 
 FILE_PATTERN = re.compile(r"^(?P<id>\d+)_(?P<name>[a-z0-9][a-z0-9_]*)\.sql$")
 STEP_MARKER = re.compile(r"^--\s*appdb:step\b(?P<rest>.*)$")
 REVERT_DIR = "revert"
 _OPTION = re.compile(r"^(?P<key>[a-z_]+)=(?P<value>\S+)$")
-_DURATION = re.compile(r"^\d+(ms|s|min|h)?$")
+_DURATION = re.compile(r"^(?P<number>\d+)(?P<unit>[a-z]*)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
+MAX_STATEMENT_TIMEOUT_MS = 24 * 3_600_000
+BOM = "\ufeff"
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,10 @@ class Step:
     def is_empty(self) -> bool:
         """True when the step holds only comments and blank lines: nothing to send."""
         return not strip_comments(self.sql).strip()
+
+    def created_indexes(self, source: str) -> list[statements.IndexTarget]:
+        """The named indexes this step's ``CREATE INDEX`` statements build."""
+        return statements.created_indexes(statements.split(self.sql, source, self.first_line))
 
 
 @dataclass(frozen=True)
@@ -73,10 +89,29 @@ class Migration:
     def sort_key(self) -> int:
         return int(self.id)
 
+    def created_indexes(self) -> list[statements.IndexTarget]:
+        """Every named index the migration's steps build: none may be INVALID when it is recorded."""
+        return [index for step in self.steps for index in step.created_indexes(str(self.path))]
+
 
 def normalise(text: str) -> str:
-    """Line endings normalised to ``\\n``, so a checkout on Windows has the same checksum."""
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    """Line endings normalised to ``\\n`` and a leading byte-order mark dropped, so a checkout
+    on Windows, or an editor that adds a BOM, gives the same checksum."""
+    return text.removeprefix(BOM).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_text(path: Path) -> str:
+    """A migration or revert file's normalised text; one line naming it when it is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+            "save the file as UTF-8"
+        ) from None
+    return normalise(text)
 
 
 def checksum(text: str) -> str:
@@ -112,6 +147,9 @@ def parse_steps(text: str, source: str) -> tuple[Step, ...]:
         else:
             lines.append(line)
     close()
+    for step in steps:
+        found = statements.split(step.sql, source, step.first_line)
+        statements.refuse_transaction_control(found, source)
     if not steps:
         steps.append(Step(name="main", sql="", first_line=1))
     return tuple(steps)
@@ -138,8 +176,8 @@ def _make_step(name: str, body: str, start: int, options: dict[str, str], source
     if transaction not in ("true", "false"):
         raise ConfigError(f"{source}: step {name!r}: transaction must be true or false, not {transaction!r}")
     timeout = options.get("statement_timeout")
-    if timeout is not None and not _DURATION.match(timeout):
-        raise ConfigError(f"{source}: step {name!r}: statement_timeout {timeout!r} is not a duration like 30s or 30min")
+    if timeout is not None:
+        _check_duration(timeout, f"{source}: step {name!r}: statement_timeout")
     return Step(
         name=name,
         sql=body,
@@ -147,6 +185,21 @@ def _make_step(name: str, body: str, start: int, options: dict[str, str], source
         transactional=transaction == "true",
         statement_timeout=timeout,
     )
+
+
+def _check_duration(value: str, what: str) -> None:
+    """A statement_timeout the runner may set: a number with a unit, above 0 and at most 24h.
+
+    0 would mean no limit at all, which removes the safety the timeout is for.
+    """
+    match = _DURATION.match(value)
+    if not match or match.group("unit") not in _UNIT_MS:
+        raise ConfigError(f"{what} {value!r} is not a duration: a whole number with a unit "
+                          "(ms, s, min or h), like 30s or 30min")
+    milliseconds = int(match.group("number")) * _UNIT_MS[match.group("unit")]
+    if not 0 < milliseconds <= MAX_STATEMENT_TIMEOUT_MS:
+        raise ConfigError(f"{what} {value!r} is out of bounds: it must be above 0 (0 means no limit) "
+                          "and at most 24h")
 
 
 def load(path: Path) -> Migration:
@@ -159,8 +212,8 @@ def load(path: Path) -> Migration:
         raise ConfigError(
             f"{path} has no revert: create {revert_path} (a documented no-op is fine; 'appdb new' makes both)"
         )
-    text = normalise(path.read_text(encoding="utf-8"))
-    revert_text = normalise(revert_path.read_text(encoding="utf-8"))
+    text = read_text(path)
+    revert_text = read_text(revert_path)
     parse_steps(revert_text, str(revert_path))  # a malformed revert is found now, not mid-rollback
     return Migration(
         id=match.group("id"),

@@ -5,6 +5,22 @@ Every step commits in its own transaction with ``lock_timeout`` and
 back and is retried with backoff, so a writer never queues behind a migration for
 much longer than one ``lock_timeout``. A migration's ledger row commits with its last
 step ("so we never execute migrations twice", as sqlx puts it).
+
+Nothing is recorded unless it is whole:
+
+- Before each run of a ``transaction=false`` step (the first and every retry), an
+  INVALID index that one of its ``CREATE INDEX`` statements names is dropped
+  (``DROP INDEX CONCURRENTLY``): a lock timeout or a cancel in the middle of a
+  ``CONCURRENTLY`` build leaves one, and the retry's ``IF NOT EXISTS`` would keep it.
+- After each transactional step, and before the ledger row is written, the runner
+  checks that it is still inside its own transaction with the settings it set
+  (``lock_timeout``, ``statement_timeout``...); otherwise the step is rolled back.
+- The ledger refuses a row while an index the migration builds is INVALID, or its
+  revert does not parse (:func:`appdb.ledger.check_recordable`).
+
+Order: a pending migration older than the newest applied one is refused (Flyway's
+``outOfOrder=false``), and only the migration applied last (by ``applied_at``) may be
+reverted.
 """
 
 from __future__ import annotations
@@ -17,12 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, sql
+from psycopg.pq import TransactionStatus
 
-from appdb import ledger
+from appdb import catalog, ledger
 from appdb.errors import ConfigError, LockTimeout, MigrationError, Refused
 from appdb.lock import migration_lock
-from appdb.migration import Migration, Step, find, parse_steps
+from appdb.migration import FILE_PATTERN, REVERT_DIR, Migration, Step, find, normalise, parse_steps, read_text
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +163,11 @@ def _pending(conn: psycopg.Connection, migrations: list[Migration], target: Migr
             log.warning("migration %s (%s) is applied but its file is gone: 'appdb revert %s' undoes it",
                         state.id, state.name, state.id)
     pending = [m for m in migrations if any(s.id == m.id and s.state == PENDING for s in current)]
+    if target is not None and target not in pending:
+        return []
+    _refuse_out_of_order(pending if target is None else [target], current)
     if target is None:
         return pending
-    if target not in pending:
-        return []
     earlier = [m.id for m in pending if m.sort_key < target.sort_key]
     if earlier:
         raise Refused(
@@ -157,6 +175,26 @@ def _pending(conn: psycopg.Connection, migrations: list[Migration], target: Migr
             "apply them first (appdb apply)"
         )
     return [target]
+
+
+def _refuse_out_of_order(candidates: list[Migration], current: list[State]) -> None:
+    """A pending migration older than the newest applied one is refused, as Flyway does by default.
+
+    Applied after a newer one, it would run against a schema its author never saw, and
+    the order of the ledger would no longer be the order of the files.
+    """
+    applied = [s for s in current if s.state in (APPLIED, CHANGED, REMOVED)]
+    if not applied or not candidates:
+        return
+    newest = max(applied, key=lambda s: s.sort_key)
+    older = [m for m in candidates if m.sort_key < newest.sort_key]
+    if older:
+        first = older[0]
+        raise Refused(
+            f"{first.id} ({first.name}) is pending but older than {newest.id} ({newest.name}), which is "
+            f"applied: migrations apply in version order only; give {first.filename} (and its revert) "
+            f"a version after {newest.id}"
+        )
 
 
 def _apply_one(conn: psycopg.Connection, migration: Migration, options: Options) -> Outcome:
@@ -174,8 +212,13 @@ def _apply_one(conn: psycopg.Connection, migration: Migration, options: Options)
                    tuple(s.name for s in migration.steps))
 
 
-def revert(conn: psycopg.Connection, migration_id: str, options: Options) -> Outcome | None:
-    """Revert the latest applied migration from the SQL its ledger row holds; None if not applied."""
+def revert(conn: psycopg.Connection, migration_id: str, options: Options,
+           sql_dir: Path | None = None) -> Outcome | None:
+    """Revert the migration applied last, from the SQL its ledger row holds; None if not applied.
+
+    With ``sql_dir``, a revert file of the same version there must hold the same SQL as
+    the ledger; when there is none (a code rollback removed it), the ledger's copy runs.
+    """
     if not migration_id.isdigit():
         raise ConfigError(f"migration id {migration_id!r} is not a number like 027")
     with migration_lock(conn, options.wait):
@@ -184,11 +227,14 @@ def revert(conn: psycopg.Connection, migration_id: str, options: Options) -> Out
         if entry is None:
             log.info("migration %s is not applied: nothing to revert", migration_id)
             return None
-        latest = applied[max(applied)]
+        latest = ledger.latest(applied)
         if latest is not entry:
             raise Refused(
-                f"cannot revert {entry.id}: {latest.id} ({latest.name}) was applied after it; revert {latest.id} first"
+                f"cannot revert {entry.id}: {latest.id} ({latest.name}) was applied after it "
+                f"(at {latest.applied_at.isoformat(timespec='seconds')}); revert {latest.id} first"
             )
+        if sql_dir is not None:
+            _refuse_a_different_revert_file(entry, sql_dir)
         started = time.monotonic()
         source = f"revert of {entry.id} (from the ledger)"
         steps = parse_steps(entry.revert_sql, source)
@@ -198,6 +244,24 @@ def revert(conn: psycopg.Connection, migration_id: str, options: Options) -> Out
                       (lambda c: ledger.forget(c, entry)) if last else None)
         return Outcome(entry.id, entry.name, "reverted", time.monotonic() - started,
                        tuple(s.name for s in steps))
+
+
+def _refuse_a_different_revert_file(entry: ledger.Entry, sql_dir: Path) -> None:
+    """The ledger's revert SQL runs; a revert file that says otherwise means someone is mistaken.
+
+    Either the file was edited after the migration was applied (the edit would never
+    run), or the ledger was; both are for a person to settle, not the runner.
+    """
+    for path in sorted((sql_dir / REVERT_DIR).glob("*.sql")):
+        match = FILE_PATTERN.match(path.name)
+        if not match or int(match.group("id")) != entry.sort_key:
+            continue
+        if read_text(path) != normalise(entry.revert_sql):
+            raise Refused(
+                f"cannot revert {entry.id}: the revert SQL in the ledger (appdb.migrations row {entry.id!r}, "
+                f"applied {entry.applied_at.isoformat(timespec='seconds')}) differs from {path}; restore {path} "
+                "to what was applied, or, if the file's change is meant, write it as a new migration"
+            )
 
 
 # --- running one step ----------------------------------------------------------------
@@ -216,21 +280,25 @@ def _run_step(
         try:
             if step.transactional:
                 with conn.transaction():
-                    _set_timeouts(conn, step, options, local=True)
+                    expected = _set_timeouts(conn, step, options, local=True)
                     if not step.is_empty:
                         conn.execute(step.sql)
+                    _check_still_ours(conn, expected, migration_id, step)
                     if on_commit:
                         on_commit(conn)
             else:
-                names = _set_timeouts(conn, step, options, local=False)
+                expected = _set_timeouts(conn, step, options, local=False)
                 try:
+                    _drop_invalid_leftovers(conn, step, source, migration_id)
                     if not step.is_empty:
                         conn.execute(step.sql)
                 finally:
                     if not conn.closed and not conn.broken:
-                        conn.execute("; ".join(f"RESET {name}" for name in names))
+                        conn.execute("; ".join(f"RESET {name}" for name in expected))
                 if on_commit:
                     with conn.transaction():
+                        expected = _set_timeouts(conn, step, options, local=True)
+                        _check_still_ours(conn, expected, migration_id, step)
                         on_commit(conn)
             return
         except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
@@ -251,8 +319,8 @@ def _run_step(
             raise _failure(exc, conn, step, source, migration_id) from None
 
 
-def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local: bool) -> list[str]:
-    """Set the step's timeouts (transaction-local, or for the session); return the names set."""
+def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local: bool) -> dict[str, str]:
+    """Set the step's timeouts (transaction-local, or for the session); return them as the server has them."""
     settings = {
         "lock_timeout": f"{int(options.lock_timeout * 1000)}ms",
         "statement_timeout": step.statement_timeout or options.statement_timeout,
@@ -262,11 +330,49 @@ def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local:
         # If this process dies (SIGKILL, lost network), the server notices within a second
         # and rolls the step back, instead of running it to the end holding its locks.
         settings["client_connection_check_interval"] = CLIENT_CHECK_INTERVAL
-    conn.execute(
+    row = conn.execute(
         "SELECT " + ", ".join("set_config(%s, %s, %s)" for _ in settings),
         [value for name, setting in settings.items() for value in (name, setting, local)],
-    )
-    return list(settings)
+    ).fetchone()
+    return dict(zip(settings, row))
+
+
+def _check_still_ours(conn: psycopg.Connection, expected: dict[str, str], migration_id: str, step: Step) -> None:
+    """Still inside the runner's transaction, with its settings in force; else nothing is recorded.
+
+    Files may not hold transaction control (refused at load), but a step could still
+    end the transaction or lift the timeouts some other way (a ``SET``, a ``RESET ALL``).
+    """
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        raise MigrationError(
+            f"{migration_id}, step {step.name}: the step ended the runner's transaction; nothing was recorded: "
+            "remove the transaction control from the file"
+        )
+    names = list(expected)
+    row = conn.execute("SELECT " + ", ".join("current_setting(%s)" for _ in names), names).fetchone()
+    changed = [f"{name} is {now!r}, not {expected[name]!r}" for name, now in zip(names, row) if now != expected[name]]
+    if changed:
+        raise MigrationError(
+            f"{migration_id}, step {step.name} changed the runner's settings ({'; '.join(changed)}); "
+            "it was rolled back and nothing was recorded: remove the SET from the file"
+        )
+
+
+def _drop_invalid_leftovers(conn: psycopg.Connection, step: Step, source: str, migration_id: str) -> None:
+    """Drop an INVALID index this step builds, left by an earlier, interrupted run of it.
+
+    ``CREATE INDEX CONCURRENTLY`` commits the index's catalog entry before it builds; a
+    lock timeout, a cancel or a lost connection after that leaves the index INVALID,
+    and ``IF NOT EXISTS`` would then skip it for ever. Runs in autocommit, as the step.
+    """
+    for index in step.created_indexes(source):
+        invalid = catalog.invalid_index(conn, index.name, index.table)
+        if invalid is None:
+            continue
+        log.warning("%s, step %s: dropping the INVALID index %s.%s an interrupted build left, to build it again",
+                    migration_id, step.name, *invalid)
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
+            sql.Identifier(invalid[0]), sql.Identifier(invalid[1])))
 
 
 def _failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, source: str, migration_id: str) -> MigrationError:

@@ -1,0 +1,308 @@
+"""A SQL file's top-level statements: a small lexer, enough to refuse what must not run.
+
+The runner sends each step to the server as it is written; this module reads the
+same text only to answer questions before anything runs:
+
+- Where does each top-level statement start, and what are its first words? A
+  top-level ``COMMIT`` or ``ROLLBACK`` would end the runner's transaction (and with
+  it ``lock_timeout`` and ``statement_timeout``), so :func:`refuse_transaction_control`
+  refuses it with the file and line.
+- Is every string, quoted identifier, dollar quote and comment closed? An
+  unterminated one is refused here, at load, not on the day a revert is needed.
+- Which indexes does a ``CREATE INDEX`` statement name, on which table? The runner
+  uses this to drop the INVALID leftover of an interrupted ``CONCURRENTLY`` build.
+
+It follows PostgreSQL's lexical rules (``'...'`` with ``''``, ``E'...'`` with
+backslash escapes, ``"..."``, ``$tag$...$tag$``, ``--`` and nested ``/* */``
+comments) and psql's rule for SQL-standard function bodies: inside
+``CREATE [OR REPLACE] FUNCTION|PROCEDURE``, ``BEGIN ATOMIC ... END`` may hold
+semicolons that do not end the statement. PL/pgSQL's BEGIN/END (in ``DO`` blocks and
+function bodies) is inside a dollar quote or a string, which the lexer skips whole.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from appdb.errors import ConfigError
+
+# Top-level statements that control the transaction: the runner owns transactions.
+# Values: the word that must follow, or None when the first word alone is enough.
+_TRANSACTION_CONTROL: dict[str, str | None] = {
+    "begin": None, "start": "transaction", "commit": None, "end": None, "rollback": None,
+    "abort": None, "savepoint": None, "release": None, "prepare": "transaction",
+}
+_IDENT_START = re.compile(r"[A-Za-z_\u0080-\U0010ffff]")
+_IDENT_REST = re.compile(r"[A-Za-z0-9_$\u0080-\U0010ffff]*")
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)?\$")
+NAMEDATALEN = 63  # bytes PostgreSQL keeps of an identifier
+
+
+@dataclass(frozen=True)
+class Token:
+    """A word (keyword or unquoted identifier, folded to lower case), a quoted identifier,
+    or a punctuation character; strings and comments are not kept."""
+
+    kind: str  # "word", "ident", or "punct"
+    value: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One top-level statement: its tokens (without strings and comments) and first line."""
+
+    tokens: tuple[Token, ...]
+
+    @property
+    def line(self) -> int:
+        return self.tokens[0].line
+
+    def words(self, count: int) -> list[str]:
+        """The first ``count`` tokens' values when they are words, lower case ('' otherwise)."""
+        return [t.value if t.kind == "word" else "" for t in self.tokens[:count]]
+
+
+@dataclass(frozen=True)
+class IndexTarget:
+    """The index a ``CREATE INDEX`` names and the table it is built on (as regclass text)."""
+
+    name: str
+    table: str
+    line: int
+
+
+class _Scanner:
+    """One pass over the text; ``statements`` holds the result."""
+
+    def __init__(self, text: str, source: str, first_line: int) -> None:
+        self.text, self.source = text, source
+        self.pos, self.line = 0, first_line
+        self.statements: list[Statement] = []
+        self.current: list[Token] = []
+        self.paren_depth = 0
+        self.begin_depth = 0
+
+    def fail(self, what: str, line: int) -> ConfigError:
+        return ConfigError(f"{self.source}:{line}: unterminated {what} that starts here: close it")
+
+    def advance_to(self, end: int) -> None:
+        self.line += self.text.count("\n", self.pos, end)
+        self.pos = end
+
+    def run(self) -> list[Statement]:
+        text = self.text
+        while self.pos < len(text):
+            char = text[self.pos]
+            if char.isspace():
+                self.advance_to(self.pos + 1)
+            elif text.startswith("--", self.pos):
+                end = text.find("\n", self.pos)
+                self.advance_to(len(text) if end < 0 else end)
+            elif text.startswith("/*", self.pos):
+                self.block_comment()
+            elif char == "'":
+                self.string(self.pos, backslashes=False)
+            elif char == '"':
+                self.quoted_identifier(self.pos)
+            elif char == "$":
+                self.dollar()
+            elif _IDENT_START.match(char):
+                self.word()
+            else:
+                self.punct(char)
+        self.end_statement()
+        return self.statements
+
+    def block_comment(self) -> None:
+        start_line, depth, pos = self.line, 0, self.pos
+        while pos < len(self.text):
+            if self.text.startswith("/*", pos):
+                depth, pos = depth + 1, pos + 2
+            elif self.text.startswith("*/", pos):
+                depth, pos = depth - 1, pos + 2
+                if depth == 0:
+                    self.advance_to(pos)
+                    return
+            else:
+                pos += 1
+        raise self.fail("comment /*", start_line)
+
+    def string(self, quote: int, backslashes: bool) -> None:
+        """A string literal whose opening quote is at ``quote``; ``''`` is a quote inside."""
+        start_line, pos = self.line, quote + 1
+        while pos < len(self.text):
+            char = self.text[pos]
+            if backslashes and char == "\\":
+                pos += 2
+            elif char == "'":
+                if self.text.startswith("'", pos + 1):
+                    pos += 2
+                else:
+                    self.advance_to(pos + 1)
+                    return
+            else:
+                pos += 1
+        raise self.fail("string '", start_line)
+
+    def quoted_identifier(self, quote: int) -> None:
+        start_line, pos = self.line, quote + 1
+        value: list[str] = []
+        while pos < len(self.text):
+            end = self.text.find('"', pos)
+            if end < 0:
+                break
+            value.append(self.text[pos:end])
+            if self.text.startswith('"', end + 1):
+                value.append('"')
+                pos = end + 2
+                continue
+            self.advance_to(end + 1)
+            self.add(Token("ident", "".join(value), start_line))
+            return
+        raise self.fail('quoted identifier "', start_line)
+
+    def dollar(self) -> None:
+        match = _DOLLAR_TAG.match(self.text, self.pos)
+        if not match:  # $1, a parameter: not a quote
+            self.punct("$")
+            return
+        tag, start_line = match.group(0), self.line
+        end = self.text.find(tag, match.end())
+        if end < 0:
+            raise self.fail(f"dollar quote {tag}", start_line)
+        self.advance_to(end + len(tag))
+        self.add(Token("punct", "$", start_line))
+
+    def word(self) -> None:
+        start = self.pos
+        end = _IDENT_REST.match(self.text, start + 1).end()
+        word = self.text[start:end]
+        lower = word.lower()
+        if end < len(self.text) and self.text[end] == "'" and lower in ("e", "b", "x", "n"):
+            self.string(end, backslashes=lower == "e")
+            return
+        if lower == "u" and self.text.startswith("&'", end):
+            self.string(end + 1, backslashes=False)
+            return
+        if lower == "u" and self.text.startswith('&"', end):
+            self.quoted_identifier(end + 1)
+            return
+        self.advance_to(end)
+        self.track_atomic_body(lower)
+        self.add(Token("word", lower, self.line))
+
+    def track_atomic_body(self, word: str) -> None:
+        """psql's heuristic: in CREATE [OR REPLACE] FUNCTION/PROCEDURE, BEGIN ... END nests."""
+        if self.paren_depth or not self.in_routine_definition():
+            return
+        if word == "begin":
+            self.begin_depth += 1
+        elif word == "case" and self.begin_depth:
+            self.begin_depth += 1
+        elif word == "end" and self.begin_depth:
+            self.begin_depth -= 1
+
+    def in_routine_definition(self) -> bool:
+        words = [t.value for t in self.current[:4] if t.kind == "word"]
+        if words[:1] != ["create"]:
+            return False
+        rest = words[3:4] if words[1:3] == ["or", "replace"] else words[1:2]
+        return rest in (["function"], ["procedure"])
+
+    def punct(self, char: str) -> None:
+        self.advance_to(self.pos + 1)
+        if char == "(":
+            self.paren_depth += 1
+        elif char == ")":
+            self.paren_depth = max(0, self.paren_depth - 1)
+        elif char == ";" and not self.paren_depth and not self.begin_depth:
+            self.end_statement()
+            return
+        self.add(Token("punct", char, self.line))
+
+    def add(self, token: Token) -> None:
+        self.current.append(token)
+
+    def end_statement(self) -> None:
+        if self.current:
+            self.statements.append(Statement(tuple(self.current)))
+        self.current, self.paren_depth, self.begin_depth = [], 0, 0
+
+
+def split(text: str, source: str, first_line: int = 1) -> list[Statement]:
+    """The top-level statements of ``text``; ConfigError (file:line) on anything left open."""
+    return _Scanner(text, source, first_line).run()
+
+
+def refuse_transaction_control(statements: list[Statement], source: str) -> None:
+    """A top-level BEGIN, COMMIT, ROLLBACK, SAVEPOINT and the like: refused with file and line."""
+    for statement in statements:
+        first, second = (statement.words(2) + [""])[:2]
+        if first not in _TRANSACTION_CONTROL:
+            continue
+        needs = _TRANSACTION_CONTROL[first]
+        if needs is not None and second != needs:
+            continue
+        shown = f"{first} {needs}" if needs else first
+        raise ConfigError(
+            f"{source}:{statement.line}: {shown.upper()} is transaction control, which the engine owns: "
+            "remove it, and split work that needs its own transaction into steps ('-- appdb:step NAME')"
+        )
+
+
+def created_indexes(statements: list[Statement]) -> list[IndexTarget]:
+    """Each named index a ``CREATE [UNIQUE] INDEX`` statement builds, with its table."""
+    found: list[IndexTarget] = []
+    for statement in statements:
+        tokens = list(statement.tokens)
+        words = statement.words(2)
+        if words[:1] != ["create"]:
+            continue
+        position = 2 if words[1:2] == ["unique"] else 1
+        if statement.words(position + 1)[position:] != ["index"]:
+            continue
+        position += 1
+        position += _skip_words(tokens, position, ["concurrently"])
+        position += _skip_words(tokens, position, ["if", "not", "exists"])
+        if position >= len(tokens) or tokens[position].kind == "punct" or _is_word(tokens[position], "on"):
+            continue  # an unnamed index: PostgreSQL picks the name
+        name = _truncate(tokens[position].value)
+        position += 1
+        if not _is_word(tokens[position] if position < len(tokens) else None, "on"):
+            continue
+        position += 1
+        position += _skip_words(tokens, position, ["only"])
+        table = _qualified_name(tokens, position)
+        if table:
+            found.append(IndexTarget(name=name, table=table, line=statement.line))
+    return found
+
+
+def _is_word(token: Token | None, word: str) -> bool:
+    return token is not None and token.kind == "word" and token.value == word
+
+
+def _skip_words(tokens: list[Token], position: int, words: list[str]) -> int:
+    """How many tokens to skip when ``words`` follow at ``position`` (0 when they do not)."""
+    window = tokens[position:position + len(words)]
+    return len(words) if len(window) == len(words) and all(_is_word(t, w) for t, w in zip(window, words)) else 0
+
+
+def _qualified_name(tokens: list[Token], position: int) -> str:
+    """``a.b`` (either part quoted or not) as regclass text with each part quoted; '' if none."""
+    parts: list[str] = []
+    while position < len(tokens) and tokens[position].kind in ("word", "ident"):
+        parts.append(tokens[position].value)
+        if position + 1 < len(tokens) and tokens[position + 1].kind == "punct" and tokens[position + 1].value == ".":
+            position += 2
+        else:
+            break
+    return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
+
+
+def _truncate(name: str) -> str:
+    """The name as PostgreSQL stores it: at most 63 bytes."""
+    raw = name.encode("utf-8")
+    return raw[:NAMEDATALEN].decode("utf-8", errors="ignore") if len(raw) > NAMEDATALEN else name
