@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,138 @@ def test_squawk_would_catch_an_unsafe_foreign_key(tmp_path):
     result = subprocess.run([str(squawk), str(unsafe)], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "constraint-missing-not-valid" in result.stdout
+
+
+# --- transaction control, quoting, encodings, bounds: refused when loaded ---------------
+
+
+@pytest.mark.parametrize("text, line, word", [
+    ("CREATE TABLE app.t (id bigint);\nROLLBACK;\n", 2, "ROLLBACK"),
+    ("CREATE TABLE app.t (id bigint);\nCOMMIT;\nCREATE TABLE app.u (id bigint);\n", 2, "COMMIT"),
+    ("begin;\nSELECT 1;\n", 1, "BEGIN"),
+    ("START TRANSACTION;\n", 1, "START TRANSACTION"),
+    ("SELECT 1;\n  end ;\n", 2, "END"),
+    ("SELECT 1; ABORT;\n", 1, "ABORT"),
+    ("SAVEPOINT s;\nSELECT 1;\nRELEASE SAVEPOINT s;\n", 1, "SAVEPOINT"),
+    ("SELECT 1;\nRELEASE s;\n", 2, "RELEASE"),
+    ("SELECT 1;\n\nROLLBACK TO SAVEPOINT s;\n", 3, "ROLLBACK"),
+    ("PREPARE TRANSACTION 'x';\n", 1, "PREPARE TRANSACTION"),
+    ("COMMIT PREPARED 'x';\n", 1, "COMMIT"),
+    ("ROLLBACK PREPARED 'x';\n", 1, "ROLLBACK"),
+    ("-- appdb:step a\nSELECT 1;\n-- appdb:step b\nSELECT 2;\n/* x */ COMMIT;\n", 5, "COMMIT"),
+    ("CREATE FUNCTION app.f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\nEND;\nEND;\n", 5, "END"),
+])
+def test_transaction_control_at_the_top_level_is_refused_with_the_file_and_line(tmp_path, text, line, word):
+    write(tmp_path, "029_a.sql", text)
+    with pytest.raises(ConfigError) as refused:
+        discover(tmp_path)
+    assert str(refused.value).startswith(f"{tmp_path / '029_a.sql'}:{line}: {word} is transaction control")
+
+
+def test_transaction_control_in_a_revert_file_is_refused_too(tmp_path):
+    write(tmp_path, "029_a.sql", revert="DROP TABLE IF EXISTS app.t;\nCOMMIT;\n")
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'revert' / '029_a.sql'}:2: COMMIT is transaction control"):
+        discover(tmp_path)
+
+
+ALLOWED = {
+    "a DO block's BEGIN and END": "DO $$\nBEGIN\n  PERFORM 1;\nEND\n$$;\n",
+    "a tagged DO block with COMMIT in a string": "DO $do$ BEGIN RAISE NOTICE 'COMMIT;'; END $do$;\n",
+    "a SQL-standard function body": (
+        "CREATE OR REPLACE FUNCTION app.f(a int) RETURNS int LANGUAGE sql\n"
+        "BEGIN ATOMIC\n  SELECT CASE WHEN a > 0 THEN 1 ELSE 0 END;\n  SELECT a;\nEND;\nSELECT app.f(1);\n"),
+    "a procedure that commits in its body": (
+        "CREATE PROCEDURE app.p() LANGUAGE plpgsql AS $body$\nBEGIN\n  COMMIT;\nEND\n$body$;\n"),
+    "a procedure with a quoted body": "CREATE PROCEDURE app.q() LANGUAGE plpgsql AS 'BEGIN COMMIT; END';\n",
+    "a string holding COMMIT;": "SELECT 'x;\nCOMMIT;', 'it''s; ROLLBACK;', E'\\'; BEGIN;';\n",
+    "a comment holding BEGIN": "-- BEGIN;\n/* COMMIT; /* nested ROLLBACK; */ END; */\nSELECT 1;\n",
+    "a quoted identifier": 'SELECT 1 AS "COMMIT;""";\n',
+    "a prepared statement": "PREPARE q AS SELECT 1;\n",
+}
+
+
+@pytest.mark.parametrize("text", ALLOWED.values(), ids=ALLOWED.keys())
+def test_transaction_words_inside_bodies_strings_and_comments_are_allowed(tmp_path, text):
+    write(tmp_path, "029_a.sql", text, revert=text)
+    assert discover(tmp_path)[0].sql == text
+
+
+def test_what_the_lexer_allows_runs_on_postgresql(db):
+    """The allowed texts are real SQL: each runs inside one transaction, as a step would."""
+    with db.connect() as conn:
+        for text in ALLOWED.values():
+            if "PREPARE" in text:
+                continue
+            with conn.transaction():
+                conn.execute(text)
+
+
+@pytest.mark.parametrize("text, line, what", [
+    ("SELECT 1;\nDO $body$ BEGIN END $bdy$;\n", 2, "dollar quote $body$"),
+    ("SELECT 'abc;\n", 1, "string '"),
+    ("SELECT 1;\n/* a /* b */\nSELECT 2;\n", 2, "comment /*"),
+    ('SELECT "abc;\n', 1, 'quoted identifier "'),
+    ("SELECT E'it\\'s;\n", 1, "string '"),
+])
+def test_an_unterminated_quote_or_comment_is_refused_in_a_migration_or_a_revert(tmp_path, text, line, what):
+    write(tmp_path, "029_a.sql", text)
+    with pytest.raises(ConfigError, match=rf":{line}: unterminated {re.escape(what)} that starts here"):
+        discover(tmp_path)
+    write(tmp_path, "029_a.sql", "SELECT 1;\n", revert="-- appdb:step undo\n" + text)
+    with pytest.raises(ConfigError, match=rf"revert/029_a.sql:{line + 1}: unterminated"):
+        discover(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["forward", "revert"])
+def test_a_file_that_is_not_utf8_is_one_line_naming_it_with_exit_2(db, tmp_path, where):
+    write(tmp_path, "029_a.sql")
+    bad = tmp_path / "029_a.sql" if where == "forward" else tmp_path / "revert" / "029_a.sql"
+    bad.write_bytes(b"SELECT 1;\n-- caf\xe9 (Latin-1)\n")
+    result = db.run_cli("status", sql_dir=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"appdb: error: {bad}:2: not UTF-8 (byte 0xe9 at offset 16): save the file as UTF-8"]
+
+
+def test_a_byte_order_mark_is_stripped_and_does_not_change_the_checksum(tmp_path):
+    write(tmp_path, "029_a.sql", "SELECT 1;\n")
+    before = discover(tmp_path)[0]
+    (tmp_path / "029_a.sql").write_bytes(b"\xef\xbb\xbfSELECT 1;\r\n")
+    after = discover(tmp_path)[0]
+    assert after.sql == "SELECT 1;\n" and after.steps[0].sql.startswith("SELECT")
+    assert after.checksum == before.checksum
+
+
+def test_a_byte_order_mark_does_not_break_the_first_statement(db, tmp_path):
+    write(tmp_path, "001_bom.sql")
+    (tmp_path / "001_bom.sql").write_bytes(b"\xef\xbb\xbfCREATE TABLE app.bom (id bigint);\n")
+    result = db.run_cli("apply", sql_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT to_regclass('app.bom') IS NOT NULL") == [(True,)]
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("1ms", True), ("30s", True), ("30min", True), ("24h", True), ("86400s", True),
+    ("0", False), ("0s", False), ("25h", False), ("86401s", False), ("30", False),
+    ("30m", False), ("1d", False), ("1.5h", False), ("-1s", False),
+])
+def test_statement_timeouts_are_bounded_and_need_a_known_unit(value, ok):
+    text = f"-- appdb:step s statement_timeout={value}\nSELECT 1;\n"
+    if ok:
+        assert parse_steps(text, "x.sql")[0].statement_timeout == value
+    else:
+        with pytest.raises(ConfigError, match="statement_timeout .*(not a duration: a whole number with a unit "
+                                              r"\(ms, s, min or h\)|out of bounds: .*above 0 .*at most 24h)"):
+            parse_steps(text, "x.sql")
+
+
+def test_transaction_control_anywhere_stops_apply_before_any_migration_runs(db, tmp_path):
+    write(tmp_path, "001_first.sql", "CREATE TABLE app.first (id bigint);\n")
+    write(tmp_path, "002_second.sql", "CREATE TABLE app.second (id bigint);\nROLLBACK;\n")
+    before = db.snapshot()
+    result = db.run_cli("apply", sql_dir=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"appdb: error: {tmp_path / '002_second.sql'}:2: ROLLBACK is transaction control, which the engine owns: "
+        "remove it, and split work that needs its own transaction into steps ('-- appdb:step NAME')"]
+    assert db.snapshot() == before

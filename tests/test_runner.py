@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from appdb import ledger, runner
-from appdb.errors import ConfigError, Refused
-from appdb.migration import discover
+from appdb.errors import ConfigError, MigrationError, Refused
+from appdb.migration import discover, find
 from tests.conftest import SQL_DIR
 
 OPTIONS = runner.Options(lock_timeout=5)
@@ -214,3 +214,125 @@ def test_a_non_transactional_step_runs_in_autocommit_and_the_ledger_follows_it(d
         runner.revert(conn, "031", OPTIONS)
     assert db.execute("SELECT to_regclass('app.memberships_status_idx')") == [(None,)]
     assert states(db, sql_dir)["031"] == "pending"
+
+
+def hand_made(sql_dir: Path, text: str) -> list:
+    """The project's migrations plus a 031 built in memory, past the checks load() makes."""
+    from dataclasses import replace
+
+    from appdb.migration import Step
+
+    base = migrations(sql_dir)
+    extra = replace(base[-1], id="031", name="hand_made", path=sql_dir / "031_hand_made.sql", sql=text,
+                    checksum="x", steps=(Step(name="main", sql=text, first_line=1),))
+    return [*base, extra]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("CREATE TABLE app.t031 (id bigint);\nCOMMIT;\n", "ended the runner's transaction"),
+    ("CREATE TABLE app.t031 (id bigint);\nSET LOCAL lock_timeout = 0;\n", "changed the runner's settings"),
+    ("CREATE TABLE app.t031 (id bigint);\nRESET ALL;\n", "changed the runner's settings"),
+])
+def test_a_step_that_leaves_the_runners_transaction_or_settings_records_nothing(db, text, message):
+    with db.connect() as conn:
+        runner.apply(conn, migrations(), OPTIONS)
+        with pytest.raises(MigrationError, match=f"031, step main.*{message}.*nothing was recorded"):
+            runner.apply(conn, hand_made(SQL_DIR, text), OPTIONS)
+    assert db.execute("SELECT count(*) FROM appdb.migrations WHERE id = '031'") == [(0,)]
+
+
+def add_migration(sql_dir: Path, filename: str, forward: str = "SELECT 1;\n", revert: str = "-- no-op\n") -> None:
+    (sql_dir / filename).write_text(forward)
+    (sql_dir / "revert" / filename).write_text(revert)
+
+
+def test_a_pending_migration_older_than_the_newest_applied_is_refused(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    with db.connect() as conn:
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+        add_migration(sql_dir, "032_later.sql")
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+        add_migration(sql_dir, "031_merged_late.sql")
+        for only in (None, "031"):
+            with pytest.raises(Refused, match=r"031 \(merged_late\) is pending but older than 032 \(later\)"):
+                runner.apply(conn, migrations(sql_dir), OPTIONS, only=only)
+    assert states(db, sql_dir) == {**ALL_APPLIED, "031": "pending", "032": "applied"}
+
+    result = db.run_cli("apply", sql_dir=sql_dir)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "appdb: error: 031 (merged_late) is pending but older than 032 (later), which is applied: migrations "
+        "apply in version order only; give 031_merged_late.sql (and its revert) a version after 032"]
+
+
+def test_revert_follows_the_order_migrations_were_applied_not_their_versions(db):
+    with db.connect() as conn:
+        runner.apply(conn, migrations(), OPTIONS)
+        # As if 029 had been applied last (a baseline, or an older engine that applied out of order).
+        conn.execute("UPDATE appdb.migrations SET applied_at = now() + interval '1 hour' WHERE id = '029'")
+        with pytest.raises(Refused, match=r"cannot revert 030: 029 \(payment_events\) was applied after it "
+                                          r"\(at \d{4}-\d\d-\d\dT[\d:]+\+00:00\); revert 029 first"):
+            runner.revert(conn, "030", OPTIONS)
+        assert runner.revert(conn, "029", OPTIONS).action == "reverted"
+
+
+def test_revert_refuses_when_the_revert_file_differs_from_the_ledger(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    with db.connect() as conn:
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+    path = sql_dir / "revert" / "030_billing_logs.sql"
+    path.write_text(path.read_text() + "\nDROP TABLE app.memberships;\n")
+
+    result = db.run_cli("revert", "030", sql_dir=sql_dir)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "cannot revert 030: the revert SQL in the ledger (appdb.migrations row '030'" in line
+    assert f"differs from {path}; restore {path} to what was applied, or" in line
+    assert states(db, sql_dir)["030"] == "applied"
+
+    # The same file with a BOM and Windows line endings is the same revert.
+    path.write_bytes(b"\xef\xbb\xbf" + (SQL_DIR / "revert" / "030_billing_logs.sql").read_bytes().replace(b"\n", b"\r\n"))
+    assert db.run_cli("revert", "030", sql_dir=sql_dir).returncode == 0
+    assert states(db, sql_dir)["030"] == "pending"
+
+
+def test_revert_uses_the_ledgers_copy_when_the_files_are_gone(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    with db.connect() as conn:
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+    (sql_dir / "030_billing_logs.sql").unlink()
+    (sql_dir / "revert" / "030_billing_logs.sql").unlink()
+    result = db.run_cli("revert", "030", sql_dir=sql_dir)
+    assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT to_regclass('app.billing_logs')") == [(None,)]
+
+
+def test_a_renamed_file_with_the_same_version_is_the_same_migration(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    with db.connect() as conn:
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+    for folder in (sql_dir, sql_dir / "revert"):
+        (folder / "030_billing_logs.sql").rename(folder / "0030_billing_logs.sql")
+
+    assert states(db, sql_dir) == {"027": "applied", "028": "applied", "029": "applied", "0030": "applied"}
+    with db.connect() as conn:
+        assert runner.apply(conn, migrations(sql_dir), OPTIONS) == []
+        assert runner.apply(conn, migrations(sql_dir), OPTIONS, only="30") == []
+        renamed = find_migration(sql_dir, "0030")
+        with pytest.raises(Refused, match="the ledger already holds version 30 as 030"):
+            with conn.transaction():
+                ledger.record(conn, renamed, 0)
+        assert [e.id for e in ledger.read(conn).values()].count("030") == 1
+    result = db.run_cli("revert", "0030", sql_dir=sql_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("030 billing_logs: reverted")
+    assert db.execute("SELECT count(*) FROM appdb.migrations WHERE id IN ('030', '0030')") == [(0,)]
+    with db.connect() as conn:
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+    assert db.execute("SELECT id FROM appdb.migrations WHERE id IN ('030', '0030')") == [("0030",)]
+    assert db.run_cli("revert", "30", sql_dir=sql_dir).returncode == 0
+    assert states(db, sql_dir)["0030"] == "pending"
+
+
+def find_migration(sql_dir: Path, migration_id: str):
+    return find(migrations(sql_dir), migration_id)
