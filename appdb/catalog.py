@@ -128,3 +128,39 @@ def has_privilege(conn: psycopg.Connection, role: str, qualified: str, privilege
     if oid is None:
         return False
     return conn.execute("SELECT has_table_privilege(%s, %s::oid, %s)", (role, oid, privileges)).fetchone()[0]
+
+
+@dataclass(frozen=True)
+class InvalidIndex:
+    """An index PostgreSQL keeps but does not use: a failed or interrupted ``CREATE INDEX CONCURRENTLY``.
+
+    ``ready`` is false while (or when) the build never reached the point where writes
+    maintain it; ``valid`` false means no query uses it. An invalid unique index says
+    nothing about the rows that were there before it.
+    """
+
+    schema: str
+    name: str
+    table: str
+    ready: bool
+
+    def describe(self) -> str:
+        state = "invalid" if self.ready else "invalid, not ready"
+        return f"{self.schema}.{self.name} on {self.schema}.{self.table} ({state})"
+
+
+def invalid_indexes(conn: psycopg.Connection, schema: str = "app") -> list[InvalidIndex]:
+    """Every index of ``schema`` with ``indisvalid`` or ``indisready`` false, by table and name."""
+    rows = conn.execute(
+        """
+        SELECT ic.relname, tc.relname, i.indisready
+        FROM pg_index i
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_class tc ON tc.oid = i.indrelid
+        JOIN pg_namespace n ON n.oid = ic.relnamespace
+        WHERE n.nspname = %s AND NOT (i.indisvalid AND i.indisready)
+        ORDER BY tc.relname, ic.relname
+        """,
+        (schema,),
+    ).fetchall()
+    return [InvalidIndex(schema, name, table, ready) for name, table, ready in rows]

@@ -76,6 +76,7 @@ def run(conn: psycopg.Connection, migrations: list[Migration]) -> Report:
             ("billing_logs_append_only", lambda: check_billing_logs_append_only(conn)),
         ]),
         check_payment_tables_private(conn),
+        check_valid_indexes(conn),
         check_rls(conn),
         check_anon_has_no_access(conn),
         check_ledger_private(conn),
@@ -232,6 +233,20 @@ def check_payment_tables_private(conn: psycopg.Connection) -> Check:
         return Check("payment_tables_private", False, f"API roles hold privileges: {', '.join(granted)}")
     return Check("payment_tables_private", True,
                  "anon and authenticated hold no privilege on app.payment_events or app.billing_logs")
+
+
+def check_valid_indexes(conn: psycopg.Connection) -> Check:
+    """No index in ``app`` is invalid: a ``CREATE INDEX CONCURRENTLY`` that failed (a lock
+    timeout, a duplicate, a cancel) leaves one behind, which no query uses, which does not
+    guarantee that the rows already there are unique, and which a retry's ``IF NOT EXISTS``
+    would skip."""
+    invalid = catalog.invalid_indexes(conn, "app")
+    if invalid:
+        found = "; ".join(index.describe() for index in invalid)
+        return Check("valid_indexes", False,
+                     f"{found}: a failed CREATE INDEX CONCURRENTLY left them and no query uses them; "
+                     "drop each with DROP INDEX CONCURRENTLY and build it again")
+    return Check("valid_indexes", True, "every index in app is valid")
 
 
 def check_rls(conn: psycopg.Connection) -> Check:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from appdb import runner, verify
@@ -240,3 +242,61 @@ def test_verify_fails_when_an_api_role_gets_a_payment_table(db, role):
     deployed(db)
     db.execute(f"GRANT SELECT ON app.payment_events TO {role}")
     assert f"{role} on app.payment_events" in failing(db)["payment_tables_private"]
+
+
+def invalid_index(db) -> None:
+    """The real way: a CREATE UNIQUE INDEX CONCURRENTLY that meets duplicates fails and leaves its index."""
+    db.execute("INSERT INTO app.billing_logs (action) VALUES ('refund'), ('refund')")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        db.execute("CREATE UNIQUE INDEX CONCURRENTLY billing_logs_action_key ON app.billing_logs (action)")
+
+
+def test_verify_fails_on_an_index_a_failed_concurrent_build_left_and_names_it(db):
+    deployed(db)
+    invalid_index(db)
+
+    detail = failing(db)["valid_indexes"]
+    # Duplicates stop the build before writes maintain the index: not even ready.
+    assert detail.startswith("app.billing_logs_action_key on app.billing_logs (invalid, not ready): ")
+    assert set(failing(db)) == {"valid_indexes"}
+    result = db.run_cli("verify")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "appdb: error: verification failed: valid_indexes"
+    assert "FAIL  valid_indexes: app.billing_logs_action_key on app.billing_logs" in result.stdout
+
+
+def test_verify_names_a_ready_but_invalid_index_among_valid_ones(db):
+    deployed(db)
+    db.execute("CREATE INDEX billing_logs_action_idx ON app.billing_logs (action)")
+    db.execute("CREATE INDEX memberships_status_idx ON app.memberships (status)")
+    with db.admin_connect() as conn:
+        # What a build that timed out waiting for older snapshots leaves: maintained, never validated.
+        conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid IN "
+                     "('app.billing_logs_action_idx'::regclass, 'app.memberships_status_idx'::regclass)")
+
+    assert failing(db)["valid_indexes"].startswith(
+        "app.billing_logs_action_idx on app.billing_logs (invalid); "
+        "app.memberships_status_idx on app.memberships (invalid): ")
+
+
+def test_verify_passes_once_the_invalid_index_is_dropped(db):
+    deployed(db)
+    invalid_index(db)
+    db.execute("DROP INDEX CONCURRENTLY app.billing_logs_action_key")
+
+    assert checks(db)["valid_indexes"].ok
+
+
+def test_inspect_marks_an_invalid_index_and_lists_a_finding(db):
+    deployed(db)
+    invalid_index(db)
+
+    text = db.run_cli("inspect")
+    assert text.returncode == 0, text.stderr
+    assert "  index billing_logs_action_key INVALID: CREATE UNIQUE INDEX" in text.stdout
+    assert "  index billing_logs_pkey: CREATE UNIQUE INDEX" in text.stdout  # valid ones stay unmarked
+    assert "invalid_index: app.billing_logs_action_key on app.billing_logs (invalid, not ready)" in text.stdout
+    data = json.loads(db.run_cli("inspect", "--json").stdout)
+    indexes = {i["name"]: i["valid"] for i in data["app_tables"]["billing_logs"]["indexes"]}
+    assert indexes["billing_logs_action_key"] is False and indexes["billing_logs_pkey"] is True
+    assert [f["kind"] for f in data["findings"]] == ["invalid_index"]
