@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from appdb import catalog, ledger, runner
+from appdb import catalog, runner
 from appdb.migration import Migration
 
 MEMBERSHIPS = "app.memberships"
@@ -277,14 +277,28 @@ def check_anon_has_no_access(conn: psycopg.Connection) -> Check:
 
 
 def check_ledger_private(conn: psycopg.Connection) -> Check:
-    """No API role can read the ledger, which holds every revert's SQL."""
-    if not ledger.exists(conn):
-        return Check("ledger_private", True, "no ledger yet")
-    roles = catalog.roles_that_exist(conn, catalog.API_ROLES)
-    readers = [
-        role for role in roles
-        if conn.execute("SELECT has_schema_privilege(%s, 'appdb', 'USAGE')", (role,)).fetchone()[0]
-    ]
-    if readers:
-        return Check("ledger_private", False, f"the appdb schema is usable by: {', '.join(readers)}")
-    return Check("ledger_private", True, "no API role can use the appdb schema")
+    """Only the ledger's owner holds any privilege on schema ``appdb`` or anything in it.
+
+    The ledger holds every revert's SQL, which runs with the deploy login's rights: a role
+    that can write it can run SQL as the deploy login. So any grant fails, to anyone
+    (PUBLIC included), of anything, on the schema, its tables, their columns or a function
+    in it, and so does an object in it that another role owns. The one exception is the
+    read-only login of the previews and the drift check, which may read the ledger
+    (USAGE on the schema, SELECT on the table) and nothing more.
+    """
+    name = "ledger_private"
+    objects = catalog.ledger_objects(conn)
+    if not objects:
+        return Check(name, True, "no ledger yet")
+    owner = objects[0].owner  # the schema's: the deploy login that created the ledger
+    problems = [f"{o.what} is owned by {o.owner}, not by {owner}" for o in objects if o.owner != owner]
+    for obj in objects:
+        for grantee, privileges in obj.grants:
+            if grantee == catalog.LEDGER_READER and privileges == catalog.LEDGER_READS.get(obj.what):
+                continue
+            problems.append(f"{grantee} has {', '.join(privileges)} on {obj.what}")
+    if problems:
+        return Check(name, False, f"{'; '.join(problems)}: only {owner}, the ledger's owner, may hold privileges "
+                                  f"in schema appdb (and {catalog.LEDGER_READER} read it); revoke them")
+    return Check(name, True, f"only {owner}, the ledger's owner, holds privileges on schema appdb and its objects "
+                             f"(direct grants and PUBLIC checked)")
