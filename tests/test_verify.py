@@ -368,3 +368,4 @@ def test_inspect_marks_an_invalid_index_and_lists_a_finding(db):
     indexes = {i["name"]: i["valid"] for i in data["app_tables"]["billing_logs"]["indexes"]}
     assert indexes["billing_logs_action_key"] is False and indexes["billing_logs_pkey"] is True
     assert [f["kind"] for f in data["findings"]] == ["invalid_index"]
+
