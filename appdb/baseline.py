@@ -80,12 +80,12 @@ def change_of(migrations: list[Migration], target: Migration, schema: str = "app
         prepare(conn, schema)
         try:
             runner.apply(conn, earlier, runner.Options())
-            before = describe(conn, schema)
+            before = describe(conn, schema, ledger=False)
             runner.apply(conn, [*earlier, target], runner.Options())
         except MigrationError as exc:
             raise MigrationError(f"{target.id} could not be built on a fresh Supabase-shaped database, which "
                                  f"baseline compares with: {exc}") from None
-        after = describe(conn, schema)
+        after = describe(conn, schema, ledger=False)
     made = {k: v for k, v in after.items() if before.entries.get(k) != v and _owned_by_migrations(k)}
     dropped = frozenset(k for k in before if k not in after.entries and _owned_by_migrations(k))
     return Change(schema, made, dropped)
@@ -120,7 +120,7 @@ def baseline(conn: psycopg.Connection, migrations: list[Migration], migration_id
         )
     with migration_lock(conn, wait):
         check_ledger(conn, migrations, target)  # another run may have applied it meanwhile
-        differences = compare(change.expected(), change.live_part(describe(conn, schema)))
+        differences = compare(change.expected(), change.live_part(describe(conn, schema, ledger=False)))
         if differences:
             lines = [explain(d, target.id) for d in differences]
             names = ", ".join(d.identity for d in differences[:_SHOWN])

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import psycopg
 
-API_ROLES = ("anon", "authenticated", "service_role")
-
 
 @dataclass(frozen=True)
 class ForeignKey:
@@ -148,3 +146,104 @@ def invalid_index(conn: psycopg.Connection, name: str, table: str) -> tuple[str,
         (name, table),
     ).fetchone()
     return (row[0], row[1]) if row else None
+
+
+@dataclass(frozen=True)
+class InvalidIndex:
+    """An index PostgreSQL keeps but does not use: a failed or interrupted ``CREATE INDEX CONCURRENTLY``.
+
+    ``ready`` is false while (or when) the build never reached the point where writes
+    maintain it; ``valid`` false means no query uses it. An invalid unique index says
+    nothing about the rows that were there before it.
+    """
+
+    schema: str
+    name: str
+    table: str
+    ready: bool
+
+    def describe(self) -> str:
+        state = "invalid" if self.ready else "invalid, not ready"
+        return f"{self.schema}.{self.name} on {self.schema}.{self.table} ({state})"
+
+
+def invalid_indexes(conn: psycopg.Connection, schema: str = "app") -> list[InvalidIndex]:
+    """Every index of ``schema`` with ``indisvalid`` or ``indisready`` false, by table and name."""
+    rows = conn.execute(
+        """
+        SELECT ic.relname, tc.relname, i.indisready
+        FROM pg_index i
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_class tc ON tc.oid = i.indrelid
+        JOIN pg_namespace n ON n.oid = ic.relnamespace
+        WHERE n.nspname = %s AND NOT (i.indisvalid AND i.indisready)
+        ORDER BY tc.relname, ic.relname
+        """,
+        (schema,),
+    ).fetchall()
+    return [InvalidIndex(schema, name, table, ready) for name, table, ready in rows]
+
+
+# The read-only login of CI's previews and the drift check (docs/delivery.md) reads the
+# ledger to say what is applied: exactly this, and nothing more, besides the owner.
+LEDGER_READER = "appdb_readonly"
+LEDGER_READS = {"schema appdb": ("USAGE",), "appdb.migrations": ("SELECT",)}
+
+
+@dataclass(frozen=True)
+class LedgerObject:
+    """The ``appdb`` schema or an object in it, its owner, and who else holds what on it."""
+
+    what: str  # "schema appdb", "appdb.migrations", "column appdb.migrations.revert_sql", "function appdb.f()"
+    owner: str
+    grants: tuple[tuple[str, tuple[str, ...]], ...]  # (grantee or PUBLIC, privileges), owner left out
+
+
+def ledger_objects(conn: psycopg.Connection) -> list[LedgerObject]:
+    """Schema ``appdb`` first, then each relation, column ACL and function in it, from their ACLs.
+
+    A NULL ACL is the built-in default (``acldefault``): PUBLIC may EXECUTE a new function.
+    Grants are the direct ones, PUBLIC included; a member of a grantee holds what it holds.
+    """
+    rows = conn.execute(
+        """
+        WITH ns AS (SELECT oid, nspowner, nspacl FROM pg_namespace WHERE nspname = 'appdb'),
+        objects (sort, what, owner, acl) AS (
+            SELECT 0, 'schema appdb', ns.nspowner, coalesce(ns.nspacl, acldefault('n', ns.nspowner)) FROM ns
+            UNION ALL
+            SELECT 1, 'appdb.' || quote_ident(c.relname), c.relowner,
+                   coalesce(c.relacl, acldefault(CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char", c.relowner))
+            FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+            UNION ALL
+            SELECT 2, 'column appdb.' || quote_ident(c.relname) || '.' || quote_ident(a.attname), c.relowner, a.attacl
+            FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
+            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+            WHERE a.attacl IS NOT NULL
+            UNION ALL
+            SELECT 3, 'function appdb.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid)
+                      || ')', p.proowner, coalesce(p.proacl, acldefault('f', p.proowner))
+            FROM pg_proc p JOIN ns ON ns.oid = p.pronamespace
+        )
+        SELECT o.what, pg_get_userbyid(o.owner), e.holder,
+               e.privilege_type || CASE WHEN e.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
+        FROM objects o
+        LEFT JOIN LATERAL (
+            SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(x.grantee) END AS holder,
+                   x.privilege_type, x.is_grantable
+            FROM aclexplode(o.acl) x WHERE x.grantee <> o.owner
+        ) e ON true
+        ORDER BY o.sort, o.what COLLATE "C", e.holder COLLATE "C",
+                 array_position(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER',
+                                      'MAINTAIN', 'USAGE', 'CREATE', 'EXECUTE'], e.privilege_type)
+        """
+    ).fetchall()
+    grouped: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for what, owner, grantee, privilege in rows:
+        grants = grouped.setdefault((what, owner), {})
+        if grantee is not None:
+            grants.setdefault(grantee, []).append(privilege)
+    return [
+        LedgerObject(what, owner, tuple((grantee, tuple(privileges)) for grantee, privileges in grants.items()))
+        for (what, owner), grants in grouped.items()
+    ]

@@ -151,7 +151,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for constraint in parts["constraints"]:
             print(f"  constraint {constraint['name']}: {constraint['definition']}")
         for index in parts["indexes"]:
-            print(f"  index {index['name']}: {index['definition']}")
+            invalid = "" if index["valid"] else " INVALID"
+            print(f"  index {index['name']}{invalid}: {index['definition']}")
     print("\nfindings:" if result.findings else "\nfindings: none")
     for finding in result.findings:
         print(f"  {finding.kind}: {finding.detail}")

@@ -16,6 +16,9 @@ A :class:`Description` is an ordered mapping from a stable *identity* to a *defi
     privilege column app.memberships.status TO ROLE         SELECT
     function app.NAME(ARGS)                                 owner postgres + CREATE OR REPLACE FUNCTION ...
     type app.NAME                                           owner postgres, ENUM ('a', 'b')
+    schema appdb                                            owner postgres
+    table appdb.migrations                                  owner postgres
+    privilege table appdb.migrations TO ROLE                (only where someone granted one)
 
 Identities keep the catalog's names (quoted with ``quote_ident`` where needed): the
 incident turned on a constraint's name. Definitions come from PostgreSQL's own
@@ -37,7 +40,7 @@ Lines starting with ``#`` are comments. :meth:`Description.to_text` and
 
 API (no printing, no Pulumi)::
 
-    describe(conn, schema="app") -> Description        # raises SchemaNotFound
+    describe(conn, schema="app", ledger=True) -> Description   # raises SchemaNotFound
     Description.to_text() / .to_json() / .as_dict()
     parse(text, schema, source="...") -> Description    # raises MalformedDescription
 """
@@ -117,8 +120,13 @@ def require_schema(conn: psycopg.Connection, schema: str, where: str = "this dat
         raise SchemaNotFound(f"schema {schema!r} does not exist in {where}: is it the right database?")
 
 
-def describe(conn: psycopg.Connection, schema: str = "app") -> Description:
+def describe(conn: psycopg.Connection, schema: str = "app", ledger: bool = True) -> Description:
     """The description of ``schema`` on the live database behind ``conn``.
+
+    With ``ledger``, it ends with who owns and who may use the ledger's schema ``appdb``
+    and the objects in it (never the ledger's rows): a grant there lets a role rewrite the
+    reverts the deploy login runs, so the snapshot and ``diff`` cover it. ``baseline``
+    leaves it out: the ledger is appdb's, not something a migration makes.
 
     One statement, so one consistent view of the catalog. ``search_path`` is set to
     ``pg_catalog`` for the statement's transaction only and restored afterwards.
@@ -128,7 +136,7 @@ def describe(conn: psycopg.Connection, schema: str = "app") -> Description:
         previous = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()[0]
         conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog', true)")
         try:
-            rows = conn.execute(_query(), {"schema": schema}).fetchall()
+            rows = conn.execute(_query(), {"schema": schema, "ledger": ledger}).fetchall()
         finally:
             if not conn.broken and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
                 conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (previous,))

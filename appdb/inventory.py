@@ -2,7 +2,7 @@
 
 Tables per schema (app, public, auth), each app table's constraints and indexes, and
 findings: a foreign key in a migration to a table that exists nowhere, duplicate
-unique keys, an app table without row level security.
+unique keys, an app table without row level security, an invalid index.
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ def run(conn: psycopg.Connection, migrations: list[Migration]) -> Inventory:
         if not rls:
             inventory.findings.append(Finding("rls_disabled", f"app.{table} has row level security off"))
         inventory.findings.extend(_duplicate_unique_keys(conn, f"app.{table}"))
+    inventory.findings.extend(
+        Finding("invalid_index", f"{index.describe()}: a failed CREATE INDEX CONCURRENTLY left it; no query uses it")
+        for index in catalog.invalid_indexes(conn, "app")
+    )
     inventory.findings.extend(_missing_fk_targets(conn, migrations))
     return inventory
 
@@ -78,7 +82,7 @@ def _constraints(conn: psycopg.Connection, table: str) -> list[dict[str, object]
 def _indexes(conn: psycopg.Connection, table: str) -> list[dict[str, object]]:
     rows = conn.execute(
         """
-        SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique, i.indisvalid
+        SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique, i.indisvalid AND i.indisready
         FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
         WHERE i.indrelid = %s::oid ORDER BY ic.relname
         """,

@@ -35,7 +35,8 @@ PREAMBLE = """\
 # after every migration listed, with the Pulumi program's grants (appdb/access.py).
 # Generated: rewrite it with `bin/appdb schema --write` whenever sql/ or the grants change;
 # `appdb schema --check` fails while it is stale, and `appdb diff` compares a live database with it.
-# Each object is one line, its definition indented under it (docs/drift.md).
+# Each object is one line, its definition indented under it (docs/drift.md). It ends with
+# the ledger's schema appdb: owners and privileges only, and only the owner may hold any.
 """
 _HEADER = re.compile(r"^# (schema|migrations|postgresql): ?(.*)$")
 # A snapshot built on another major version may print some definitions differently;

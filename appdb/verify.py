@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from appdb import catalog, ledger, runner
+from appdb import catalog, runner
 from appdb.migration import Migration
 
 MEMBERSHIPS = "app.memberships"
@@ -76,6 +76,7 @@ def run(conn: psycopg.Connection, migrations: list[Migration]) -> Report:
             ("billing_logs_append_only", lambda: check_billing_logs_append_only(conn)),
         ]),
         check_payment_tables_private(conn),
+        check_valid_indexes(conn),
         check_rls(conn),
         check_anon_has_no_access(conn),
         check_ledger_private(conn),
@@ -234,6 +235,20 @@ def check_payment_tables_private(conn: psycopg.Connection) -> Check:
                  "anon and authenticated hold no privilege on app.payment_events or app.billing_logs")
 
 
+def check_valid_indexes(conn: psycopg.Connection) -> Check:
+    """No index in ``app`` is invalid: a ``CREATE INDEX CONCURRENTLY`` that failed (a lock
+    timeout, a duplicate, a cancel) leaves one behind, which no query uses, which does not
+    guarantee that the rows already there are unique, and which a retry's ``IF NOT EXISTS``
+    would skip."""
+    invalid = catalog.invalid_indexes(conn, "app")
+    if invalid:
+        found = "; ".join(index.describe() for index in invalid)
+        return Check("valid_indexes", False,
+                     f"{found}: a failed CREATE INDEX CONCURRENTLY left them and no query uses them; "
+                     "drop each with DROP INDEX CONCURRENTLY and build it again")
+    return Check("valid_indexes", True, "every index in app is valid")
+
+
 def check_rls(conn: psycopg.Connection) -> Check:
     """Every app table an API role can read has row level security enabled."""
     roles = catalog.roles_that_exist(conn, ("anon", "authenticated"))
@@ -262,14 +277,28 @@ def check_anon_has_no_access(conn: psycopg.Connection) -> Check:
 
 
 def check_ledger_private(conn: psycopg.Connection) -> Check:
-    """No API role can read the ledger, which holds every revert's SQL."""
-    if not ledger.exists(conn):
-        return Check("ledger_private", True, "no ledger yet")
-    roles = catalog.roles_that_exist(conn, catalog.API_ROLES)
-    readers = [
-        role for role in roles
-        if conn.execute("SELECT has_schema_privilege(%s, 'appdb', 'USAGE')", (role,)).fetchone()[0]
-    ]
-    if readers:
-        return Check("ledger_private", False, f"the appdb schema is usable by: {', '.join(readers)}")
-    return Check("ledger_private", True, "no API role can use the appdb schema")
+    """Only the ledger's owner holds any privilege on schema ``appdb`` or anything in it.
+
+    The ledger holds every revert's SQL, which runs with the deploy login's rights: a role
+    that can write it can run SQL as the deploy login. So any grant fails, to anyone
+    (PUBLIC included), of anything, on the schema, its tables, their columns or a function
+    in it, and so does an object in it that another role owns. The one exception is the
+    read-only login of the previews and the drift check, which may read the ledger
+    (USAGE on the schema, SELECT on the table) and nothing more.
+    """
+    name = "ledger_private"
+    objects = catalog.ledger_objects(conn)
+    if not objects:
+        return Check(name, True, "no ledger yet")
+    owner = objects[0].owner  # the schema's: the deploy login that created the ledger
+    problems = [f"{o.what} is owned by {o.owner}, not by {owner}" for o in objects if o.owner != owner]
+    for obj in objects:
+        for grantee, privileges in obj.grants:
+            if grantee == catalog.LEDGER_READER and privileges == catalog.LEDGER_READS.get(obj.what):
+                continue
+            problems.append(f"{grantee} has {', '.join(privileges)} on {obj.what}")
+    if problems:
+        return Check(name, False, f"{'; '.join(problems)}: only {owner}, the ledger's owner, may hold privileges "
+                                  f"in schema appdb (and {catalog.LEDGER_READER} read it); revoke them")
+    return Check(name, True, f"only {owner}, the ledger's owner, holds privileges on schema appdb and its objects "
+                             f"(direct grants and PUBLIC checked)")

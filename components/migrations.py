@@ -15,7 +15,13 @@ a file removes its resource, and only then does its delete (the revert, read fro
 ledger, so it works after the file is gone) run. Pulumi runs those deletes after
 all creates and updates, newest migration first because each depends on the one before.
 
-Resource names are the migration ids, so renaming a file (same id) is an update.
+Resource names and commands carry the migration's *version*, normalised (``027``, from
+``27_x.sql``, ``027_x.sql`` or ``0027_x.sql`` alike), never the id as the file spells it.
+A changed name is a new URN, and Pulumi would create the new command and delete the old
+one, whose delete is the revert: renaming ``027_x.sql`` to ``0027_x.sql`` would drop every
+table. So a rename that keeps the version changes only ``APPDB_MIGRATION_FILE``: an update,
+which applies nothing. Three digits, as the shipped files have, so the stacks' URNs
+(``migration-027`` ... ``migration-030``) are the ones they always had.
 """
 
 from __future__ import annotations
@@ -50,6 +56,11 @@ class MigrationsArgs:
     after: list[pulumi.Resource] = field(default_factory=list)
 
 
+def version(migration_id: str) -> str:
+    """The version as every resource name, command and output spells it: at least three digits."""
+    return f"{int(migration_id):03d}"
+
+
 def apply_command(migration_id: str) -> str:
     return f"{APPDB} apply --only {migration_id}"
 
@@ -73,11 +84,12 @@ class Migrations(pulumi.ComponentResource):
         self.commands: list[local.Command] = []
         previous: list[pulumi.Resource] = list(args.after)
         for migration in args.migrations:
+            migration_version = version(migration.id)
             command = local.Command(
-                f"{name}-{migration.id}",
-                create=apply_command(migration.id),
-                update=apply_command(migration.id),
-                delete=revert_command(migration.id, args.allow_data_loss),
+                f"{name}-{migration_version}",
+                create=apply_command(migration_version),
+                update=apply_command(migration_version),
+                delete=revert_command(migration_version, args.allow_data_loss),
                 environment={
                     **args.environment,
                     "APPDB_MIGRATION_FILE": migration.filename,
@@ -92,5 +104,7 @@ class Migrations(pulumi.ComponentResource):
             )
             self.commands.append(command)
             previous = [*args.after, command]
-        self.applied = [{"id": m.id, "name": m.name, "checksum": m.checksum} for m in args.migrations]
+        # The version, not the spelling: the output (and the verification digest made from
+        # it) stays the same when a file is renamed to another spelling of its version.
+        self.applied = [{"id": version(m.id), "name": m.name, "checksum": m.checksum} for m in args.migrations]
         self.register_outputs({"migrations": self.applied})

@@ -133,6 +133,16 @@ def test_local_stack_lifecycle_preview_up_noop_edit_rollback_destroy(db, tmp_pat
     again = stack.up()
     assert set(changes(again)) == {"same"}, changes(again)
 
+    # Renaming a file to another spelling of its version (027 -> 0027): at most an update,
+    # never a create and delete, whose delete would be the revert. Then back again.
+    for before, after in ((files[0], "0" + files[0]), ("0" + files[0], files[0])):
+        for folder in (work_dir / "sql", work_dir / "sql" / "revert"):
+            (folder / before).rename(folder / after)
+        renamed = stack.up(on_output=print)
+        assert not {"create", "delete", "replace"} & set(changes(renamed)), changes(renamed)
+        assert ledger(db) == ids, "a rename must never revert"
+        assert [m["id"] for m in renamed.outputs["migrations"].value] == ids
+
     # Editing an applied migration: an update (never a replacement), which the engine refuses.
     newest = work_dir / "sql" / files[-1]
     original = newest.read_text()

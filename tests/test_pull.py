@@ -24,9 +24,9 @@ PROGRAM_OWNED = ("privilege ", "default privileges ")
 
 
 def migrations_part(db: Database) -> Description:
-    """The description less what the Pulumi program owns (grants, default privileges)."""
+    """The description less what the Pulumi program owns (grants, default privileges) and the ledger."""
     with db.connect() as conn:
-        full = describe(conn, "app")
+        full = describe(conn, "app", ledger=False)
     return full.without({k for k in full if k.startswith(PROGRAM_OWNED)})
 
 

@@ -861,3 +861,86 @@ def test_the_project_migrations_become_one_command_each_in_version_order(tmp_pat
     assert [m["id"] for m in run.exports["migrations"][0]] == expected
     for earlier, later in zip(expected, expected[1:]):
         assert depends_on(run, run.commands[f"migration-{later}"], COMMAND, f"migration-{earlier}")
+
+
+# --- a rename that keeps the version is at most an update ------------------------------------
+
+# Versions with one, two, three and four digits, so every spelling rule is met.
+RENAMED_MIGRATIONS = {
+    "001_first.sql": "CREATE TABLE app.first (id int);\n",
+    "027_memberships.sql": MIGRATIONS["027_memberships.sql"],
+    "028_fix_memberships_unique_constraint.sql": MIGRATIONS["028_fix_memberships_unique_constraint.sql"],
+    "100_hundredth.sql": "ALTER TABLE app.first ADD COLUMN note text;\n",
+    "1000_thousandth.sql": "ALTER TABLE app.first ADD COLUMN other text;\n",
+}
+
+
+def spellings(filename: str) -> list[str]:
+    """Every other way to write the file's version with up to five digits: 1, 01, 001, 0001, 00001."""
+    digits, _, rest = filename.partition("_")
+    number = int(digits)
+    written = {f"{number:0{width}d}" for width in range(1, 6)}
+    return sorted(f"{spelling}_{rest}" for spelling in written if spelling != digits)
+
+
+def renames() -> list[tuple[str, str]]:
+    return [(old, new) for old in RENAMED_MIGRATIONS for new in spellings(old)]
+
+
+@pytest.fixture(scope="module")
+def before_rename(tmp_path_factory) -> Run:
+    return run_program(make_checkout(tmp_path_factory.mktemp("rename") / "a", RENAMED_MIGRATIONS), "dev",
+                       stack_config("dev"))
+
+
+@pytest.mark.parametrize(("old", "new"), renames(), ids=[f"{o.split('_')[0]}->{n.split('_')[0]}" for o, n in renames()])
+def test_renaming_a_file_to_another_spelling_of_its_version_is_at_most_an_update(before_rename, tmp_path, old, new):
+    """Same URNs, so Pulumi creates and deletes nothing: no delete, so no revert runs.
+
+    The only input that changes is the file's name in the environment (an update, which
+    re-runs ``apply --only``: nothing to apply), never ``triggers``, the only input that
+    would replace a command, and never a command line.
+    """
+    migrations = {new if name == old else name: text for name, text in RENAMED_MIGRATIONS.items()}
+    after = run_program(make_checkout(tmp_path / "b", migrations), "dev", stack_config("dev"))
+
+    assert sorted(r.urn for r in after.registrations) == sorted(r.urn for r in before_rename.registrations)
+    for name, was in before_rename.commands.items():
+        now = after.commands[name]
+        # pulumi-command itself marks triggers as replace-on-change; the program sets none.
+        assert "triggers" not in now.inputs and set(now.replace_on_changes) <= {"triggers[*]"}, name
+        assert (now.protect, now.delete_before_replace, set(now.dependencies)) == (
+            was.protect, was.delete_before_replace, set(was.dependencies)), name
+        inputs_was, inputs_now = comparable(was), comparable(now)
+        changed = {k for k in inputs_was if inputs_was[k] != inputs_now[k]}
+        changed_env = {k for k in env(was) if env(was)[k] != env(now)[k]}
+        if env(was).get("APPDB_MIGRATION_FILE") == old:
+            assert (changed, changed_env) == ({"environment"}, {"APPDB_MIGRATION_FILE"}), name
+        else:
+            assert inputs_now == inputs_was, name
+    renamed = after.commands[f"migration-{int(old.split('_')[0]):03d}"]
+    assert env(renamed)["APPDB_MIGRATION_FILE"] == new
+    # The output and the verification digest hold the version, so they do not move either.
+    assert after.exports["migrations"] == before_rename.exports["migrations"]
+    assert env(after.commands["verify"])["APPDB_DEPLOY_DIGEST"] == env(before_rename.commands["verify"])["APPDB_DEPLOY_DIGEST"]
+
+
+def test_every_migration_is_named_and_run_by_its_version_in_three_digits_or_more(before_rename):
+    names = [r.name for r in before_rename.of_type(COMMAND) if r.name.startswith("migration-")]
+    assert names == ["migration-001", "migration-027", "migration-028", "migration-100", "migration-1000"]
+    command = before_rename.commands["migration-001"]
+    assert (command.inputs["create"], command.inputs["delete"]) == (
+        "./bin/appdb apply --only 001", "./bin/appdb revert 001 --allow-data-loss")
+    assert [m["id"] for m in before_rename.exports["migrations"][0]] == ["001", "027", "028", "100", "1000"]
+
+
+def test_the_shipped_migrations_keep_the_urns_the_stacks_already_have(tmp_path):
+    checkout = make_checkout(tmp_path / "appdb", migrations={})
+    shutil.rmtree(checkout / "sql")
+    shutil.copytree(PROJECT / "sql", checkout / "sql")
+    run = run_program(checkout, "prod", stack_config("prod"))
+    urns = [r.urn for r in run.of_type(COMMAND) if r.name.startswith("migration-")]
+    assert urns[:4] == [
+        f"urn:pulumi:prod::appdb::appdb:index:Migrations$command:local:Command::migration-{version}"
+        for version in ("027", "028", "029", "030")
+    ]

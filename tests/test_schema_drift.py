@@ -151,7 +151,7 @@ def documented_readonly_login_sql(password: str) -> str:
 
 def test_the_documented_read_only_login_finds_no_drift_without_usage_on_auth(fresh):
     """The previews' and the drift job's login has no USAGE on Supabase's auth; its own USAGE
-    on app is the one entry of the committed ignore list."""
+    on app, and its read of the ledger, are the entries of the committed ignore list."""
     password = secrets.token_hex(16)
     with fresh.connect() as conn:
         conn.execute("DROP ROLE IF EXISTS appdb_readonly")  # roles are cluster-wide
@@ -162,7 +162,9 @@ def test_the_documented_read_only_login_finds_no_drift_without_usage_on_auth(fre
             assert not conn.execute("SELECT has_schema_privilege('auth', 'USAGE')").fetchone()[0]
             report = drift.run(conn, snapshot.read(SNAPSHOT), drift.read_ignore(SQL_DIR / "drift-ignore.toml"))
         assert report.status == drift.MATCH, [d.line() for d in report.differences]
-        assert [item["identity"] for item in report.ignored] == ["privilege schema app TO appdb_readonly"]
+        assert [item["identity"] for item in report.ignored] == [
+            "privilege schema app TO appdb_readonly", "privilege schema appdb TO appdb_readonly",
+            "privilege table appdb.migrations TO appdb_readonly"]
     finally:
         with fresh.admin_connect() as conn:
             conn.execute("DROP OWNED BY appdb_readonly; DROP ROLE appdb_readonly")
@@ -211,6 +213,23 @@ HAND_MADE = {
         "GRANT SELECT ON app.memberships TO anon",
         "extra: privilege table app.memberships TO anon: SELECT",
     ),
+    # The ledger: a role that can write it can change a revert the deploy login runs.
+    "grant on the ledger": (
+        "GRANT UPDATE ON appdb.migrations TO app_reader",
+        "extra: privilege table appdb.migrations TO app_reader: UPDATE",
+    ),
+    "ledger column grant": (
+        "GRANT UPDATE (revert_sql) ON appdb.migrations TO app_backend",
+        "extra: privilege column appdb.migrations.revert_sql TO app_backend: UPDATE",
+    ),
+    "ledger schema opened to everyone": (
+        "GRANT USAGE ON SCHEMA appdb TO PUBLIC",
+        "extra: privilege schema appdb TO PUBLIC: USAGE",
+    ),
+    "default privileges in the ledger's schema": (
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA appdb GRANT SELECT ON TABLES TO app_reader",
+        "extra: default privileges IN SCHEMA appdb FOR ROLE postgres ON TABLES TO app_reader: SELECT",
+    ),
 }
 
 
@@ -253,6 +272,25 @@ def test_appdb_diff_exits_1_with_the_lines_and_a_one_line_summary(production):
     assert data["status"] == "drift" and data["counts"] == {"missing": 0, "extra": 1, "different": 1}
     assert data["differences"][1] == {"change": "extra", "identity": "privilege table app.memberships TO anon",
                                       "snapshot": None, "live": "SELECT"}
+
+
+def test_appdb_diff_names_a_grant_on_the_ledger_and_nothing_of_its_rows(fresh):
+    with fresh.connect() as conn:
+        conn.execute("UPDATE appdb.migrations SET duration_ms = duration_ms + 1")  # rows are not described
+        conn.execute("GRANT SELECT, UPDATE ON appdb.migrations TO app_writer")
+    result = fresh.run_cli("diff")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == ["extra: privilege table appdb.migrations TO app_writer: SELECT, UPDATE"]
+    assert result.stderr.rstrip().endswith("(1 extra)")
+
+
+def test_appdb_diff_names_a_ledger_given_to_another_owner(fresh):
+    with fresh.admin_connect() as conn:
+        conn.execute("ALTER TABLE appdb.migrations OWNER TO app_writer")
+    with fresh.admin_connect() as conn:  # diff reads the ledger, which postgres no longer may
+        report = drift.run(conn, snapshot.read(SNAPSHOT))
+    assert [d.line() for d in report.differences] == [
+        "different: table appdb.migrations: snapshot has owner postgres; live has owner app_writer"]
 
 
 def test_a_failed_concurrent_index_build_shows_as_an_invalid_index(fresh):

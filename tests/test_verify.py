@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from appdb import runner, verify
@@ -155,7 +157,75 @@ def test_verify_fails_when_the_ledger_is_readable_by_an_api_role(db):
     deployed(db)
     db.execute("GRANT USAGE ON SCHEMA appdb TO authenticated")
 
-    assert "authenticated" in failing(db)["ledger_private"]
+    assert "authenticated has USAGE on schema appdb" in failing(db)["ledger_private"]
+
+
+@pytest.mark.parametrize("grant, named", [
+    ("GRANT UPDATE ON appdb.migrations TO app_reader", "app_reader has UPDATE on appdb.migrations"),
+    ("GRANT USAGE ON SCHEMA appdb TO PUBLIC", "PUBLIC has USAGE on schema appdb"),
+    ("GRANT CREATE ON SCHEMA appdb TO app_writer", "app_writer has CREATE on schema appdb"),
+    ("GRANT UPDATE (revert_sql) ON appdb.migrations TO app_backend",
+     "app_backend has UPDATE on column appdb.migrations.revert_sql"),
+    ("GRANT SELECT ON appdb.migrations TO app_backend WITH GRANT OPTION",
+     "app_backend has SELECT WITH GRANT OPTION on appdb.migrations"),
+    ("GRANT INSERT, DELETE ON appdb.migrations TO PUBLIC", "PUBLIC has INSERT, DELETE on appdb.migrations"),
+    # A non-API role with no login, whose members hold what it holds.
+    ("CREATE ROLE ledger_editors NOLOGIN; GRANT TRUNCATE ON appdb.migrations TO ledger_editors",
+     "ledger_editors has TRUNCATE on appdb.migrations"),
+    ("CREATE FUNCTION appdb.revert_sql_of(text) RETURNS text LANGUAGE sql SECURITY DEFINER "
+     "AS 'SELECT revert_sql FROM appdb.migrations WHERE id = $1'",
+     "PUBLIC has EXECUTE on function appdb.revert_sql_of(text)"),
+])
+def test_verify_fails_and_names_any_role_but_the_owner_holding_a_privilege_in_appdb(db, grant, named):
+    deployed(db)
+    db.execute(grant)
+
+    detail = failing(db)["ledger_private"]
+    assert detail.startswith(f"{named}: only postgres, the ledger's owner, may hold privileges in schema appdb")
+    result = db.run_cli("verify")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "appdb: error: verification failed: ledger_private"
+
+
+def test_verify_fails_when_another_role_owns_the_ledger(db):
+    deployed(db)
+    with db.admin_connect() as conn:
+        conn.execute("ALTER TABLE appdb.migrations OWNER TO app_writer")
+
+    with db.connect() as conn:
+        check = verify.check_ledger_private(conn)
+    assert not check.ok
+    assert check.detail.startswith("appdb.migrations is owned by app_writer, not by postgres: ")
+    # The deploy login can no longer read its own ledger, so verify as a whole fails before the check.
+    result = db.run_cli("verify")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "appdb: error: database error: permission denied for table migrations"
+
+
+def test_verify_lets_the_read_only_login_read_the_ledger_and_nothing_more(db):
+    deployed(db)
+    db.execute("CREATE ROLE appdb_readonly LOGIN NOINHERIT")
+    db.execute("GRANT USAGE ON SCHEMA appdb TO appdb_readonly")
+    db.execute("GRANT SELECT ON appdb.migrations TO appdb_readonly")
+    check = checks(db)["ledger_private"]
+    assert check.ok, check.detail
+    assert check.detail == ("only postgres, the ledger's owner, holds privileges on schema appdb and its objects "
+                            "(direct grants and PUBLIC checked)")
+
+    db.execute("GRANT UPDATE ON appdb.migrations TO appdb_readonly")
+    assert failing(db)["ledger_private"].startswith("appdb_readonly has SELECT, UPDATE on appdb.migrations: ")
+
+
+def test_the_first_apply_makes_the_ledger_private_whatever_default_privileges_say(db):
+    """Default privileges of the deploy login, for every schema, would grant on the ledger as it is made."""
+    db.execute("ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT SELECT, UPDATE ON TABLES TO app_reader")
+    db.execute("ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT USAGE ON SCHEMAS TO app_writer, PUBLIC")
+    deployed(db)
+
+    assert checks(db)["ledger_private"].ok, checks(db)["ledger_private"].detail
+    assert db.execute("SELECT relacl::text[], (SELECT nspacl::text[] FROM pg_namespace WHERE nspname = 'appdb') "
+                      "FROM pg_class WHERE oid = 'appdb.migrations'::regclass") == [
+        (["postgres=arwdDxt/postgres"], ["postgres=UC/postgres"])]
 
 
 def test_verify_fails_on_a_changed_migration(db, tmp_path):
@@ -240,3 +310,62 @@ def test_verify_fails_when_an_api_role_gets_a_payment_table(db, role):
     deployed(db)
     db.execute(f"GRANT SELECT ON app.payment_events TO {role}")
     assert f"{role} on app.payment_events" in failing(db)["payment_tables_private"]
+
+
+def invalid_index(db) -> None:
+    """The real way: a CREATE UNIQUE INDEX CONCURRENTLY that meets duplicates fails and leaves its index."""
+    db.execute("INSERT INTO app.billing_logs (action) VALUES ('refund'), ('refund')")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        db.execute("CREATE UNIQUE INDEX CONCURRENTLY billing_logs_action_key ON app.billing_logs (action)")
+
+
+def test_verify_fails_on_an_index_a_failed_concurrent_build_left_and_names_it(db):
+    deployed(db)
+    invalid_index(db)
+
+    detail = failing(db)["valid_indexes"]
+    # Duplicates stop the build before writes maintain the index: not even ready.
+    assert detail.startswith("app.billing_logs_action_key on app.billing_logs (invalid, not ready): ")
+    assert set(failing(db)) == {"valid_indexes"}
+    result = db.run_cli("verify")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "appdb: error: verification failed: valid_indexes"
+    assert "FAIL  valid_indexes: app.billing_logs_action_key on app.billing_logs" in result.stdout
+
+
+def test_verify_names_a_ready_but_invalid_index_among_valid_ones(db):
+    deployed(db)
+    db.execute("CREATE INDEX billing_logs_action_idx ON app.billing_logs (action)")
+    db.execute("CREATE INDEX memberships_status_idx ON app.memberships (status)")
+    with db.admin_connect() as conn:
+        # What a build that timed out waiting for older snapshots leaves: maintained, never validated.
+        conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid IN "
+                     "('app.billing_logs_action_idx'::regclass, 'app.memberships_status_idx'::regclass)")
+
+    assert failing(db)["valid_indexes"].startswith(
+        "app.billing_logs_action_idx on app.billing_logs (invalid); "
+        "app.memberships_status_idx on app.memberships (invalid): ")
+
+
+def test_verify_passes_once_the_invalid_index_is_dropped(db):
+    deployed(db)
+    invalid_index(db)
+    db.execute("DROP INDEX CONCURRENTLY app.billing_logs_action_key")
+
+    assert checks(db)["valid_indexes"].ok
+
+
+def test_inspect_marks_an_invalid_index_and_lists_a_finding(db):
+    deployed(db)
+    invalid_index(db)
+
+    text = db.run_cli("inspect")
+    assert text.returncode == 0, text.stderr
+    assert "  index billing_logs_action_key INVALID: CREATE UNIQUE INDEX" in text.stdout
+    assert "  index billing_logs_pkey: CREATE UNIQUE INDEX" in text.stdout  # valid ones stay unmarked
+    assert "invalid_index: app.billing_logs_action_key on app.billing_logs (invalid, not ready)" in text.stdout
+    data = json.loads(db.run_cli("inspect", "--json").stdout)
+    indexes = {i["name"]: i["valid"] for i in data["app_tables"]["billing_logs"]["indexes"]}
+    assert indexes["billing_logs_action_key"] is False and indexes["billing_logs_pkey"] is True
+    assert [f["kind"] for f in data["findings"]] == ["invalid_index"]
+

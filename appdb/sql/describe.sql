@@ -13,11 +13,38 @@
 -- * names are looked up in pg_class and friends, never through regclass input, so a
 --   login without USAGE on Supabase's auth schema can read this.
 -- Objects that belong to an extension are the extension's and are left out.
--- The only parameter is the schema's name.
+--
+-- With %(ledger)s, the description ends with the ledger's schema `appdb` (appdb/sql/ledger.sql):
+-- its owner and privileges, and each object's in it (owner and privileges only, never its
+-- columns or rows). Only its owner may hold any privilege there, so a grant made by hand
+-- shows as `extra`.
+-- The parameters are the schema's name and whether to describe the ledger's privileges.
 WITH target AS (
     SELECT n.oid, n.nspowner, n.nspacl, quote_ident(n.nspname) AS qschema
     FROM pg_namespace AS n
     WHERE n.nspname = %(schema)s
+),
+ledger_ns AS (
+    SELECT n.oid, n.nspowner, n.nspacl
+    FROM pg_namespace AS n
+    WHERE n.nspname = 'appdb' AND %(ledger)s AND %(schema)s <> 'appdb'
+),
+ledger_rels AS (
+    SELECT c.oid, c.relkind, c.relowner, c.relacl, 'appdb.' || quote_ident(c.relname) AS qname,
+           CASE c.relkind
+               WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view'
+               WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' ELSE 'foreign table'
+           END AS kind
+    FROM pg_class AS c
+    JOIN ledger_ns AS l ON l.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+),
+ledger_funcs AS (
+    SELECT p.oid, p.proowner, p.proacl,
+           'appdb.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')' AS qname,
+           CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' ELSE 'function' END AS kind
+    FROM pg_proc AS p
+    JOIN ledger_ns AS l ON l.oid = p.pronamespace
 ),
 rels AS (
     SELECT c.oid, c.relkind, c.relowner, c.relacl, c.relrowsecurity, c.relforcerowsecurity,
@@ -58,6 +85,16 @@ acls AS (
     UNION ALL
     SELECT 2, f.qname, 1, f.kind || ' ' || f.qname, f.proacl, f.proowner, 'f'::"char"
     FROM funcs AS f
+    UNION ALL -- the ledger's
+    SELECT 4, '', 1, 'schema appdb', l.nspacl, l.nspowner, 'n'::"char"
+    FROM ledger_ns AS l
+    UNION ALL
+    SELECT 5, r.qname, 7, r.kind || ' ' || r.qname, r.relacl, r.relowner,
+           (CASE r.relkind WHEN 'S' THEN 's' ELSE 'r' END)::"char"
+    FROM ledger_rels AS r
+    UNION ALL
+    SELECT 6, f.qname, 1, f.kind || ' ' || f.qname, f.proacl, f.proowner, 'f'::"char"
+    FROM ledger_funcs AS f
 ),
 granted AS (
     SELECT a.sec, a.grp, a.rank, a.what, a.owner, a.objtype, e.grantee,
@@ -90,22 +127,26 @@ described (sec, grp, rank, identity, definition) AS (
               WHERE x.grantee = g.owner)
 
     UNION ALL -- default privileges for objects created later in the schema
-    SELECT 0, '', 2,
-           'default privileges FOR ROLE ' || quote_ident(pg_get_userbyid(d.defaclrole)) || ' ON '
+    SELECT CASE WHEN d.defaclnamespace = l.oid THEN 4 ELSE 0 END, '', 2,
+           'default privileges '
+           || CASE WHEN d.defaclnamespace = l.oid THEN 'IN SCHEMA appdb ' ELSE '' END
+           || 'FOR ROLE ' || quote_ident(pg_get_userbyid(d.defaclrole)) || ' ON '
            || CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS'
                                    WHEN 'T' THEN 'TYPES' ELSE 'SCHEMAS' END
            || ' TO ' || CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(e.grantee)) END,
            string_agg(e.privilege_type || CASE WHEN e.grantable THEN ' WITH GRANT OPTION' ELSE '' END, ', '
                       ORDER BY array_position(o.names, e.privilege_type))
     FROM pg_default_acl AS d
-    JOIN target AS t ON t.oid = d.defaclnamespace
+    LEFT JOIN target AS t ON t.oid = d.defaclnamespace
+    LEFT JOIN ledger_ns AS l ON l.oid = d.defaclnamespace
     CROSS JOIN privilege_order AS o
     CROSS JOIN LATERAL (
         SELECT x.grantee, x.privilege_type, bool_or(x.is_grantable) AS grantable
         FROM aclexplode(d.defaclacl) AS x
         GROUP BY x.grantee, x.privilege_type
     ) AS e
-    GROUP BY d.defaclrole, d.defaclobjtype, e.grantee
+    WHERE t.oid IS NOT NULL OR l.oid IS NOT NULL
+    GROUP BY d.defaclnamespace, l.oid, d.defaclrole, d.defaclobjtype, e.grantee
 
     UNION ALL -- relations: owner and table-level settings; a view's query, a sequence's parameters
     SELECT 1, r.qname, 0, r.kind || ' ' || r.qname,
@@ -231,6 +272,32 @@ described (sec, grp, rank, identity, definition) AS (
            'owner ' || quote_ident(pg_get_userbyid(f.proowner))
            || CASE WHEN f.prokind = 'a' THEN '' ELSE E'\n' || rtrim(pg_get_functiondef(f.oid), E' \n') END
     FROM funcs AS f
+
+    UNION ALL -- the ledger's schema, and each object in it: owner only
+    SELECT 4, '', 0, 'schema appdb', 'owner ' || quote_ident(pg_get_userbyid(l.nspowner))
+    FROM ledger_ns AS l
+    UNION ALL
+    SELECT 5, r.qname, 0, r.kind || ' ' || r.qname, 'owner ' || quote_ident(pg_get_userbyid(r.relowner))
+    FROM ledger_rels AS r
+    UNION ALL
+    SELECT 6, f.qname, 0, f.kind || ' ' || f.qname, 'owner ' || quote_ident(pg_get_userbyid(f.proowner))
+    FROM ledger_funcs AS f
+
+    UNION ALL -- column privileges in the ledger's schema
+    SELECT 5, r.qname, 8,
+           'privilege column ' || r.qname || '.' || quote_ident(a.attname) || ' TO '
+           || CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(e.grantee)) END,
+           string_agg(e.privilege_type || CASE WHEN e.grantable THEN ' WITH GRANT OPTION' ELSE '' END, ', '
+                      ORDER BY array_position(o.names, e.privilege_type))
+    FROM ledger_rels AS r
+    JOIN pg_attribute AS a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
+    CROSS JOIN privilege_order AS o
+    CROSS JOIN LATERAL (
+        SELECT x.grantee, x.privilege_type, bool_or(x.is_grantable) AS grantable
+        FROM aclexplode(a.attacl) AS x
+        GROUP BY x.grantee, x.privilege_type
+    ) AS e
+    GROUP BY r.qname, a.attname, e.grantee
 
     UNION ALL -- types: enums (labels in order), domains, composites, ranges
     SELECT 3, t.qschema || '.' || quote_ident(ty.typname), 0, 'type ' || t.qschema || '.' || quote_ident(ty.typname),

@@ -1,6 +1,6 @@
 -- The ledger: which migrations are applied, with the revert SQL each was applied with,
 -- so a revert works after a code rollback removed the files. It lives in its own
--- schema, not in `app` (which the Data API may expose), and no API role may read it.
+-- schema, not in `app` (which the Data API may expose), and only its owner may use it.
 -- Run inside the transaction of a migration's last step; safe to run again.
 CREATE SCHEMA IF NOT EXISTS appdb;
 REVOKE ALL ON SCHEMA appdb FROM PUBLIC;
@@ -16,15 +16,24 @@ CREATE TABLE IF NOT EXISTS appdb.migrations (
 );
 REVOKE ALL ON TABLE appdb.migrations FROM PUBLIC;
 
-DO $revoke$
+-- Only the owner (the deploy login running this) holds privileges here: a role that can
+-- write the ledger can change a revert, which runs with the deploy login's rights. Default
+-- privileges may have granted some at creation; take back whatever anyone else holds.
+DO $private$
 DECLARE
-    api_role text;
+    holder text;
 BEGIN
-    FOREACH api_role IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
-        IF EXISTS (SELECT FROM pg_roles WHERE rolname = api_role) THEN
-            EXECUTE format('REVOKE ALL ON SCHEMA appdb FROM %I', api_role);
-            EXECUTE format('REVOKE ALL ON TABLE appdb.migrations FROM %I', api_role);
-        END IF;
+    FOR holder IN
+        SELECT DISTINCT pg_get_userbyid(e.grantee)
+        FROM pg_namespace AS n, aclexplode(n.nspacl) AS e
+        WHERE n.nspname = 'appdb' AND e.grantee NOT IN (0, n.nspowner)
+        UNION
+        SELECT pg_get_userbyid(e.grantee)
+        FROM pg_class AS c, aclexplode(c.relacl) AS e
+        WHERE c.oid = 'appdb.migrations'::regclass AND e.grantee NOT IN (0, c.relowner)
+    LOOP
+        EXECUTE format('REVOKE ALL ON SCHEMA appdb FROM %I', holder);
+        EXECUTE format('REVOKE ALL ON TABLE appdb.migrations FROM %I', holder);
     END LOOP;
 END
-$revoke$;
+$private$;
