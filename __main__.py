@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pulumi
 
-from appdb.migration import discover
+from appdb.migrate.files import discover
 from components import (
     AppSchema,
     AppSchemaArgs,

@@ -32,7 +32,7 @@ def _sql_dir(args: argparse.Namespace) -> Path:
 
 
 def _migrations(args: argparse.Namespace) -> list:
-    from appdb.migration import discover
+    from appdb.migrate.files import discover
 
     return discover(_sql_dir(args))
 
@@ -44,7 +44,7 @@ def _connect(args: argparse.Namespace):
 
 
 def _options(args: argparse.Namespace, allow_data_loss: bool = False):
-    from appdb.runner import Options
+    from appdb.migrate.runner import Options
 
     if args.lock_timeout <= 0 or args.lock_retries < 0 or args.wait < 0:
         raise ConfigError("--lock-timeout must be above 0, --lock-retries and --wait at least 0")
@@ -62,7 +62,7 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from appdb import runner
+    from appdb.migrate import runner
 
     migrations = _migrations(args)
     with _connect(args) as conn:
@@ -78,7 +78,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from appdb import runner
+    from appdb.migrate import runner
 
     migrations = _migrations(args)
     options = _options(args)
@@ -104,7 +104,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_revert(args: argparse.Namespace) -> int:
-    from appdb import runner
+    from appdb.migrate import runner
 
     with _connect(args) as conn:
         outcome = runner.revert(conn, args.id, _options(args, allow_data_loss=args.allow_data_loss),
@@ -117,7 +117,7 @@ def cmd_revert(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from appdb import verify
+    from appdb.checks import verify
 
     migrations = _migrations(args)
     with _connect(args) as conn:
@@ -135,11 +135,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from appdb import inventory
+    from appdb.checks import inspect
 
     migrations = _migrations(args)
     with _connect(args) as conn:
-        result = inventory.run(conn, migrations)
+        result = inspect.run(conn, migrations)
     if args.json:
         _print_json(result.as_dict())
         return 0
@@ -160,7 +160,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _snapshot_path(args: argparse.Namespace) -> Path:
-    from appdb.snapshot import default_path
+    from appdb.schema.snapshot import default_path
 
     return Path(args.snapshot) if args.snapshot else default_path(_sql_dir(args))
 
@@ -168,14 +168,14 @@ def _snapshot_path(args: argparse.Namespace) -> Path:
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the live description, or build the snapshot from the migrations: --check, --write."""
     if not (args.check or args.write):
-        from appdb.describe import describe
+        from appdb.schema.describe import describe
 
         with _connect(args) as conn:
             description = describe(conn, args.schema or "app")
         sys.stdout.write(description.to_json() if args.json else description.to_text())
         return 0
 
-    from appdb import snapshot
+    from appdb.schema import snapshot
 
     if args.dsn:
         raise ConfigError("--check and --write build their own throwaway database: drop --dsn")
@@ -203,8 +203,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """The live database against the committed snapshot: exit 0 when they match, 1 otherwise."""
-    from appdb import drift, snapshot
     from appdb.connection import where
+    from appdb.schema import drift, snapshot
 
     path = _snapshot_path(args)
     expected = snapshot.read(path)
@@ -249,7 +249,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_new(args: argparse.Namespace) -> int:
-    from appdb.scaffold import new_migration
+    from appdb.migrate.new import new_migration
 
     forward, revert = new_migration(_sql_dir(args), args.name)
     print(f"created {forward}\ncreated {revert}")
@@ -258,7 +258,7 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     """What a live database has in the schema, as the next migration and its revert."""
-    from appdb.pull import pull
+    from appdb.adopt.pull import pull
 
     result = pull(args.dsn, _sql_dir(args), args.name, schema=args.schema)
     print(f"pulled {result.objects} objects of schema {args.schema} from {result.source}\n"
@@ -270,9 +270,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     """Record a migration as applied, without running it, once the catalog shows it is there."""
-    from appdb.baseline import NotThere, baseline
+    from appdb.adopt.baseline import NotThere, baseline
     from appdb.connection import where
-    from appdb.migration import find
+    from appdb.migrate.files import find
 
     migrations = _migrations(args)
     find(migrations, args.id)  # an unknown id is a usage error, before any connection
@@ -291,7 +291,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_local(args: argparse.Namespace) -> int:
     """``url`` alone prints the password: ``up`` and ``reset`` land in deploy logs, so they mask it."""
     from appdb.connection import redact
-    from appdb.local import Cluster
+    from appdb.local.cluster import Cluster
 
     cluster = Cluster(home=Path(args.home), port=args.port)
     if args.action == "up":

@@ -31,11 +31,11 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appdb.describe import describe  # noqa: E402
-from appdb.local import SUPERUSER  # noqa: E402
-from appdb.migration import discover  # noqa: E402
-from appdb.scratch import apply_grants, build, scratch_cluster  # noqa: E402
-from appdb.snapshot import Snapshot, write  # noqa: E402
+from appdb.local.cluster import SUPERUSER  # noqa: E402
+from appdb.migrate.files import discover  # noqa: E402
+from appdb.schema.describe import describe  # noqa: E402
+from appdb.schema.fresh import apply_grants, build, scratch_cluster  # noqa: E402
+from appdb.schema.snapshot import Snapshot, write  # noqa: E402
 
 SYNTHETIC = """
 CREATE TABLE app.{t} (

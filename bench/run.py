@@ -44,7 +44,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appdb.local import SUPERUSER, Cluster, find_bindir  # noqa: E402
+from appdb.local.cluster import SUPERUSER, Cluster, find_bindir  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TEMPLATE = "bench_template"

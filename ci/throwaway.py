@@ -56,7 +56,7 @@ def _local(action: str, home: Path, port: int) -> report.Result:
 
 def prepare(home: Path, port: int, state: str) -> None:
     """Schema and roles as Pulumi makes them; the production state on top when asked."""
-    from appdb.local import Cluster
+    from appdb.local.cluster import Cluster
 
     cluster = Cluster(home=home, port=port)
     with cluster.connect() as conn:
@@ -78,7 +78,7 @@ def run_state(state: str, workdir: Path) -> tuple[bool, str]:
             parts.append(report.failure_markdown(started))
             return False, "\n".join(parts)
         prepare(home, port, state)
-        from appdb.local import Cluster
+        from appdb.local.cluster import Cluster
 
         env = {**os.environ, "DATABASE_URL": Cluster(home=home, port=port).url()}
         before = report.run_appdb("status", "--json", env=env)

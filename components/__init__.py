@@ -3,9 +3,9 @@
 ``__main__.py`` reads the stack's config and builds these; they never read config.
 """
 
+from components.database import Database, DatabaseArgs
 from components.grants import DEFAULT_ACCESS, Grants, GrantsArgs, TableAccess
 from components.migrations import Migrations, MigrationsArgs
-from components.provider import Database, DatabaseArgs
 from components.roles import LoginRole, Roles, RolesArgs
 from components.schema import AppSchema, AppSchemaArgs
 from components.verification import Verification, VerificationArgs

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_postgresql as postgresql
 
-from appdb.access import GROUP_ROLES, READER, WRITER
+from appdb.access import GROUP_ROLES, WRITER
 from components import validation
-
 
 
 @dataclass

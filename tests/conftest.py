@@ -29,7 +29,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from appdb.local import SUPERUSER, Cluster
+from appdb.local.cluster import SUPERUSER, Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = ROOT / "sql"

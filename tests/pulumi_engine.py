@@ -19,7 +19,7 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-from appdb.migration import discover
+from appdb.migrate.files import discover
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("Pulumi.yaml", "Pulumi.local.yaml", "Pulumi.prod.yaml", "__main__.py", "requirements.txt")

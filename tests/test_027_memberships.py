@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from appdb import runner, verify
+from appdb.checks import verify
 from appdb.errors import Refused
-from appdb.migration import discover
+from appdb.migrate import runner
+from appdb.migrate.files import discover
 from tests.conftest import SQL_DIR
 
 MIGRATIONS = discover(SQL_DIR)

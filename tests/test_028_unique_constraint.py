@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from appdb import runner
-from appdb.migration import discover
+from appdb.migrate import runner
+from appdb.migrate.files import discover
 from tests.conftest import SQL_DIR
 
 MIGRATIONS = discover(SQL_DIR)

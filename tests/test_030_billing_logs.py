@@ -5,9 +5,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from appdb import runner
 from appdb.errors import Refused
-from appdb.migration import discover
+from appdb.migrate import runner
+from appdb.migrate.files import discover
 from tests.conftest import BACKEND_TEST_PASSWORD, SQL_DIR, foreign_keys, production
 
 MIGRATIONS = discover(SQL_DIR)

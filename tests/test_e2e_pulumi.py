@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from appdb.local import LOCAL_PASSWORD, Cluster
+from appdb.local.cluster import LOCAL_PASSWORD, Cluster
 from tests.conftest import BACKEND_TEST_PASSWORD, free_port
 from tests.pulumi_engine import (
     PASSPHRASE,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from appdb.local import Cluster
+from appdb.local.cluster import Cluster
 from tests.conftest import free_port
 from tests.pulumi_engine import (
     PASSPHRASE,

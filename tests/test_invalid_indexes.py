@@ -19,9 +19,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from appdb import ledger, runner
 from appdb.errors import LockTimeout, MigrationError
-from appdb.migration import discover, find
+from appdb.migrate import ledger, runner
+from appdb.migrate.files import discover, find
 from tests.conftest import SQL_DIR, Database, production
 
 FAST = runner.Options(lock_timeout=0.2, lock_retries=2)

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from appdb.local import LOCAL_PASSWORD
+from appdb.local.cluster import LOCAL_PASSWORD
 from tests.conftest import ROOT, free_port
 
 
@@ -109,7 +109,7 @@ def test_local_reset_gives_a_fresh_database(local):
 
 def test_local_up_gives_a_cluster_with_the_old_password_the_new_one_and_keeps_its_data():
     """Clusters made before the local password changed had `postgres`; `up` moves them on once."""
-    from appdb.local import LEGACY_PASSWORD, Cluster
+    from appdb.local.cluster import LEGACY_PASSWORD, Cluster
 
     home = Path(tempfile.mkdtemp(prefix="appdb-local-legacy-"))
     old = Cluster(home=home, port=free_port(), password=LEGACY_PASSWORD)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from appdb.errors import ConfigError
-from appdb.migration import checksum, discover, find, parse_steps
+from appdb.migrate.files import checksum, discover, find, parse_steps
 from tests.conftest import ROOT, SQL_DIR
 
 

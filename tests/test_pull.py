@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from appdb.describe import Description, describe
+from appdb.schema.describe import Description, describe
 from tests.conftest import ROOT, SQL_DIR, Database, production
 
 PROGRAM_OWNED = ("privilege ", "default privileges ")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appdb.local import LOCAL_PASSWORD
+from appdb.local.cluster import LOCAL_PASSWORD
 from tests.conftest import BACKEND_TEST_PASSWORD, TEST_PASSWORD
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ import pulumi
 import pytest
 import yaml
 from pulumi.runtime import rpc
-from pulumi.runtime.mocks import MockMonitor, Mocks, MockResourceArgs
+from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, Mocks
 
 PROJECT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:postgresql.DefaultPrivileg has been deprecated:DeprecationWarning")
@@ -851,7 +851,7 @@ def test_the_project_migrations_become_one_command_each_in_version_order(tmp_pat
     shutil.rmtree(checkout / "sql")
     shutil.copytree(PROJECT / "sql", checkout / "sql")
     with program_modules(checkout):
-        from appdb.migration import discover
+        from appdb.migrate.files import discover
 
         expected = [m.id for m in discover(checkout / "sql")]
     assert expected[:2] == ["027", "028"]

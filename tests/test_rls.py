@@ -7,8 +7,8 @@ import json
 import psycopg
 import pytest
 
-from appdb import runner
-from appdb.migration import discover
+from appdb.migrate import runner
+from appdb.migrate.files import discover
 from tests.conftest import BACKEND_TEST_PASSWORD, SQL_DIR
 
 ALICE = "00000000-0000-4000-c000-000000000001"

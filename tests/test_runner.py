@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from appdb import ledger, runner
 from appdb.errors import ConfigError, MigrationError, Refused
-from appdb.migration import discover, find
+from appdb.migrate import ledger, runner
+from appdb.migrate.files import discover, find
 from tests.conftest import SQL_DIR
 
 OPTIONS = runner.Options(lock_timeout=5)
@@ -220,7 +220,7 @@ def hand_made(sql_dir: Path, text: str) -> list:
     """The project's migrations plus a 031 built in memory, past the checks load() makes."""
     from dataclasses import replace
 
-    from appdb.migration import Step
+    from appdb.migrate.files import Step
 
     base = migrations(sql_dir)
     extra = replace(base[-1], id="031", name="hand_made", path=sql_dir / "031_hand_made.sql", sql=text,

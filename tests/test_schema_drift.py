@@ -20,11 +20,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from appdb import drift, runner, scratch, snapshot
-from appdb.describe import describe, parse
 from appdb.errors import ConfigError
-from appdb.migration import discover
-from appdb.local import SUPERUSER
+from appdb.local.cluster import SUPERUSER
+from appdb.migrate import runner
+from appdb.migrate.files import discover
+from appdb.schema import drift, snapshot
+from appdb.schema import fresh as scratch
+from appdb.schema.describe import describe, parse
 from tests.conftest import ROOT, SQL_DIR, TEMPLATE, Database, free_port
 
 SNAPSHOT = SQL_DIR / "schema.snapshot"

@@ -9,8 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from appdb import runner, verify
-from appdb.migration import discover
+from appdb.checks import verify
+from appdb.migrate import runner
+from appdb.migrate.files import discover
 from tests.conftest import SQL_DIR
 
 OPTIONS = runner.Options(lock_timeout=5)

@@ -9,8 +9,8 @@ guards against on a deliberately broken copy, so a rule that stops working fails
 from __future__ import annotations
 
 import copy
-import json
 import importlib.util
+import json
 import re
 import subprocess
 import sys

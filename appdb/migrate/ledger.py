@@ -13,9 +13,9 @@ from importlib import resources
 
 import psycopg
 
-from appdb import catalog
 from appdb.errors import MigrationError, Refused
-from appdb.migration import Migration, parse_steps
+from appdb.migrate import indexes
+from appdb.migrate.files import Migration, parse_steps
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Entry:
 
 
 def _ddl() -> str:
-    return resources.files("appdb").joinpath("sql", "ledger.sql").read_text(encoding="utf-8")
+    return resources.files("appdb.migrate").joinpath("ledger.sql").read_text(encoding="utf-8")
 
 
 def exists(conn: psycopg.Connection) -> bool:
@@ -74,7 +74,7 @@ def check_recordable(conn: psycopg.Connection, migration: Migration) -> None:
     - The ledger holds the same version under another spelling (``027`` and ``0027``).
     """
     for index in migration.created_indexes():
-        invalid = catalog.invalid_index(conn, index.name, index.table)
+        invalid = indexes.invalid_index(conn, index.name, index.table)
         if invalid:
             raise MigrationError(
                 f"{migration.id} was not recorded: index {invalid[0]}.{invalid[1]} ({migration.filename}:"

@@ -42,9 +42,9 @@ import psycopg
 from psycopg import sql
 
 from appdb.access import DEFAULT_ACCESS, GROUP_ROLES, TableAccess
-from appdb.describe import Description, describe
-from appdb.local import LOGIN, Cluster
-from appdb.migration import Migration
+from appdb.local.cluster import LOGIN, Cluster
+from appdb.migrate.files import Migration
+from appdb.schema.describe import Description, describe
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def build(
     owner: str = LOGIN,
 ) -> None:
     """Schema and roles, every pending migration, then the grants: ``pulumi up``'s order."""
-    from appdb import runner
+    from appdb.migrate import runner
 
     prepare(conn, schema, owner)
     runner.apply(conn, migrations, runner.Options())

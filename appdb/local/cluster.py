@@ -43,7 +43,7 @@ SERVER_USER = "postgres"
 
 
 def _package_sql(name: str) -> str:
-    return resources.files("appdb").joinpath("sql", name).read_text(encoding="utf-8")
+    return resources.files("appdb.local").joinpath(name).read_text(encoding="utf-8")
 
 
 def find_bindir() -> Path:

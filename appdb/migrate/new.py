@@ -7,13 +7,13 @@ from importlib import resources
 from pathlib import Path
 
 from appdb.errors import ConfigError
-from appdb.migration import REVERT_DIR, Migration, discover
+from appdb.migrate.files import REVERT_DIR, Migration, discover
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 
 def _template(name: str) -> str:
-    return resources.files("appdb").joinpath("templates", name).read_text(encoding="utf-8")
+    return resources.files("appdb.migrate").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 def slug(name: str) -> str:

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import psycopg
 
-from appdb import ledger, runner
-from appdb.describe import Description, describe, require_schema
-from appdb.drift import EXTRA, MISSING, Difference, short, compare
 from appdb.errors import MigrationError, Refused
-from appdb.lock import migration_lock
-from appdb.migration import Migration, find
+from appdb.migrate import ledger, runner
+from appdb.migrate.files import Migration, find
+from appdb.migrate.lock import migration_lock
+from appdb.schema.describe import Description, describe, require_schema
+from appdb.schema.drift import EXTRA, MISSING, Difference, compare, short
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _owned_by_migrations(identity: str) -> bool:
 
 def change_of(migrations: list[Migration], target: Migration, schema: str = "app") -> Change:
     """Build the migrations before ``target``, then ``target``, on a throwaway database; diff the two."""
-    from appdb.scratch import Scratch, prepare, scratch_cluster
+    from appdb.schema.fresh import Scratch, prepare, scratch_cluster
 
     earlier = [m for m in migrations if m.sort_key < target.sort_key]
     with scratch_cluster() as cluster, Scratch(cluster).connect() as conn:

@@ -24,7 +24,7 @@ Identities keep the catalog's names (quoted with ``quote_ident`` where needed): 
 incident turned on a constraint's name. Definitions come from PostgreSQL's own
 deparsers, with ``search_path`` set to ``pg_catalog`` so every other name is qualified.
 Nothing depends on OIDs or physical order, so two databases built the same way give
-byte-identical descriptions. The one catalog query is ``appdb/sql/describe.sql``; it
+byte-identical descriptions. The one catalog query is ``appdb/schema/describe.sql``; it
 reads the catalog only, so a login without USAGE on Supabase's ``auth`` can run it.
 
 The text form, one entry per identity line and its definition on the lines after it,
@@ -107,7 +107,7 @@ class Description:
 
 
 def _query() -> str:
-    return resources.files("appdb").joinpath("sql", "describe.sql").read_text(encoding="utf-8")
+    return resources.files("appdb.schema").joinpath("describe.sql").read_text(encoding="utf-8")
 
 
 def schema_exists(conn: psycopg.Connection, schema: str) -> bool:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from appdb import catalog, runner
-from appdb.migration import Migration
+from appdb.checks import catalog
+from appdb.migrate import runner
+from appdb.migrate.files import Migration
 
 MEMBERSHIPS = "app.memberships"
 PAYMENT_EVENTS = "app.payment_events"

@@ -36,10 +36,10 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.pq import TransactionStatus
 
-from appdb import catalog, ledger
 from appdb.errors import ConfigError, LockTimeout, MigrationError, Refused
-from appdb.lock import migration_lock
-from appdb.migration import FILE_PATTERN, REVERT_DIR, Migration, Step, find, normalise, parse_steps, read_text
+from appdb.migrate import indexes, ledger
+from appdb.migrate.files import FILE_PATTERN, REVERT_DIR, Migration, Step, find, normalise, parse_steps, read_text
+from appdb.migrate.lock import migration_lock
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +366,7 @@ def _drop_invalid_leftovers(conn: psycopg.Connection, step: Step, source: str, m
     and ``IF NOT EXISTS`` would then skip it for ever. Runs in autocommit, as the step.
     """
     for index in step.created_indexes(source):
-        invalid = catalog.invalid_index(conn, index.name, index.table)
+        invalid = indexes.invalid_index(conn, index.name, index.table)
         if invalid is None:
             continue
         log.warning("%s, step %s: dropping the INVALID index %s.%s an interrupted build left, to build it again",

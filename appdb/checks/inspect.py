@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from appdb import catalog
-from appdb.migration import Migration, strip_comments
+from appdb.checks import catalog
+from appdb.migrate.files import Migration, strip_comments
 
 SCHEMAS = ("app", "public", "auth")
 _REFERENCES = re.compile(r"\bREFERENCES\s+([a-z_][a-z0-9_]*)\s*\.\s*([a-z_][a-z0-9_]*)", re.IGNORECASE)

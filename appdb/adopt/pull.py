@@ -17,12 +17,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from appdb import converge, pgdump
+from appdb.adopt import converge, pgdump
 from appdb.connection import connect, connection_params, resolve_dsn, where
-from appdb.describe import require_schema
 from appdb.errors import ConfigError, MigrationError, Refused
-from appdb.migration import REVERT_DIR, Migration, discover
-from appdb.scaffold import next_version, slug
+from appdb.migrate.files import REVERT_DIR, Migration, discover
+from appdb.migrate.new import next_version, slug
+from appdb.schema.describe import require_schema
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _earlier_description(migrations: list[Migration], schema: str) -> dict[str, 
     """What a fresh database built from the earlier migrations has: the revert keeps it."""
     if not migrations:
         return {}
-    from appdb.scratch import fresh_description
+    from appdb.schema.fresh import fresh_description
 
     log.info("building %s on a throwaway database, to keep what they create out of the revert",
              ", ".join(m.id for m in migrations))

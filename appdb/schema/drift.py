@@ -21,10 +21,10 @@ from pathlib import Path
 
 import psycopg
 
-from appdb import ledger
-from appdb.describe import Description, describe, require_schema
 from appdb.errors import ConfigError
-from appdb.snapshot import Snapshot
+from appdb.migrate import ledger
+from appdb.schema.describe import Description, describe, require_schema
+from appdb.schema.snapshot import Snapshot
 
 IGNORE_FILENAME = "drift-ignore.toml"
 MATCH, DRIFT, BEHIND, AHEAD = "match", "drift", "behind", "ahead"

@@ -25,9 +25,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from appdb.describe import Description, MalformedDescription, describe, parse
 from appdb.errors import ConfigError
-from appdb.migration import Migration
+from appdb.migrate.files import Migration
+from appdb.schema.describe import Description, MalformedDescription, describe, parse
 
 FILENAME = "schema.snapshot"
 PREAMBLE = """\
@@ -112,7 +112,7 @@ def read(path: Path) -> Snapshot:
 
 def build(migrations: list[Migration], schema: str = "app") -> Snapshot:
     """The snapshot as it should be: a scratch database built from ``migrations``, described."""
-    from appdb.scratch import scratch_database
+    from appdb.schema.fresh import scratch_database
 
     with scratch_database(migrations, schema=schema) as scratch, scratch.connect() as conn:
         description = describe(conn, schema)

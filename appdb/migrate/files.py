@@ -35,8 +35,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from appdb import statements
 from appdb.errors import ConfigError
+from appdb.migrate import statements
 
 FILE_PATTERN = re.compile(r"^(?P<id>\d+)_(?P<name>[a-z0-9][a-z0-9_]*)\.sql$")
 STEP_MARKER = re.compile(r"^--\s*appdb:step\b(?P<rest>.*)$")

@@ -1,0 +1,1 @@
+"""A live database brought under code: pgdump, converge, pull, baseline."""
