@@ -197,6 +197,11 @@ def _connect_failure(exc: psycopg.OperationalError, params: dict[str, str]) -> s
             f"{params.get('connect_timeout') or os.environ.get('PGCONNECT_TIMEOUT')} s "
             "(connect_timeout); check the host, port and firewall"
         )
+    tls = next((line for line in lines if "SSL error" in line or "certificate" in line), None)
+    if tls:
+        return (f"could not connect to {where}: TLS: {tls.split(' failed: ')[-1]}; the server's certificate must be "
+                "signed by the root certificate in sslrootcert (PGSSLROOTCERT; the stack's sslRootCert) and, "
+                "with verify-full, name the host")
     value = _VALUE_ERROR.search(text)
     if value:
         named = next((k for k in value.groups() if k in _keywords()), "a parameter")
