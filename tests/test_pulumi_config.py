@@ -106,7 +106,7 @@ def test_no_instruction_tells_anyone_to_put_the_deploy_password_in_a_stack_file(
               *sorted((PROJECT / "docs").glob("*.md")), *sorted((PROJECT / "ci").glob("*"))]
     for path in places:
         text = path.read_text(encoding="utf-8")
-        assert not re.search(r"config set[^\n]*--secret[^\n]*dbPassword", text), path.name
+        assert not re.search(r"config set[^\n`]*--secret[^\n`]*dbPassword", text), path.name
         assert "set_secret dbPassword" not in text, path.name
 
 def test_prod_protects_the_schema_and_refuses_data_loss_while_dev_and_local_allow_it():
