@@ -120,7 +120,8 @@ def dump_schema(pg_dump: Path, params: dict[str, str], schema: str) -> str:
     if out.returncode != 0:
         lines = [line.strip() for line in out.stderr.splitlines() if line.strip()]
         reason = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "no message")
-        raise AppdbError(f"pg_dump failed: {redact(reason.removeprefix('pg_dump: '), params.values())}")
+        known = [value for key, value in params.items() if key in SECRET_KEYWORDS and value]
+        raise AppdbError(f"pg_dump failed: {redact(reason.removeprefix('pg_dump: '), known)}")
     return out.stdout
 
 
