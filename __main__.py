@@ -39,6 +39,7 @@ database = Database(
         role=admin_role,
         password=config.get_secret("dbPassword"),  # unset: PGPASSWORD from the environment (CI)
         sslmode=config.require("sslMode"),
+        sslrootcert=config.get("sslRootCert"),  # verify-full/verify-ca: the CA that signed the server
         connect_timeout=config.require_int("connectTimeout"),
     ),
 )

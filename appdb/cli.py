@@ -404,15 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from appdb.connection import redact
-
+    argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="appdb: %(levelname)s: %(message)s", stream=sys.stderr)
         return args.func(args)
     except AppdbError as exc:
-        print(f"appdb: error: {redact(str(exc))}", file=sys.stderr)
+        _error(str(exc), argv)
         return exc.exit_code
     except Exception as exc:
         import psycopg
@@ -420,8 +419,24 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(exc, psycopg.Error):
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"appdb: error: database error: {redact(first)}", file=sys.stderr)
+        _error(f"database error: {first}", argv)
         return 1
     except KeyboardInterrupt:
         print("appdb: error: interrupted; the step in progress was rolled back", file=sys.stderr)
         return 130
+
+
+def _error(message: str, argv: list[str]) -> None:
+    """The one line on stderr, without any secret of the arguments, DATABASE_URL or PGPASSWORD.
+
+    Every argument counts, not only --dsn's value: a DSN given without --dsn is echoed
+    back by argparse as an unrecognised argument.
+    """
+    from appdb.connection import known_secrets
+    from appdb.redact import redact, secrets_in
+
+    secrets = known_secrets(None).union(*(secrets_in(arg) for arg in argv))
+    dsn = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--dsn"), None)
+    dsn = dsn or next((arg.removeprefix("--dsn=") for arg in argv if arg.startswith("--dsn=")), None)
+    secrets |= known_secrets(dsn)
+    print(f"appdb: error: {redact(' '.join(message.split()), secrets)}", file=sys.stderr)

@@ -2,7 +2,19 @@
 
 The DSN comes from ``--dsn``, else ``DATABASE_URL``, else libpq's own ``PG*``
 variables (an empty conninfo lets libpq read them). A password never reaches a
-message: every error passes through :func:`redact`, after dbmate's redactLogString.
+message or a command line:
+
+* a DSN libpq cannot parse gets a fixed message naming the kind of problem, never
+  libpq's own text, which quotes what it choked on;
+* values libpq would echo back (port, connect_timeout, sslmode) are checked first,
+  and the message names the parameter, not the value;
+* a URL whose password was not percent-encoded (an ``@`` or ``/`` in it) is refused
+  before anything connects, since libpq would read part of the password as the host;
+* messages are built from our own fields (user@host:port/db), and any text from libpq
+  or the server passes through :func:`appdb.redact.redact` with every secret we know.
+
+Supabase's transaction pooler is refused twice: by the port asked for, before
+connecting, and by the port actually reached (a service file, PGSERVICE), right after.
 """
 
 from __future__ import annotations
@@ -12,23 +24,54 @@ import os
 import re
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, pq
 
 from appdb.errors import ConfigError, ConnectError
+from appdb.redact import SECRET_KEYWORDS, environment_secrets, secrets_in
+from appdb.redact import redact as _redact
 
 log = logging.getLogger(__name__)
 
 TRANSACTION_POOLER_PORT = 6543
 DEFAULT_CONNECT_TIMEOUT = 10
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_POOLER_MESSAGE = ("port 6543 is Supabase's transaction pooler, which breaks session settings and advisory "
+                   "locks: use the direct connection (port 5432) or the session pooler")
+_NOT_SHOWN = "(the text is not shown: it may hold a password)"
+_ENCODE_HINT = ("percent-encode the password in a URL (@ as %40, / as %2F, % as %25, a space as %20), "
+                "or quote it in key=value form: password='a b'")
+# What libpq's parse errors are about, by a phrase of their text; the text itself is never shown.
+_PARSE_PROBLEMS = (
+    ("unexpected spaces", "a space in a URL (write it as %20)"),
+    ("percent-encod", "invalid percent-encoding (a % must start %XX; write % itself as %25)"),
+    ("unterminated quoted string", "an unterminated quote"),
+    ('missing "="', "a value with a space that is not quoted (write key='a b')"),
+    ("invalid connection option", "an unknown parameter name"),
+    ("invalid URI query parameter", "an unknown parameter name"),
+    ("IPv6", "an unterminated [IPv6] host"),
+)
+_INTEGER_KEYWORDS = ("connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+                     "keepalives_count", "tcp_user_timeout")
+_ENVIRONMENT = {"port": "PGPORT", "connect_timeout": "PGCONNECT_TIMEOUT", "sslmode": "PGSSLMODE"}
 
-_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@\s]*@")
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+def redact(text: str, dsn: str | None = None) -> str:
+    """``text`` without any password: those of ``dsn`` and the environment, and any URL/key=value one."""
+    return _redact(text, known_secrets(dsn))
 
 
-def redact(text: str) -> str:
-    """The text with every password in a URL or key=value DSN replaced by ********."""
-    text = _URL_PASSWORD.sub(r"\1********@", text)
-    return _KV_PASSWORD.sub(r"\1********", text)
+def known_secrets(dsn: str | None = None) -> set[str]:
+    """Every secret a message about this DSN could contain: raw, parsed and from the environment."""
+    found = environment_secrets()
+    for text in (dsn, os.environ.get("DATABASE_URL")):
+        if text:
+            found |= secrets_in(text)
+            try:
+                parsed = conninfo.conninfo_to_dict(text)
+            except (psycopg.Error, UnicodeError):
+                continue
+            found |= {parsed[key] for key in SECRET_KEYWORDS if parsed.get(key)}
+    return found
 
 
 def resolve_dsn(explicit: str | None) -> str:
@@ -39,22 +82,65 @@ def resolve_dsn(explicit: str | None) -> str:
 
 
 def connection_params(dsn: str) -> dict[str, str]:
-    """The DSN parsed and checked, with the environment's PG* values filled in by libpq."""
-    try:
-        params = conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"malformed connection string: {redact(str(exc).splitlines()[0])}") from None
-    port = str(params.get("port") or os.environ.get("PGPORT") or "")
-    if any(p.strip() and not p.strip().isdigit() for p in port.split(",")):
-        raise ConfigError(f"malformed connection string: port {port!r} is not a number")
+    """The DSN parsed and checked, with a connect_timeout; libpq fills in the PG* variables later."""
+    params = _parse(dsn)
+    if _is_url(dsn):
+        _check_url_split(params)
+    _check_values(params)
+    port = _setting(params, "port")
     if any(p.strip() == str(TRANSACTION_POOLER_PORT) for p in port.split(",")):
-        raise ConfigError(
-            "port 6543 is Supabase's transaction pooler, which breaks session settings and advisory "
-            "locks: use the direct connection (port 5432) or the session pooler"
-        )
+        raise ConfigError(_POOLER_MESSAGE)
     if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
         params["connect_timeout"] = str(DEFAULT_CONNECT_TIMEOUT)
     return params
+
+
+def _parse(dsn: str) -> dict[str, str]:
+    """libpq's parse, its error reduced to a fixed sentence: libpq quotes the text it chokes on."""
+    try:
+        dsn.encode("utf-8")
+    except UnicodeError:
+        raise ConfigError(f"malformed connection string: it is not valid UTF-8 {_NOT_SHOWN}") from None
+    try:
+        return conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error as exc:
+        text = str(exc)
+        problem = next((kind for phrase, kind in _PARSE_PROBLEMS if phrase in text), "libpq could not parse it")
+        raise ConfigError(f"malformed connection string: {problem}; check quoting and percent-encoding "
+                          f"{_NOT_SHOWN}") from None
+
+
+def _setting(params: dict[str, str], key: str) -> str:
+    """A parameter as libpq will use it: the DSN's, else its PG* variable."""
+    value = params.get(key)
+    if value is None and key in _ENVIRONMENT:
+        value = os.environ.get(_ENVIRONMENT[key])
+    return str(value or "")
+
+
+def _check_values(params: dict[str, str]) -> None:
+    """Values libpq or psycopg would quote back in an error are checked here, and only named."""
+    ports = [p.strip() for p in _setting(params, "port").split(",")]
+    if any(p and not (p.isascii() and p.isdigit() and 0 < int(p) < 65536) for p in ports):
+        raise ConfigError(f"malformed connection string: port must be a number from 1 to 65535 {_NOT_SHOWN}; "
+                          + _ENCODE_HINT)
+    for key in _INTEGER_KEYWORDS:
+        if not re.fullmatch(r"\s*(-?\d+\s*)?", _setting(params, key)):
+            raise ConfigError(f"malformed connection string: {key} must be a whole number {_NOT_SHOWN}")
+    sslmode = _setting(params, "sslmode")
+    if sslmode and sslmode not in SSLMODES:
+        raise ConfigError(f"malformed connection string: sslmode must be one of {', '.join(SSLMODES)} {_NOT_SHOWN}")
+
+
+def _is_url(dsn: str) -> bool:
+    return dsn.lstrip().startswith(("postgresql://", "postgres://"))
+
+
+def _check_url_split(params: dict[str, str]) -> None:
+    """An ``@`` left in the host, login or database means libpq split an unencoded password."""
+    if any("@" in params.get(key, "") for key in ("host", "user", "dbname", "hostaddr")):
+        raise ConfigError(f"malformed connection string: an '@' outside user:password@ in a URL {_NOT_SHOWN}; "
+                          + _ENCODE_HINT)
 
 
 def describe(params: dict[str, str]) -> str:
@@ -73,20 +159,35 @@ def where(conn: psycopg.Connection) -> str:
 
 
 def connect(dsn: str | None, application_name: str = "appdb") -> psycopg.Connection:
-    """An autocommit connection whose server notices go to the logger."""
-    params = connection_params(resolve_dsn(dsn))
+    """An autocommit connection whose server notices go to the logger, never to the transaction pooler."""
+    raw = resolve_dsn(dsn)
+    params = connection_params(raw)
     params.setdefault("application_name", application_name)
     try:
         conn = psycopg.connect(conninfo.make_conninfo(**params), autocommit=True)
     except psycopg.OperationalError as exc:
-        raise ConnectError(_connect_failure(exc, params)) from None
+        raise ConnectError(redact(_connect_failure(exc, params), raw)) from None
+    except psycopg.ProgrammingError:
+        raise ConfigError(f"malformed connection string: libpq refused a parameter {_NOT_SHOWN}") from None
+    refuse_transaction_pooler(conn)
     conn.add_notice_handler(_log_notice)
     return conn
 
 
+def refuse_transaction_pooler(conn: psycopg.Connection) -> None:
+    """Close and refuse a connection that reached port 6543 however it was asked for (service file, PG*)."""
+    if conn.info.port == TRANSACTION_POOLER_PORT:
+        conn.close()
+        raise ConfigError(_POOLER_MESSAGE)
+
+
+# libpq's complaints about a value, which quote the value: only the keyword is kept.
+_VALUE_ERROR = re.compile(r'invalid (?:(\w+) )?(?:integer )?value.*?(?:for connection option "(\w+)")?$')
+
+
 def _connect_failure(exc: psycopg.OperationalError, params: dict[str, str]) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = redact(" ".join(lines))
+    text = " ".join(lines)
     where = describe(params)
     if "password authentication failed" in text or "no password supplied" in text:
         return f"authentication failed for {where}: check the user and password"
@@ -96,12 +197,26 @@ def _connect_failure(exc: psycopg.OperationalError, params: dict[str, str]) -> s
             f"{params.get('connect_timeout') or os.environ.get('PGCONNECT_TIMEOUT')} s "
             "(connect_timeout); check the host, port and firewall"
         )
+    tls = next((line for line in lines if "SSL error" in line or "certificate" in line), None)
+    if tls:
+        return (f"could not connect to {where}: TLS: {tls.split(' failed: ')[-1]}; the server's certificate must be "
+                "signed by the root certificate in sslrootcert (PGSSLROOTCERT; the stack's sslRootCert) and, "
+                "with verify-full, name the host")
+    value = _VALUE_ERROR.search(text)
+    if value:
+        named = next((k for k in value.groups() if k in _keywords()), "a parameter")
+        return f"malformed connection string: libpq refused the value of {named} {_NOT_SHOWN}"
     reason = lines[-1] if lines else "unknown error"
     for line in lines:
         if "FATAL" in line or "refused" in line or "could not translate" in line:
             reason = line
             break
-    return f"could not connect to {where}: {redact(reason)}"
+    return f"could not connect to {where}: {reason}"
+
+
+def _keywords() -> set[str]:
+    """libpq's own connection keywords: only these are safe to name in a message."""
+    return {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
 
 
 def _os_user() -> str:

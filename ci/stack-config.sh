@@ -6,7 +6,8 @@
 #   ci/stack-config.sh STACK deploy    the deploy login: `pulumi up`
 #
 # Reads libpq's variables, which the workflow fills from the job's GitHub environment:
-# PGHOST, PGPORT, PGDATABASE, PGUSER (variables); PGPASSWORD (secret) is left in the
+# PGHOST, PGPORT, PGDATABASE, PGUSER (variables); PGSSLROOTCERT and PGSSLMODE (verify-full)
+# when the workflow wrote Supabase's root certificate; PGPASSWORD (secret) is left in the
 # environment for the provider and the commands, never written to config; in deploy mode
 # also APPDB_BACKEND_PASSWORD (secret) when the stack file does not carry backendPassword.
 # An unset variable leaves the stack file's value alone. Secrets go through stdin, never
@@ -43,6 +44,12 @@ set_plain dbHost "${PGHOST:-}"
 set_plain dbPort "${PGPORT:-}"
 set_plain dbName "${PGDATABASE:-}"
 set_plain dbUser "${PGUSER:-}"
+# Only with a root certificate: without one the workflow's PGSSLMODE is `require`, which must
+# not weaken a stack file that verifies with a certificate of its own.
+if [ -n "${PGSSLROOTCERT:-}" ]; then
+    set_plain sslRootCert "$PGSSLROOTCERT"
+    set_plain sslMode "${PGSSLMODE:-verify-full}"
+fi
 # PGPASSWORD stays in the environment: with dbPassword unset, the provider and the
 # commands read it from there, so the deploy (or read-only) password never enters the
 # stack file or the state.

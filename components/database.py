@@ -6,11 +6,17 @@ exactly the settings the provider uses. The password is a secret Output in both,
 when the stack sets none, it is not an input at all: the provider falls back to
 ``PGPASSWORD`` (pulumi-postgresql's documented default) and the commands inherit it
 from the engine's environment, so a CI secret never enters the state.
+
+TLS: ``verify-full`` (or ``verify-ca``) checks who answers, against the root
+certificate in ``sslrootcert``, which both the provider (its ``sslrootcert`` input) and
+the commands (``PGSSLROOTCERT``) get. ``require`` encrypts without checking; ``allow``
+and ``prefer`` fall back to plaintext without a word, so they get a warning.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_postgresql as postgresql
@@ -20,6 +26,13 @@ from components import validation
 # Connect within seconds instead of the provider's 180 s default, so an unreachable
 # host fails the preview quickly with a clear error.
 DEFAULT_CONNECT_TIMEOUT = 10
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+VERIFYING = ("verify-ca", "verify-full")
+WEAK_SSLMODE_WARNING = (
+    "sslmode {mode}: weaker than require, because {mode} falls back to a connection without TLS, silently, "
+    "when the server or anyone in between offers none, and then the password and the data cross the "
+    "network in plain text; use require, or verify-full with sslRootCert"
+)
 
 
 @dataclass
@@ -38,6 +51,9 @@ class DatabaseArgs:
     username: str = "postgres"
     role: str = "postgres"
     sslmode: str = "require"
+    # A PEM file of the root certificate that signed the server's, relative to the project
+    # (the commands run there): required by verify-ca and verify-full.
+    sslrootcert: str | None = None
     connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
 
 
@@ -52,8 +68,7 @@ class Database(pulumi.ComponentResource):
         validation.identifier(args.role, "role")
         if not args.username:
             raise ValueError("username: the login must not be empty")
-        if args.sslmode not in ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"):
-            raise ValueError(f"sslmode: {args.sslmode!r} is not a libpq sslmode")
+        _check_tls(args.sslmode, args.sslrootcert)
         if not 0 < args.connect_timeout <= 60:
             raise ValueError(f"connect_timeout: {args.connect_timeout!r} must be between 1 and 60 seconds")
 
@@ -68,6 +83,7 @@ class Database(pulumi.ComponentResource):
             database_username=args.role,
             password=self.password,
             sslmode=args.sslmode,
+            sslrootcert=args.sslrootcert,
             connect_timeout=args.connect_timeout,
             # Supabase's `postgres` is not a superuser: the provider must not assume it is.
             superuser=False,
@@ -88,6 +104,8 @@ class Database(pulumi.ComponentResource):
             "PGSSLMODE": self.args.sslmode,
             "PGCONNECT_TIMEOUT": str(self.args.connect_timeout),
         }
+        if self.args.sslrootcert:
+            environment["PGSSLROOTCERT"] = self.args.sslrootcert
         if self.password is not None:
             environment["PGPASSWORD"] = self.password
         return environment
@@ -97,3 +115,22 @@ class Database(pulumi.ComponentResource):
         prefix = self.args.role + "."
         suffix = self.args.username[len(self.args.role) :] if self.args.username.startswith(prefix) else ""
         return role + suffix
+
+
+def _check_tls(sslmode: str, sslrootcert: str | None) -> None:
+    """A verifying sslmode needs a root certificate that exists; a falling-back one gets a warning."""
+    if sslmode not in SSLMODES:
+        raise ValueError(f"sslmode: {sslmode!r} is not a libpq sslmode ({', '.join(SSLMODES)})")
+    if sslmode in VERIFYING and not sslrootcert:
+        raise ValueError(
+            f"sslrootcert: sslmode {sslmode} checks the server's certificate against a root certificate, and "
+            "none is given: set sslRootCert to its PEM file (for Supabase, the project's CA from Database "
+            "settings, see docs/pulumi.md)"
+        )
+    if sslrootcert and not Path(sslrootcert).is_file():
+        raise ValueError(f"sslrootcert: {sslrootcert} is not a file (a path relative to the project, "
+                         "or absolute): set sslRootCert to the root certificate's PEM file")
+    if sslrootcert and "-----BEGIN CERTIFICATE-----" not in Path(sslrootcert).read_text(errors="replace"):
+        raise ValueError(f"sslrootcert: {sslrootcert} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    if sslmode in ("allow", "prefer"):
+        pulumi.log.warn(WEAK_SSLMODE_WARNING.format(mode=sslmode))

@@ -92,6 +92,23 @@ def test_stack_files_set_only_declared_keys_and_encrypt_secrets(stack):
             assert not isinstance(value, dict) or "secure" not in value
 
 
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_deploy_password_never_sits_in_a_dev_or_prod_stack_file(stack):
+    """The preview jobs hold the passphrase that decrypts these files and run any branch's code:
+    a dbPassword here, even encrypted, would hand the deploy login to every preview."""
+    assert "appdb:dbPassword" not in (stack_file(stack).get("config") or {})
+
+
+def test_no_instruction_tells_anyone_to_put_the_deploy_password_in_a_stack_file():
+    """One story: PGPASSWORD from the deploy environment. Only the local stack keeps dbPassword."""
+    places = [PROJECT / "README.md", PROJECT / "Pulumi.dev.yaml", PROJECT / "Pulumi.prod.yaml",
+              *sorted((PROJECT / "docs").glob("*.md")), *sorted((PROJECT / "ci").glob("*"))]
+    for path in places:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"config set[^\n`]*--secret[^\n`]*dbPassword", text), path.name
+        assert "set_secret dbPassword" not in text, path.name
+
 def test_prod_protects_the_schema_and_refuses_data_loss_while_dev_and_local_allow_it():
     def value(stack: str, key: str) -> str | None:
         return (stack_file(stack).get("config") or {}).get(f"appdb:{key}")

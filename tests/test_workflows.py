@@ -255,7 +255,52 @@ def drift_problems(wf: dict) -> list[str]:
     return problems
 
 
-COMMON_RULES = (trigger_problems, permission_problems, injection_problems, pin_problems, checkout_problems)
+def holds_secrets(job: dict) -> bool:
+    """A job that is handed any repository or environment secret."""
+    return "secrets." in json.dumps(job)
+
+
+def hashed_install_problems(wf: dict) -> list[str]:
+    """A job that holds secrets installs only packages pinned by hash (requirements.lock)."""
+    problems = []
+    for name, job in wf.get("jobs", {}).items():
+        if not holds_secrets(job):
+            continue
+        for script in scripts(job):
+            for line in script.splitlines():
+                if "pip install" in line and "--require-hashes -r requirements.lock" not in line:
+                    problems.append(f"job {name}: {line.strip()!r} installs without hashes, with secrets in reach")
+            if "bin/setup" in script:
+                problems.append(f"job {name}: bin/setup installs requirements-dev.txt without hashes")
+    return problems
+
+
+CERT_VARIABLE = "vars.SUPABASE_ROOT_CERT"
+
+
+def tls_problems(wf: dict) -> list[str]:
+    """A job that connects verifies the server (verify-full) once Supabase's root certificate is configured."""
+    problems = []
+    for name, job in wf.get("jobs", {}).items():
+        variables = job.get("env", {}) or {}
+        if "PGHOST" not in variables:
+            continue
+        mode, root = str(variables.get("PGSSLMODE", "")), str(variables.get("PGSSLROOTCERT", ""))
+        if CERT_VARIABLE not in mode or "verify-full" not in mode:
+            problems.append(f"job {name}: PGSSLMODE {mode!r} is not verify-full when {CERT_VARIABLE} is set")
+        if CERT_VARIABLE not in root:
+            problems.append(f"job {name}: PGSSLROOTCERT does not point at the certificate from {CERT_VARIABLE}")
+        writes = [i for i, step in enumerate(steps(job))
+                  if CERT_VARIABLE in json.dumps(step.get("env", {})) and "$PGSSLROOTCERT" in str(step.get("run", ""))]
+        connects = [i for i, step in enumerate(steps(job)) if ".venv/bin/python" in str(step.get("run", ""))
+                    or "stack-config.sh" in str(step.get("run", "")) or step.get("with", {}).get("command")]
+        if not writes or (connects and writes[0] > connects[0]):
+            problems.append(f"job {name}: no step writes the root certificate to $PGSSLROOTCERT before connecting")
+    return problems
+
+
+COMMON_RULES = (trigger_problems, permission_problems, injection_problems, pin_problems, checkout_problems,
+                hashed_install_problems, tls_problems)
 
 
 # --- the workflows as they are -------------------------------------------------------------
@@ -424,6 +469,57 @@ def test_a_pull_request_without_its_schema_change_or_the_stacks_drift_is_caught(
                     step["run"] = step["run"].replace(needle, "")
         assert preview_problems(broken), needle
 
+
+
+def test_a_job_with_secrets_that_installs_without_hashes_is_caught(workflows):
+    for name in ("deploy", "drift", "pr"):
+        broken = copy.deepcopy(workflows[name])
+        for job in broken["jobs"].values():
+            for step in steps(job):
+                if "run" in step:
+                    step["run"] = step["run"].replace("--require-hashes -r requirements.lock", "-r requirements.txt")
+        assert hashed_install_problems(broken), name
+    with_setup = copy.deepcopy(workflows["deploy"])
+    next(job for job in with_setup["jobs"].values() if holds_secrets(job))["steps"].append({"run": "bin/setup"})
+    assert hashed_install_problems(with_setup)
+
+
+def test_a_job_that_connects_without_verifying_the_server_is_caught(workflows):
+    for name in ("deploy", "drift", "pr"):
+        weak = copy.deepcopy(workflows[name])
+        for job in weak["jobs"].values():
+            if "PGHOST" in job.get("env", {}):
+                job["env"]["PGSSLMODE"] = "require"
+        assert tls_problems(weak), name
+        unwritten = copy.deepcopy(workflows[name])
+        for job in unwritten["jobs"].values():
+            job["steps"] = [s for s in steps(job) if CERT_VARIABLE not in json.dumps(s.get("env", {}))]
+        assert tls_problems(unwritten), name
+
+
+# --- requirements.lock: what the jobs with secrets install ------------------------------------
+
+
+def _pins(text: str) -> dict[str, str]:
+    pins = {}
+    for line in text.splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;\\]+)", line)
+        if match:
+            pins[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return pins
+
+
+def test_the_lock_pins_every_runtime_requirement_at_its_version_and_hashes_every_package():
+    wanted = _pins((ROOT / "requirements.txt").read_text())
+    text = (ROOT / "requirements.lock").read_text()
+    locked = _pins(text)
+    assert wanted and all(locked.get(name) == version for name, version in wanted.items()), (
+        "requirements.lock is behind requirements.txt: run ci/lock-requirements.sh and commit it")
+    assert "psycopg-binary" in locked, "the [binary] extra's package is locked too"
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        if re.match(r"^[A-Za-z0-9]", block):
+            assert "--hash=sha256:" in block, block.splitlines()[0]
+    assert "ci/lock-requirements.sh" in text and "find-links" not in text and "index-url" not in text
 
 # --- the scripts behind the workflows --------------------------------------------------------
 

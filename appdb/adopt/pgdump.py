@@ -1,10 +1,12 @@
 """Running PostgreSQL's own ``pg_dump --schema-only`` for ``appdb pull``.
 
 pg_dump knows every kind of object and the order they must be created in; a dumper of
-our own would not. Two things make it safe to call from a deploy machine:
+our own would not. Three things make it safe to call from a deploy machine:
 
-* the password goes to pg_dump in ``PGPASSWORD``, never on its command line, where
-  ``ps`` would show it;
+* no secret goes on pg_dump's command line, where ``ps`` and /proc would show it: the
+  password goes in ``PGPASSWORD``, and ``sslpassword`` (which has no variable) in a
+  service file only the owner can read, in a folder only the owner can enter, removed
+  when pg_dump exits (``PGSERVICEFILE``, and ``service=`` in the conninfo);
 * pg_dump refuses a server newer than itself, so its version is checked first and the
   message says which client to install;
 * pg_dump locks every table it dumps (ACCESS SHARE, even with ``--schema-only``), which
@@ -18,16 +20,16 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import psycopg
 from psycopg import conninfo
 
-from appdb.connection import redact
 from appdb.errors import AppdbError, ConfigError
+from appdb.redact import SECRET_KEYWORDS, redact
 
-# libpq settings that are not connection parameters pg_dump should see twice.
-_SECRET = "password"
+_SERVICE = "appdb_pg_dump"
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
@@ -103,15 +105,38 @@ def check_can_lock(conn: psycopg.Connection, schema: str) -> None:
 def dump_schema(pg_dump: Path, params: dict[str, str], schema: str) -> str:
     """The schema-only dump of one schema, without owners or privileges (the program owns those)."""
     env = dict(os.environ)
-    safe = {key: value for key, value in params.items() if key != _SECRET and value}
-    if params.get(_SECRET):
-        env["PGPASSWORD"] = params[_SECRET]
-    args = [str(pg_dump), "--schema-only", "--no-owner", "--no-privileges", "--no-security-labels",
-            "--no-publications", "--no-subscriptions", "--no-tablespaces", f"--schema={schema}",
-            f"--dbname={conninfo.make_conninfo(**safe)}"]
-    out = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    plain = {key: value for key, value in params.items() if key not in SECRET_KEYWORDS and value}
+    secrets = {key: value for key, value in params.items() if key in SECRET_KEYWORDS and value}
+    if "password" in secrets:
+        env["PGPASSWORD"] = secrets.pop("password")
+    with tempfile.TemporaryDirectory(prefix="appdb-pg-dump-") as folder:  # mode 0700
+        if secrets:
+            env["PGSERVICEFILE"] = _service_file(Path(folder), secrets, plain)
+            plain["service"] = _SERVICE
+        args = [str(pg_dump), "--schema-only", "--no-owner", "--no-privileges", "--no-security-labels",
+                "--no-publications", "--no-subscriptions", "--no-tablespaces", f"--schema={schema}",
+                f"--dbname={conninfo.make_conninfo(**plain)}"]
+        out = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         lines = [line.strip() for line in out.stderr.splitlines() if line.strip()]
         reason = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "no message")
-        raise AppdbError(f"pg_dump failed: {redact(reason.removeprefix('pg_dump: '))}")
+        known = [value for key, value in params.items() if key in SECRET_KEYWORDS and value]
+        raise AppdbError(f"pg_dump failed: {redact(reason.removeprefix('pg_dump: '), known)}")
     return out.stdout
+
+
+def _service_file(folder: Path, secrets: dict[str, str], plain: dict[str, str]) -> str:
+    """A 0600 pg_service.conf holding the secrets libpq has no variable for; returns its path."""
+    if plain.get("service") or os.environ.get("PGSERVICE"):
+        raise ConfigError("pull cannot pass sslpassword to pg_dump together with a service (service= or "
+                          "PGSERVICE): put sslpassword in that service's entry instead")
+    for key, value in secrets.items():
+        if "\n" in value or "\r" in value or value != value.rstrip():
+            raise ConfigError(f"{key} ends in a space or holds a line break: pg_dump cannot be given it "
+                              "without its command line; change it, or pull with a login that needs none")
+    path = folder / "pg_service.conf"
+    text = f"[{_SERVICE}]\n" + "".join(f"{key}={value}\n" for key, value in secrets.items())
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return str(path)

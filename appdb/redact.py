@@ -1,0 +1,107 @@
+"""Keeping passwords out of every message, whatever form the connection string has.
+
+Two layers, because text from libpq, the server or pg_dump can quote anything:
+
+* every secret we can know of is collected (:func:`secrets_in` on each connection string
+  and argument, ``PGPASSWORD``, the parsed ``password``/``sslpassword``), each also in its
+  percent-decoded, percent-encoded and repr-escaped forms, and :func:`redact` masks every
+  run of 4 or more characters of a message that also occurs in one of them, so a password
+  cut in two by a mis-parse (``pa@ss-word`` read as password ``pa``, host ``ss-word@h``)
+  is masked too;
+* the URL and key=value patterns (after dbmate's redactLogString) mask a password we
+  could not know of.
+
+The rule for short secrets: a secret, or a piece of one, shorter than 4 characters is not
+searched for, since masking every ``a`` would garble messages and a 3-character password
+protects nothing. Messages are built from our own fields (user@host:port/db) rather than
+echoing libpq's text, so a short password does not get there in the first place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from urllib.parse import quote, unquote
+
+MASK = "********"
+# The shortest run of a secret that is masked anywhere in a message.
+MIN_RUN = 4
+# libpq's keywords whose values are secrets.
+SECRET_KEYWORDS = ("password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key")
+
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@\s]*@")
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_KV_SECRET = re.compile(r"(?:%s)\s*=\s*" % "|".join(SECRET_KEYWORDS), re.IGNORECASE)
+_KV_NEXT_KEY = re.compile(r"\s+[A-Za-z_]+\s*=")
+_QUERY_SECRET = re.compile(r"[?&](?:%s)=([^&]*)" % "|".join(SECRET_KEYWORDS), re.IGNORECASE)
+
+
+def secrets_in(text: str) -> set[str]:
+    """Every string in ``text`` that may be a secret, read without libpq so a malformed DSN counts too.
+
+    Generous on purpose: in a URL, everything between ``user:`` and the last ``@``; in
+    key=value form, a quoted value up to its closing quote (or the end, when unterminated)
+    and an unquoted one both up to the next space and up to the next ``key=``.
+    """
+    found: set[str] = set()
+    scheme = text.find("://")
+    if scheme >= 0:
+        rest = text[scheme + 3:]
+        at = rest.rfind("@")
+        if at >= 0 and ":" in rest[:at]:
+            found.add(rest[:at].split(":", 1)[1])
+        found.update(_QUERY_SECRET.findall(rest))
+    for match in _KV_SECRET.finditer(text):
+        value = text[match.end():]
+        if value[:1] in ("'", '"'):
+            end = re.search(r"(?<!\\)" + value[0], value[1:])
+            found.add(value[1:end.start() + 1] if end else value[1:])
+        else:
+            found.add(re.split(r"\s", value, maxsplit=1)[0])
+            following = _KV_NEXT_KEY.search(value)
+            found.add(value[:following.start()] if following else value)
+    return {secret for secret in found if secret}
+
+
+def environment_secrets() -> set[str]:
+    """The password libpq would take from the environment."""
+    return {value for value in [os.environ.get("PGPASSWORD", "")] if value}
+
+
+def forms(secrets: Iterable[str]) -> set[str]:
+    """Each secret as written, percent-decoded, percent-encoded and escaped as repr() would."""
+    out: set[str] = set()
+    for secret in secrets:
+        for form in (secret, unquote(secret), quote(secret, safe="", errors="surrogateescape"),
+                     quote(secret, errors="surrogateescape"), repr(secret)[1:-1]):
+            out.add(form)
+    return out
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every password pattern and every run of 4+ characters of a known secret masked."""
+    text = _mask_runs(text, forms(secrets))
+    text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
+    return _KV_PASSWORD.sub(rf"\1{MASK}", text)
+
+
+def _mask_runs(text: str, secrets: set[str]) -> str:
+    """Mask each stretch of ``text`` covered by a MIN_RUN-long piece of some secret."""
+    pieces = {s[i:i + MIN_RUN] for s in secrets if len(s) >= MIN_RUN for i in range(len(s) - MIN_RUN + 1)}
+    if not pieces:
+        return text
+    covered = [False] * len(text)
+    for i in range(len(text) - MIN_RUN + 1):
+        if text[i:i + MIN_RUN] in pieces:
+            covered[i:i + MIN_RUN] = [True] * MIN_RUN
+    out, i = [], 0
+    while i < len(text):
+        if covered[i]:
+            while i < len(text) and covered[i]:
+                i += 1
+            out.append(MASK)
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)

@@ -1,0 +1,313 @@
+"""No password, and no part of one, in any message or on any command line, whatever the DSN's form.
+
+Each nasty password is tried in every form a person might write it (a URL percent-encoded
+or not, key=value quoted or not, PGPASSWORD) against a port nobody listens on and against
+the test cluster, where it is the wrong password. Whatever libpq makes of it (a parse
+error, a mis-split URL, a refused connection, a failed login), the CLI must exit 2 with
+one line and no traceback, and no run of 4 or more of the password's characters may
+appear anywhere in its output. Shorter passwords are not searched for (appdb/redact.py
+says why); the messages are built so they do not get there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+
+from appdb import connection
+from appdb.errors import ConfigError
+from appdb.redact import MIN_RUN, redact, secrets_in
+from tests.conftest import ROOT, SQL_DIR, Database, free_port
+
+NASTY = [
+    "Pc7%zzq-Hw",        # invalid percent-encoding when written raw in a URL
+    "Pc7%41q-Hw",        # valid percent-encoding: libpq would decode it
+    "Pc7 Hw9 Tq4",       # spaces
+    "Pc7'Hw9'Tq4",       # single quotes
+    'Pc7"Hw9"Tq4',       # double quotes
+    "Pc7@Hw9-Tq4",       # an @: a raw URL splits here
+    "Pc7:Hw9-Tq4",       # a colon
+    "Pc7/Hw9-Tq4",       # a slash: a raw URL ends its host here
+    "Pc7?Hw9-Tq4",
+    "Pc7#Hw9-Tq4",
+    "Pc7\\Hw9-Tq4",      # a backslash: key=value escapes with it
+    "Pç7ß-Hw9€Tq4",      # non-ASCII
+    "Pc7 =Hw9 x=Tq4",    # looks like more key=value pairs
+    "a",                 # too short to search for: still exit 2, one line
+]
+FORMS = ["url-encoded", "url-raw", "kv-quoted", "kv-raw", "pgpassword"]
+
+
+def kv_quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def dsn_for(form: str, password: str, host: str, port: int | str, dbname: str) -> tuple[str, dict[str, str]]:
+    """The DSN for --dsn and any environment, with ``password`` written the way ``form`` says."""
+    if form == "url-encoded":
+        return f"postgresql://postgres:{quote(password, safe='')}@{host}:{port}/{dbname}", {}
+    if form == "url-raw":
+        return f"postgresql://postgres:{password}@{host}:{port}/{dbname}", {}
+    if form == "kv-quoted":
+        return f"host={host} port={port} user=postgres dbname={dbname} password={kv_quote(password)}", {}
+    if form == "kv-raw":
+        return f"host={host} port={port} user=postgres dbname={dbname} password={password}", {}
+    return f"postgresql://postgres@{host}:{port}/{dbname}", {"PGPASSWORD": password}
+
+
+def runs_of(secret: str) -> set[str]:
+    """Every stretch of MIN_RUN characters of the secret, as written and percent-encoded."""
+    found = set()
+    for form in {secret, quote(secret, safe=""), quote(secret)}:
+        found |= {form[i:i + MIN_RUN] for i in range(len(form) - MIN_RUN + 1)}
+    return found
+
+
+def assert_kept_secret(result: subprocess.CompletedProcess, password: str) -> str:
+    """Exit 2, one line, no traceback, and not a run of the password's characters: the line."""
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert result.returncode == 2, output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("appdb: error: "), output
+    leaked = sorted(run for run in runs_of(password) if run in output)
+    assert not leaked, f"{leaked} of the password in: {output}"
+    return lines[0]
+
+
+def run_cli(*args: str | bytes, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m appdb ARGS`` with no PG* variable or DATABASE_URL from the test's environment."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "DATABASE_URL"}
+    full_env.update({"APPDB_SQL_DIR": str(SQL_DIR), "PYTHONPATH": str(ROOT)})
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "appdb", *args], capture_output=True, env=full_env, cwd=ROOT,
+                          timeout=60, check=False, text=not any(isinstance(a, bytes) for a in args))
+
+
+def main_in_process(monkeypatch, capsys, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """appdb.cli.main(ARGS) in this process, as the CLI would run it: for the big tables, fast."""
+    from appdb.cli import main
+
+    for name in [n for n in os.environ if n.startswith("PG")] + ["DATABASE_URL"]:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("password", NASTY)
+def test_no_run_of_a_nasty_password_appears_when_nothing_listens(monkeypatch, capsys, password, form):
+    dsn, env = dsn_for(form, password, "127.0.0.1", free_port(), "postgres")
+    assert_kept_secret(main_in_process(monkeypatch, capsys, "status", "--dsn", dsn, env=env), password)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("password", NASTY)
+def test_no_run_of_a_nasty_password_appears_when_the_server_refuses_it(cluster, monkeypatch, capsys, password, form):
+    params = cluster.params(tcp=True)  # no database of its own: the login never gets in
+    dsn, env = dsn_for(form, password, params["host"], params["port"], params["dbname"])
+    line = assert_kept_secret(main_in_process(monkeypatch, capsys, "verify", "--dsn", dsn, env=env), password)
+    assert "authentication failed" in line or "malformed connection string" in line, line
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_the_command_line_keeps_the_secret_in_every_form(cluster, form):
+    """The same through a real process, once per form, with the password that breaks the most."""
+    password = "Pc7 '%zz@Hw9/Tq4"
+    params = cluster.params(tcp=True)
+    for host, port in ((params["host"], free_port()), (params["host"], params["port"])):
+        dsn, env = dsn_for(form, password, host, port, params["dbname"])
+        assert_kept_secret(run_cli("apply", "--dsn", dsn, env=env), password)
+
+
+@pytest.mark.parametrize("password", ["Pc7%zzq-Hw", "Pc7 Hw9 Tq4", "Pc7@Hw9-Tq4"])
+def test_the_password_stays_out_when_it_comes_from_database_url(password):
+    result = run_cli("apply", env={"DATABASE_URL": f"postgresql://postgres:{password}@127.0.0.1:{free_port()}/db"})
+    assert_kept_secret(result, password)
+
+
+def test_a_dsn_given_without_dash_dash_dsn_is_not_echoed_by_the_usage_error():
+    password = "Pc7 Hw9@Tq4"
+    result = run_cli("status", f"postgresql://postgres:{password}@127.0.0.1:1/db")
+    assert "unrecognized arguments" in assert_kept_secret(result, password)
+
+
+@pytest.mark.parametrize("raw", [
+    b"postgresql://postgres:Pc7\xffHw9-Tq4@127.0.0.1:1/db",
+    b"host=127.0.0.1 port=1 password=Pc7\xffHw9-Tq4",
+])
+def test_a_dsn_that_is_not_utf8_is_a_usage_error_not_a_traceback(raw):
+    result = run_cli(b"status", b"--dsn", raw)
+    result.stdout, result.stderr = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+    line = assert_kept_secret(result, "Pc7\ufffdHw9-Tq4")
+    assert "not valid UTF-8" in line
+    assert "Hw9-Tq4" not in line
+
+
+def test_a_malformed_dsn_names_the_kind_of_problem_never_libpqs_text():
+    result = run_cli("status", "--dsn", "postgresql://u:Pc7%zzq-Hw@127.0.0.1:1/db")
+    line = assert_kept_secret(result, "Pc7%zzq-Hw")
+    assert "malformed connection string: invalid percent-encoding" in line
+    assert "the text is not shown" in line
+    unterminated = run_cli("status", "--dsn", "host=127.0.0.1 password='Pc7 Hw9 Tq4")
+    assert "an unterminated quote" in assert_kept_secret(unterminated, "Pc7 Hw9 Tq4")
+
+
+@pytest.mark.parametrize("dsn, env, named", [
+    ("host=127.0.0.1 port=1 connect_timeout=abc password=Pc7-Hw9-Tq4", {}, "connect_timeout"),
+    ("postgresql://u:Pc7-Hw9-Tq4@127.0.0.1:1/db?connect_timeout=abc", {}, "connect_timeout"),
+    ("host=127.0.0.1 port=abc password=Pc7-Hw9-Tq4", {}, "port"),
+    ("postgresql://u:Pc7-Hw9-Tq4@127.0.0.1:99999/db", {}, "port"),
+    ("host=127.0.0.1 port=1 foo=bar password=Pc7-Hw9-Tq4", {}, "unknown parameter name"),
+    ("postgresql://u:Pc7-Hw9-Tq4@127.0.0.1:1/db?foo=bar", {}, "unknown parameter name"),
+    ("host=127.0.0.1 port=1 sslmode=bogus password=Pc7-Hw9-Tq4", {}, "sslmode"),
+    ("postgresql://u:Pc7-Hw9-Tq4@127.0.0.1:1/db?sslmode=bogus", {}, "sslmode"),
+    ("postgresql://u:Pc7-Hw9-Tq4@127.0.0.1/db", {"PGPORT": "abc"}, "port"),
+    ("postgresql://u:Pc7-Hw9-Tq4@127.0.0.1:1/db", {"PGCONNECT_TIMEOUT": "soon"}, "connect_timeout"),
+    ("postgresql://u:Pc7-Hw9-Tq4@127.0.0.1:1/db", {"PGSSLMODE": "bogus"}, "sslmode"),
+    ("host=127.0.0.1 port=1 target_session_attrs=bogus password=Pc7-Hw9-Tq4", {}, "target_session_attrs"),
+])
+def test_a_bad_dsn_parameter_is_a_usage_error_that_names_the_parameter_not_its_value(dsn, env, named):
+    line = assert_kept_secret(run_cli("status", "--dsn", dsn, env=env), "Pc7-Hw9-Tq4")
+    assert "malformed connection string" in line and named in line
+    assert "abc" not in line and "bogus" not in line and "soon" not in line
+
+
+# --- the redaction itself, for text we did not write -------------------------------------------
+
+
+def test_redact_masks_a_password_libpq_split_in_two():
+    # libpq reads postgresql://u:Pc7@Hw9-Tq4@h/db as password "Pc7", host "Hw9-Tq4@h".
+    dsn = "postgresql://u:Pc7@Hw9-Tq4@h/db"
+    text = 'could not translate host name "Hw9-Tq4@h" to address'
+    assert "Hw9-Tq4" not in redact(text, secrets_in(dsn))
+    assert "could not translate host name" in redact(text, secrets_in(dsn))
+
+
+def test_redact_finds_key_value_secrets_even_unterminated_or_unquoted_with_spaces():
+    assert "Pc7 Hw9 Tq4" in secrets_in("host=h password='Pc7 Hw9 Tq4")
+    assert "Pc7 Hw9" in secrets_in("host=h password=Pc7 Hw9 port=5")
+    assert "Hw9-Tq4" in secrets_in("host=h sslpassword=Hw9-Tq4")
+    assert "Pc7?Hw9" in secrets_in("postgresql://u@h/db?password=Pc7?Hw9&sslmode=require")
+
+
+def test_a_short_secret_is_not_searched_for_and_does_not_garble_messages():
+    assert redact("a database error at line 1", {"a"}) == "a database error at line 1"
+
+
+# --- pg_dump: no secret on its command line ------------------------------------------------------
+
+STUB = """#!{python}
+import json, os, sys
+if sys.argv[1:] == ["--version"]:
+    print("pg_dump (PostgreSQL) 15.99")
+    sys.exit(0)
+service = os.environ.get("PGSERVICEFILE")
+record = {{"argv": sys.argv, "cmdline": open("/proc/self/cmdline", "rb").read().decode(errors="replace"),
+          "PGPASSWORD": os.environ.get("PGPASSWORD"), "service_file": service,
+          "service_text": open(service).read() if service else None,
+          "service_mode": oct(os.stat(service).st_mode & 0o777) if service else None,
+          "folder_mode": oct(os.stat(os.path.dirname(service)).st_mode & 0o777) if service else None}}
+json.dump(record, open({record!r}, "w"))
+# A pg_dump that quotes its secrets back, as libpq's errors quote what they choke on.
+print("pg_dump: error: connection failed for password " + os.environ.get("PGPASSWORD", "") + " " +
+      (record["service_text"] or ""), file=sys.stderr)
+sys.exit(1)
+"""
+
+
+def test_pull_gives_pg_dump_its_password_and_sslpassword_outside_its_argv(db, tmp_path):
+    record = tmp_path / "record.json"
+    stub = tmp_path / "pg_dump"
+    stub.write_text(STUB.format(python=sys.executable, record=str(record)))
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    params = db.tcp_params
+    password, sslpassword = params["password"], "Ss9 'Kq2@Wz7"
+    dsn = (f"host={params['host']} port={params['port']} user={params['user']} dbname={params['dbname']} "
+           f"password={kv_quote(password)} sslpassword={kv_quote(sslpassword)} sslmode=disable")
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+
+    result = run_cli("pull", "adopt", "--dsn", dsn, "--sql-dir", str(sql_dir),
+                     env={"APPDB_PG_DUMP": str(stub)})
+
+    seen = json.loads(record.read_text())
+    for secret in (password, sslpassword):
+        assert secret not in " ".join(seen["argv"]) and secret not in seen["cmdline"]
+    assert seen["PGPASSWORD"] == password
+    assert seen["service_text"] == f"[appdb_pg_dump]\nsslpassword={sslpassword}\n"
+    assert (seen["service_mode"], seen["folder_mode"]) == ("0o600", "0o700")
+    assert not Path(seen["service_file"]).exists(), "the service file outlives pg_dump"
+    assert "service=appdb_pg_dump" in " ".join(seen["argv"])
+    assert result.returncode == 1
+    line = result.stderr.strip()
+    assert line.startswith("appdb: error: pg_dump failed") and "\n" not in line
+    for secret in (password, sslpassword):
+        assert not [run for run in runs_of(secret) if run in result.stdout + result.stderr], line
+    assert list(sql_dir.iterdir()) == []
+
+
+def test_a_real_pg_dump_logs_in_with_a_nasty_password_from_the_environment(db, tmp_path):
+    password = "Pq7 'x\"@:/?#\\%zz-ß"
+    login = f"pull_{os.getpid()}"
+    with db.admin_connect() as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {login}")
+        conn.execute(f"CREATE ROLE {login} LOGIN")
+        conn.execute(psycopg.sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+            psycopg.sql.Identifier(login), psycopg.sql.Literal(password)))
+        conn.execute(f"GRANT USAGE ON SCHEMA app TO {login}")
+    try:
+        db.execute("CREATE TABLE app.pulled (id bigint PRIMARY KEY)")
+        db.execute(f"GRANT SELECT ON app.pulled TO {login}")
+        params = db.tcp_params
+        url = f"postgresql://{login}:{quote(password, safe='')}@{params['host']}:{params['port']}/{params['dbname']}"
+        sql_dir = tmp_path / "sql"
+        sql_dir.mkdir()
+        result = run_cli("pull", "adopt", "--dsn", url, "--sql-dir", str(sql_dir))
+        assert result.returncode == 0, result.stderr
+        assert "CREATE TABLE IF NOT EXISTS app.pulled" in next(sql_dir.glob("001_*.sql")).read_text()
+    finally:
+        with db.admin_connect() as conn:
+            conn.execute(f"DROP OWNED BY {login}")
+            conn.execute(f"DROP ROLE {login}")
+
+
+# --- the transaction pooler, however it is reached ------------------------------------------------
+
+
+def test_the_transaction_pooler_reached_through_a_service_file_is_refused_after_connecting(
+        db: Database, tmp_path, monkeypatch):
+    params = db.tcp_params
+    service = tmp_path / "pg_service.conf"
+    service.write_text("[pooled]\n" + "".join(f"{key}={value}\n" for key, value in params.items()))
+    for name in [n for n in os.environ if n.startswith("PG")] + ["DATABASE_URL"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PGSERVICEFILE", str(service))
+    monkeypatch.setenv("PGSERVICE", "pooled")
+    # The test cluster stands in for port 6543: nothing in the DSN or PG* names its port.
+    monkeypatch.setattr(connection, "TRANSACTION_POOLER_PORT", int(params["port"]))
+    assert "port" not in connection.connection_params("")  # the early check cannot see it
+    opened: list[psycopg.Connection] = []
+    real_connect = psycopg.connect
+
+    def recording_connect(*args, **kwargs):
+        opened.append(real_connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(psycopg, "connect", recording_connect)
+
+    with pytest.raises(ConfigError, match="transaction pooler"):
+        connection.connect(None)
+
+    assert len(opened) == 1 and opened[0].closed, "refused after connecting, and the connection closed"
