@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from appdb.local import Cluster
+from appdb.local.cluster import Cluster
 from tests.conftest import ROOT, SQL_DIR, TEST_PASSWORD, free_port
 
 
