@@ -454,3 +454,78 @@ def test_an_ordinary_user_runs_its_own_cluster_with_the_same_rules(probe):
     finally:
         cli("local", "down", "--home", str(home), "--port", port)
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- bin/deploy-local, in a clone-like checkout -------------------------------------------
+
+FAKE_PULUMI = """#!/bin/sh
+# Stands in for the Pulumi CLI: an empty local stack, and an `up` that records what it was given.
+case "$1 $2" in
+    "stack select") exit 0 ;;
+    "stack export") echo '{"deployment": {}}' ;;
+    "up "*|"up") printf '%s\\n%s\\n' "$PGPASSWORD" "$APPDB_BACKEND_PASSWORD" > "$FAKE_PULUMI_SAW" ;;
+esac
+"""
+
+
+def clone_like(base: Path) -> Path:
+    """The files a clone has, with the project's virtualenv (bin/setup then has nothing to do)."""
+    checkout = base / "appdb"
+    checkout.mkdir()
+    for name in ("bin", "appdb", "components", "sql"):
+        shutil.copytree(ROOT / name, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("__main__.py", "Pulumi.yaml", "Pulumi.local.yaml", "requirements.txt", "requirements-dev.txt"):
+        shutil.copy(ROOT / name, checkout / name)
+    (checkout / ".venv").symlink_to(ROOT / ".venv")
+    return checkout
+
+
+def traced(command: list[str], trace: Path, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    """``command`` under strace: every program it starts, with its full argv, lands in ``trace``."""
+    return subprocess.run(["strace", "-f", "-qq", "-e", "trace=execve", "-s", "100000", "-o", str(trace), *command],
+                          env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to see every command line")
+def test_deploy_local_hands_the_passwords_over_in_the_environment_never_on_a_command_line():
+    base = open_folder("appdb-deploy-local-")
+    checkout = clone_like(base)
+    fake = base / "fake-bin"
+    fake.mkdir()
+    (fake / "pulumi").write_text(FAKE_PULUMI)
+    (fake / "pulumi").chmod(0o755)
+    port = str(free_port())
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PG", "APPDB_", "PULUMI_", "VIRTUAL_ENV")) and k not in ("DATABASE_URL", "PYTHONPATH")}
+    env.update(APPDB_LOCAL_PORT=port, FAKE_PULUMI_SAW=str(base / "saw"))
+    # Without any Pulumi CLI, whether or not this machine has one.
+    system_path = os.pathsep.join(folder for folder in env.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+                                  if not (Path(folder) / "pulumi").exists())
+    env["PATH"] = system_path
+    node = Cluster(home=checkout / ".appdb" / "local", port=int(port))
+    try:
+        # Started untraced first: strace follows every child, and the server outlives the script.
+        started = subprocess.run(["bin/appdb", "local", "up"], env=env, cwd=checkout, capture_output=True, text=True,
+                                 timeout=120, check=False)
+        assert started.returncode == 0, started.stderr
+        with_pulumi = traced(["bin/deploy-local"], base / "trace-pulumi", {**env, "PATH": f"{fake}:{system_path}"},
+                             checkout)
+        assert with_pulumi.returncode == 0, with_pulumi.stderr
+        assert (base / "saw").read_text().splitlines() == [node.password(), node.password(BACKEND)]
+        assert mode(checkout / ".pulumi-state") == 0o700
+
+        without = traced(["bin/deploy-local"], base / "trace-alone", env, checkout)
+        assert without.returncode == 0, without.stderr
+        assert "the Pulumi CLI is not installed" in without.stderr
+        assert "verify" in without.stdout + without.stderr
+
+        secrets_ = [node.password(role) for role in ROLES]
+        for trace in ("trace-pulumi", "trace-alone"):
+            text = (base / trace).read_text()
+            assert "execve(" in text and "local\", \"password" in text  # the trace did see the commands
+            for secret in secrets_:
+                assert secret not in text, f"a password on a command line ({trace})"
+            assert secrets_[0] not in with_pulumi.stdout + with_pulumi.stderr + without.stdout + without.stderr
+    finally:
+        node.down()
+        shutil.rmtree(base, ignore_errors=True)
