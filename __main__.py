@@ -4,6 +4,7 @@ Stacks differ only in their stack files (Pulumi.<stack>.yaml); every key is decl
 with its default, in Pulumi.yaml. See docs/pulumi.md.
 """
 
+import os
 from pathlib import Path
 
 import pulumi
@@ -28,6 +29,16 @@ from components.validation import digest
 
 config = pulumi.Config()
 admin_role = config.require("adminRole")
+# The two secrets. The CLI wants a value for every declared secret, so a stack that takes
+# them from the environment holds encrypted empty ones (Pulumi.local.yaml): empty = unset.
+# Read as plain text only to tell empty from set; they become secret Outputs right here.
+db_password = config.get("dbPassword") or None
+backend_password = config.get("backendPassword") or os.environ.get("APPDB_BACKEND_PASSWORD") or None
+if backend_password is None:
+    raise pulumi.RunError(
+        "backendPassword is not set: 'pulumi config set --secret backendPassword' (dev, prod), "
+        "or APPDB_BACKEND_PASSWORD in the environment (bin/deploy-local sets it for the local stack)"
+    )
 
 database = Database(
     "db",
@@ -37,7 +48,8 @@ database = Database(
         database=config.require("dbName"),
         username=config.require("dbUser"),
         role=admin_role,
-        password=config.get_secret("dbPassword"),  # unset: PGPASSWORD from the environment (CI)
+        # unset or empty: PGPASSWORD from the environment (CI, bin/deploy-local), never in the state
+        password=None if db_password is None else pulumi.Output.secret(db_password),
         sslmode=config.require("sslMode"),
         sslrootcert=config.get("sslRootCert"),  # verify-full/verify-ca: the CA that signed the server
         connect_timeout=config.require_int("connectTimeout"),
@@ -54,7 +66,7 @@ backend_role = config.require("backendRole")
 roles = Roles(
     "roles",
     RolesArgs(
-        login_roles=[LoginRole(key="backend", name=backend_role, password=config.require_secret("backendPassword"))],
+        login_roles=[LoginRole(key="backend", name=backend_role, password=pulumi.Output.secret(backend_password))],
         adopt=config.require_object("adoptRoles"),
     ),
     opts=postgres,

@@ -289,20 +289,25 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
-    """``url`` alone prints the password: ``up`` and ``reset`` land in deploy logs, so they mask it."""
+    """``url`` and ``password`` alone print a password: ``up`` and ``reset`` land in deploy logs, so they mask it."""
     from appdb.connection import redact
     from appdb.local.cluster import Cluster
 
     cluster = Cluster(home=Path(args.home), port=args.port)
-    if args.action == "up":
-        cluster.up(seed=args.seed)
-        print(f"local database ready: {redact(cluster.url())} (with its password: bin/appdb local url)")
+    if args.action in ("up", "reset"):
+        replaced = cluster.up(seed=args.seed) if args.action == "up" else cluster.reset(seed=args.seed)
+        if replaced:
+            print(f"appdb: notice: this local database had the fixed passwords published in the repository; it now "
+                  f"has random ones, in {cluster.password_file} (yours alone), and supabase_admin logs in only "
+                  "through the socket; the URL is 'bin/appdb local url', and the next bin/deploy-local gives "
+                  "app_backend its new one in the local stack too", file=sys.stderr)
+        done = "ready" if args.action == "up" else f"reset{' and seeded' if args.seed else ''}"
+        print(f"local database {done}: {redact(cluster.url())} (with its password: bin/appdb local url)")
     elif args.action == "down":
         cluster.down()
         print("local database stopped")
-    elif args.action == "reset":
-        cluster.reset(seed=args.seed)
-        print(f"local database reset{' and seeded' if args.seed else ''}: {redact(cluster.url())}")
+    elif args.action == "password":
+        print(cluster.password(args.role))
     else:
         print(cluster.url())
     return 0
@@ -393,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.set_defaults(func=cmd_baseline)
 
     local = sub.add_parser("local", help="the project's own Supabase-shaped PostgreSQL")
-    local.add_argument("action", choices=["up", "down", "url", "reset"])
+    local.add_argument("action", choices=["up", "down", "url", "reset", "password"])
+    local.add_argument("--role", choices=["postgres", "app_backend"], default="postgres",
+                       help="whose password `password` prints (default postgres)")
     local.add_argument("--seed", action="store_true", help="add a few auth users (up, reset)")
     local.add_argument("--home", default=os.environ.get("APPDB_LOCAL_HOME", ".appdb/local"),
                        help="the cluster's folder (default .appdb/local)")

@@ -31,7 +31,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,7 +43,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appdb.local.cluster import SUPERUSER, Cluster, find_bindir  # noqa: E402
+from appdb.local.cluster import SUPERUSER, Cluster, find_bindir, temporary_home  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TEMPLATE = "bench_template"
@@ -209,7 +208,7 @@ class Run:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.home = Path(tempfile.mkdtemp(prefix="appdb-bench-"))
+        self.home = temporary_home("appdb-bench-")
         self.cluster = Cluster(home=self.home, port=args.port or free_port(), settings=SERVER_SETTINGS)
         self.spare: list[str] = []
         self.members: list[str] = []

@@ -27,7 +27,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,7 +79,7 @@ def run_state(state: str, workdir: Path) -> tuple[bool, str]:
         prepare(home, port, state)
         from appdb.local.cluster import Cluster
 
-        env = {**os.environ, "DATABASE_URL": Cluster(home=home, port=port).url()}
+        env = {**os.environ, "DATABASE_URL": Cluster(home=home, port=port).dsn(tcp=True)}  # names its password file
         before = report.run_appdb("status", "--json", env=env)
         applied = report.run_appdb("apply", "--json", env=env)
         verify = report.run_appdb("verify", "--json", env=env)
@@ -125,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     results = []
-    workdir = Path(tempfile.mkdtemp(prefix="appdb-throwaway-"))
+    from appdb.local.cluster import temporary_home
+
+    workdir = temporary_home("appdb-throwaway-")  # one the server's OS user can enter when we are root
     try:
         for state in args.state or STATES:
             results.append(run_state(state, workdir))

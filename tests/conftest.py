@@ -4,7 +4,9 @@ Under pytest-xdist each worker is its own session, so each starts its own cluste
 
 The cluster is started by the same code as ``appdb local up`` (appdb/local.py), as the
 ``postgres`` OS user when the tests run as root, with its socket in a temp folder and
-TCP on a free loopback port. Each test's database is a copy of a template that holds
+TCP on a free loopback port. Its passwords are its own, random, in its 0600 password
+file (``cluster.password(role)``): the superuser's is used only through the socket,
+and app_backend (made by the baseline) gets the file's. Each test's database is a copy of a template that holds
 the Supabase shape plus what the Pulumi program creates before the first migration
 (tests/states/pulumi_baseline.sql), and is dropped WITH (FORCE) afterwards.
 
@@ -20,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +30,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from appdb.local.cluster import SUPERUSER, Cluster
+from appdb.local.cluster import BACKEND, SUPERUSER, Cluster, temporary_home
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = ROOT / "sql"
 STATES = Path(__file__).resolve().parent / "states"
 TEMPLATE = "appdb_template"
-# The test cluster's password: no word and no identifier, like the local one (appdb/local.py).
-TEST_PASSWORD = "Xd5h-Gq2v-Nm8r-Tk4z"
-# app_backend's, from tests/states/pulumi_baseline.sql.
-BACKEND_TEST_PASSWORD = "Wc9j-Ks3f-Dp7x-Bn2q"
 _counter = itertools.count()
 
 
@@ -82,13 +79,21 @@ class Database:
 
     @property
     def tcp_params(self) -> dict[str, str]:
-        return self.cluster.params(self.name, tcp=True)
+        """The ``postgres`` login over TCP with its password, for tests that hand it on (PG*, a URL)."""
+        params = self.cluster.params(self.name, tcp=True)
+        del params["passfile"]
+        return {**params, "password": self.cluster.password()}
+
+    def backend_params(self) -> dict[str, str]:
+        """app_backend over TCP with its password, as the backend logs in."""
+        return {**self.tcp_params, "user": BACKEND, "password": self.cluster.password(BACKEND)}
 
     def connect(self, **kwargs) -> psycopg.Connection:
         return psycopg.connect(self.dsn, autocommit=True, **kwargs)
 
     def admin_connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.cluster.dsn(self.name, user=SUPERUSER), autocommit=True)
+        """The superuser, through the socket: its only way in."""
+        return self.cluster.connect(self.name, user=SUPERUSER)
 
     def execute(self, query: str, params: tuple | None = None) -> list[tuple]:
         with self.connect() as conn:
@@ -138,8 +143,8 @@ class Database:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    home = Path(tempfile.mkdtemp(prefix="appdb-test-"))
-    node = Cluster(home=home, port=free_port(), password=TEST_PASSWORD, settings={
+    home = temporary_home("appdb-test-")
+    node = Cluster(home=home, port=free_port(), settings={
         "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "200",
     })
     node.init()
@@ -151,6 +156,7 @@ def cluster() -> Iterator[Cluster]:
         with node.connect(TEMPLATE) as conn:
             conn.execute(state_sql("pulumi_baseline"))
         with node.connect(user=SUPERUSER) as conn:
+            node.set_password(conn, BACKEND)
             conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(TEMPLATE)))
         yield node
     finally:

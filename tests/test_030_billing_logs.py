@@ -6,9 +6,8 @@ import psycopg
 import pytest
 
 from appdb.errors import Refused
-from appdb.migrate import runner
 from appdb.migrate.files import discover
-from tests.conftest import BACKEND_TEST_PASSWORD, SQL_DIR, foreign_keys, production
+from tests.conftest import SQL_DIR, foreign_keys, production
 
 MIGRATIONS = discover(SQL_DIR)
 THROUGH_030 = [m for m in MIGRATIONS if m.sort_key <= 30]
@@ -72,7 +71,7 @@ def test_the_backend_login_writes_billing_logs_but_cannot_edit_them(logged):
     """app_backend (in app_writer, with the program's DML grant) passes RLS; the trigger still refuses."""
     # The program's plan (appdb/access.py) gives app_writer USAGE on the schema's sequences.
     logged.execute("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA app TO app_writer")
-    params = {**logged.tcp_params, "user": "app_backend", "password": BACKEND_TEST_PASSWORD}
+    params = logged.backend_params()
     with psycopg.connect(**params, autocommit=True) as conn:
         conn.execute("INSERT INTO app.billing_logs (action) VALUES ('checkout_started')")
         assert conn.execute("SELECT count(*) FROM app.billing_logs").fetchone() == (6,)

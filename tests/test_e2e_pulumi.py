@@ -18,6 +18,7 @@ These tests skip, saying why, where the Pulumi CLI or its plugins are missing (C
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -25,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from appdb.local.cluster import LOCAL_PASSWORD, Cluster
-from tests.conftest import BACKEND_TEST_PASSWORD, free_port
+from appdb.local.cluster import BACKEND, Cluster, temporary_home
+from tests.conftest import free_port
 from tests.pulumi_engine import (
     PASSPHRASE,
     assert_no_plaintext_secret,
@@ -45,24 +46,22 @@ pytestmark = pytest.mark.skipif(engine_missing() is not None, reason=engine_miss
 # The baseline (tests/states/pulumi_baseline.sql) creates these roles cluster-wide; the
 # stacks on the shared cluster adopt them.
 BASELINE_ROLES = ("app_writer", "app_reader", "app_backend")
-# Pulumi.local.yaml's backendPassword (listed in the README).
-LOCAL_BACKEND_PASSWORD = "Zf4n-Pk8s-Lb6w-Jy3t"
 FRESH_DATABASES = 5
 
 
-def workspace_env(state: Path) -> dict[str, str]:
+def workspace_env(state: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     state.mkdir(parents=True, exist_ok=True)
     return {"PULUMI_BACKEND_URL": state.as_uri(), "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-            "PULUMI_SKIP_UPDATE_CHECK": "true"}
+            "PULUMI_SKIP_UPDATE_CHECK": "true", **(extra or {})}
 
 
-def open_stack(work_dir: Path, state: Path, stack_name: str):
+def open_stack(work_dir: Path, state: Path, stack_name: str, env: dict[str, str] | None = None):
     from pulumi import automation
 
     return automation.create_or_select_stack(
         stack_name=stack_name,
         work_dir=str(work_dir),
-        opts=automation.LocalWorkspaceOptions(work_dir=str(work_dir), env_vars=workspace_env(state)),
+        opts=automation.LocalWorkspaceOptions(work_dir=str(work_dir), env_vars=workspace_env(state, env)),
     )
 
 
@@ -79,7 +78,7 @@ def shared_cluster_stack(tmp_path: Path, db, stack_name: str, **config: str):
         "appdb:dbName": automation.ConfigValue(tcp["dbname"]),
         "appdb:dbUser": automation.ConfigValue(tcp["user"]),
         "appdb:dbPassword": automation.ConfigValue(tcp["password"], secret=True),
-        "appdb:backendPassword": automation.ConfigValue(BACKEND_TEST_PASSWORD, secret=True),
+        "appdb:backendPassword": automation.ConfigValue(db.cluster.password(BACKEND), secret=True),
         "appdb:sslMode": automation.ConfigValue("disable"),
     }
     for index, role in enumerate(BASELINE_ROLES):
@@ -91,13 +90,17 @@ def shared_cluster_stack(tmp_path: Path, db, stack_name: str, **config: str):
 
 
 def local_stack_on_a_new_cluster(root: Path):
-    """A new Supabase-shaped cluster and the local stack file as committed, but for the port."""
+    """A new Supabase-shaped cluster and the local stack file as committed, but for the port.
+
+    The passwords come from the cluster's own file through the environment, as bin/deploy-local passes them.
+    """
     from pulumi import automation
 
-    cluster = Cluster(home=root / "pg", port=free_port())
+    cluster = Cluster(home=temporary_home("appdb-e2e-"), port=free_port())
     cluster.up()
     work_dir = copy_project(root / "clone" / "appdb")
-    stack = open_stack(work_dir, root / "state", "local")
+    stack = open_stack(work_dir, root / "state", "local",
+                       {"PGPASSWORD": cluster.password(), "APPDB_BACKEND_PASSWORD": cluster.password(BACKEND)})
     stack.set_config("appdb:dbPort", automation.ConfigValue(str(cluster.port)))
     return cluster, stack, work_dir
 
@@ -127,7 +130,7 @@ def test_local_stack_lifecycle_preview_up_noop_edit_rollback_destroy(db, tmp_pat
     assert [m["id"] for m in up.outputs["migrations"].value] == ids
     assert ledger(db) == ids
     assert up.outputs["backend"].value["user"] == "app_backend"
-    assert_no_plaintext_secret(stack, [db.tcp_params["password"], BACKEND_TEST_PASSWORD])
+    assert_no_plaintext_secret(stack, [db.tcp_params["password"], db.cluster.password(BACKEND)])
 
     # A second up changes nothing.
     again = stack.up()
@@ -219,7 +222,7 @@ def test_the_first_up_of_the_local_stack_succeeds_on_every_new_database(tmp_path
             print(f"first up on new database {attempt + 1}: {time.monotonic() - started:.1f} s")
             assert up.outputs["verification"].value["ok"] is True, up.outputs["verification"].value
             assert ledger(cluster) == ids
-            assert_no_plaintext_secret(stack, [LOCAL_PASSWORD, LOCAL_BACKEND_PASSWORD])
+            assert_no_plaintext_secret(stack, [cluster.password(), cluster.password(BACKEND)])
             # No output holds a secret, so nothing printed is masked (`postgres` as a password
             # once turned backendUrl into "[secret]ql://...").
             printed = pulumi(stack, "stack", "output").stdout
@@ -230,6 +233,7 @@ def test_the_first_up_of_the_local_stack_succeeds_on_every_new_database(tmp_path
                 assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'app'").fetchone()[0] == 0
         finally:
             cluster.down()
+            shutil.rmtree(cluster.home, ignore_errors=True)
 
 
 def _privilege(db, role: str, table: str, privilege: str) -> bool:

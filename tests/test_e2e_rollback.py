@@ -21,11 +21,12 @@ The program runs from a copy of the project, which also proves it needs no absol
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from appdb.local.cluster import Cluster
+from appdb.local.cluster import BACKEND, Cluster, temporary_home
 from tests.conftest import free_port
 from tests.pulumi_engine import (
     PASSPHRASE,
@@ -44,14 +45,15 @@ pytestmark = pytest.mark.skipif(engine_missing() is not None, reason=engine_miss
 
 
 @pytest.fixture
-def database(tmp_path: Path):
+def database():
     """A Supabase-shaped cluster of its own: the program creates the schema and the roles."""
-    cluster = Cluster(home=tmp_path / "pg", port=free_port())
+    cluster = Cluster(home=temporary_home("appdb-e2e-"), port=free_port())
     cluster.up()
     try:
         yield cluster
     finally:
         cluster.down()
+        shutil.rmtree(cluster.home, ignore_errors=True)
 
 
 @pytest.fixture
@@ -71,8 +73,10 @@ def backend(tmp_path: Path) -> Path:
 def stack(project: Path, database: Cluster, backend: Path):
     from pulumi import automation as auto
 
+    # The local stack file holds no password: the cluster's own, as bin/deploy-local exports them.
     env = {"PULUMI_BACKEND_URL": backend.as_uri(), "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-           "PULUMI_SKIP_UPDATE_CHECK": "true"}
+           "PULUMI_SKIP_UPDATE_CHECK": "true", "PGPASSWORD": database.password(),
+           "APPDB_BACKEND_PASSWORD": database.password(BACKEND)}
     workspace_opts = auto.LocalWorkspaceOptions(work_dir=str(project), env_vars=env)
     stack = auto.create_or_select_stack(stack_name="local", work_dir=str(project), opts=workspace_opts)
     stack.set_all_config({

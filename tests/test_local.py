@@ -1,9 +1,17 @@
-"""`appdb local`: the project's own cluster, shaped like Supabase, from the command line."""
+"""`appdb local`: the project's own cluster, shaped like Supabase, from the command line.
+
+Who gets in is tested as an attacker would: over TCP and through the socket, as each
+role, with and without the passwords, and (as root only) as another OS user,
+``appdb_probe``, made here with useradd and removed afterwards.
+"""
 
 from __future__ import annotations
 
 import os
+import pwd
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -11,43 +19,177 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
-from appdb.local.cluster import LOCAL_PASSWORD
+from appdb.errors import ConfigError
+from appdb.local.cluster import (
+    BACKEND,
+    LOGIN,
+    OLD_PASSWORDS,
+    ROLES,
+    SUPERUSER,
+    Cluster,
+    new_password,
+    read_password_file,
+    server_account,
+    write_password_file,
+)
 from tests.conftest import ROOT, free_port
+
+PASSWORD_SHAPE = re.compile(r"[A-Z][a-z][0-9][a-z](-[A-Z][a-z][0-9][a-z]){5}")
+# What the local stack gave app_backend before its password was random (Pulumi.local.yaml).
+OLD_BACKEND_PASSWORD = "Zf4n-Pk8s-Lb6w-Jy3t"
+PROBE = "appdb_probe"
+
+
+def run_appdb(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "APPDB_SQL_DIR": str(ROOT / "sql"), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "appdb", *args], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=120, check=False)
+
+
+def open_folder(prefix: str) -> Path:
+    """A folder the test makes, that anyone may enter (as a checkout's parent usually is)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)
+    return base
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def server_uid() -> int:
+    account = server_account()
+    return os.geteuid() if account is None else account.pw_uid
 
 
 @pytest.fixture(scope="module")
 def local():
-    """`appdb local up --seed` in a temp folder on a free port; `down` afterwards."""
-    home = Path(tempfile.mkdtemp(prefix="appdb-local-test-"))
+    """`appdb local up --seed` in a new checkout-like folder on a free port; `down` afterwards."""
+    base = open_folder("appdb-local-test-")
+    home = base / "checkout" / ".appdb" / "local"
     port = str(free_port())
 
     def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "APPDB_SQL_DIR": str(ROOT / "sql"), **(env or {})}
-        return subprocess.run([sys.executable, "-m", "appdb", *args], capture_output=True, text=True,
-                              cwd=ROOT, env=full_env, timeout=120, check=False)
+        return run_appdb(*args, env=env)
 
     result = cli("local", "up", "--seed", "--home", str(home), "--port", port)
     assert result.returncode == 0, result.stderr
+    assert "notice" not in result.stderr
     try:
         yield cli, home, port
     finally:
         cli("local", "down", "--home", str(home), "--port", port)
-        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
-def test_local_url_connects_as_the_postgres_login(local):
+def url_of(local) -> str:
     cli, home, port = local
-    url = cli("local", "url", "--home", str(home), "--port", port).stdout.strip()
-    assert url == f"postgresql://postgres:{LOCAL_PASSWORD}@127.0.0.1:{port}/postgres"
-    with psycopg.connect(url) as conn:
+    return cli("local", "url", "--home", str(home), "--port", port).stdout.strip()
+
+
+def test_local_url_connects_as_the_postgres_login_with_the_clusters_own_password(local):
+    cli, home, port = local
+    password = cli("local", "password", "--home", str(home), "--port", port).stdout.strip()
+    assert PASSWORD_SHAPE.fullmatch(password)
+    assert url_of(local) == f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
+    with psycopg.connect(url_of(local)) as conn:
         assert conn.execute("SELECT current_user").fetchone()[0] == "postgres"
 
 
-def test_the_postgres_login_is_not_a_superuser_as_on_supabase(local):
+def test_up_prints_the_url_without_its_password(local):
     cli, home, port = local
-    url = cli("local", "url", "--home", str(home), "--port", port).stdout.strip()
-    with psycopg.connect(url) as conn:
+    result = cli("local", "up", "--home", str(home), "--port", port)
+    password = Cluster(home=home, port=int(port)).password()
+    assert password not in result.stdout + result.stderr
+    assert "postgres:********@" in result.stdout
+
+
+def test_every_cluster_has_its_own_random_passwords_in_a_file_only_its_owner_reads(local, cluster):
+    _, home, port = local
+    mine, tests = Cluster(home=home, port=int(port)), cluster
+    for node in (mine, tests):
+        info = os.lstat(node.password_file)
+        assert stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) == 0o600
+        passwords = read_password_file(node.password_file)
+        assert set(passwords) == set(ROLES)
+        assert all(PASSWORD_SHAPE.fullmatch(p) for p in passwords.values()), "no word and no identifier"
+        assert len(set(passwords.values())) == len(ROLES)
+    assert not set(read_password_file(mine.password_file).values()) & set(read_password_file(tests.password_file).values())
+    assert not set(read_password_file(mine.password_file).values()) & {*OLD_PASSWORDS, OLD_BACKEND_PASSWORD}
+
+
+def test_passwords_are_no_word_and_no_identifier():
+    """Pulumi masks every occurrence of a secret's text: `postgres` once garbled `pulumi-resource-postgresql`."""
+    made = {new_password() for _ in range(200)}
+    assert len(made) == 200
+    for password in made:
+        assert not re.search(r"[A-Za-z]{4,}", password), password
+        assert not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", password), password
+        assert len(password) == 29
+
+
+def test_the_password_file_is_0600_from_the_start_and_never_overwritten(tmp_path):
+    path = tmp_path / "pgpass"
+    previous = os.umask(0)  # the most careless umask: the file is still the owner's alone
+    try:
+        write_password_file(path, {"postgres": "Ab1c-De2f"})
+    finally:
+        os.umask(previous)
+    assert mode(path) == 0o600
+    with pytest.raises(FileExistsError):
+        write_password_file(path, {"postgres": "Gh3i-Jk4l"})
+    assert read_password_file(path) == {"postgres": "Ab1c-De2f"}
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="only you can read"):
+        read_password_file(path)
+
+
+def test_the_superuser_gets_in_through_the_socket_only(local):
+    _, home, port = local
+    node = Cluster(home=home, port=int(port))
+    with node.connect(user=SUPERUSER) as conn:
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+    tcp = {**node.params(user=SUPERUSER, tcp=True), "password": node.password(SUPERUSER)}
+    with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects connection"):
+        psycopg.connect(**tcp, connect_timeout=10)
+
+
+def test_the_postgres_login_needs_its_password_over_tcp(local):
+    _, home, port = local
+    node = Cluster(home=home, port=int(port))
+    tcp = {key: value for key, value in node.params(tcp=True).items() if key != "passfile"}
+    with psycopg.connect(**tcp, password=node.password(), connect_timeout=10) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == LOGIN
+    for wrong in ("", *OLD_PASSWORDS, node.password(SUPERUSER)):
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed|no password supplied"):
+            psycopg.connect(**tcp, password=wrong, passfile="/nonexistent", connect_timeout=10)
+
+
+def test_the_clusters_folders_are_the_server_users_alone(local):
+    _, home, port = local
+    node = Cluster(home=home, port=int(port))
+    for folder in (node.data_dir, node.socket_dir, node.log_dir):
+        assert mode(folder) == 0o700, folder
+        assert folder.stat().st_uid == server_uid(), folder
+    assert node.password_file.stat().st_uid == os.geteuid()
+    assert "reject" in (node.data_dir / "pg_hba.conf").read_text()
+
+
+def test_up_makes_the_missing_folders_and_changes_no_mode_of_those_that_were_there(local):
+    _, home, _ = local
+    checkout, base = home.parent.parent, home.parent.parent.parent
+    assert mode(base) == 0o755  # made by the fixture: left as it was
+    for made in (checkout, home.parent, home):
+        if os.geteuid() == 0:  # the postgres OS user passes through, nobody else
+            assert mode(made) == 0o710 and made.stat().st_gid == server_account().pw_gid, made
+        else:
+            assert mode(made) == 0o700, made
+
+
+def test_the_postgres_login_is_not_a_superuser_as_on_supabase(local):
+    with psycopg.connect(url_of(local)) as conn:
         row = conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles "
                            "WHERE rolname = 'postgres'").fetchone()
         assert row == (False, True, True, True)
@@ -60,9 +202,7 @@ def test_the_postgres_login_is_not_a_superuser_as_on_supabase(local):
 
 
 def test_auth_helpers_read_the_jwt_claims_like_supabase(local):
-    cli, home, port = local
-    url = cli("local", "url", "--home", str(home), "--port", port).stdout.strip()
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url_of(local)) as conn:
         conn.execute("""SELECT set_config('request.jwt.claims', '{"sub": "00000000-0000-4000-8000-000000000001", "role": "authenticated"}', false)""")
         row = conn.execute("SELECT auth.uid()::text, auth.role(), auth.jwt() ->> 'role'").fetchone()
     assert row == ("00000000-0000-4000-8000-000000000001", "authenticated", "authenticated")
@@ -70,8 +210,8 @@ def test_auth_helpers_read_the_jwt_claims_like_supabase(local):
 
 def test_the_engine_alone_deploys_on_the_local_database_and_creates_the_group_roles(local):
     """Without Pulumi: no app schema, no group roles; 027 makes what its policies need."""
-    cli, home, port = local
-    url = cli("local", "url", "--home", str(home), "--port", port).stdout.strip()
+    cli, _, _ = local
+    url = url_of(local)
     env = {"DATABASE_URL": url}
     assert cli("apply", env=env).returncode == 0
     result = cli("verify", env=env)
@@ -90,44 +230,302 @@ def test_the_engine_alone_deploys_on_the_local_database_and_creates_the_group_ro
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname IN ('app_writer', 'app_reader')").fetchone()[0] == 2
 
 
-def test_local_up_twice_is_harmless(local):
+def test_local_up_twice_is_harmless_and_keeps_the_passwords(local):
     cli, home, port = local
+    before = Cluster(home=home, port=int(port)).password_file.read_text()
     result = cli("local", "up", "--home", str(home), "--port", port)
     assert result.returncode == 0, result.stderr
+    assert "notice" not in result.stderr
+    assert Cluster(home=home, port=int(port)).password_file.read_text() == before
 
 
-def test_local_reset_gives_a_fresh_database(local):
+def test_local_reset_gives_a_fresh_database_with_new_passwords(local):
     cli, home, port = local
-    url = cli("local", "url", "--home", str(home), "--port", port).stdout.strip()
+    url = url_of(local)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.leftover (id bigint)")
+    home_mode = mode(home)
     assert cli("local", "reset", "--home", str(home), "--port", port).returncode == 0
-    with psycopg.connect(url) as conn:
+    assert mode(home) == home_mode
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(url, connect_timeout=10)
+    with psycopg.connect(url_of(local)) as conn:
         assert conn.execute("SELECT to_regclass('public.leftover')").fetchone()[0] is None
         assert conn.execute("SELECT count(*) FROM auth.users").fetchone()[0] == 0
 
 
-def test_local_up_gives_a_cluster_with_the_old_password_the_new_one_and_keeps_its_data():
-    """Clusters made before the local password changed had `postgres`; `up` moves them on once."""
-    from appdb.local.cluster import LEGACY_PASSWORD, Cluster
+def test_local_url_without_a_cluster_says_how_to_start_one(tmp_path):
+    result = run_appdb("local", "url", "--home", str(tmp_path / "none"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("appdb: error: no local database in ") and "local up" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
-    home = Path(tempfile.mkdtemp(prefix="appdb-local-legacy-"))
-    old = Cluster(home=home, port=free_port(), password=LEGACY_PASSWORD)
-    old.up()
+
+# --- a cluster from before the passwords were random ------------------------------------
+
+
+def init_the_old_way(home: Path, port: int, password: str) -> Cluster:
+    """A cluster as earlier versions made it, started: initdb's pg_hba.conf (the superuser over
+    TCP too), the fixed password for both logins, app_backend with the local stack's old one,
+    the whole folder the server user's, a socket folder anyone may enter, no password file."""
+    account = server_account()
+    home.mkdir(parents=True)
+    (home / "run").mkdir()
+    (home / "run").chmod(0o755)
+    pwfile = home / ".pwfile"
+    pwfile.write_text(password + "\n")
+    if account is not None:
+        for path in (home, *home.rglob("*")):
+            os.chown(path, account.pw_uid, account.pw_gid)
+    node = Cluster(home=home, port=port)
+    data = str(node.data_dir)
+    node._run_server_tool("initdb", "-D", data, "-U", SUPERUSER, f"--pwfile={pwfile}", "--auth=scram-sha-256",
+                          "--encoding=UTF8", "--locale=C", "--no-instructions")
+    pwfile.unlink()
+    with (node.data_dir / "postgresql.conf").open("a") as handle:
+        handle.write(f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{home / 'run'}'\n")
+    node._run_server_tool("pg_ctl", "-D", data, "-l", str(home / "postgres.log"), "-w", "start")
+    old = dict(host="127.0.0.1", port=port, dbname="postgres", user=SUPERUSER, password=password, autocommit=True)
+    with psycopg.connect(**old) as conn:
+        conn.execute((ROOT / "appdb" / "sql" / "supabase_shape.sql").read_text())
+        conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
+        conn.execute(sql.SQL("CREATE ROLE app_backend LOGIN PASSWORD {}").format(sql.Literal(OLD_BACKEND_PASSWORD)))
+    with psycopg.connect(**{**old, "user": LOGIN}) as conn:
+        conn.execute("CREATE TABLE public.kept (id bigint); INSERT INTO public.kept VALUES (1)")
+    return node
+
+
+def tcp_login(node: Cluster, user: str, password: str) -> psycopg.Connection:
+    return psycopg.connect(host="127.0.0.1", port=node.port, dbname="postgres", user=user, password=password,
+                           passfile="/nonexistent", connect_timeout=10)
+
+
+@pytest.mark.parametrize(("old_password", "running"), [(OLD_PASSWORDS[0], True), (OLD_PASSWORDS[1], False)])
+def test_local_up_replaces_an_old_clusters_fixed_passwords_once_and_keeps_its_data(old_password, running):
+    """The one with the repository's password was running; the even older one (`postgres`) was stopped."""
+    base = open_folder("appdb-local-old-")
+    node = init_the_old_way(base / "local", free_port(), old_password)
     try:
-        with old.connect() as conn:
-            conn.execute("CREATE TABLE public.kept (id bigint); INSERT INTO public.kept VALUES (1)")
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        result = subprocess.run([sys.executable, "-m", "appdb", "local", "up", "--home", str(home),
-                                 "--port", str(old.port)], capture_output=True, text=True, cwd=ROOT, env=env,
-                                timeout=120, check=False)
+        if not running:
+            node._run_server_tool("pg_ctl", "-D", str(node.data_dir), "-m", "fast", "-w", "stop")
+        result = run_appdb("local", "up", "--home", str(node.home), "--port", str(node.port))
         assert result.returncode == 0, result.stderr
-        assert "old password" in result.stderr
-        new = Cluster(home=home, port=old.port)
-        with psycopg.connect(new.url()) as conn:
+        notices = [line for line in result.stderr.splitlines() if "notice" in line]
+        assert len(notices) == 1 and "random" in notices[0] and "pgpass" in notices[0], result.stderr
+        assert OLD_PASSWORDS[0] not in result.stdout + result.stderr
+
+        assert mode(node.password_file) == 0o600 and node.password_file.stat().st_uid == os.geteuid()
+        assert mode(node.socket_dir) == 0o700
+        for user, old in ((LOGIN, old_password), (SUPERUSER, old_password), (BACKEND, OLD_BACKEND_PASSWORD)):
+            with pytest.raises(psycopg.OperationalError):
+                tcp_login(node, user, old)
+        with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects"):
+            tcp_login(node, SUPERUSER, node.password(SUPERUSER))
+        with tcp_login(node, LOGIN, node.password()) as conn:
             assert conn.execute("SELECT id FROM public.kept").fetchall() == [(1,)]
-        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-            psycopg.connect(old.url(), connect_timeout=10)
+        tcp_login(node, BACKEND, node.password(BACKEND)).close()
+        with node.connect(user=SUPERUSER) as conn:
+            assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+
+        again = run_appdb("local", "up", "--home", str(node.home), "--port", str(node.port))
+        assert again.returncode == 0, again.stderr
+        assert "notice" not in again.stderr
     finally:
-        old.down()
-        shutil.rmtree(home, ignore_errors=True)
+        node.down()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --- as root: the folder the server user cannot enter, and another OS user ----------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: runs the server as postgres and makes an OS user")
+
+
+@needs_root
+def test_local_up_refuses_a_home_the_server_user_cannot_enter_and_changes_no_mode():
+    private = Path(tempfile.mkdtemp(prefix="appdb-private-"))  # 0700 root, like /root
+    try:
+        home = private / "checkout" / ".appdb" / "local"
+        result = run_appdb("local", "up", "--home", str(home), "--port", str(free_port()))
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"appdb: error: the postgres OS user cannot enter {private} (mode 0700)")
+        assert "APPDB_LOCAL_HOME" in lines[0]
+        assert mode(private) == 0o700
+        assert list(private.iterdir()) == []
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def probe():
+    """A throwaway OS user, removed afterwards (when this test made it)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: makes a throwaway OS user with useradd")
+    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", PROBE],
+                          capture_output=True, text=True, check=False)
+    account = pwd.getpwnam(PROBE)
+    try:
+        yield account
+    finally:
+        if made.returncode == 0:
+            subprocess.run(["userdel", PROBE], capture_output=True, check=False)
+
+
+def as_probe(account: pwd.struct_passwd, command: list[str], env: dict[str, str] | None = None,
+             cwd: str = "/") -> subprocess.CompletedProcess:
+    return subprocess.run(command, user=account.pw_uid, group=account.pw_gid, extra_groups=[], cwd=cwd,
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **(env or {})},
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def probe_python(account: pwd.struct_passwd, code: str, env: dict[str, str] | None = None,
+                 cwd: str = "/") -> subprocess.CompletedProcess:
+    """Python with psycopg as the probe user: the system's python3 with the checkout's packages."""
+    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
+    return as_probe(account, ["/usr/bin/python3", "-c", code],
+                    {"PYTHONPATH": f"{ROOT}:{site}", **(env or {})}, cwd=cwd)
+
+
+CONNECT = """
+import os, sys, psycopg
+try:
+    psycopg.connect(os.environ["CONNINFO"], connect_timeout=5).close()
+    print("CONNECTED")
+except psycopg.OperationalError as exc:
+    print("REFUSED", str(exc).strip().splitlines()[0])
+"""
+
+
+@needs_root
+def test_another_os_user_gets_nothing_by_socket_or_tcp(local, probe):
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("no /usr/bin/python3 for the probe user")
+    _, home, port = local
+    node = Cluster(home=home, port=int(port))
+    assert as_probe(probe, ["cat", str(node.password_file)]).returncode != 0
+    assert as_probe(probe, ["ls", str(home)]).returncode != 0
+    assert as_probe(probe, ["ls", str(node.socket_dir)]).returncode != 0
+
+    def attempt(**params: str) -> str:
+        conninfo = psycopg.conninfo.make_conninfo(port=port, dbname="postgres", passfile="/nonexistent", **params)
+        result = probe_python(probe, CONNECT, {"CONNINFO": conninfo})
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    for user in ROLES:
+        # the socket: its folder is closed to this user, whatever the password
+        assert attempt(host=str(node.socket_dir), user=user, password=node.password(user)).startswith("REFUSED")
+        # TCP without the password
+        assert attempt(host="127.0.0.1", user=user).startswith("REFUSED")
+    # TCP with a leaked superuser password: still refused
+    refused = attempt(host="127.0.0.1", user=SUPERUSER, password=node.password(SUPERUSER))
+    assert "pg_hba.conf rejects" in refused
+    # the control: the same user does get in with the postgres login's password
+    assert attempt(host="127.0.0.1", user=LOGIN, password=node.password()) == "CONNECTED"
+
+
+@needs_root
+def test_an_ordinary_user_runs_its_own_cluster_with_the_same_rules(probe):
+    """Not root: the server runs as the user, every folder and file is theirs, 0700/0600."""
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("no /usr/bin/python3 for the probe user")
+    base = open_folder("appdb-local-user-")
+    os.chown(base, probe.pw_uid, probe.pw_gid)
+    home, port = base / "local", str(free_port())
+    appdb = "import sys; from appdb.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
+    env = {"PYTHONPATH": f"{ROOT}:{site}", "APPDB_SQL_DIR": str(ROOT / "sql")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return as_probe(probe, ["/usr/bin/python3", "-c", appdb, *args], env)
+
+    try:
+        result = cli("local", "up", "--home", str(home), "--port", port)
+        assert result.returncode == 0, result.stderr
+        node = Cluster(home=home, port=int(port))
+        for folder in (home, node.data_dir, node.socket_dir, node.log_dir):
+            assert folder.stat().st_uid == probe.pw_uid and mode(folder) == 0o700, folder
+        assert node.password_file.stat().st_uid == probe.pw_uid and mode(node.password_file) == 0o600
+        superuser = probe_python(probe, "from appdb.local.cluster import Cluster, SUPERUSER; import sys\n"
+                                        f"print(Cluster(home={str(home)!r}, port={port}).connect(user=SUPERUSER)"
+                                        ".execute('SELECT current_user').fetchone()[0])", env)
+        assert superuser.stdout.strip() == SUPERUSER, superuser.stderr
+    finally:
+        cli("local", "down", "--home", str(home), "--port", port)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --- bin/deploy-local, in a clone-like checkout -------------------------------------------
+
+FAKE_PULUMI = """#!/bin/sh
+# Stands in for the Pulumi CLI: an empty local stack, and an `up` that records what it was given.
+case "$1 $2" in
+    "stack select") exit 0 ;;
+    "stack export") echo '{"deployment": {}}' ;;
+    "up "*|"up") printf '%s\\n%s\\n' "$PGPASSWORD" "$APPDB_BACKEND_PASSWORD" > "$FAKE_PULUMI_SAW" ;;
+esac
+"""
+
+
+def clone_like(base: Path) -> Path:
+    """The files a clone has, with the project's virtualenv (bin/setup then has nothing to do)."""
+    checkout = base / "appdb"
+    checkout.mkdir()
+    for name in ("bin", "appdb", "components", "sql"):
+        shutil.copytree(ROOT / name, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("__main__.py", "Pulumi.yaml", "Pulumi.local.yaml", "requirements.txt", "requirements-dev.txt"):
+        shutil.copy(ROOT / name, checkout / name)
+    (checkout / ".venv").symlink_to(ROOT / ".venv")
+    return checkout
+
+
+def traced(command: list[str], trace: Path, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    """``command`` under strace: every program it starts, with its full argv, lands in ``trace``."""
+    return subprocess.run(["strace", "-f", "-qq", "-e", "trace=execve", "-s", "100000", "-o", str(trace), *command],
+                          env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to see every command line")
+def test_deploy_local_hands_the_passwords_over_in_the_environment_never_on_a_command_line():
+    base = open_folder("appdb-deploy-local-")
+    checkout = clone_like(base)
+    fake = base / "fake-bin"
+    fake.mkdir()
+    (fake / "pulumi").write_text(FAKE_PULUMI)
+    (fake / "pulumi").chmod(0o755)
+    port = str(free_port())
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PG", "APPDB_", "PULUMI_", "VIRTUAL_ENV")) and k not in ("DATABASE_URL", "PYTHONPATH")}
+    env.update(APPDB_LOCAL_PORT=port, FAKE_PULUMI_SAW=str(base / "saw"))
+    # Without any Pulumi CLI, whether or not this machine has one.
+    system_path = os.pathsep.join(folder for folder in env.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+                                  if not (Path(folder) / "pulumi").exists())
+    env["PATH"] = system_path
+    node = Cluster(home=checkout / ".appdb" / "local", port=int(port))
+    try:
+        # Started untraced first: strace follows every child, and the server outlives the script.
+        started = subprocess.run(["bin/appdb", "local", "up"], env=env, cwd=checkout, capture_output=True, text=True,
+                                 timeout=120, check=False)
+        assert started.returncode == 0, started.stderr
+        with_pulumi = traced(["bin/deploy-local"], base / "trace-pulumi", {**env, "PATH": f"{fake}:{system_path}"},
+                             checkout)
+        assert with_pulumi.returncode == 0, with_pulumi.stderr
+        assert (base / "saw").read_text().splitlines() == [node.password(), node.password(BACKEND)]
+        assert mode(checkout / ".pulumi-state") == 0o700
+
+        without = traced(["bin/deploy-local"], base / "trace-alone", env, checkout)
+        assert without.returncode == 0, without.stderr
+        assert "the Pulumi CLI is not installed" in without.stderr
+        assert "verify" in without.stdout + without.stderr
+
+        secrets_ = [node.password(role) for role in ROLES]
+        for trace in ("trace-pulumi", "trace-alone"):
+            text = (base / trace).read_text()
+            assert "execve(" in text and "local\", \"password" in text  # the trace did see the commands
+            for secret in secrets_:
+                assert secret not in text, f"a password on a command line ({trace})"
+            assert secrets_[0] not in with_pulumi.stdout + with_pulumi.stderr + without.stdout + without.stderr
+    finally:
+        node.down()
+        shutil.rmtree(base, ignore_errors=True)

@@ -658,6 +658,29 @@ def test_commands_find_the_interpreter_through_bin_appdb_relatively(runs, stack)
         assert command.delete_before_replace is False
 
 
+def test_the_local_stack_takes_the_backend_password_from_the_environment_as_a_secret(checkout, monkeypatch):
+    """Pulumi.local.yaml holds no password: bin/deploy-local exports the local cluster's own."""
+    config = stack_config("local", dbPassword="", backendPassword="")  # as Pulumi.local.yaml holds them
+    monkeypatch.setenv("APPDB_BACKEND_PASSWORD", BACKEND_PASSWORD)
+    monkeypatch.setenv("PGPASSWORD", DB_PASSWORD)
+    run = run_program(checkout, "local", config)
+    assert secret_values(run.one(ROLE, "roles-backend").inputs["password"]) == [BACKEND_PASSWORD]
+    assert "password" not in run.one(PROVIDER, "db").inputs  # the provider reads PGPASSWORD itself
+    for name, command in run.commands.items():
+        assert "PGPASSWORD" not in env(command), name
+    for registration in run.registrations:
+        assert DB_PASSWORD not in json.dumps(reveal(registration.inputs)), registration.name
+        for text in plain_strings(registration.inputs):
+            assert BACKEND_PASSWORD not in text, registration.name
+
+
+def test_without_a_backend_password_anywhere_the_program_says_where_to_set_it(checkout, monkeypatch):
+    config = stack_config("dev", backendPassword="")
+    monkeypatch.delenv("APPDB_BACKEND_PASSWORD", raising=False)
+    with pytest.raises(Exception, match="backendPassword is not set.*APPDB_BACKEND_PASSWORD"):
+        run_program(checkout, "dev", config)
+
+
 def test_without_db_password_in_config_the_password_comes_from_the_environment_only(checkout):
     """CI sets PGPASSWORD; then no resource input, and so no state, holds the deploy password."""
     config = stack_config("prod")

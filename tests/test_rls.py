@@ -9,7 +9,7 @@ import pytest
 
 from appdb.migrate import runner
 from appdb.migrate.files import discover
-from tests.conftest import BACKEND_TEST_PASSWORD, SQL_DIR
+from tests.conftest import SQL_DIR
 
 ALICE = "00000000-0000-4000-c000-000000000001"
 BOB = "00000000-0000-4000-c000-000000000002"
@@ -65,7 +65,7 @@ def test_service_role_reads_every_row(members):
 
 
 def test_the_backend_login_writes_through_the_app_writer_policy(members):
-    params = {**members.tcp_params, "user": "app_backend", "password": BACKEND_TEST_PASSWORD}
+    params = members.backend_params()
     with psycopg.connect(**params, autocommit=True) as conn:
         conn.execute("UPDATE app.memberships SET status = 'past_due' WHERE user_id = %s", (ALICE,))
         rows = conn.execute("SELECT count(*) FROM app.memberships").fetchone()[0]

@@ -1,13 +1,31 @@
 """The local database: a PostgreSQL cluster owned by the project, shaped like Supabase.
 
 ``appdb local up`` runs it from ``.appdb/local`` (git-ignored) on 127.0.0.1:54322, the
-port Supabase's CLI uses, and the tests start a throwaway one the same way. The
-cluster's bootstrap superuser is ``supabase_admin``; the ``postgres`` login that
-deploys is not a superuser, exactly as on Supabase, so permission problems show up
-here first.
+port Supabase's CLI uses, and the tests, ``appdb schema``, the benchmarks and CI start
+throwaway ones the same way. The cluster's bootstrap superuser is ``supabase_admin``;
+the ``postgres`` login that deploys is not a superuser, exactly as on Supabase, so
+permission problems show up here first.
+
+Nobody but the user who started it gets in:
+
+- Every password is random and made for this cluster (:func:`new_password`): one each
+  for ``supabase_admin``, ``postgres`` and ``app_backend`` (which the local stack gives
+  the backend's login). They live in ``HOME/pgpass``, a libpq password file created 0600
+  for that user and never by anyone else. The DSNs made here name that file
+  (``passfile``) instead of holding a password; only :meth:`Cluster.url` spells one out.
+- The superuser logs in only through the Unix socket, in ``HOME/run``, a folder (0700)
+  only the server's OS user (and root) can enter; ``pg_hba.conf``, written here on every
+  ``up``, rejects it over TCP. The other logins use TCP on loopback, with their password.
 
 PostgreSQL refuses to run as root, so when we are root the server programs run as the
-``postgres`` OS user and the cluster's folder is handed to it.
+``postgres`` OS user, which must be able to enter every folder above ``HOME``. ``up``
+never changes the mode of a folder it did not make: when that user cannot get in, it
+refuses and says what to do. Layout of ``HOME``::
+
+    data/    the cluster                  server's OS user, 0700
+    run/     its Unix socket              server's OS user, 0700
+    log/     postgres.log                 server's OS user, 0700
+    pgpass   the passwords                the user who ran `up`, 0600
 """
 
 from __future__ import annotations
@@ -15,8 +33,13 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import secrets
 import shutil
+import stat
+import string
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,18 +55,449 @@ DEFAULT_HOME = Path(".appdb/local")
 DEFAULT_PORT = 54322
 SUPERUSER = "supabase_admin"
 LOGIN = "postgres"
-# The local cluster's password, for supabase_admin and the postgres login. It guards
-# nothing (the cluster listens on loopback only), but it is no word and no identifier:
-# Pulumi masks every occurrence of a secret's text in what it prints, and a password
-# like `postgres` turned `pulumi-resource-postgresql` into `pulumi-resource-[secret]ql`.
-LOCAL_PASSWORD = "Qm7x-Vt3k-Rw9p-Hc2d"
-# What clusters made before that used (Supabase's CLI's well-known one); `up` replaces it.
-LEGACY_PASSWORD = "postgres"
+BACKEND = "app_backend"
+# The roles whose passwords a cluster's password file holds.
+ROLES = (SUPERUSER, LOGIN, BACKEND)
 SERVER_USER = "postgres"
+PASSWORD_FILE = "pgpass"
+# The fixed passwords clusters made by earlier versions had: published in this repository,
+# and before that Supabase's CLI's well-known one. `up` logs in with them only to replace
+# them with random ones, once.
+OLD_PASSWORDS = ("Qm7x-Vt3k-Rw9p-Hc2d", "postgres")
 
 
 def _package_sql(name: str) -> str:
     return resources.files("appdb.local").joinpath(name).read_text(encoding="utf-8")
+
+
+def pg_hba(superuser: str = SUPERUSER) -> str:
+    """Who may connect how: the superuser through the socket only; every other login also over loopback TCP."""
+    return (
+        "# Written by appdb (appdb/local.py) when the cluster is made and on every `appdb local up`.\n"
+        "# TYPE  DATABASE  USER  ADDRESS  METHOD\n"
+        "local   all       all            scram-sha-256\n"
+        f"host    all       {superuser}  all  reject\n"
+        "host    all       all   127.0.0.1/32  scram-sha-256\n"
+        "host    all       all   ::1/128       scram-sha-256\n"
+    )
+
+
+def new_password(groups: int = 6) -> str:
+    """A random password like ``Qm7x-Vt3k-...``: about 104 bits, and no word and no identifier.
+
+    Pulumi masks every occurrence of a secret's text in what it prints, and a password
+    that is a word garbles its output (`postgres` turned `pulumi-resource-postgresql` into
+    `pulumi-resource-[secret]ql`). A digit in every group of four and the dashes keep
+    this one from ever being a word or an identifier; it needs no quoting in a URL or
+    in a libpq password file.
+    """
+    upper, lower, digits = string.ascii_uppercase, string.ascii_lowercase, string.digits
+    return "-".join(
+        secrets.choice(upper) + secrets.choice(lower) + secrets.choice(digits) + secrets.choice(lower)
+        for _ in range(groups)
+    )
+
+
+# --- the password file ------------------------------------------------------------------
+
+
+def write_password_file(path: Path, passwords: dict[str, str]) -> None:
+    """A libpq password file (``*:*:*:role:password`` lines), created 0600 and never over an existing one.
+
+    O_EXCL makes the file, with its mode, in one step: no moment when another user could
+    open it, and no following a link someone put in its place.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.writelines(f"*:*:*:{role}:{password}\n" for role, password in passwords.items())
+
+
+def read_password_file(path: Path) -> dict[str, str]:
+    """The passwords by role; refused unless the file is ours and no one else can read it."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no local database in {path.parent} (no {path.name} file): start it with 'bin/appdb local up'"
+        ) from None
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise ConfigError(
+            f"{path} must be a file of yours that only you can read: 'chmod 600' it, "
+            "or start over with 'bin/appdb local reset' (this wipes the local database)"
+        )
+    passwords = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split(":")
+        if len(fields) == 5:
+            passwords[fields[3]] = fields[4]
+    return passwords
+
+
+# --- the server's OS user and its folders -------------------------------------------------
+
+
+def server_account() -> pwd.struct_passwd | None:
+    """The OS account that runs the server when we are root (PostgreSQL refuses root); None: ourselves."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise ConfigError(
+            f"running as root, but there is no '{SERVER_USER}' OS user to run the server: "
+            "install the postgresql package or run as an ordinary user"
+        ) from None
+
+
+def blocked_folder(path: Path, account: pwd.struct_passwd) -> tuple[Path, int] | None:
+    """The first existing folder on the way to ``path`` (itself included) that ``account`` cannot enter, with its mode.
+
+    Read from the mode bits, owner and groups, as the kernel decides (ACLs aside).
+    """
+    groups = set(os.getgrouplist(account.pw_name, account.pw_gid))
+    path = path.resolve()
+    for folder in [*reversed(path.parents), path]:
+        try:
+            info = folder.stat()
+        except FileNotFoundError:
+            return None
+        if info.st_uid == account.pw_uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return folder, stat.S_IMODE(info.st_mode)
+    return None
+
+
+def _open_to_server(folder: Path, account: pwd.struct_passwd | None) -> None:
+    """A folder we just made, that the server's OS user must pass through: group of that user, 0710."""
+    if account is not None:
+        os.chown(folder, -1, account.pw_gid)
+        os.chmod(folder, 0o710)
+
+
+def _make_home(home: Path, account: pwd.struct_passwd | None) -> None:
+    """Makes ``home`` and whatever folders above it are missing; folders that exist are left as they are."""
+    missing = [folder for folder in [home, *home.parents] if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700)
+        _open_to_server(folder, account)
+
+
+def _server_folder(folder: Path, account: pwd.struct_passwd | None) -> None:
+    """One of the cluster's own folders: the server's OS user's alone (0700), made if missing.
+
+    An existing one is also set so: only clusters made by earlier versions had a socket
+    folder others could enter.
+    """
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if account is not None:
+        os.chown(folder, account.pw_uid, account.pw_gid)
+    os.chmod(folder, 0o700)
+
+
+def _write_server_file(path: Path, text: str, account: pwd.struct_passwd | None) -> None:
+    """A file for the server's OS user only (0600 from the start), replacing ``path`` in one step."""
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        if account is not None:
+            os.fchown(fd, account.pw_uid, account.pw_gid)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def temporary_home(prefix: str) -> Path:
+    """A new temporary folder for a throwaway cluster, which the server's OS user can enter.
+
+    ``mkdtemp`` makes it 0700 for us; as root the server runs as ``postgres``, so this
+    folder (ours: we just made it) gets its group and 0710. Remove it with shutil.rmtree.
+    """
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    _open_to_server(home, server_account())
+    return home
+
+
+# --- the cluster ------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    """One PostgreSQL cluster in ``home`` (see the module's docstring for what is in it)."""
+
+    home: Path = DEFAULT_HOME
+    port: int = DEFAULT_PORT
+    listen: str = "127.0.0.1"
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home).absolute()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "log"
+
+    @property
+    def logfile(self) -> Path:
+        return self.log_dir / "postgres.log"
+
+    @property
+    def password_file(self) -> Path:
+        return self.home / PASSWORD_FILE
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def is_initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def is_running(self) -> bool:
+        if not self.is_initialised():
+            return False
+        result = self._run_server_tool("pg_ctl", "-D", str(self.data_dir), "status", check=False)
+        return result.returncode == 0
+
+    def up(self, seed: bool = False) -> bool:
+        """Initialise if needed, start if stopped, and (re)apply the Supabase shape.
+
+        Returns True when the cluster still had the fixed passwords of an earlier version
+        and now has random ones (the caller tells the user, once).
+        """
+        self.check_reachable()
+        if self.is_initialised():
+            self.secure()
+        else:
+            self.init()
+        reloaded_at = None
+        if self.is_running():
+            reloaded_at = self.reload()
+        else:
+            self.start()
+        replaced = self._replace_old_passwords()
+        if reloaded_at is not None:
+            self._wait_for_reload(reloaded_at)
+        self.shape("postgres", seed=seed)
+        return replaced
+
+    def init(self) -> None:
+        """A new cluster: its folders, its passwords, initdb, our settings and pg_hba.conf. Not started."""
+        account = server_account()
+        self.check_reachable()
+        _make_home(self.home, account)
+        for folder in (self.data_dir, self.socket_dir, self.log_dir):
+            _server_folder(folder, account)
+        self._ensure_password_file()
+        # initdb runs as the server's OS user and reads the superuser's password from a
+        # file: one in the socket folder, which that user alone can enter, gone right after.
+        pwfile = self.socket_dir / "initdb.pw"
+        _write_server_file(pwfile, self.password(SUPERUSER) + "\n", account)
+        try:
+            self._run_server_tool(
+                "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, f"--pwfile={pwfile}",
+                "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-instructions",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        conf = {
+            "port": str(self.port),
+            "listen_addresses": f"'{self.listen}'",
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "password_encryption": "'scram-sha-256'",
+            **self.settings,
+        }
+        with (self.data_dir / "postgresql.conf").open("a") as handle:
+            handle.write("\n# appdb local\n")
+            handle.writelines(f"{key} = {value}\n" for key, value in conf.items())
+        self._write_hba()
+
+    def secure(self) -> None:
+        """An existing cluster brought to the rules: its folders the server user's alone, a password file, our pg_hba.conf.
+
+        For a cluster made by this version it changes nothing; a cluster made by an
+        earlier one gets its passwords replaced by ``up`` after this.
+        """
+        account = server_account()
+        for folder in (self.socket_dir, self.log_dir):
+            _server_folder(folder, account)
+        self._ensure_password_file()
+        self._write_hba()
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        result = self._run_server_tool(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.logfile), "-w", "-t", "60", "start", check=False
+        )
+        if result.returncode != 0:
+            raise AppdbError(
+                f"the local PostgreSQL did not start (is port {self.port} in use?): see {self.logfile}"
+            )
+        log.info("local PostgreSQL started on %s:%s", self.listen, self.port)
+
+    def reload(self) -> float:
+        """Make a running server read its configuration again; returns when it was asked (see _wait_for_reload)."""
+        asked = time.time()
+        self._run_server_tool("pg_ctl", "-D", str(self.data_dir), "reload")
+        return asked
+
+    def down(self) -> None:
+        if self.is_running():
+            self._run_server_tool("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
+    def reset(self, seed: bool = False) -> bool:
+        """A brand-new cluster: everything, roles and passwords included, is as after the first ``up``.
+
+        Only what the cluster made is removed; ``home`` itself stays, with its mode.
+        """
+        self.down()
+        for folder in (self.data_dir, self.socket_dir, self.log_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+        self.password_file.unlink(missing_ok=True)
+        (self.home / "postgres.log").unlink(missing_ok=True)  # where earlier versions logged
+        return self.up(seed=seed)
+
+    def check_reachable(self) -> None:
+        """As root, refuse (in one line that says what to do) when the server's OS user cannot reach ``home``."""
+        account = server_account()
+        if account is None:
+            return
+        blocked = blocked_folder(self.home, account)
+        if blocked:
+            folder, mode = blocked
+            raise ConfigError(
+                f"the {account.pw_name} OS user cannot enter {folder} (mode {mode:04o}), on the way to the local "
+                f"cluster's folder {self.home}; move the checkout under a folder it can enter, "
+                "or set APPDB_LOCAL_HOME to one (e.g. APPDB_LOCAL_HOME=/srv/appdb-local)"
+            )
+
+    # --- passwords -----------------------------------------------------------------
+
+    def password(self, role: str = LOGIN) -> str:
+        """``role``'s password, from the cluster's password file."""
+        passwords = read_password_file(self.password_file)
+        if role not in passwords:
+            raise ConfigError(f"{self.password_file} has no password for {role}: start over with 'bin/appdb local reset'")
+        return passwords[role]
+
+    def set_password(self, conn: psycopg.Connection, role: str) -> None:
+        """Give ``role`` its password from the file, sent as a SCRAM verifier: the text never reaches the server or its log."""
+        verifier = conn.pgconn.encrypt_password(self.password(role).encode(), role.encode(), b"scram-sha-256")
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier.decode())))
+
+    def _ensure_password_file(self) -> None:
+        if not self.password_file.exists():
+            write_password_file(self.password_file, {role: new_password() for role in ROLES})
+
+    def _write_hba(self) -> None:
+        """Our pg_hba.conf, in place of initdb's (which lets the superuser in over TCP) or an earlier version's."""
+        _write_server_file(self.data_dir / "pg_hba.conf", pg_hba(), server_account())
+
+    def _replace_old_passwords(self) -> bool:
+        """A cluster made with an earlier version's fixed passwords gets the file's random ones, once.
+
+        Nothing else about it changes, so an existing local database and its data carry
+        over; app_backend's changes too when it exists (the next ``pulumi up --stack local``
+        sets the same one, from the file).
+        """
+        try:
+            self.connect(user=SUPERUSER).close()
+            return False
+        except psycopg.OperationalError as exc:
+            if not _authentication_failed(exc):
+                raise
+        for old in OLD_PASSWORDS:
+            try:
+                conn = psycopg.connect(self.dsn(user=SUPERUSER), password=old, autocommit=True, connect_timeout=10)
+            except psycopg.OperationalError as exc:
+                if _authentication_failed(exc):
+                    continue
+                raise
+            with conn:
+                existing = {row[0] for row in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                                                           (list(ROLES),))}
+                for role in ROLES:
+                    if role in existing:
+                        self.set_password(conn, role)
+            log.info("the local database's fixed passwords were replaced by the ones in %s", self.password_file)
+            return True
+        raise ConfigError(
+            f"the local database in {self.home} refuses the passwords in {self.password_file}: start a new one "
+            "with 'bin/appdb local reset' (this wipes it)"
+        )
+
+    def _wait_for_reload(self, asked: float) -> None:
+        """Wait (up to 10 s) until new connections run with what a reload asked at ``asked`` read.
+
+        The server reloads on a signal, after pg_ctl returns; each new connection reports
+        the time its configuration was loaded.
+        """
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with self.connect(user=SUPERUSER) as conn:
+                loaded = conn.execute("SELECT extract(epoch FROM pg_conf_load_time())").fetchone()[0]
+            if float(loaded) >= asked:
+                return
+            time.sleep(0.05)
+
+    # --- shape ---------------------------------------------------------------------
+
+    def shape(self, dbname: str, seed: bool = False) -> None:
+        """Apply the Supabase shape to one database and give the ``postgres`` login its password."""
+        with self.connect(dbname, user=SUPERUSER) as conn:
+            conn.execute(_package_sql("supabase_shape.sql"))
+            self.set_password(conn, LOGIN)
+            if seed:
+                conn.execute(_package_sql("supabase_seed.sql"))
+
+    # --- connecting ----------------------------------------------------------------
+
+    def params(self, dbname: str = "postgres", user: str = LOGIN, tcp: bool = False) -> dict[str, str]:
+        """libpq parameters; they name the password file instead of holding a password."""
+        host = self.listen if tcp else str(self.socket_dir)
+        return {"host": host, "port": str(self.port), "dbname": dbname, "user": user,
+                "passfile": str(self.password_file)}
+
+    def dsn(self, dbname: str = "postgres", user: str = LOGIN, tcp: bool = False) -> str:
+        return conninfo.make_conninfo(**self.params(dbname, user, tcp))
+
+    def url(self, dbname: str = "postgres") -> str:
+        """The URL of the ``postgres`` login, password included: the form Supabase's CLI prints for its local stack."""
+        return f"postgresql://{LOGIN}:{self.password()}@{self.listen}:{self.port}/{dbname}"
+
+    def connect(self, dbname: str = "postgres", user: str = LOGIN) -> psycopg.Connection:
+        """A connection through the socket (the superuser's only way in)."""
+        return psycopg.connect(self.dsn(dbname, user), autocommit=True, connect_timeout=10)
+
+    # --- running the server programs -------------------------------------------------
+
+    def _run_server_tool(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        command = [str(find_bindir() / tool), *args]
+        kwargs: dict = {"capture_output": True, "text": True, "check": False, "cwd": "/"}
+        account = server_account()
+        if account is not None:
+            kwargs.update(user=account.pw_uid, group=account.pw_gid, extra_groups=[])
+            kwargs["env"] = {**os.environ, "HOME": account.pw_dir}
+        result = subprocess.run(command, **kwargs)
+        if check and result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise AppdbError(f"{tool} failed: {detail[-1] if detail else 'exit ' + str(result.returncode)}")
+        return result
+
+
+def _authentication_failed(exc: psycopg.OperationalError) -> bool:
+    return "password authentication failed" in str(exc)
 
 
 def find_bindir() -> Path:
@@ -64,182 +518,3 @@ def find_bindir() -> Path:
         "PostgreSQL server programs (initdb, pg_ctl) not found: install them "
         "(Debian: apt-get install postgresql-15) or put their folder on PATH"
     )
-
-
-@dataclass
-class Cluster:
-    """One PostgreSQL cluster in ``home``: data/, run/ (the socket) and postgres.log."""
-
-    home: Path = DEFAULT_HOME
-    port: int = DEFAULT_PORT
-    listen: str = "127.0.0.1"
-    settings: dict[str, str] = field(default_factory=dict)
-    password: str = LOCAL_PASSWORD
-
-    @property
-    def data_dir(self) -> Path:
-        return self.home / "data"
-
-    @property
-    def socket_dir(self) -> Path:
-        return self.home / "run"
-
-    @property
-    def logfile(self) -> Path:
-        return self.home / "postgres.log"
-
-    # --- lifecycle -----------------------------------------------------------------
-
-    def is_initialised(self) -> bool:
-        return (self.data_dir / "PG_VERSION").exists()
-
-    def is_running(self) -> bool:
-        if not self.is_initialised():
-            return False
-        result = self._run_server_tool("pg_ctl", "-D", str(self.data_dir), "status", check=False)
-        return result.returncode == 0
-
-    def up(self, seed: bool = False) -> None:
-        """Initialise if needed, start if stopped, and (re)apply the Supabase shape."""
-        if not self.is_initialised():
-            self.init()
-        if not self.is_running():
-            self.start()
-        self._replace_legacy_password()
-        self.shape("postgres", seed=seed)
-
-    def init(self) -> None:
-        self.home = self.home.absolute()
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.socket_dir.mkdir(exist_ok=True)
-        pwfile = self.home / ".pwfile"
-        pwfile.write_text(self.password + "\n")
-        self._hand_to_server_user()
-        try:
-            self._run_server_tool(
-                "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, f"--pwfile={pwfile}",
-                "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-instructions",
-            )
-        finally:
-            pwfile.unlink(missing_ok=True)
-        conf = {
-            "port": str(self.port),
-            "listen_addresses": f"'{self.listen}'",
-            "unix_socket_directories": f"'{self.socket_dir}'",
-            "password_encryption": "'scram-sha-256'",
-            **self.settings,
-        }
-        with (self.data_dir / "postgresql.conf").open("a") as handle:
-            handle.write("\n# appdb local\n")
-            handle.writelines(f"{key} = {value}\n" for key, value in conf.items())
-
-    def start(self) -> None:
-        result = self._run_server_tool(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.logfile), "-w", "-t", "60", "start", check=False
-        )
-        if result.returncode != 0:
-            raise AppdbError(
-                f"the local PostgreSQL did not start (is port {self.port} in use?): see {self.logfile}"
-            )
-        log.info("local PostgreSQL started on %s:%s", self.listen, self.port)
-
-    def down(self) -> None:
-        if self.is_running():
-            self._run_server_tool("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
-
-    def reset(self, seed: bool = False) -> None:
-        """A brand-new cluster: everything, roles included, is as after the first ``up``."""
-        self.down()
-        shutil.rmtree(self.home, ignore_errors=True)
-        self.up(seed=seed)
-
-    # --- shape ---------------------------------------------------------------------
-
-    def shape(self, dbname: str, seed: bool = False) -> None:
-        """Apply the Supabase shape to one database and set the ``postgres`` login's password."""
-        with self.connect(dbname, user=SUPERUSER) as conn:
-            conn.execute(_package_sql("supabase_shape.sql"))
-            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(LOGIN), sql.Literal(self.password)))
-            if seed:
-                conn.execute(_package_sql("supabase_seed.sql"))
-
-    def _replace_legacy_password(self) -> None:
-        """A cluster made with the old well-known password gets the current one, once.
-
-        Nothing else about it changes, so an existing local database and its data carry
-        over; the local stack then updates app_backend's password on its next ``up``.
-        """
-        try:
-            self.connect(user=SUPERUSER).close()
-            return
-        except psycopg.OperationalError as exc:
-            if "password authentication failed" not in str(exc):
-                raise
-        try:
-            conn = psycopg.connect(conninfo.make_conninfo(**{**self.params(user=SUPERUSER), "password": LEGACY_PASSWORD}),
-                                   autocommit=True, connect_timeout=10)
-        except psycopg.OperationalError:
-            raise ConfigError(
-                f"the local database in {self.home} refuses its password: start a new one with "
-                "'appdb local reset' (this wipes it)"
-            ) from None
-        with conn:
-            for role in (SUPERUSER, LOGIN):
-                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(self.password)))
-        log.warning("the local database had the old password %r; it now has the one 'appdb local url' prints",
-                    LEGACY_PASSWORD)
-
-    # --- connecting ----------------------------------------------------------------
-
-    def params(self, dbname: str = "postgres", user: str = LOGIN, tcp: bool = False) -> dict[str, str]:
-        host = self.listen if tcp else str(self.socket_dir.absolute())
-        return {"host": host, "port": str(self.port), "dbname": dbname, "user": user, "password": self.password}
-
-    def dsn(self, dbname: str = "postgres", user: str = LOGIN, tcp: bool = False) -> str:
-        return conninfo.make_conninfo(**self.params(dbname, user, tcp))
-
-    def url(self, dbname: str = "postgres") -> str:
-        """The URL of the ``postgres`` login, the form Supabase's CLI prints for its local stack."""
-        return f"postgresql://{LOGIN}:{self.password}@{self.listen}:{self.port}/{dbname}"
-
-    def connect(self, dbname: str = "postgres", user: str = LOGIN) -> psycopg.Connection:
-        return psycopg.connect(self.dsn(dbname, user), autocommit=True, connect_timeout=10)
-
-    # --- running the server programs -------------------------------------------------
-
-    def _run_server_tool(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        command = [str(find_bindir() / tool), *args]
-        kwargs: dict = {"capture_output": True, "text": True, "check": False, "cwd": "/"}
-        if os.geteuid() == 0:
-            account = pwd.getpwnam(SERVER_USER)
-            kwargs.update(user=account.pw_uid, group=account.pw_gid, extra_groups=[])
-            kwargs["env"] = {**os.environ, "HOME": account.pw_dir}
-        result = subprocess.run(command, **kwargs)
-        if check and result.returncode != 0:
-            detail = (result.stderr or result.stdout).strip().splitlines()
-            raise AppdbError(f"{tool} failed: {detail[-1] if detail else 'exit ' + str(result.returncode)}")
-        return result
-
-    def _hand_to_server_user(self) -> None:
-        """As root, give the cluster's folder to the ``postgres`` OS user, which runs the server."""
-        if os.geteuid() != 0:
-            return
-        try:
-            account = pwd.getpwnam(SERVER_USER)
-        except KeyError as exc:
-            raise ConfigError(
-                "running as root, but there is no 'postgres' OS user to run the server: "
-                "install the postgresql package or run as an ordinary user"
-            ) from exc
-        for path in [self.home, *self.home.rglob("*")]:
-            os.chown(path, account.pw_uid, account.pw_gid)
-        _make_traversable(self.home, account.pw_uid)
-
-
-def _make_traversable(path: Path, uid: int) -> None:
-    """Let the server user reach ``path``: every parent it cannot enter gets o+x."""
-    for parent in path.absolute().parents:
-        mode = parent.stat().st_mode
-        if parent.stat().st_uid != uid and not mode & 0o001:
-            os.chmod(parent, mode | 0o001)

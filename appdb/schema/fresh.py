@@ -2,8 +2,9 @@
 
 This is what the committed schema snapshot describes, and what ``appdb schema --check``
 and ``--write`` build. It takes a few seconds: a new PostgreSQL cluster in a temporary
-folder (appdb.local.Cluster, so the same Supabase shape as ``appdb local up`` and the
-tests), reachable over its Unix socket only (no TCP port to collide with), removed on exit.
+folder (appdb.local.Cluster, so the same Supabase shape, random passwords and access
+rules as ``appdb local up`` and the tests), reachable over its Unix socket only (no TCP
+port to collide with), removed on exit.
 
 The database is built in the order ``pulumi up`` builds a real one:
 
@@ -32,17 +33,15 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
 from appdb.access import DEFAULT_ACCESS, GROUP_ROLES, TableAccess
-from appdb.local.cluster import LOGIN, Cluster
+from appdb.local.cluster import LOGIN, Cluster, temporary_home
 from appdb.migrate.files import Migration
 from appdb.schema.describe import Description, describe
 
@@ -72,7 +71,7 @@ class Scratch:
 @contextmanager
 def scratch_cluster() -> Iterator[Cluster]:
     """A new, started, Supabase-shaped cluster in a temporary folder; stopped and removed after."""
-    home = Path(tempfile.mkdtemp(prefix="appdb-scratch-"))
+    home = temporary_home("appdb-scratch-")
     # listen '' = Unix socket only; the port just names the socket file in our own folder.
     cluster = Cluster(home=home, port=5432, listen="", settings=dict(FAST_SETTINGS))
     try:

@@ -1,7 +1,8 @@
 -- What the Pulumi program creates before the first migration runs (components/schema.py,
 -- roles.py, grants.py), for the engine's tests, which run without Pulumi. Run as the
 -- non-superuser `postgres` login, like the provider; roles are cluster-wide, so each
--- is created only when missing.
+-- is created only when missing. app_backend gets no password here: the tests' cluster
+-- gives it its own random one (tests/conftest.py), and elsewhere it stays unusable.
 CREATE SCHEMA IF NOT EXISTS app;
 
 DO $roles$
@@ -13,7 +14,7 @@ BEGIN
         CREATE ROLE app_reader NOLOGIN;
     END IF;
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_backend') THEN
-        CREATE ROLE app_backend LOGIN PASSWORD 'Wc9j-Ks3f-Dp7x-Bn2q' IN ROLE app_writer;
+        CREATE ROLE app_backend LOGIN IN ROLE app_writer;
     END IF;
 END
 $roles$;
