@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from appdb.errors import Refused
+from appdb.migrate import runner
 from appdb.migrate.files import discover
 from tests.conftest import SQL_DIR, foreign_keys, production
 
