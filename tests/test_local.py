@@ -287,7 +287,7 @@ def init_the_old_way(home: Path, port: int, password: str) -> Cluster:
     node._run_server_tool("pg_ctl", "-D", data, "-l", str(home / "postgres.log"), "-w", "start")
     old = dict(host="127.0.0.1", port=port, dbname="postgres", user=SUPERUSER, password=password, autocommit=True)
     with psycopg.connect(**old) as conn:
-        conn.execute((ROOT / "appdb" / "sql" / "supabase_shape.sql").read_text())
+        conn.execute((ROOT / "appdb" / "local" / "supabase_shape.sql").read_text())
         conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
         conn.execute(sql.SQL("CREATE ROLE app_backend LOGIN PASSWORD {}").format(sql.Literal(OLD_BACKEND_PASSWORD)))
     with psycopg.connect(**{**old, "user": LOGIN}) as conn:

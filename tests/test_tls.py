@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from appdb.local.cluster import Cluster
-from tests.conftest import ROOT, SQL_DIR, TEST_PASSWORD, free_port
+from appdb.local.cluster import Cluster, server_account
+from tests.conftest import ROOT, SQL_DIR, free_port
 
 
 def _name(common_name: str) -> x509.Name:
@@ -71,18 +71,22 @@ class TLSCluster:
         ca_key, ca_cert = make_ca("appdb test CA")
         _, self.other_ca = make_ca("appdb test CA")  # the same name, another key: an impostor's CA
         server_key, server_cert = make_server_cert(ca_key, ca_cert)
-        tls = home / "tls"
+        tls = home.parent / "tls"
         tls.mkdir(parents=True)
         (tls / "server.crt").write_bytes(_pem(server_cert))
         key_path = tls / "server.key"
         key_path.write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                       serialization.NoEncryption()))
         key_path.chmod(0o600)
+        account = server_account()
+        if account is not None:  # the server runs as the postgres OS user and must read its key
+            for path in (tls, tls / "server.crt", key_path):
+                os.chown(path, account.pw_uid, account.pw_gid)
         self.root = home.parent / "root.crt"
         self.root.write_bytes(_pem(ca_cert))
         self.wrong_root = home.parent / "other-root.crt"
         self.wrong_root.write_bytes(_pem(self.other_ca))
-        self.cluster = Cluster(home=home, port=free_port(), password=TEST_PASSWORD, settings={
+        self.cluster = Cluster(home=home, port=free_port(), settings={
             "fsync": "off", "ssl": "on", "ssl_cert_file": f"'{tls / 'server.crt'}'",
             "ssl_key_file": f"'{key_path}'",
         })
@@ -96,7 +100,7 @@ class TLSCluster:
         base = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "DATABASE_URL"}
         return {**base, "PYTHONPATH": str(ROOT), "APPDB_SQL_DIR": str(SQL_DIR), "DATABASE_URL": "",
                 "PGHOST": host, "PGPORT": params["port"], "PGUSER": params["user"], "PGDATABASE": params["dbname"],
-                "PGPASSWORD": params["password"], "PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(root),
+                "PGPASSWORD": self.cluster.password(), "PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(root),
                 "PGCONNECT_TIMEOUT": "10"}
 
 
@@ -141,7 +145,7 @@ def test_a_certificate_the_root_did_not_sign_fails_in_one_line_before_anything_c
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "certificate" in lines[0] and "PGSSLROOTCERT" in lines[0], lines[0]
-    assert TEST_PASSWORD not in result.stdout + result.stderr
+    assert tls.cluster.password() not in result.stdout + result.stderr
     assert schemas(tls) == before and "appdb" not in before
 
 
