@@ -51,7 +51,7 @@ database = Database(
         # unset or empty: PGPASSWORD from the environment (CI, bin/deploy-local), never in the state
         password=None if db_password is None else pulumi.Output.secret(db_password),
         sslmode=config.require("sslMode"),
-        sslrootcert=config.get("sslRootCert"),  # verify-full/verify-ca: the CA that signed the server
+        sslrootcert=config.get("sslRootCert") or None,  # verify-full/verify-ca: the CA that signed the server
         connect_timeout=config.require_int("connectTimeout"),
     ),
 )
