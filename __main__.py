@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pulumi
 
+from appdb.errors import AppdbError
 from appdb.migrate.files import discover
 from components import (
     AppSchema,
@@ -28,6 +29,12 @@ from components import (
 from components.validation import digest
 
 config = pulumi.Config()
+try:
+    # A file that cannot be read (not UTF-8, transaction control, a malformed marker) is the
+    # engine's one-line message, not a Python traceback in the middle of Pulumi's output.
+    migration_files = discover(Path("sql"))
+except AppdbError as error:
+    raise pulumi.RunError(str(error)) from None
 admin_role = config.require("adminRole")
 # The two secrets. The CLI wants a value for every declared secret, so a stack that takes
 # them from the environment holds encrypted empty ones (Pulumi.local.yaml): empty = unset.
@@ -74,7 +81,7 @@ roles = Roles(
 migrations = Migrations(
     "migration",
     MigrationsArgs(
-        migrations=discover(Path("sql")),
+        migrations=migration_files,
         environment=database.command_environment(),
         allow_data_loss=config.require_bool("allowDataLoss"),
         after=[schema, roles],
