@@ -5,8 +5,8 @@
     .venv/bin/python bench/history.py --tables cli --peers-bin /opt/bench-peers/bin
     .venv/bin/python bench/history.py --plot docs/performance-history.png
 
-Each synthetic migration creates a table (RLS on, as verify requires of an app table)
-and an index, and has a revert. Two tables, each printed with its targets next to it:
+Each synthetic migration creates a table and an index, and has a revert (as in the
+issue's figures). Two tables, each printed with its targets next to it:
 
 1. Through Pulumi: a copy of the project in a temp folder (tests/pulumi_engine.py's
    ``copy_project``) with N synthetic migrations after the shipped ones, the local
@@ -85,7 +85,6 @@ FORWARD = """CREATE TABLE app.{table} (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX {table}_label_idx ON app.{table} (label);
-ALTER TABLE app.{table} ENABLE ROW LEVEL SECURITY;
 """
 REVERT = "DROP TABLE app.{table};\n"
 
