@@ -245,7 +245,8 @@ TOOLS = (
     Tool("flyway", "flyway", "see docs/performance.md (Flyway 11.20.3 from Maven Central, with a launcher script)",
          write_flyway,
          lambda exe, folder, t: [exe, f"-url=jdbc:postgresql://{t.host}:{t.port}/{t.dbname}", f"-user={LOGIN}",
-                                 f"-password={t.password}", f"-locations=filesystem:{folder}", "migrate"],
+                                 f"-password={t.password}", f"-locations=filesystem:{folder}", "-skipCheckForUpdate",
+                                 "migrate"],
          env={"REDGATE_DISABLE_TELEMETRY": "true", "FLYWAY_TELEMETRY_OPTOUT": "true"}),
     Tool("sqitch", "sqitch", "apt-get install sqitch libdbd-pg-perl", write_sqitch,
          lambda exe, folder, t: [exe, "deploy",
@@ -550,9 +551,10 @@ def cli_round(cluster: Cluster, tool: Tool, exe: str, folder: Path, n: int, noop
 
 def version_of(tool: Tool, exe: str) -> str:
     """What the tool says its version is (for the JSON), or '?'."""
-    flag = {"golang-migrate": "-version", "flyway": "-v"}.get(tool.name, "--version")
+    # Flyway checks for a newer version over the network unless told not to.
+    flags = {"golang-migrate": ["-version"], "flyway": ["-skipCheckForUpdate", "-v"]}.get(tool.name, ["--version"])
     try:
-        result = subprocess.run([exe, flag], capture_output=True, text=True, timeout=60, check=False,
+        result = subprocess.run([exe, *flags], capture_output=True, text=True, timeout=60, check=False,
                                 env=clean_env(tool.env))
     except (OSError, subprocess.TimeoutExpired):
         return "?"
