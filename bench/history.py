@@ -727,14 +727,52 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="folder with the peers' executables, searched before PATH "
                              "(default: $APPDB_BENCH_PEERS_BIN or /opt/bench-peers/bin)")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the growth curve (needs matplotlib)")
+    parser.add_argument("--from", dest="saved", type=Path, nargs="+", metavar="JSON",
+                        help="measure nothing: print (and --plot) saved results; of several files, each "
+                             "table comes from the last one that has it")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.noop_runs < 1 or min(args.sizes) < 0 or min(args.cli_sizes) < 1:
         parser.error("--rounds and --noop-runs must be at least 1, --sizes at least 0, --cli-sizes at least 1")
     return args
 
 
+def _int_keys(value: object) -> object:
+    """JSON turned the sizes into strings: turn them back, so saved results print like fresh ones."""
+    if isinstance(value, dict):
+        return {int(k) if isinstance(k, str) and k.isdigit() else k: _int_keys(v) for k, v in value.items()}
+    return value
+
+
+def load_saved(paths: list[Path]) -> tuple[dict, dict, dict]:
+    """The Pulumi table, the CLI table and the shipped-schema timings from saved results."""
+    pulumi_table: dict = {}
+    cli_table: dict = {}
+    shipped: dict = {}
+    for path in paths:
+        data = _int_keys(json.loads(path.read_text()))
+        pulumi_table = data.get("pulumi") or pulumi_table
+        if data.get("cli"):
+            cli_table, shipped = data["cli"], data.get("shipped") or {}
+    return pulumi_table, cli_table, shipped
+
+
+def report(args: argparse.Namespace, pulumi_table: dict, cli_table: dict, shipped: dict) -> dict:
+    """Print both tables with their targets, draw the plot if asked; the targets, for the exit code."""
+    targets = {"pulumi": pulumi_targets(pulumi_table), "cli": cli_targets(cli_table, shipped)}
+    if pulumi_table:
+        print_pulumi(pulumi_table, targets["pulumi"])
+    if cli_table:
+        print_cli(cli_table, shipped, targets["cli"])
+    if args.plot:
+        plot(args.plot, pulumi_table, cli_table)
+    return targets
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.saved:
+        targets = report(args, *load_saved(args.saved))
+        return 0 if all(t["met"] for group in targets.values() for t in group) else 1
     pulumi_table: dict = {}
     cli_table: dict = {}
     shipped: dict = {}
@@ -747,11 +785,7 @@ def main(argv: list[str] | None = None) -> int:
         if "cli" in args.tables:
             cli_table = run_cli_table(args, cli, Path(tmp))
             shipped = run_shipped(args, cli)
-    targets = {"pulumi": pulumi_targets(pulumi_table), "cli": cli_targets(cli_table, shipped)}
-    if pulumi_table:
-        print_pulumi(pulumi_table, targets["pulumi"])
-    if cli_table:
-        print_cli(cli_table, shipped, targets["cli"])
+    targets = report(args, pulumi_table, cli_table, shipped)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"history-{stamp}.json"
@@ -764,8 +798,6 @@ def main(argv: list[str] | None = None) -> int:
         "pulumi": pulumi_table, "cli": cli_table, "shipped": shipped, "targets": targets,
     }, indent=2, default=str))
     print(f"\nwrote {out.relative_to(ROOT)}")
-    if args.plot:
-        plot(args.plot, pulumi_table, cli_table)
     return 0 if all(t["met"] for group in targets.values() for t in group) else 1
 
 

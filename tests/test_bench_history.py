@@ -10,6 +10,7 @@ skipped with its pinned install command.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -125,3 +126,15 @@ def test_cli_targets_compare_appdb_with_psql_and_the_go_tools_and_skip_what_was_
     assert targets["`status`, shipped schema <= 60 ms"]["met"] is True
     assert targets["`verify`, shipped schema <= 100 ms"]["met"] is False
 
+
+
+def test_saved_results_load_with_their_sizes_as_numbers_and_the_last_file_wins(tmp_path):
+    older, newer = tmp_path / "older.json", tmp_path / "newer.json"
+    older.write_text(json.dumps({"pulumi": {"rows": {"100": {"median": {"first up": 38.0}}}},
+                                 "cli": {"apply": {"appdb": {"100": 0.9}}}, "shipped": {"median": {"status": 0.2}}}))
+    newer.write_text(json.dumps({"pulumi": {}, "cli": {"apply": {"appdb": {"100": 0.7}}},
+                                 "shipped": {"median": {"status": 0.05}}}))
+    pulumi_table, cli_table, shipped = history.load_saved([older, newer])
+    assert pulumi_table["rows"][100]["median"]["first up"] == 38.0
+    assert cli_table["apply"]["appdb"][100] == 0.7
+    assert shipped["median"]["status"] == 0.05
