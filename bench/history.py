@@ -277,6 +277,16 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+# The throwaway clusters' password: tools may echo their connection string in an error.
+SECRETS: set[str] = set()
+
+
+def redact(text: str) -> str:
+    for secret in SECRETS:
+        text = text.replace(secret, "[password]").replace(quote(secret, safe=""), "[password]")
+    return text
+
+
 def timed(command: list[str], env: dict[str, str], cwd: Path, timeout: float = 1800) -> float:
     """Wall time of one process; a failure stops the measurement with the process's last words."""
     started = time.perf_counter()
@@ -284,7 +294,7 @@ def timed(command: list[str], env: dict[str, str], cwd: Path, timeout: float = 1
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"exit {result.returncode}: {' | '.join(tail)[-400:]}")
+        raise RuntimeError(redact(f"exit {result.returncode}: {' | '.join(tail)[-400:]}"))
     return elapsed
 
 
@@ -302,6 +312,7 @@ def throwaway_cluster(label: str) -> Iterator[Cluster]:
     """A started Supabase-shaped cluster on a free loopback port, in a temp folder, removed after."""
     home = Path(tempfile.mkdtemp(prefix=f"appdb-history-{label}-"))
     cluster = Cluster(home=home, port=free_port(), settings=dict(SERVER_SETTINGS))
+    SECRETS.add(cluster.password)
     try:
         cluster.init()
         cluster.start()
@@ -441,8 +452,8 @@ def run_pulumi_table(args: argparse.Namespace, cli: Cluster) -> dict:
                 try:
                     got = pulumi_round(cluster, cli, project, extra, round_no, Path(tmp))
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    errors.append(str(exc))
-                    log(f"through Pulumi, {total} migrations, round {round_no + 1}: FAILED {exc}")
+                    errors.append(redact(str(exc)))
+                    log(f"through Pulumi, {total} migrations, round {round_no + 1}: FAILED {errors[-1]}")
                     continue
                 for step, seconds in got.items():
                     samples[step].append(seconds)
@@ -514,8 +525,8 @@ def run_cli_table(args: argparse.Namespace, cli: Cluster, tmp: Path) -> dict:
                 try:
                     a, idle = cli_round(cli, tool, found[tool.name], folders[tool.name, n], n, args.noop_runs)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    errors.setdefault(tool.name, []).append(f"N={n}: {exc}")
-                    log(f"{tool.name}, N={n}: FAILED {exc}")
+                    errors.setdefault(tool.name, []).append(redact(f"N={n}: {exc}"))
+                    log(f"{tool.name}, FAILED {errors[tool.name][-1]}")
                     continue
                 apply[tool.name][n].append(a)
                 noop[tool.name][n].extend(idle)

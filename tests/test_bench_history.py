@@ -138,3 +138,12 @@ def test_saved_results_load_with_their_sizes_as_numbers_and_the_last_file_wins(t
     assert pulumi_table["rows"][100]["median"]["first up"] == 38.0
     assert cli_table["apply"]["appdb"][100] == 0.7
     assert shipped["median"]["status"] == 0.05
+
+
+def test_a_failing_tool_is_reported_without_the_clusters_password(tmp_path, monkeypatch):
+    monkeypatch.setattr(history, "SECRETS", {"Pw-3x/9"})
+    failing = ["sh", "-c", "echo 'cannot connect to postgres://u:Pw-3x%2F9@h/db (password Pw-3x/9)' >&2; exit 3"]
+    with pytest.raises(RuntimeError) as failed:
+        history.timed(failing, history.clean_env(), tmp_path)
+    assert "exit 3" in str(failed.value) and "[password]" in str(failed.value)
+    assert "Pw-3x" not in str(failed.value)
