@@ -1,0 +1,149 @@
+"""bench/history.py's own parts: the synthetic migrations, each tool's files, finding peers, the targets.
+
+The benchmark itself never runs in the suite (it takes minutes and its peers come from
+outside the project); these tests make sure what it measures is what it claims: the
+migrations are valid for appdb and pass verify on top of the shipped ones (so a Pulumi
+deploy of them does not fail), every tool gets the same SQL, and a missing peer is
+skipped with its pinned install command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from appdb.migration import discover
+from tests.conftest import ROOT
+
+_spec = importlib.util.spec_from_file_location("bench_history", ROOT / "bench" / "history.py")
+history = importlib.util.module_from_spec(_spec)
+sys.modules["bench_history"] = history  # dataclasses look their module up by name
+_spec.loader.exec_module(history)
+
+
+def app_tables(db) -> list[str]:
+    return [row[0] for row in db.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'app' AND tablename LIKE 'bench%' ORDER BY 1")]
+
+
+def test_synthetic_migrations_after_the_shipped_ones_apply_pass_verify_and_revert(db, tmp_path):
+    project, total = history.pulumi_project(tmp_path, 3)
+    shipped = discover(ROOT / "sql")
+    ids = [m.id for m in discover(project / "sql")]
+    assert total == len(shipped) + 3 and len(ids) == total
+    assert ids[: len(shipped)] == [m.id for m in shipped]
+    assert [int(i) for i in ids[len(shipped):]] == [int(shipped[-1].id) + k for k in (1, 2, 3)]
+
+    applied = db.run_cli("apply", sql_dir=project / "sql")
+    assert applied.returncode == 0, applied.stderr
+    assert len(app_tables(db)) == 3
+    verified = db.run_cli("verify", sql_dir=project / "sql")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    reverted = db.run_cli("revert", ids[-1], "--allow-data-loss", sql_dir=project / "sql")
+    assert reverted.returncode == 0, reverted.stderr
+    assert len(app_tables(db)) == 2
+
+
+def test_psql_one_transaction_file_makes_every_table_and_nothing_when_one_fails(db, tmp_path):
+    migrations = history.synthetic(4)
+    history.write_psql(tmp_path / "ok", migrations)
+    target = history.Target("127.0.0.1", db.cluster.port, db.name, db.cluster.password)
+    psql = history.locate(history.TOOLS[0], tmp_path / "no-peers")[0]
+    env = history.clean_env()
+    history.timed(history._psql_command(psql, tmp_path / "ok", target), env, tmp_path)
+    assert len(app_tables(db)) == 4
+    # The same file again fails on the first table, and -1 leaves nothing half done.
+    with pytest.raises(RuntimeError, match="already exists"):
+        history.timed(history._psql_command(psql, tmp_path / "ok", target), env, tmp_path)
+    assert len(app_tables(db)) == 4
+
+
+@pytest.mark.parametrize("tool", history.TOOLS, ids=lambda t: t.name)
+def test_every_tool_gets_each_migration_forward_sql_exactly_once(tool, tmp_path):
+    migrations = history.synthetic(3)
+    tool.write(tmp_path, migrations)
+    text = "".join(p.read_text() for p in sorted(tmp_path.rglob("*.sql")) if "revert" not in p.parts
+                   and "verify" not in p.parts and not p.name.endswith((".down.sql", ".rollback.sql")))
+    for m in migrations:
+        assert text.count(m.forward) == 1, (tool.name, m.id)
+
+
+def test_sqitch_plan_lists_each_change_in_order(tmp_path):
+    history.write_sqitch(tmp_path, history.synthetic(3))
+    plan = (tmp_path / "sqitch.plan").read_text().splitlines()
+    assert plan[:2] == ["%syntax-version=1.0.0", "%project=bench"]
+    assert [line.split()[0] for line in plan[3:]] == ["bench_0001", "bench_0002", "bench_0003"]
+
+
+def test_a_missing_peer_is_skipped_with_its_pinned_install_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    goose = next(t for t in history.TOOLS if t.name == "goose")
+    exe, why = history.locate(goose, tmp_path / "peers")
+    assert exe is None
+    assert "goose/v3/cmd/goose@v3.30.1" in why and str(tmp_path / "peers") in why
+
+
+def test_a_peer_in_the_peers_folder_is_found_before_path(tmp_path, monkeypatch):
+    (tmp_path / "peers").mkdir()
+    (tmp_path / "path").mkdir()
+    for folder in ("peers", "path"):
+        fake = tmp_path / folder / "dbmate"
+        fake.write_text("#!/bin/sh\nexit 0\n")
+        fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "path") + os.pathsep + os.environ["PATH"])
+    dbmate = next(t for t in history.TOOLS if t.name == "dbmate")
+    assert history.locate(dbmate, tmp_path / "peers") == (str(tmp_path / "peers" / "dbmate"), "")
+
+
+def test_pulumi_targets_take_the_cost_per_extra_migration_from_the_smallest_and_largest_sizes():
+    def row(extra: int, up: float, destroy: float) -> dict:
+        return {"median": {"first up": up, "no-op preview": 2.0, "no-op up": 1.0, "destroy": destroy,
+                           "appdb apply": 0.3}}
+
+    targets = {t["target"]: t for t in history.pulumi_targets({"rows": {0: row(0, 4.0, 3.0), 100: row(100, 9.0, 4.0)}})}
+    assert targets["`up` cost per extra migration <= 50 ms"]["measured"] == pytest.approx(50.0)
+    assert targets["`up` cost per extra migration <= 50 ms"]["met"] is True
+    assert targets["`destroy` cost per extra migration <= 50 ms"]["measured"] == pytest.approx(10.0)
+    assert targets["first `up`, shipped + 100 migrations <= 8 s"]["met"] is False
+    assert targets["no-op `preview`, shipped migrations <= 1.2 s"]["met"] is False
+    assert targets["no-op `up`, shipped migrations <= 1.2 s"]["met"] is True
+
+
+def test_cli_targets_compare_appdb_with_psql_and_the_go_tools_and_skip_what_was_not_measured():
+    table = {"apply": {"appdb": {100: 0.6}, "psql -1": {100: 0.5}, "goose": {100: 0.55}}}
+    shipped = {"median": {"no-op apply": 0.05, "apply --only 030": 0.07, "status": 0.06, "verify": 0.2}}
+    targets = {t["target"]: t for t in history.cli_targets(table, shipped)}
+    assert targets["`appdb apply` of 100 <= 1.2x psql -1"]["met"] is True
+    assert targets["`appdb apply` of 100 ahead of goose (0.55 s)"]["met"] is False
+    assert not any("dbmate" in name for name in targets)
+    assert targets["`no-op apply`, shipped schema <= 60 ms"]["met"] is True
+    assert targets["`apply --only 030`, shipped schema <= 60 ms"]["met"] is False
+    assert targets["`status`, shipped schema <= 60 ms"]["met"] is True
+    assert targets["`verify`, shipped schema <= 100 ms"]["met"] is False
+
+
+
+def test_saved_results_load_with_their_sizes_as_numbers_and_the_last_file_wins(tmp_path):
+    older, newer = tmp_path / "older.json", tmp_path / "newer.json"
+    older.write_text(json.dumps({"pulumi": {"rows": {"100": {"median": {"first up": 38.0}}}},
+                                 "cli": {"apply": {"appdb": {"100": 0.9}}}, "shipped": {"median": {"status": 0.2}}}))
+    newer.write_text(json.dumps({"pulumi": {}, "cli": {"apply": {"appdb": {"100": 0.7}}},
+                                 "shipped": {"median": {"status": 0.05}}}))
+    pulumi_table, cli_table, shipped = history.load_saved([older, newer])
+    assert pulumi_table["rows"][100]["median"]["first up"] == 38.0
+    assert cli_table["apply"]["appdb"][100] == 0.7
+    assert shipped["median"]["status"] == 0.05
+
+
+def test_a_failing_tool_is_reported_without_the_clusters_password(tmp_path, monkeypatch):
+    monkeypatch.setattr(history, "SECRETS", {"Pw-3x/9"})
+    failing = ["sh", "-c", "echo 'cannot connect to postgres://u:Pw-3x%2F9@h/db (password Pw-3x/9)' >&2; exit 3"]
+    with pytest.raises(RuntimeError) as failed:
+        history.timed(failing, history.clean_env(), tmp_path)
+    assert "exit 3" in str(failed.value) and "[password]" in str(failed.value)
+    assert "Pw-3x" not in str(failed.value)
