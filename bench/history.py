@@ -56,9 +56,9 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appdb.local import LOGIN, SUPERUSER, Cluster, find_bindir  # noqa: E402
-from appdb.migration import discover  # noqa: E402
-from appdb.scratch import build, prepare  # noqa: E402
+from appdb.local.cluster import LOGIN, SUPERUSER, Cluster, find_bindir  # noqa: E402
+from appdb.migrate.files import discover  # noqa: E402
+from appdb.schema.fresh import build, prepare  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_PEERS_BIN = Path(os.environ.get("APPDB_BENCH_PEERS_BIN", "/opt/bench-peers/bin"))

@@ -13,11 +13,10 @@ import importlib.util
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
-from appdb.migration import discover
+from appdb.migrate.files import discover
 from tests.conftest import ROOT
 
 _spec = importlib.util.spec_from_file_location("bench_history", ROOT / "bench" / "history.py")
