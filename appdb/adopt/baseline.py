@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from appdb.errors import MigrationError, Refused
+from appdb.access import SCHEMA
+from appdb.errors import MigrationError, NotThere, Refused
 from appdb.migrate import ledger, runner
 from appdb.migrate.files import Migration, find
 from appdb.migrate.lock import migration_lock
@@ -49,29 +50,21 @@ class Change:
         return Description(self.schema, {k: v for k, v in live.items() if k in wanted})
 
 
-class NotThere(Refused):
-    """The database lacks what the migration makes; ``lines`` names each object."""
-
-    def __init__(self, message: str, lines: list[str]) -> None:
-        super().__init__(message)
-        self.lines = lines
-
-
 def explain(difference: Difference, migration_id: str) -> str:
     """One line per object, in the migration's terms rather than a snapshot's."""
     if difference.change == MISSING:
-        return f"missing: {difference.identity}: {migration_id} makes {short(difference.snapshot)}"
+        return f"missing: {difference.identity}: {migration_id} makes {short(difference.expected)}"
     if difference.change == EXTRA:
         return f"still there: {difference.identity}: {migration_id} drops it"
-    return (f"different: {difference.identity}: {migration_id} makes {short(difference.snapshot)}; "
-            f"the database has {short(difference.live)}")
+    return (f"different: {difference.identity}: {migration_id} makes {short(difference.expected)}; "
+            f"the database has {short(difference.actual)}")
 
 
 def _owned_by_migrations(identity: str) -> bool:
     return not identity.startswith(_PROGRAM_OWNED)
 
 
-def change_of(migrations: list[Migration], target: Migration, schema: str = "app") -> Change:
+def change_of(migrations: list[Migration], target: Migration, schema: str = SCHEMA) -> Change:
     """Build the migrations before ``target``, then ``target``, on a throwaway database; diff the two."""
     from appdb.schema.fresh import Scratch, prepare, scratch_cluster
 
@@ -93,21 +86,18 @@ def change_of(migrations: list[Migration], target: Migration, schema: str = "app
 
 def check_ledger(conn: psycopg.Connection, migrations: list[Migration], target: Migration) -> None:
     """Refuse a migration that is applied, or one whose earlier migrations are not."""
-    states = {state.id: state for state in runner.status(conn, migrations)}
-    state = states[target.id]
-    if state.state != runner.PENDING:
+    current = ledger.status(conn, migrations)
+    state = current.by_id()[target.id]
+    if state.state != ledger.PENDING:
         when = f" ({state.applied_at}, by {state.applied_by})" if state.applied_at else ""
         raise Refused(f"{target.id} ({target.name}) is already {state.state}{when}: there is nothing to baseline")
-    earlier = [m.id for m in migrations if m.sort_key < target.sort_key and states[m.id].state == runner.PENDING]
-    if earlier:
-        raise Refused(
-            f"cannot baseline {target.id}: earlier migration(s) {', '.join(earlier)} are not applied here; "
-            "apply them first (appdb apply), or baseline them in order if this database has them too"
-        )
+    ledger.refuse_earlier_pending(
+        migrations, target, current, f"cannot baseline {target.id}",
+        "apply them first (appdb apply), or baseline them in order if this database has them too")
 
 
 def baseline(conn: psycopg.Connection, migrations: list[Migration], migration_id: str,
-             schema: str = "app", wait: float = 300.0) -> int:
+             schema: str = SCHEMA, wait: float = 300.0) -> int:
     """Check, then record; return how many objects were compared. NotThere names what is lacking."""
     target = find(migrations, migration_id)
     require_schema(conn, schema)

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from appdb.access import SCHEMA
 from appdb.adopt import converge, pgdump
 from appdb.connection import connect, connection_params, resolve_dsn, where
 from appdb.errors import ConfigError, MigrationError, Refused
@@ -35,7 +36,7 @@ class PullResult:
     objects: int
 
 
-def pull(dsn: str | None, sql_dir: Path, name: str, schema: str = "app") -> PullResult:
+def pull(dsn: str | None, sql_dir: Path, name: str, schema: str = SCHEMA) -> PullResult:
     """Write ``sql/NNN_name.sql`` and its revert from the schema of the database at ``dsn``."""
     title = slug(name)
     migrations = discover(sql_dir)

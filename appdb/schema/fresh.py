@@ -40,14 +40,13 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from appdb.access import DEFAULT_ACCESS, GROUP_ROLES, TableAccess
+from appdb.access import DEFAULT_ACCESS, GROUP_ROLES, SCHEMA, TABLE_PRIVILEGES, TableAccess
 from appdb.local.cluster import LOGIN, Cluster, temporary_home
 from appdb.migrate.files import Migration
 from appdb.schema.describe import Description, describe
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "app"
 DBNAME = "postgres"
 # A throwaway cluster needs no durability: this makes initdb and the migrations quicker.
 FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
@@ -178,8 +177,7 @@ def apply_grants(
 
 def _privileges(names: tuple[str, ...]) -> sql.Composable:
     """Privilege keywords, checked against a fixed list (they cannot be identifiers or parameters)."""
-    allowed = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "USAGE"}
-    unknown = set(names) - allowed
+    unknown = set(names) - TABLE_PRIVILEGES - {"USAGE"}
     if unknown:
         raise ValueError(f"not privileges: {', '.join(sorted(unknown))}")
     return sql.SQL(", ").join(sql.SQL(name) for name in names)

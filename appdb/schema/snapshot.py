@@ -25,9 +25,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from appdb.errors import ConfigError
+from appdb.access import SCHEMA
+from appdb.errors import ConfigError, MalformedDescription
 from appdb.migrate.files import Migration
-from appdb.schema.describe import Description, MalformedDescription, describe, parse
+from appdb.schema.describe import Description, describe, parse
 
 FILENAME = "schema.snapshot"
 PREAMBLE = """\
@@ -67,6 +68,10 @@ class Snapshot:
 
     def as_dict(self) -> dict[str, object]:
         return {"migrations": list(self.migrations), "postgresql": self.postgresql, **self.description.as_dict()}
+
+    def summary(self) -> str:
+        """How many objects, from which migrations: the tail of ``schema --write`` and ``--check``'s line."""
+        return f"{len(self.description)} objects from {', '.join(self.migrations) or 'no migrations'}"
 
 
 def default_path(sql_dir: Path) -> Path:
@@ -110,7 +115,7 @@ def read(path: Path) -> Snapshot:
     return parse_text(text, str(path))
 
 
-def build(migrations: list[Migration], schema: str = "app") -> Snapshot:
+def build(migrations: list[Migration], schema: str = SCHEMA) -> Snapshot:
     """The snapshot as it should be: a scratch database built from ``migrations``, described."""
     from appdb.schema.fresh import scratch_database
 
@@ -122,6 +127,39 @@ def build(migrations: list[Migration], schema: str = "app") -> Snapshot:
 
 def write(path: Path, snapshot: Snapshot) -> None:
     path.write_text(snapshot.to_text(), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """``appdb schema --check``: the committed file at ``path`` against the snapshot the migrations build."""
+
+    path: Path
+    fresh: Snapshot
+    diff: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.diff
+
+    def as_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, "snapshot": str(self.path), "migrations": list(self.fresh.migrations),
+                "diff": list(self.diff)}
+
+    def lines(self) -> list[str]:
+        if self.diff:
+            return list(self.diff)
+        return [f"{self.path} is up to date: {self.fresh.summary()}"]
+
+    def failure(self) -> str:
+        """The one error line while the file is stale; empty when it is up to date."""
+        if self.ok:
+            return ""
+        return (f"{self.path} is stale: it does not describe the schema the migrations build; "
+                "rewrite it with appdb schema --write and commit it")
+
+
+def check(path: Path, fresh: Snapshot) -> Freshness:
+    return Freshness(path, fresh, tuple(stale_diff(path, fresh)))
 
 
 def stale_diff(path: Path, fresh: Snapshot) -> list[str]:
