@@ -20,7 +20,7 @@ import psycopg
 
 from appdb.access import SCHEMA
 from appdb.errors import MigrationError, NotThere, Refused
-from appdb.migrate import ledger, runner
+from appdb.migrate import ledger
 from appdb.migrate.files import Migration, find
 from appdb.migrate.lock import migration_lock
 from appdb.schema.describe import Description, describe, require_schema
@@ -66,19 +66,18 @@ def _owned_by_migrations(identity: str) -> bool:
 
 def change_of(migrations: list[Migration], target: Migration, schema: str = SCHEMA) -> Change:
     """Build the migrations before ``target``, then ``target``, on a throwaway database; diff the two."""
-    from appdb.schema.fresh import Scratch, prepare, scratch_cluster
+    from appdb.schema.fresh import throwaway
 
     earlier = [m for m in migrations if m.sort_key < target.sort_key]
-    with scratch_cluster() as cluster, Scratch(cluster).connect() as conn:
-        prepare(conn, schema)
+    with throwaway(schema) as built:
         try:
-            runner.apply(conn, earlier, runner.Options())
-            before = describe(conn, schema, ledger=False)
-            runner.apply(conn, [*earlier, target], runner.Options())
+            built.apply(earlier)
+            before = built.describe(ledger=False)
+            built.apply([*earlier, target])
         except MigrationError as exc:
             raise MigrationError(f"{target.id} could not be built on a fresh Supabase-shaped database, which "
                                  f"baseline compares with: {exc}") from None
-        after = describe(conn, schema, ledger=False)
+        after = built.describe(ledger=False)
     made = {k: v for k, v in after.items() if before.entries.get(k) != v and _owned_by_migrations(k)}
     dropped = frozenset(k for k in before if k not in after.entries and _owned_by_migrations(k))
     return Change(schema, made, dropped)

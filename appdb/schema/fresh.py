@@ -17,11 +17,17 @@ The database is built in the order ``pulumi up`` builds a real one:
    listed ones (revoking first, so an empty list revokes); the sequence privileges; and
    ``ALTER DEFAULT PRIVILEGES FOR ROLE <owner>`` for tables and sequences when ``future``.
 
+This module is the one builder of such a database: the snapshot (appdb/schema/snapshot.py),
+``pull`` and ``baseline`` (appdb/adopt/) all build through :func:`throwaway`.
+
 API::
 
-    with scratch_database(migrations) as scratch:    # -> Scratch
+    with throwaway(schema) as built:                  # -> Throwaway, after step 1
+        built.apply(migrations); built.grant()         # steps 2 and 3, in as many stages as needed
+        built.describe(ledger=False); built.conn      # what a stage left
+    fresh_description(migrations, schema="app") -> Description   # all three steps, described
+    with scratch_database(migrations) as scratch:    # -> Scratch, all three steps
         with scratch.connect() as conn: ...           # or scratch.dsn
-    fresh_description(migrations, schema="app") -> Description
     build(conn, migrations)                           # steps 1-3 on a database you already have
     prepare(conn) / apply_grants(conn)                # the steps one by one
 
@@ -85,6 +91,40 @@ def scratch_cluster() -> Iterator[Cluster]:
             shutil.rmtree(home, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Throwaway:
+    """A connection to a throwaway database with the schema and roles made: apply, grant, describe."""
+
+    conn: psycopg.Connection
+    schema: str = SCHEMA
+    owner: str = LOGIN
+
+    def apply(self, migrations: list[Migration]) -> None:
+        """The pending ones of ``migrations``, with appdb's own runner, as a deploy runs them."""
+        from appdb.migrate import runner
+
+        runner.apply(self.conn, migrations, runner.Options())
+
+    def grant(self, access: tuple[TableAccess, ...] = DEFAULT_ACCESS) -> None:
+        apply_grants(self.conn, access, self.schema, self.owner)
+
+    def describe(self, ledger: bool = True) -> Description:
+        return describe(self.conn, self.schema, ledger=ledger)
+
+    @property
+    def postgresql(self) -> str:
+        """The server's major version, as the snapshot's header records it."""
+        return str(self.conn.info.server_version // 10000)
+
+
+@contextmanager
+def throwaway(schema: str = SCHEMA, owner: str = LOGIN) -> Iterator[Throwaway]:
+    """A new Supabase-shaped database with what the program makes before the first migration (step 1)."""
+    with scratch_cluster() as cluster, Scratch(cluster).connect() as conn:
+        prepare(conn, schema, owner)
+        yield Throwaway(conn, schema, owner)
+
+
 @contextmanager
 def scratch_database(
     migrations: list[Migration],
@@ -106,8 +146,10 @@ def fresh_description(
     schema: str = SCHEMA,
 ) -> Description:
     """The description of ``schema`` on a brand-new database built from ``migrations``."""
-    with scratch_database(migrations, access, schema) as scratch, scratch.connect() as conn:
-        return describe(conn, schema)
+    with throwaway(schema) as built:
+        built.apply(migrations)
+        built.grant(access)
+        return built.describe()
 
 
 def build(

@@ -28,7 +28,7 @@ from pathlib import Path
 from appdb.access import SCHEMA
 from appdb.errors import ConfigError, MalformedDescription
 from appdb.migrate.files import Migration
-from appdb.schema.describe import Description, describe, parse
+from appdb.schema.describe import Description, parse
 
 FILENAME = "schema.snapshot"
 PREAMBLE = """\
@@ -117,12 +117,12 @@ def read(path: Path) -> Snapshot:
 
 def build(migrations: list[Migration], schema: str = SCHEMA) -> Snapshot:
     """The snapshot as it should be: a scratch database built from ``migrations``, described."""
-    from appdb.schema.fresh import scratch_database
+    from appdb.schema.fresh import throwaway
 
-    with scratch_database(migrations, schema=schema) as scratch, scratch.connect() as conn:
-        description = describe(conn, schema)
-        version = str(conn.info.server_version // 10000)
-    return Snapshot(description, tuple(m.id for m in migrations), version)
+    with throwaway(schema) as built:
+        built.apply(migrations)
+        built.grant()
+        return Snapshot(built.describe(), tuple(m.id for m in migrations), built.postgresql)
 
 
 def write(path: Path, snapshot: Snapshot) -> None:
