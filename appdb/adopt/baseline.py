@@ -2,8 +2,8 @@
 
 Flyway calls this baseline and Supabase ``migration repair --status applied``; both take
 the user's word for it. appdb checks first, by the catalog: what the migration changes
-is what a throwaway Supabase-shaped database shows before and after it (appdb/scratch.py,
-described by appdb/describe.py). The live database must have every object the migration
+is what a throwaway Supabase-shaped database shows before and after it (appdb/schema/fresh.py,
+described by appdb/schema/describe.py). The live database must have every object the migration
 creates or changes, with the same definition, and none that it drops. Grants and
 default privileges are left out of the comparison: the Pulumi program owns them.
 

@@ -1,9 +1,9 @@
 """``appdb pull NAME``: what a live database has in a schema, as the next migration and its revert.
 
-The objects come from ``pg_dump --schema-only`` (appdb/pgdump.py) and are rewritten to
-converge (appdb/converge.py). The revert must not drop what earlier migrations create,
+The objects come from ``pg_dump --schema-only`` (appdb/adopt/pgdump.py) and are rewritten to
+converge (appdb/adopt/converge.py). The revert must not drop what earlier migrations create,
 so when ``sql/`` holds migrations they are built on a throwaway Supabase-shaped database
-(appdb/scratch.py) and what that database has is left out of the revert.
+(appdb/schema/fresh.py) and what that database has is left out of the revert.
 
 Everything is checked before a file is written: the name, the connection, the schema,
 pg_dump and its version, the login's right to lock the tables, the rewrite. A failure

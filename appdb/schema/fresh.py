@@ -2,7 +2,7 @@
 
 This is what the committed schema snapshot describes, and what ``appdb schema --check``
 and ``--write`` build. It takes a few seconds: a new PostgreSQL cluster in a temporary
-folder (appdb.local.Cluster, so the same Supabase shape, random passwords and access
+folder (appdb.local.cluster.Cluster, so the same Supabase shape, random passwords and access
 rules as ``appdb local up`` and the tests), reachable over its Unix socket only (no TCP
 port to collide with), removed on exit.
 

@@ -1,8 +1,8 @@
 """The committed schema snapshot (``sql/schema.snapshot``): read, built, written, checked.
 
-The snapshot is the description (appdb/describe.py) of a brand-new Supabase-shaped
+The snapshot is the description (appdb/schema/describe.py) of a brand-new Supabase-shaped
 database after every migration in ``sql/``, with the Pulumi program's grants
-(appdb/scratch.py builds it). A pull request that adds a migration therefore carries
+(appdb/schema/fresh.py builds it). A pull request that adds a migration therefore carries
 its schema change in the git diff, as Rails' db/schema.rb does, and ``appdb diff``
 compares a live database with it.
 
