@@ -1,5 +1,10 @@
 """Who may use the ``app`` schema and its tables: the access plan, as plain data.
 
+Also the names the Pulumi program and the engine must agree on, each defined once here:
+the schema's name, the group roles, the privileges, and the port of Supabase's
+transaction pooler that both refuse. No import beyond the standard library, so
+components/ can import it without loading psycopg.
+
 The Pulumi program turns this plan into ``postgresql.Grant`` and
 ``postgresql.DefaultPrivileges`` resources (components/grants.py); the engine reads
 the same plan to give a throwaway database exactly the program's grants (the schema
@@ -11,6 +16,14 @@ snapshot) without importing Pulumi. One plan, so the two never disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# The schema the project owns: the migrations write it, the program grants on it, the checks read it.
+SCHEMA = "app"
+# Supabase's transaction pooler breaks session settings and advisory locks: refused as a port.
+TRANSACTION_POOLER_PORT = 6543
+# Supabase's API roles: anon is a request without a login, authenticated one with.
+ANON, AUTHENTICATED = "anon", "authenticated"
+API_ROLES = (ANON, AUTHENTICATED)
 
 WRITER = "app_writer"
 READER = "app_reader"
@@ -46,7 +59,7 @@ DEFAULT_ACCESS: tuple[TableAccess, ...] = (
     TableAccess("service_role", DML, sequence_privileges=SEQUENCE_USE, future=True),
     # Signed-in users read their own membership through RLS, and nothing else: payment
     # events and billing logs are read by the backend, never straight from the Data API.
-    TableAccess("authenticated", ("SELECT",), tables=("memberships",)),
+    TableAccess(AUTHENTICATED, ("SELECT",), tables=("memberships",)),
     # The anonymous key gets nothing in `app`, not even USAGE; an empty grant revokes strays.
-    TableAccess("anon", (), schema_usage=False),
+    TableAccess(ANON, (), schema_usage=False),
 )

@@ -1,7 +1,9 @@
 """The command line: argparse subcommands, each a function ``(args) -> int``.
 
-Expected failures print one line, ``appdb: error: ...``, to stderr and exit with the
-code their error class carries (1: the work failed or was refused; 2: usage or
+A command computes, prints its result's ``lines()`` (or ``as_dict()`` with ``--json``),
+and raises when the result is a failure. Expected failures are raised, never printed
+by a command: ``main`` prints the one line, ``appdb: error: ...``, to stderr and exits
+with the code their error class carries (1: the work failed or was refused; 2: usage or
 configuration). Passwords are redacted from every message.
 """
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from appdb import __version__
+from appdb.access import SCHEMA
 from appdb.errors import AppdbError, ConfigError
 
 log = logging.getLogger("appdb")
@@ -61,43 +64,41 @@ def _print_json(data: Any) -> None:
 # --- subcommands ------------------------------------------------------------------------
 
 
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        print(line)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    from appdb.migrate import runner
+    from appdb.migrate import ledger
 
     migrations = _migrations(args)
     with _connect(args) as conn:
-        states = runner.status(conn, migrations)
+        current = ledger.status(conn, migrations)
     if args.json:
-        _print_json({"migrations": [state.as_dict() for state in states]})
+        _print_json(current.as_dict())
     else:
-        for state in states:
-            print(f"{state.id}  {state.state:<8} {state.name}")
-        if not states:
-            print("no migrations")
+        _print_lines(current.lines())
     return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from appdb.migrate import runner
+    from appdb.migrate import ledger, runner
 
     migrations = _migrations(args)
     options = _options(args)
 
     def progress(outcome: runner.Outcome) -> None:
         if not args.json:
-            print(f"{outcome.id} {outcome.name}: applied in {outcome.seconds:.2f} s", flush=True)
+            print(outcome.line(), flush=True)
 
     with _connect(args) as conn:
-        outcomes = runner.apply(conn, migrations, options, only=args.only, dry_run=args.dry_run, report=progress)
-        states = runner.status(conn, migrations) if args.json else []
+        outcomes = runner.apply(conn, migrations, options, only=args.only, dry_run=args.dry_run, progress=progress)
+        current = ledger.status(conn, migrations) if args.json else None
     if args.json:
-        _print_json({"dry_run": args.dry_run, "outcomes": [o.as_dict() for o in outcomes],
-                     "migrations": [s.as_dict() for s in states]})
+        _print_json({"dry_run": args.dry_run, "outcomes": [o.as_dict() for o in outcomes], **current.as_dict()})
     elif args.dry_run:
-        for outcome in outcomes:
-            print(f"{outcome.id} {outcome.name}: would apply (steps: {', '.join(outcome.steps)})")
-        if not outcomes:
-            print("nothing to apply")
+        _print_lines([outcome.line() for outcome in outcomes] or ["nothing to apply"])
     elif not outcomes:
         print("nothing to apply: every migration is applied")
     return 0
@@ -109,10 +110,7 @@ def cmd_revert(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         outcome = runner.revert(conn, args.id, _options(args, allow_data_loss=args.allow_data_loss),
                                 sql_dir=_sql_dir(args))
-    if outcome is None:
-        print(f"{args.id} is not applied: nothing to revert")
-    else:
-        print(f"{outcome.id} {outcome.name}: reverted in {outcome.seconds:.2f} s")
+    print(outcome.line() if outcome else f"{args.id} is not applied: nothing to revert")
     return 0
 
 
@@ -125,12 +123,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report.as_dict())
     else:
-        for check in report.checks:
-            print(f"{'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
-    if not report.ok:
-        failed = ", ".join(check.name for check in report.checks if not check.ok)
-        print(f"appdb: error: verification failed: {failed}", file=sys.stderr)
-        return 1
+        _print_lines(report.lines())
+    report.raise_if_failed()
     return 0
 
 
@@ -142,20 +136,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         result = inspect.run(conn, migrations)
     if args.json:
         _print_json(result.as_dict())
-        return 0
-    for schema, tables in result.tables.items():
-        names = ", ".join(f"{t['name']}{'' if t['rls'] else ' (no RLS)'}" for t in tables) or "(none)"
-        print(f"{schema}: {names}")
-    for table, parts in result.app.items():
-        print(f"\napp.{table}")
-        for constraint in parts["constraints"]:
-            print(f"  constraint {constraint['name']}: {constraint['definition']}")
-        for index in parts["indexes"]:
-            invalid = "" if index["valid"] else " INVALID"
-            print(f"  index {index['name']}{invalid}: {index['definition']}")
-    print("\nfindings:" if result.findings else "\nfindings: none")
-    for finding in result.findings:
-        print(f"  {finding.kind}: {finding.detail}")
+    else:
+        _print_lines(result.lines())
     return 0
 
 
@@ -171,39 +153,34 @@ def cmd_schema(args: argparse.Namespace) -> int:
         from appdb.schema.describe import describe
 
         with _connect(args) as conn:
-            description = describe(conn, args.schema or "app")
+            description = describe(conn, args.schema or SCHEMA)
         sys.stdout.write(description.to_json() if args.json else description.to_text())
         return 0
 
+    from appdb.errors import StaleSnapshot
     from appdb.schema import snapshot
 
     if args.dsn:
         raise ConfigError("--check and --write build their own throwaway database: drop --dsn")
     path = _snapshot_path(args)
-    migrations = _migrations(args)
-    fresh = snapshot.build(migrations, schema=args.schema or "app")
-    built_from = ", ".join(fresh.migrations) or "no migrations"
+    fresh = snapshot.build(_migrations(args), schema=args.schema or SCHEMA)
     if args.write:
         snapshot.write(path, fresh)
-        print(f"wrote {path}: {len(fresh.description)} objects from {built_from}")
+        print(f"wrote {path}: {fresh.summary()}")
         return 0
-    diff = snapshot.stale_diff(path, fresh)
+    result = snapshot.check(path, fresh)
     if args.json:
-        _print_json({"ok": not diff, "snapshot": str(path), "migrations": list(fresh.migrations), "diff": diff})
-    elif not diff:
-        print(f"{path} is up to date: {len(fresh.description)} objects from {built_from}")
+        _print_json(result.as_dict())
     else:
-        print("\n".join(diff))
-    if diff:
-        print(f"appdb: error: {path} is stale: it does not describe the schema the migrations build; "
-              "rewrite it with appdb schema --write and commit it", file=sys.stderr)
-        return 1
+        _print_lines(result.lines())
+    if not result.ok:
+        raise StaleSnapshot(result.failure())
     return 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """The live database against the committed snapshot: exit 0 when they match, 1 otherwise."""
-    from appdb.connection import where
+    from appdb.errors import DriftFound
     from appdb.schema import drift, snapshot
 
     path = _snapshot_path(args)
@@ -213,39 +190,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
     ignore_path = Path(args.ignore) if args.ignore else drift.default_ignore_path(_sql_dir(args))
     rules = drift.read_ignore(ignore_path, required=bool(args.ignore))
     with _connect(args) as conn:
-        database = where(conn)
-        report = drift.run(conn, expected, rules)
+        report = drift.run(conn, expected, rules, source=str(path), ignore_path=str(ignore_path))
     if args.json:
-        _print_json({"database": database, "snapshot": str(path), **report.as_dict()})
+        _print_json({"database": report.database, "snapshot": str(path), **report.as_dict()})
     else:
-        for difference in report.differences:
-            print(difference.line())
-            for line in difference.detail():
-                print(line)
-        versions = report.postgresql
-        if report.differences and versions.get("snapshot") and versions["snapshot"] != versions["live"]:
-            print(f"note: {path} was built on PostgreSQL {versions['snapshot']}, this database runs "
-                  f"{versions['live']}: some definitions may print differently")
-        if report.ignored:
-            print(f"ignored ({ignore_path}): " + ", ".join(item["identity"] for item in report.ignored))
-    built_from = ", ".join(report.snapshot_migrations) or "no migrations"
-    if report.status == drift.MATCH:
-        if not args.json:
-            print(f"no drift: {report.schema} on {database} matches {path} "
-                  f"({report.objects} objects, migrations {built_from})")
-        return 0
-    if report.status == drift.BEHIND:
-        message = (f"the ledger of {database} is behind {path}: {', '.join(report.pending)} not applied, "
-                   "so the schema was not compared (pending migrations are not drift); apply them, or "
-                   "compare with the snapshot of what is applied (--snapshot FILE)")
-    elif report.status == drift.AHEAD:
-        message = (f"{database} has applied {', '.join(report.unknown)}, which {path} was not built from, "
-                   "so the schema was not compared; compare with a snapshot that includes them (--snapshot FILE)")
-    else:
-        counts = ", ".join(f"{n} {change}" for change, n in report.counts().items() if n)
-        message = f"drift: {report.schema} on {database} differs from {path} ({counts})"
-    print(f"appdb: error: {message}", file=sys.stderr)
-    return 1
+        _print_lines(report.lines())
+    if not report.ok:
+        raise DriftFound(report.failure())
+    return 0
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -270,7 +222,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     """Record a migration as applied, without running it, once the catalog shows it is there."""
-    from appdb.adopt.baseline import NotThere, baseline
+    from appdb.adopt.baseline import baseline
     from appdb.connection import where
     from appdb.migrate.files import find
 
@@ -278,11 +230,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     find(migrations, args.id)  # an unknown id is a usage error, before any connection
     with _connect(args) as conn:
         database = where(conn)
-        try:
-            checked = baseline(conn, migrations, args.id, schema=args.schema, wait=args.wait)
-        except NotThere as exc:
-            print("\n".join(exc.lines))
-            raise
+        checked = baseline(conn, migrations, args.id, schema=args.schema, wait=args.wait)
     print(f"{args.id} recorded as applied on {database} without running it: "
           f"{checked} objects it makes or drops match")
     return 0
@@ -386,13 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     pull = sub.add_parser("pull", parents=[common],
                           help="write the next migration and its revert from what a live database has")
     pull.add_argument("name", help="the migration's name, e.g. adopt_production")
-    pull.add_argument("--schema", default="app", help="the schema to pull (default: app)")
+    pull.add_argument("--schema", default=SCHEMA, help="the schema to pull (default: app)")
     pull.set_defaults(func=cmd_pull)
 
     baseline = sub.add_parser("baseline", parents=[common],
                               help="record a migration as applied without running it, where the database has it")
     baseline.add_argument("id", metavar="ID")
-    baseline.add_argument("--schema", default="app", help="the schema the migration makes (default: app)")
+    baseline.add_argument("--schema", default=SCHEMA, help="the schema the migration makes (default: app)")
     baseline.add_argument("--wait", type=float, default=300.0, metavar="S",
                           help="how long to wait for another run's migration lock (default 300)")
     baseline.set_defaults(func=cmd_baseline)
@@ -418,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                             format="appdb: %(levelname)s: %(message)s", stream=sys.stderr)
         return args.func(args)
     except AppdbError as exc:
+        _print_lines(exc.lines)  # the detail to act on, on stdout, then the one error line
         _error(str(exc), argv)
         return exc.exit_code
     except Exception as exc:

@@ -26,13 +26,13 @@ import re
 import psycopg
 from psycopg import conninfo, pq
 
+from appdb.access import TRANSACTION_POOLER_PORT
 from appdb.errors import ConfigError, ConnectError
 from appdb.redact import SECRET_KEYWORDS, environment_secrets, secrets_in
 from appdb.redact import redact as _redact
 
 log = logging.getLogger(__name__)
 
-TRANSACTION_POOLER_PORT = 6543
 DEFAULT_CONNECT_TIMEOUT = 10
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _POOLER_MESSAGE = ("port 6543 is Supabase's transaction pooler, which breaks session settings and advisory "

@@ -2,16 +2,26 @@
 
 Exit 1 is a failure of the work itself (a migration, a verification, a refusal);
 exit 2 is usage or configuration (arguments, files, connection settings). The CLI
-prints ``appdb: error: <message>`` on one line and exits with ``exit_code``.
+prints ``appdb: error: <message>`` on one line and exits with ``exit_code``; only
+``main`` prints it. An error may carry ``lines``, the detail a person needs to act on
+(one per object), which ``main`` prints to stdout before the error line.
+
+Every expected failure is one of these classes, and every class lives here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class AppdbError(Exception):
     """Base of every expected failure; the message is one line meant for a person."""
 
     exit_code = 1
+
+    def __init__(self, message: str, lines: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.lines = list(lines)
 
 
 class ConfigError(AppdbError):
@@ -38,5 +48,29 @@ class Refused(AppdbError):
     """The engine declined to act because acting would be wrong (changed file, data loss, order)."""
 
 
+class SchemaNotFound(ConfigError):
+    """The schema to describe does not exist in the database (wrong database or name)."""
+
+
+class MalformedDescription(ConfigError):
+    """A description's text (e.g. the committed snapshot) cannot be read back."""
+
+
+class NotThere(Refused):
+    """baseline: the database lacks what the migration makes; ``lines`` names each object."""
+
+
 class VerificationFailed(AppdbError):
-    """A post-deploy check did not hold."""
+    """A post-deploy check did not hold; ``report`` is the whole verification report."""
+
+    def __init__(self, report: object, failed: Sequence[str]) -> None:
+        super().__init__(f"verification failed: {', '.join(failed)}")
+        self.report = report
+
+
+class DriftFound(AppdbError):
+    """``appdb diff``: the live schema differs from the snapshot, or the ledgers disagree so it was not compared."""
+
+
+class StaleSnapshot(AppdbError):
+    """``appdb schema --check``: the committed snapshot does not describe what the migrations build."""

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_postgresql as postgresql
 
+from appdb.access import SCHEMA
 from components import validation
 
-SCHEMA_NAME = "app"
+SCHEMA_NAME = SCHEMA  # appdb.access's: the engine and the program name one schema
 
 
 @dataclass

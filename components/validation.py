@@ -12,12 +12,13 @@ import json
 import re
 from typing import Any
 
+from appdb.access import TRANSACTION_POOLER_PORT
+
 # An unquoted PostgreSQL identifier: what a role or schema name may be without
 # quoting, and at most NAMEDATALEN - 1 bytes.
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _MAX_IDENTIFIER_BYTES = 63
 
-TRANSACTION_POOLER_PORT = 6543
 
 
 def identifier(value: Any, input_name: str) -> str:

@@ -208,3 +208,44 @@ def test_inspect_finds_a_migration_referencing_a_table_that_exists_nowhere(db, t
     (sql_dir / "revert" / "031_bad_fk.sql").write_text("-- no-op\n")
     data = json.loads(db.run_cli("inspect", "--json", sql_dir=sql_dir).stdout)
     assert any(f["kind"] == "fk_target_missing" and "app.profiles" in f["detail"] for f in data["findings"])
+
+
+# --- one path for expected failures ---------------------------------------------------------
+
+
+def _engine_modules() -> list[str]:
+    import pkgutil
+
+    import appdb
+
+    return [m.name for m in pkgutil.walk_packages(appdb.__path__, "appdb.") if not m.name.endswith("__main__")]
+
+
+def test_every_error_class_of_the_engine_lives_in_errors_py():
+    import importlib
+
+    from appdb.errors import AppdbError
+
+    for name in _engine_modules():
+        importlib.import_module(name)
+
+    def subclasses(cls: type) -> list[type]:
+        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+
+    outside = [f"{c.__module__}.{c.__name__}" for c in subclasses(AppdbError)
+               if c.__module__.startswith("appdb") and c.__module__ != "appdb.errors"]
+    assert outside == []
+
+
+def test_only_main_prints_the_error_line_and_the_library_never_prints():
+    """A command raises; ``main`` (through ``_error``) is the one place that writes ``appdb: error:``."""
+    import ast
+
+    source = (SQL_DIR.parent / "appdb" / "cli.py").read_text(encoding="utf-8")
+    printers = {node.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef)
+                and "appdb: error" in ast.get_source_segment(source, node)}
+    assert printers == {"main", "_error"}
+    for name in _engine_modules():
+        path = SQL_DIR.parent / (name.replace(".", "/") + ".py")
+        if path.exists() and name != "appdb.cli":
+            assert "print(" not in path.read_text(encoding="utf-8"), name

@@ -3,7 +3,7 @@
 The source is production-shaped (tests/states/production.sql and production_billing.sql:
 all three tables with rows, the duplicate unique constraint, a policy, a trigger, a
 serial and an identity). What pull writes is judged by the canonical description of
-appdb/describe.py, not by text: applied to a fresh Supabase-shaped database it must give
+appdb/schema/describe.py, not by text: applied to a fresh Supabase-shaped database it must give
 the source's catalog in `app`, less the grants, which are the Pulumi program's.
 """
 

@@ -36,7 +36,7 @@ def copy_sql(tmp_path: Path) -> Path:
 
 def states(db, sql_dir: Path = SQL_DIR) -> dict[str, str]:
     with db.connect() as conn:
-        return {s.id: s.state for s in runner.status(conn, migrations(sql_dir))}
+        return {s.id: s.state for s in ledger.status(conn, migrations(sql_dir))}
 
 
 def test_status_before_anything_is_pending_without_creating_the_ledger(db):

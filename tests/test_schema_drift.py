@@ -2,7 +2,7 @@
 
 Every database here is a fresh copy of the session's template (tests/conftest.py), brought
 to "after `pulumi up`" in-process: the migrations with appdb's runner, then the access
-plan's grants (appdb/scratch.py). Only the tests of `schema --check/--write` build their
+plan's grants (appdb/schema/fresh.py). Only the tests of `schema --check/--write` build their
 own throwaway cluster, as those commands do.
 """
 

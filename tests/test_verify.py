@@ -370,3 +370,109 @@ def test_inspect_marks_an_invalid_index_and_lists_a_finding(db):
     assert indexes["billing_logs_action_key"] is False and indexes["billing_logs_pkey"] is True
     assert [f["kind"] for f in data["findings"]] == ["invalid_index"]
 
+
+
+# --- the catalog is read once per command --------------------------------------------------
+
+
+class CountingCursor(psycopg.Cursor):
+    """Counts every statement sent, through conn.execute or a cursor alike."""
+
+    sent: list[str]
+
+    def execute(self, query, params=None, **kwargs):
+        self.connection.sent.append(str(query) if isinstance(query, str) else repr(query))
+        return super().execute(query, params, **kwargs)
+
+
+def statements(db, run) -> list[str]:
+    """The statements ``run(conn)`` sends on a fresh connection to ``db``."""
+    with psycopg.connect(db.dsn, autocommit=True, cursor_factory=CountingCursor) as conn:
+        conn.sent = []
+        run(conn)
+        return conn.sent
+
+
+def verify_statements(db) -> list[str]:
+    return statements(db, lambda conn: verify.run(conn, discover(SQL_DIR)))
+
+
+def more_tables_and_roles(db, count: int = 6) -> None:
+    """Tables and roles beyond the shipped schema's, each table granted to each role."""
+    for n in range(count):
+        db.execute(f"CREATE ROLE {db.name}_role_{n} NOLOGIN")
+        db.execute(f"CREATE TABLE app.extra_{n} (id bigint PRIMARY KEY, name text UNIQUE, "
+                   "user_id uuid REFERENCES auth.users (id))")
+        db.execute(f"ALTER TABLE app.extra_{n} ENABLE ROW LEVEL SECURITY")
+        db.execute(f"GRANT SELECT ON app.extra_{n} TO {db.name}_role_{n}, authenticated")
+
+
+def test_verify_reads_the_shipped_schema_in_at_most_20_statements(db):
+    deployed(db)
+    sent = verify_statements(db)
+    assert len(sent) <= 20, "\n".join(sent)
+    assert failing(db) == {}
+
+
+def test_verify_sends_as_many_statements_with_more_tables_and_roles(db):
+    deployed(db)
+    before = len(verify_statements(db))
+    more_tables_and_roles(db)
+    assert len(verify_statements(db)) == before
+
+
+def test_inspect_sends_as_many_statements_with_more_tables(db):
+    from appdb.checks import inspect
+
+    deployed(db)
+    before = statements(db, lambda conn: inspect.run(conn, discover(SQL_DIR)))
+    more_tables_and_roles(db)
+    after = statements(db, lambda conn: inspect.run(conn, discover(SQL_DIR)))
+    assert len(after) == len(before) <= 10, "\n".join(after)
+
+
+# --- per-migration expectations and the README ------------------------------------------
+
+
+def readme_checks() -> list[str]:
+    """The check names in the first column of README's Verification table, in order."""
+    text = (SQL_DIR.parent / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Verification\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return [row.split("`")[1] for row in rows]
+
+
+def test_readme_lists_every_check_verify_runs_in_its_order(db):
+    deployed(db)
+    ran = list(checks(db))
+    assert ran == verify.check_names()
+    assert readme_checks() == ran
+
+
+def test_a_tables_checks_hold_by_saying_so_while_its_migration_is_not_in_sql(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    for name in ("030_billing_logs.sql", "revert/030_billing_logs.sql"):
+        (sql_dir / name).unlink()
+    deployed(db, sql_dir)
+    result = checks(db, sql_dir)
+    for name in ("billing_logs_rls", "billing_logs_links", "billing_logs_append_only"):
+        assert result[name].ok and "030_billing_logs.sql is not in sql/" in result[name].detail
+
+
+def test_a_new_row_of_expectations_adds_its_checks(db, monkeypatch):
+    """A new table's checks are a row of data: here, memberships must also be append-only, which it is not."""
+    deployed(db)
+    row = verify.TableExpectations("027_memberships.sql", "app.memberships", (verify.AppendOnly("memberships_append_only"),))
+    monkeypatch.setattr(verify, "EXPECTATIONS", (*verify.EXPECTATIONS, row))
+    assert failing(db) == {"memberships_append_only": "no enabled trigger refuses UPDATE and DELETE on app.memberships"}
+
+
+def test_verify_json_still_prints_the_report_when_it_fails(db):
+    deployed(db)
+    db.execute("ALTER TABLE app.billing_logs DISABLE ROW LEVEL SECURITY")
+    result = db.run_cli("verify", "--json")
+    data = json.loads(result.stdout)
+    assert (result.returncode, data["ok"]) == (1, False)
+    assert [c["name"] for c in data["checks"] if not c["ok"]] == ["billing_logs_rls"]
+    assert result.stderr == "appdb: error: verification failed: billing_logs_rls\n"

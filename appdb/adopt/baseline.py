@@ -2,8 +2,8 @@
 
 Flyway calls this baseline and Supabase ``migration repair --status applied``; both take
 the user's word for it. appdb checks first, by the catalog: what the migration changes
-is what a throwaway Supabase-shaped database shows before and after it (appdb/scratch.py,
-described by appdb/describe.py). The live database must have every object the migration
+is what a throwaway Supabase-shaped database shows before and after it (appdb/schema/fresh.py,
+described by appdb/schema/describe.py). The live database must have every object the migration
 creates or changes, with the same definition, and none that it drops. Grants and
 default privileges are left out of the comparison: the Pulumi program owns them.
 
@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import psycopg
 
-from appdb.errors import MigrationError, Refused
-from appdb.migrate import ledger, runner
+from appdb.access import SCHEMA
+from appdb.errors import MigrationError, NotThere, Refused
+from appdb.migrate import ledger
 from appdb.migrate.files import Migration, find
 from appdb.migrate.lock import migration_lock
 from appdb.schema.describe import Description, describe, require_schema
@@ -49,43 +50,34 @@ class Change:
         return Description(self.schema, {k: v for k, v in live.items() if k in wanted})
 
 
-class NotThere(Refused):
-    """The database lacks what the migration makes; ``lines`` names each object."""
-
-    def __init__(self, message: str, lines: list[str]) -> None:
-        super().__init__(message)
-        self.lines = lines
-
-
 def explain(difference: Difference, migration_id: str) -> str:
     """One line per object, in the migration's terms rather than a snapshot's."""
     if difference.change == MISSING:
-        return f"missing: {difference.identity}: {migration_id} makes {short(difference.snapshot)}"
+        return f"missing: {difference.identity}: {migration_id} makes {short(difference.expected)}"
     if difference.change == EXTRA:
         return f"still there: {difference.identity}: {migration_id} drops it"
-    return (f"different: {difference.identity}: {migration_id} makes {short(difference.snapshot)}; "
-            f"the database has {short(difference.live)}")
+    return (f"different: {difference.identity}: {migration_id} makes {short(difference.expected)}; "
+            f"the database has {short(difference.actual)}")
 
 
 def _owned_by_migrations(identity: str) -> bool:
     return not identity.startswith(_PROGRAM_OWNED)
 
 
-def change_of(migrations: list[Migration], target: Migration, schema: str = "app") -> Change:
+def change_of(migrations: list[Migration], target: Migration, schema: str = SCHEMA) -> Change:
     """Build the migrations before ``target``, then ``target``, on a throwaway database; diff the two."""
-    from appdb.schema.fresh import Scratch, prepare, scratch_cluster
+    from appdb.schema.fresh import throwaway
 
     earlier = [m for m in migrations if m.sort_key < target.sort_key]
-    with scratch_cluster() as cluster, Scratch(cluster).connect() as conn:
-        prepare(conn, schema)
+    with throwaway(schema) as built:
         try:
-            runner.apply(conn, earlier, runner.Options())
-            before = describe(conn, schema, ledger=False)
-            runner.apply(conn, [*earlier, target], runner.Options())
+            built.apply(earlier)
+            before = built.describe(ledger=False)
+            built.apply([*earlier, target])
         except MigrationError as exc:
             raise MigrationError(f"{target.id} could not be built on a fresh Supabase-shaped database, which "
                                  f"baseline compares with: {exc}") from None
-        after = describe(conn, schema, ledger=False)
+        after = built.describe(ledger=False)
     made = {k: v for k, v in after.items() if before.entries.get(k) != v and _owned_by_migrations(k)}
     dropped = frozenset(k for k in before if k not in after.entries and _owned_by_migrations(k))
     return Change(schema, made, dropped)
@@ -93,21 +85,18 @@ def change_of(migrations: list[Migration], target: Migration, schema: str = "app
 
 def check_ledger(conn: psycopg.Connection, migrations: list[Migration], target: Migration) -> None:
     """Refuse a migration that is applied, or one whose earlier migrations are not."""
-    states = {state.id: state for state in runner.status(conn, migrations)}
-    state = states[target.id]
-    if state.state != runner.PENDING:
+    current = ledger.status(conn, migrations)
+    state = current.by_id()[target.id]
+    if state.state != ledger.PENDING:
         when = f" ({state.applied_at}, by {state.applied_by})" if state.applied_at else ""
         raise Refused(f"{target.id} ({target.name}) is already {state.state}{when}: there is nothing to baseline")
-    earlier = [m.id for m in migrations if m.sort_key < target.sort_key and states[m.id].state == runner.PENDING]
-    if earlier:
-        raise Refused(
-            f"cannot baseline {target.id}: earlier migration(s) {', '.join(earlier)} are not applied here; "
-            "apply them first (appdb apply), or baseline them in order if this database has them too"
-        )
+    ledger.refuse_earlier_pending(
+        migrations, target, current, f"cannot baseline {target.id}",
+        "apply them first (appdb apply), or baseline them in order if this database has them too")
 
 
 def baseline(conn: psycopg.Connection, migrations: list[Migration], migration_id: str,
-             schema: str = "app", wait: float = 300.0) -> int:
+             schema: str = SCHEMA, wait: float = 300.0) -> int:
     """Check, then record; return how many objects were compared. NotThere names what is lacking."""
     target = find(migrations, migration_id)
     require_schema(conn, schema)

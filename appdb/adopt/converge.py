@@ -236,7 +236,7 @@ def _routine(kind: str):
 
 
 def _drop_replaceable(kind: str, sql: str) -> tuple[str, str]:
-    """(identity as appdb/describe.py names it, the statement that drops it)."""
+    """(identity as appdb/schema/describe.py names it, the statement that drops it)."""
     if kind == "VIEW":
         name = re.match(rf"CREATE OR REPLACE VIEW ({QNAME})", sql)[1]
         return f"view {name}", f"DROP VIEW IF EXISTS {name};"

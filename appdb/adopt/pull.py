@@ -1,9 +1,9 @@
 """``appdb pull NAME``: what a live database has in a schema, as the next migration and its revert.
 
-The objects come from ``pg_dump --schema-only`` (appdb/pgdump.py) and are rewritten to
-converge (appdb/converge.py). The revert must not drop what earlier migrations create,
+The objects come from ``pg_dump --schema-only`` (appdb/adopt/pgdump.py) and are rewritten to
+converge (appdb/adopt/converge.py). The revert must not drop what earlier migrations create,
 so when ``sql/`` holds migrations they are built on a throwaway Supabase-shaped database
-(appdb/scratch.py) and what that database has is left out of the revert.
+(appdb/schema/fresh.py) and what that database has is left out of the revert.
 
 Everything is checked before a file is written: the name, the connection, the schema,
 pg_dump and its version, the login's right to lock the tables, the rewrite. A failure
@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from appdb.access import SCHEMA
 from appdb.adopt import converge, pgdump
 from appdb.connection import connect, connection_params, resolve_dsn, where
 from appdb.errors import ConfigError, MigrationError, Refused
@@ -35,7 +36,7 @@ class PullResult:
     objects: int
 
 
-def pull(dsn: str | None, sql_dir: Path, name: str, schema: str = "app") -> PullResult:
+def pull(dsn: str | None, sql_dir: Path, name: str, schema: str = SCHEMA) -> PullResult:
     """Write ``sql/NNN_name.sql`` and its revert from the schema of the database at ``dsn``."""
     title = slug(name)
     migrations = discover(sql_dir)

@@ -1,15 +1,30 @@
-"""Catalog reads shared by ``verify`` and ``inspect``: keys found by columns, never by name."""
+"""Catalog reads shared by ``verify`` and ``inspect``: keys found by columns, never by name.
+
+Each query is a named constant with a one-line comment, as atlas keeps its inspection SQL.
+A command reads each kind of fact once, for every table it cares about at the same time:
+:func:`relations` resolves names to OIDs once, and every later read takes a list of OIDs
+(or of roles), so the number of statements does not grow with tables or roles.
+
+Names are resolved from ``pg_class`` alone, never with ``to_regclass`` or
+``has_table_privilege(role, text)``: those resolve with the caller's schema privileges,
+and the read-only login the previews and the drift check use has no USAGE on Supabase's
+``auth`` (which ``postgres`` cannot grant).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import psycopg
+
+from appdb.access import SCHEMA, TABLE_PRIVILEGES
 
 
 @dataclass(frozen=True)
 class ForeignKey:
     name: str
+    columns: tuple[str, ...]
     target: str
     on_delete: str
     validated: bool
@@ -33,99 +48,216 @@ class UniqueKey:
         return f"constraint {self.constraint}" if self.constraint else f"index {self.index}"
 
 
+@dataclass(frozen=True)
+class Relation:
+    """A table, view or foreign table, as ``pg_class`` has it."""
+
+    oid: int
+    schema: str
+    name: str
+    kind: str  # relkind: r, p (tables), v, m, f
+    rls: bool
+    estimated_rows: int
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def is_table(self) -> bool:
+        return self.kind in ("r", "p")
+
+
+@dataclass(frozen=True)
+class Relations:
+    """Every relation of some schemas, by qualified name: the one name-to-OID lookup of a command."""
+
+    schemas: tuple[str, ...]
+    by_name: dict[str, Relation] = field(default_factory=dict)
+
+    def get(self, qualified: str) -> Relation | None:
+        return self.by_name.get(qualified)
+
+    def tables(self, schema: str) -> list[Relation]:
+        """The ordinary and partitioned tables of ``schema``, by name."""
+        return sorted((r for r in self.by_name.values() if r.schema == schema and r.is_table), key=lambda r: r.name)
+
+
+@dataclass(frozen=True)
+class Policy:
+    table: str  # qualified
+    name: str
+    roles: tuple[str, ...]
+    command: str  # SELECT, INSERT, UPDATE, DELETE or ALL
+    using: str | None
+
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    type: int  # pg_trigger.tgtype bits
+    enabled: str  # O, D, R, A
+
+    # pg_trigger.tgtype bits.
+    ROW, BEFORE, DELETE, UPDATE = 1, 2, 8, 16
+
+    def refuses_update_and_delete(self) -> bool:
+        """An enabled BEFORE UPDATE OR DELETE row trigger."""
+        bits = self.ROW | self.BEFORE | self.UPDATE | self.DELETE
+        return self.enabled != "D" and self.type & bits == bits
+
+
+@dataclass(frozen=True)
+class Privileges:
+    """What some roles (those that exist) hold on some tables: SELECT, and any table privilege at all."""
+
+    roles: tuple[str, ...]
+    select: frozenset[tuple[str, int]]
+    any: frozenset[tuple[str, int]]
+
+    def readers(self, oid: int) -> list[str]:
+        return [role for role in self.roles if (role, oid) in self.select]
+
+    def holders(self, oid: int) -> list[str]:
+        return [role for role in self.roles if (role, oid) in self.any]
+
+
 _ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
+# Tables, views and foreign tables of some schemas, with RLS and the planner's row estimate.
+RELATIONS = """
+SELECT c.oid, n.nspname, c.relname, c.relkind, c.relrowsecurity, greatest(c.reltuples, 0)::bigint
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+"""
 
-def relation_oid(conn: psycopg.Connection, qualified: str) -> int | None:
-    """A table's OID from the catalog alone.
+# Foreign keys of some tables: key columns in order, the target spelt table(columns).
+FOREIGN_KEYS = """
+SELECT c.conrelid, c.conname,
+       (SELECT array_agg(a.attname::text ORDER BY k.ord)
+        FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum),
+       format('%%s(%%s)', c.confrelid::regclass,
+              (SELECT string_agg(a.attname, ', ' ORDER BY k.ord)
+               FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum)),
+       c.confdeltype, c.convalidated
+FROM pg_constraint c
+WHERE c.conrelid = ANY(%s::oid[]) AND c.contype = 'f'
+ORDER BY c.conrelid, c.conname
+"""
 
-    ``to_regclass`` and ``has_table_privilege(role, text)`` resolve names with the
-    caller's schema privileges, and the read-only login the previews and the drift
-    check use has no USAGE on Supabase's ``auth`` (which ``postgres`` cannot grant).
-    """
-    schema, _, name = qualified.partition(".")
-    row = conn.execute(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s",
-        (schema, name),
-    ).fetchone()
-    return row[0] if row else None
+# Valid unique indexes of some tables (expression indexes aside) and the constraint owning each.
+UNIQUE_KEYS = """
+SELECT i.indrelid, ic.relname, con.conname,
+       (SELECT array_agg(a.attname::text ORDER BY k.ord)
+        FROM unnest(i.indkey[0:i.indnkeyatts - 1]) WITH ORDINALITY AS k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum),
+       i.indpred IS NOT NULL
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.contype IN ('u', 'p')
+WHERE i.indrelid = ANY(%s::oid[]) AND i.indisunique AND i.indexprs IS NULL AND i.indisvalid
+ORDER BY i.indrelid, ic.relname
+"""
 
+# Every constraint of some tables, as pg_get_constraintdef prints it (inspect).
+CONSTRAINTS = """
+SELECT conrelid, conname, contype, pg_get_constraintdef(oid), convalidated FROM pg_constraint
+WHERE conrelid = ANY(%s::oid[]) ORDER BY conrelid, conname
+"""
 
-def table_exists(conn: psycopg.Connection, qualified: str) -> bool:
-    return relation_oid(conn, qualified) is not None
+# Every index of some tables, as pg_get_indexdef prints it, and whether queries can use it (inspect).
+INDEXES = """
+SELECT i.indrelid, ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique, i.indisvalid AND i.indisready
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE i.indrelid = ANY(%s::oid[]) ORDER BY i.indrelid, ic.relname
+"""
 
+# Row level security policies of some tables: to whom, for which command, and their USING clause.
+POLICIES = """
+SELECT p.polrelid, p.polname,
+       CASE WHEN p.polroles = '{0}' THEN ARRAY['public']
+            ELSE ARRAY(SELECT rolname::text FROM pg_roles WHERE oid = ANY(p.polroles) ORDER BY rolname) END,
+       CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                     WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+       pg_get_expr(p.polqual, p.polrelid)
+FROM pg_policy p WHERE p.polrelid = ANY(%s::oid[]) ORDER BY p.polrelid, p.polname
+"""
 
-def foreign_keys(conn: psycopg.Connection, table: str, columns: tuple[str, ...]) -> list[ForeignKey]:
-    """Foreign keys of ``table`` whose key is exactly ``columns``, with their targets spelt out."""
-    rows = conn.execute(
-        """
-        SELECT c.conname,
-               format('%%s(%%s)', c.confrelid::regclass,
-                      (SELECT string_agg(a.attname, ', ' ORDER BY k.ord)
-                       FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, ord)
-                       JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum)),
-               c.confdeltype, c.convalidated
-        FROM pg_constraint c
-        WHERE c.conrelid = %s::oid AND c.contype = 'f'
-          AND (SELECT array_agg(a.attname::text ORDER BY k.ord)
-               FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
-               JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum) = %s::text[]
-        ORDER BY c.conname
-        """,
-        (relation_oid(conn, table), list(columns)),
-    ).fetchall()
-    return [ForeignKey(name, target, _ON_DELETE.get(deltype, deltype), valid) for name, target, deltype, valid in rows]
+# User triggers of some tables (constraint triggers of foreign keys aside).
+TRIGGERS = """
+SELECT tgrelid, tgname, tgtype, tgenabled FROM pg_trigger
+WHERE tgrelid = ANY(%s::oid[]) AND NOT tgisinternal ORDER BY tgrelid, tgname
+"""
 
-
-def unique_keys(conn: psycopg.Connection, table: str) -> list[UniqueKey]:
-    """Every unique index of ``table`` (expression indexes aside) and its owning constraint."""
-    rows = conn.execute(
-        """
-        SELECT ic.relname, con.conname,
-               (SELECT array_agg(a.attname::text ORDER BY k.ord)
-                FROM unnest(i.indkey[0:i.indnkeyatts - 1]) WITH ORDINALITY AS k(attnum, ord)
-                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum),
-               i.indpred IS NOT NULL
-        FROM pg_index i
-        JOIN pg_class ic ON ic.oid = i.indexrelid
-        LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.contype IN ('u', 'p')
-        WHERE i.indrelid = %s::oid AND i.indisunique AND i.indexprs IS NULL AND i.indisvalid
-        ORDER BY ic.relname
-        """,
-        (relation_oid(conn, table),),
-    ).fetchall()
-    return [UniqueKey(index, constraint, tuple(columns or ()), partial) for index, constraint, columns, partial in rows]
-
-
-def app_tables(conn: psycopg.Connection, schema: str = "app") -> list[tuple[str, bool]]:
-    """(table, row level security enabled) for each ordinary or partitioned table of ``schema``."""
-    return conn.execute(
-        """
-        SELECT c.relname, c.relrowsecurity FROM pg_class c
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.relname
-        """,
-        (schema,),
-    ).fetchall()
-
-
-def roles_that_exist(conn: psycopg.Connection, names: tuple[str, ...]) -> list[str]:
-    rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) ORDER BY rolname", (list(names),))
-    return [row[0] for row in rows.fetchall()]
+# Which of some roles exist, and what each holds on some tables (by OID, never by name).
+PRIVILEGES = """
+SELECT r.rolname, t.oid, has_table_privilege(r.oid, t.oid, 'SELECT'), has_table_privilege(r.oid, t.oid, %s)
+FROM pg_roles r LEFT JOIN unnest(%s::oid[]) AS t(oid) ON true
+WHERE r.rolname = ANY(%s) ORDER BY r.rolname
+"""
 
 
-def readable_by(conn: psycopg.Connection, qualified: str, roles: list[str]) -> list[str]:
-    """Which of ``roles`` may SELECT from the table (directly or through membership)."""
-    return [role for role in roles if has_privilege(conn, role, qualified, "SELECT")]
+def relations(conn: psycopg.Connection, schemas: Iterable[str]) -> Relations:
+    """Every table, view and foreign table of ``schemas``: the command's one lookup of names."""
+    wanted = tuple(sorted(set(schemas)))
+    rows = conn.execute(RELATIONS, (list(wanted),)).fetchall()
+    found = {f"{schema}.{name}": Relation(oid, schema, name, kind, rls, rows_)
+             for oid, schema, name, kind, rls, rows_ in rows}
+    return Relations(wanted, found)
 
 
-def has_privilege(conn: psycopg.Connection, role: str, qualified: str, privileges: str) -> bool:
-    """Whether ``role`` holds any of ``privileges`` on the table (looked up by OID)."""
-    oid = relation_oid(conn, qualified)
-    if oid is None:
-        return False
-    return conn.execute("SELECT has_table_privilege(%s, %s::oid, %s)", (role, oid, privileges)).fetchone()[0]
+def _grouped(rows: Iterable[tuple], make) -> dict[int, list]:
+    """Rows whose first column is a table's OID, made into objects and grouped by it."""
+    grouped: dict[int, list] = {}
+    for oid, *rest in rows:
+        grouped.setdefault(oid, []).append(make(*rest))
+    return grouped
+
+
+def foreign_keys(conn: psycopg.Connection, oids: list[int]) -> dict[int, list[ForeignKey]]:
+    """Each table's foreign keys, by OID, with their targets spelt out."""
+    rows = conn.execute(FOREIGN_KEYS, (oids,)).fetchall()
+    return _grouped(rows, lambda name, columns, target, deltype, valid: ForeignKey(
+        name, tuple(columns or ()), target, _ON_DELETE.get(deltype, deltype), valid))
+
+
+def unique_keys(conn: psycopg.Connection, oids: list[int]) -> dict[int, list[UniqueKey]]:
+    """Each table's unique indexes (expression indexes aside) and their owning constraints, by OID."""
+    rows = conn.execute(UNIQUE_KEYS, (oids,)).fetchall()
+    return _grouped(rows, lambda index, constraint, columns, partial: UniqueKey(
+        index, constraint, tuple(columns or ()), partial))
+
+
+def constraints(conn: psycopg.Connection, oids: list[int]) -> dict[int, list[dict[str, object]]]:
+    rows = conn.execute(CONSTRAINTS, (oids,)).fetchall()
+    return _grouped(rows, lambda n, t, d, v: {"name": n, "type": t, "definition": d, "validated": v})
+
+
+def indexes(conn: psycopg.Connection, oids: list[int]) -> dict[int, list[dict[str, object]]]:
+    rows = conn.execute(INDEXES, (oids,)).fetchall()
+    return _grouped(rows, lambda n, d, u, v: {"name": n, "definition": d, "unique": u, "valid": v})
+
+
+def policies(conn: psycopg.Connection, relations_: Relations, oids: list[int]) -> list[Policy]:
+    by_oid = {r.oid: r.qualified for r in relations_.by_name.values()}
+    rows = conn.execute(POLICIES, (oids,)).fetchall()
+    return [Policy(by_oid[oid], name, tuple(roles), command, using) for oid, name, roles, command, using in rows]
+
+
+def triggers(conn: psycopg.Connection, oids: list[int]) -> dict[int, list[Trigger]]:
+    return _grouped(conn.execute(TRIGGERS, (oids,)).fetchall(), Trigger)
+
+
+def privileges(conn: psycopg.Connection, roles: Iterable[str], oids: list[int],
+               any_of: Iterable[str] = sorted(TABLE_PRIVILEGES)) -> Privileges:
+    """One statement for every (role, table): whether it may SELECT, and whether it holds any of ``any_of``."""
+    rows = conn.execute(PRIVILEGES, (", ".join(any_of), oids, list(roles))).fetchall()
+    existing = tuple(dict.fromkeys(role for role, *_ in rows))
+    select = frozenset((role, oid) for role, oid, can_select, _ in rows if oid is not None and can_select)
+    holds = frozenset((role, oid) for role, oid, _, holds_any in rows if oid is not None and holds_any)
+    return Privileges(existing, select, holds)
 
 
 @dataclass(frozen=True)
@@ -147,7 +279,7 @@ class InvalidIndex:
         return f"{self.schema}.{self.name} on {self.schema}.{self.table} ({state})"
 
 
-def invalid_indexes(conn: psycopg.Connection, schema: str = "app") -> list[InvalidIndex]:
+def invalid_indexes(conn: psycopg.Connection, schema: str = SCHEMA) -> list[InvalidIndex]:
     """Every index of ``schema`` with ``indisvalid`` or ``indisready`` false, by table and name."""
     rows = conn.execute(
         """

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from appdb.access import SCHEMA
 from appdb.checks import catalog
 from appdb.migrate.files import Migration, strip_comments
 
-SCHEMAS = ("app", "public", "auth")
+SCHEMAS = (SCHEMA, "public", "auth")
 _REFERENCES = re.compile(r"\bREFERENCES\s+([a-z_][a-z0-9_]*)\s*\.\s*([a-z_][a-z0-9_]*)", re.IGNORECASE)
 _CREATES = re.compile(
     r"\bCREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([a-z_][a-z0-9_]*)\s*\.\s*([a-z_][a-z0-9_]*)", re.IGNORECASE
@@ -41,59 +42,51 @@ class Inventory:
         return {"tables": self.tables, "app_tables": self.app,
                 "findings": [finding.as_dict() for finding in self.findings]}
 
+    def lines(self) -> list[str]:
+        """Tables per schema, each app table's constraints and indexes, then the findings."""
+        lines = []
+        for schema, tables in self.tables.items():
+            names = ", ".join(f"{t['name']}{'' if t['rls'] else ' (no RLS)'}" for t in tables) or "(none)"
+            lines.append(f"{schema}: {names}")
+        for table, parts in self.app.items():
+            lines += ["", f"{SCHEMA}.{table}"]
+            lines += [f"  constraint {c['name']}: {c['definition']}" for c in parts["constraints"]]
+            lines += [f"  index {i['name']}{'' if i['valid'] else ' INVALID'}: {i['definition']}"
+                      for i in parts["indexes"]]
+        lines += ["", "findings:" if self.findings else "findings: none"]
+        lines += [f"  {finding.kind}: {finding.detail}" for finding in self.findings]
+        return lines
+
 
 def run(conn: psycopg.Connection, migrations: list[Migration]) -> Inventory:
+    """The inventory from catalog.py's queries: each kind of fact read once, for every table."""
+    references = _references(migrations)
+    relations = catalog.relations(conn, {*SCHEMAS, *(schema for _, schema, _ in references)})
     inventory = Inventory()
     for schema in SCHEMAS:
-        rows = conn.execute(
-            """
-            SELECT c.relname, c.relrowsecurity, greatest(c.reltuples, 0)::bigint
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.relname
-            """,
-            (schema,),
-        ).fetchall()
-        inventory.tables[schema] = [{"name": n, "rls": rls, "estimated_rows": est} for n, rls, est in rows]
-    for table, rls in catalog.app_tables(conn):
-        inventory.app[table] = {"constraints": _constraints(conn, f"app.{table}"),
-                                "indexes": _indexes(conn, f"app.{table}")}
-        if not rls:
-            inventory.findings.append(Finding("rls_disabled", f"app.{table} has row level security off"))
-        inventory.findings.extend(_duplicate_unique_keys(conn, f"app.{table}"))
+        inventory.tables[schema] = [{"name": t.name, "rls": t.rls, "estimated_rows": t.estimated_rows}
+                                    for t in relations.tables(schema)]
+    app = relations.tables(SCHEMA)
+    oids = [t.oid for t in app]
+    constraints, indexes = catalog.constraints(conn, oids), catalog.indexes(conn, oids)
+    unique_keys = catalog.unique_keys(conn, oids)
+    for table in app:
+        inventory.app[table.name] = {"constraints": constraints.get(table.oid, []),
+                                     "indexes": indexes.get(table.oid, [])}
+        if not table.rls:
+            inventory.findings.append(Finding("rls_disabled", f"{table.qualified} has row level security off"))
+        inventory.findings.extend(_duplicate_unique_keys(table.qualified, unique_keys.get(table.oid, [])))
     inventory.findings.extend(
         Finding("invalid_index", f"{index.describe()}: a failed CREATE INDEX CONCURRENTLY left it; no query uses it")
-        for index in catalog.invalid_indexes(conn, "app")
+        for index in catalog.invalid_indexes(conn, SCHEMA)
     )
-    inventory.findings.extend(_missing_fk_targets(conn, migrations))
+    inventory.findings.extend(_missing_fk_targets(migrations, references, relations))
     return inventory
 
 
-def _constraints(conn: psycopg.Connection, table: str) -> list[dict[str, object]]:
-    rows = conn.execute(
-        """
-        SELECT conname, contype, pg_get_constraintdef(oid), convalidated FROM pg_constraint
-        WHERE conrelid = %s::oid ORDER BY conname
-        """,
-        (catalog.relation_oid(conn, table),),
-    ).fetchall()
-    return [{"name": n, "type": t, "definition": d, "validated": v} for n, t, d, v in rows]
-
-
-def _indexes(conn: psycopg.Connection, table: str) -> list[dict[str, object]]:
-    rows = conn.execute(
-        """
-        SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique, i.indisvalid AND i.indisready
-        FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-        WHERE i.indrelid = %s::oid ORDER BY ic.relname
-        """,
-        (catalog.relation_oid(conn, table),),
-    ).fetchall()
-    return [{"name": n, "definition": d, "unique": u, "valid": v} for n, d, u, v in rows]
-
-
-def _duplicate_unique_keys(conn: psycopg.Connection, table: str) -> list[Finding]:
+def _duplicate_unique_keys(table: str, keys: list[catalog.UniqueKey]) -> list[Finding]:
     by_columns: dict[tuple[str, ...], list[str]] = {}
-    for key in catalog.unique_keys(conn, table):
+    for key in keys:
         if not key.partial:
             by_columns.setdefault(key.columns, []).append(key.label)
     return [
@@ -102,17 +95,18 @@ def _duplicate_unique_keys(conn: psycopg.Connection, table: str) -> list[Finding
     ]
 
 
-def _missing_fk_targets(conn: psycopg.Connection, migrations: list[Migration]) -> list[Finding]:
+def _references(migrations: list[Migration]) -> list[tuple[str, str, str]]:
+    """(file, schema, table) for each table a migration's REFERENCES names, lower-cased, in file order."""
+    return [(m.filename, schema.lower(), table.lower()) for m in migrations
+            for schema, table in sorted(set(_REFERENCES.findall(strip_comments(m.sql))))]
+
+
+def _missing_fk_targets(migrations: list[Migration], references: list[tuple[str, str, str]],
+                        relations: catalog.Relations) -> list[Finding]:
     """A migration's REFERENCES to a table that neither exists nor is created by any migration."""
-    code = {m.filename: strip_comments(m.sql) for m in migrations}
-    created = {(s.lower(), t.lower()) for text in code.values() for s, t in _CREATES.findall(text)}
-    findings = []
-    for migration in migrations:
-        for schema, table in sorted(set(_REFERENCES.findall(code[migration.filename]))):
-            key = (schema.lower(), table.lower())
-            if key not in created and not catalog.table_exists(conn, f"{key[0]}.{key[1]}"):
-                findings.append(Finding(
-                    "fk_target_missing",
-                    f"{migration.filename} references {key[0]}.{key[1]}, which exists nowhere in this database",
-                ))
-    return findings
+    created = {(s.lower(), t.lower()) for m in migrations for s, t in _CREATES.findall(strip_comments(m.sql))}
+    return [
+        Finding("fk_target_missing", f"{filename} references {schema}.{table}, which exists nowhere in this database")
+        for filename, schema, table in references
+        if (schema, table) not in created and relations.get(f"{schema}.{table}") is None
+    ]

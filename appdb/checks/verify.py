@@ -2,7 +2,13 @@
 
 The incident was a foreign key to a table that never existed and a duplicated unique
 constraint, both found by hand. These checks find them by columns, never by name
-patterns, and a failed check fails the deploy (``appdb verify`` exits 1).
+patterns, and a failed check fails the deploy (``appdb verify`` raises
+``VerificationFailed`` and exits 1).
+
+What each migration's table must look like is data, :data:`EXPECTATIONS`: one row per
+migration file, naming its table and the checks that hold on it. A new table adds a row,
+not a function. The rest are schema-wide checks. The catalog is read once, up front
+(:class:`Facts`), so the number of statements does not grow with tables or roles.
 """
 
 from __future__ import annotations
@@ -12,25 +18,13 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from appdb.access import ANON, API_ROLES, AUTHENTICATED, SCHEMA
 from appdb.checks import catalog
-from appdb.migrate import runner
+from appdb.errors import VerificationFailed
+from appdb.migrate import ledger
 from appdb.migrate.files import Migration
 
-MEMBERSHIPS = "app.memberships"
-PAYMENT_EVENTS = "app.payment_events"
-BILLING_LOGS = "app.billing_logs"
-# The migrations that make them, by file name: their checks apply once the file is in
-# sql/. By name, not number: a team whose own tables differ replaces 029 and 030 with a
-# pulled migration (docs/adoption.md), which may take the number 029 but not these checks.
-PAYMENT_EVENTS_MIGRATION, BILLING_LOGS_MIGRATION = "029_payment_events.sql", "030_billing_logs.sql"
-EXPECTED_FK_TARGET = "auth.users(id)"
-# 029 and 030's links: (column, target); both ON DELETE SET NULL, so deleting a user is
-# never blocked and the payment records outlive it.
-PAYMENT_LINKS = (("user_id", "auth.users(id)"), ("membership_id", "app.memberships(membership_id)"))
-# Privileges an API role must not hold on the payment tables (the backend serves them).
-TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER"
-# pg_trigger.tgtype bits.
-_ROW, _BEFORE, _DELETE, _UPDATE = 1, 2, 8, 16
+AUTH_USERS = "auth.users"
 
 
 @dataclass(frozen=True)
@@ -42,6 +36,9 @@ class Check:
     def as_dict(self) -> dict[str, object]:
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
+    def line(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+
 
 @dataclass(frozen=True)
 class Report:
@@ -51,230 +48,302 @@ class Report:
     def ok(self) -> bool:
         return all(check.ok for check in self.checks)
 
+    @property
+    def failed(self) -> list[str]:
+        return [check.name for check in self.checks if not check.ok]
+
     def as_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "checks": [check.as_dict() for check in self.checks]}
 
+    def lines(self) -> list[str]:
+        return [check.line() for check in self.checks]
+
+    def raise_if_failed(self) -> None:
+        """A failed check is an error like any other, carrying this report."""
+        if not self.ok:
+            raise VerificationFailed(self, self.failed)
+
+
+# --- what the catalog holds, read once --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the checks look at, read in one statement per kind of fact."""
+
+    relations: catalog.Relations
+    foreign_keys: dict[int, list[catalog.ForeignKey]]
+    unique_keys: dict[int, list[catalog.UniqueKey]]
+    policies: list[catalog.Policy]
+    triggers: dict[int, list[catalog.Trigger]]
+    privileges: catalog.Privileges
+    invalid_indexes: list[catalog.InvalidIndex]
+
+    @classmethod
+    def read(cls, conn: psycopg.Connection, tables: list[str]) -> Facts:
+        """The catalog for ``tables`` and every table of the schema."""
+        relations = catalog.relations(conn, {SCHEMA, *(t.partition(".")[0] for t in [AUTH_USERS, *tables])})
+        wanted = {r.oid for r in relations.tables(SCHEMA)}
+        wanted |= {r.oid for t in tables if (r := relations.get(t)) is not None}
+        oids = sorted(wanted)
+        return cls(
+            relations=relations,
+            foreign_keys=catalog.foreign_keys(conn, oids),
+            unique_keys=catalog.unique_keys(conn, oids),
+            policies=catalog.policies(conn, relations, oids),
+            triggers=catalog.triggers(conn, oids),
+            privileges=catalog.privileges(conn, API_ROLES, oids),
+            invalid_indexes=catalog.invalid_indexes(conn, SCHEMA),
+        )
+
+
+# --- per-migration expectations, as data -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Link:
+    """A column that must have exactly one foreign key: to ``target``, with ``on_delete``, validated."""
+
+    column: str
+    target: str
+    on_delete: str
+
+    def expected(self) -> str:
+        return f"-> {self.target} ON DELETE {self.on_delete} (validated)"
+
+    def holds(self, key: catalog.ForeignKey) -> bool:
+        return key.target == self.target and key.on_delete == self.on_delete and key.validated
+
+
+@dataclass(frozen=True)
+class Links:
+    """Each link column has exactly one foreign key, the right one."""
+
+    name: str
+    links: tuple[Link, ...]
+
+    def evaluate(self, table: str, oid: int, facts: Facts) -> Check:
+        found, problems = [], []
+        for link in self.links:
+            keys = [k for k in facts.foreign_keys.get(oid, []) if k.columns == (link.column,)]
+            described = "; ".join(key.describe() for key in keys)
+            if len(keys) == 1 and link.holds(keys[0]):
+                found.append(described)
+            elif not keys:
+                problems.append(f"no foreign key on {table}({link.column})")
+            elif len(keys) > 1:
+                problems.append(f"{len(keys)} foreign keys on {table}({link.column}): {described}; "
+                                f"expected one {link.expected()}")
+            else:
+                problems.append(f"{table}({link.column}): {described}; expected one {link.expected()}")
+        return Check(self.name, not problems, "; ".join(problems or found))
+
+
+@dataclass(frozen=True)
+class UniqueOn:
+    """Exactly one unique constraint or full unique index whose key is exactly ``columns``."""
+
+    name: str
+    columns: tuple[str, ...]
+    why: str = ""  # what goes wrong without it, added to the detail when there is none
+
+    def evaluate(self, table: str, oid: int, facts: Facts) -> Check:
+        keys = [k for k in facts.unique_keys.get(oid, []) if k.columns == self.columns and not k.partial]
+        labels = ", ".join(key.label for key in keys)
+        on = f"{table}({', '.join(self.columns)})"
+        if len(keys) == 1:
+            return Check(self.name, True, labels)
+        if not keys:
+            return Check(self.name, False, f"no unique constraint or index on {on}{': ' + self.why if self.why else ''}")
+        return Check(self.name, False, f"{len(keys)} unique keys on {on}, expected 1: {labels}")
+
+
+@dataclass(frozen=True)
+class OwnRowPolicy:
+    """``role`` reads the table through a policy that compares ``auth.uid()`` to ``column``."""
+
+    name: str
+    role: str
+    column: str
+
+    def evaluate(self, table: str, oid: int, facts: Facts) -> Check:
+        policies = [p for p in facts.policies if p.table == table and self.role in p.roles
+                    and p.command in ("SELECT", "ALL")]
+        own = [p.name for p in policies if p.using and "auth.uid()" in p.using and self.column in p.using]
+        if own:
+            return Check(self.name, True, ", ".join(own))
+        others = ", ".join(p.name for p in policies) or "none"
+        return Check(self.name, False,
+                     f"no policy lets {self.role} read only its own row (policies for it: {others})")
+
+
+@dataclass(frozen=True)
+class RowSecurity:
+    """Row level security is on for the table, whoever can read it today."""
+
+    name: str
+
+    def evaluate(self, table: str, oid: int, facts: Facts) -> Check:
+        rls = facts.relations.get(table).rls
+        return Check(self.name, rls, f"row level security is {'on' if rls else 'off'} on {table}")
+
+
+@dataclass(frozen=True)
+class AppendOnly:
+    """An enabled BEFORE UPDATE OR DELETE row trigger keeps the table append-only."""
+
+    name: str
+
+    def evaluate(self, table: str, oid: int, facts: Facts) -> Check:
+        triggers = facts.triggers.get(oid, [])
+        guards = [t.name for t in triggers if t.refuses_update_and_delete()]
+        if guards:
+            return Check(self.name, True, f"trigger {', '.join(guards)} refuses updates and deletes")
+        disabled = [t.name for t in triggers if t.enabled == "D"]
+        note = f" (disabled: {', '.join(disabled)})" if disabled else ""
+        return Check(self.name, False, f"no enabled trigger refuses UPDATE and DELETE on {table}{note}")
+
+
+Expectation = Links | UniqueOn | OwnRowPolicy | RowSecurity | AppendOnly
+
+
+@dataclass(frozen=True)
+class TableExpectations:
+    """What the table a migration makes must look like after every deploy.
+
+    Keyed by file name, not number: a team whose own tables differ replaces 029 and 030
+    with a pulled migration (docs/adoption.md), which may take the number 029 but not
+    these checks. While the file is not in sql/ (a code rollback removed it, its revert
+    still to run or already run) its checks hold by saying so. ``private``: the API roles
+    hold no privilege on it (the backend serves it), checked by ``payment_tables_private``.
+    """
+
+    migration: str
+    table: str
+    checks: tuple[Expectation, ...]
+    private: bool = False
+
+
+# 029 and 030's links: both ON DELETE SET NULL, so deleting a user is never blocked and
+# the payment records outlive it.
+PAYMENT_LINKS = (Link("user_id", "auth.users(id)", "SET NULL"),
+                 Link("membership_id", "app.memberships(membership_id)", "SET NULL"))
+
+EXPECTATIONS: tuple[TableExpectations, ...] = (
+    TableExpectations("027_memberships.sql", "app.memberships", (
+        Links("memberships_user_fk", (Link("user_id", "auth.users(id)", "CASCADE"),)),
+        UniqueOn("memberships_user_unique", ("user_id",)),
+        OwnRowPolicy("memberships_own_row_policy", AUTHENTICATED, "user_id"),
+    )),
+    TableExpectations("029_payment_events.sql", "app.payment_events", (
+        RowSecurity("payment_events_rls"),
+        UniqueOn("payment_events_event_id_unique", ("stripe_event_id",),
+                 why="a redelivered Stripe event would be stored twice"),
+        Links("payment_events_links", PAYMENT_LINKS),
+    ), private=True),
+    TableExpectations("030_billing_logs.sql", "app.billing_logs", (
+        RowSecurity("billing_logs_rls"),
+        Links("billing_logs_links", PAYMENT_LINKS),
+        AppendOnly("billing_logs_append_only"),
+    ), private=True),
+)
+
+
+def table_checks(expected: TableExpectations, on_disk: set[str], facts: Facts) -> list[Check]:
+    """One row's checks: held by saying so while its file is not in sql/, failed while its table is missing."""
+    if expected.migration not in on_disk:
+        return [Check(c.name, True, f"migration {expected.migration} is not in sql/: not checked")
+                for c in expected.checks]
+    relation = facts.relations.get(expected.table)
+    if relation is None:
+        return [Check(c.name, False, f"{expected.table} does not exist") for c in expected.checks]
+    return [c.evaluate(expected.table, relation.oid, facts) for c in expected.checks]
+
+
+# --- the report --------------------------------------------------------------------------
+
 
 def run(conn: psycopg.Connection, migrations: list[Migration]) -> Report:
-    """Every check, each independent of the others' results."""
+    """Every check, each independent of the others' results; the catalog is read once."""
     on_disk = {m.filename for m in migrations}
-    payment_events = PAYMENT_EVENTS_MIGRATION in on_disk
-    billing_logs = BILLING_LOGS_MIGRATION in on_disk
+    facts = Facts.read(conn, [e.table for e in EXPECTATIONS])
+    per_table = [check for expected in EXPECTATIONS for check in table_checks(expected, on_disk, facts)]
+    schema_wide: list[Callable[[Facts], Check]] = [
+        check_payment_tables_private, check_valid_indexes, check_rls, check_anon_has_no_access,
+    ]
     return Report([
         check_ledger(conn, migrations),
-        check_auth_users(conn),
-        check_memberships_fk(conn),
-        check_memberships_unique(conn),
-        check_own_row_policy(conn),
-        *_when(payment_events, PAYMENT_EVENTS_MIGRATION, [
-            ("payment_events_rls", lambda: check_table_rls(conn, "payment_events_rls", PAYMENT_EVENTS)),
-            ("payment_events_event_id_unique", lambda: check_payment_events_unique(conn)),
-            ("payment_events_links", lambda: check_links(conn, "payment_events_links", PAYMENT_EVENTS)),
-        ]),
-        *_when(billing_logs, BILLING_LOGS_MIGRATION, [
-            ("billing_logs_rls", lambda: check_table_rls(conn, "billing_logs_rls", BILLING_LOGS)),
-            ("billing_logs_links", lambda: check_links(conn, "billing_logs_links", BILLING_LOGS)),
-            ("billing_logs_append_only", lambda: check_billing_logs_append_only(conn)),
-        ]),
-        check_payment_tables_private(conn),
-        check_valid_indexes(conn),
-        check_rls(conn),
-        check_anon_has_no_access(conn),
+        check_auth_users(facts),
+        *per_table,
+        *(check(facts) for check in schema_wide),
         check_ledger_private(conn),
     ])
 
 
-def _when(present: bool, filename: str, checks: list[tuple[str, Callable[[], Check]]]) -> list[Check]:
-    """A table's checks where its migration is in sql/; during a code rollback that removed
-    the migration (its revert still to run, or already run) they hold by saying so."""
-    if present:
-        return [check() for _, check in checks]
-    return [Check(name, True, f"migration {filename} is not in sql/: not checked") for name, _ in checks]
-
-
 def check_ledger(conn: psycopg.Connection, migrations: list[Migration]) -> Check:
     """Files and ledger agree; a removed migration is a revert still to run, not a failure."""
-    states = runner.status(conn, migrations)
-    changed = [s.id for s in states if s.state == runner.CHANGED]
-    pending = [s.id for s in states if s.state == runner.PENDING]
-    removed = [s.id for s in states if s.state == runner.REMOVED]
+    current = ledger.status(conn, migrations)
+    changed, pending = current.ids(ledger.CHANGED), current.ids(ledger.PENDING)
+    removed = current.ids(ledger.REMOVED)
     problems = []
     if changed:
         problems.append(f"changed after apply: {', '.join(changed)}")
     if pending:
         problems.append(f"pending: {', '.join(pending)}")
-    notes = [f"applied: {sum(s.state == runner.APPLIED for s in states)}"]
+    notes = [f"applied: {len(current.ids(ledger.APPLIED))}"]
     if removed:
         notes.append(f"removed, revert pending: {', '.join(removed)}")
     return Check("ledger", not problems, "; ".join(problems + notes))
 
 
-def check_auth_users(conn: psycopg.Connection) -> Check:
-    ok = catalog.table_exists(conn, "auth.users")
-    return Check("auth_users", ok, "auth.users exists" if ok else "auth.users does not exist")
+def check_auth_users(facts: Facts) -> Check:
+    ok = facts.relations.get(AUTH_USERS) is not None
+    return Check("auth_users", ok, f"{AUTH_USERS} exists" if ok else f"{AUTH_USERS} does not exist")
 
 
-def check_memberships_fk(conn: psycopg.Connection) -> Check:
-    """Exactly one FK on (user_id): to auth.users(id), ON DELETE CASCADE, validated."""
-    name = "memberships_user_fk"
-    if not catalog.table_exists(conn, MEMBERSHIPS):
-        return Check(name, False, "app.memberships does not exist")
-    keys = catalog.foreign_keys(conn, MEMBERSHIPS, ("user_id",))
-    if not keys:
-        return Check(name, False, "no foreign key on app.memberships(user_id)")
-    found = "; ".join(key.describe() for key in keys)
-    if len(keys) > 1:
-        return Check(name, False, f"{len(keys)} foreign keys on app.memberships(user_id): {found}")
-    key = keys[0]
-    ok = key.target == EXPECTED_FK_TARGET and key.on_delete == "CASCADE" and key.validated
-    expected = "" if ok else f"; expected -> {EXPECTED_FK_TARGET} ON DELETE CASCADE (validated)"
-    return Check(name, ok, f"{found}{expected}")
-
-
-def check_memberships_unique(conn: psycopg.Connection) -> Check:
-    """Exactly one unique constraint or full unique index whose key is exactly (user_id)."""
-    name = "memberships_user_unique"
-    if not catalog.table_exists(conn, MEMBERSHIPS):
-        return Check(name, False, "app.memberships does not exist")
-    keys = [k for k in catalog.unique_keys(conn, MEMBERSHIPS) if k.columns == ("user_id",) and not k.partial]
-    labels = ", ".join(key.label for key in keys)
-    if len(keys) == 1:
-        return Check(name, True, labels)
-    if not keys:
-        return Check(name, False, "no unique constraint or index on app.memberships(user_id)")
-    return Check(name, False, f"{len(keys)} unique keys on app.memberships(user_id), expected 1: {labels}")
-
-
-def check_own_row_policy(conn: psycopg.Connection) -> Check:
-    """authenticated reads app.memberships through a policy that compares auth.uid() to user_id."""
-    name = "memberships_own_row_policy"
-    rows = conn.execute(
-        """
-        SELECT policyname, qual FROM pg_policies
-        WHERE schemaname = 'app' AND tablename = 'memberships'
-          AND 'authenticated' = ANY(roles) AND cmd IN ('SELECT', 'ALL')
-        """
-    ).fetchall()
-    own = [policy for policy, qual in rows if qual and "auth.uid()" in qual and "user_id" in qual]
-    if own:
-        return Check(name, True, ", ".join(own))
-    others = ", ".join(policy for policy, _ in rows) or "none"
-    return Check(name, False, f"no policy lets authenticated read only its own row (policies for it: {others})")
-
-
-def check_table_rls(conn: psycopg.Connection, name: str, table: str) -> Check:
-    """Row level security is on for ``table``, whoever can read it today."""
-    row = conn.execute("SELECT relrowsecurity FROM pg_class WHERE oid = %s::oid",
-                       (catalog.relation_oid(conn, table),)).fetchone()
-    if row is None:
-        return Check(name, False, f"{table} does not exist")
-    return Check(name, row[0], f"row level security is {'on' if row[0] else 'off'} on {table}")
-
-
-def check_payment_events_unique(conn: psycopg.Connection) -> Check:
-    """Exactly one unique constraint or full unique index on exactly (stripe_event_id): Stripe redelivers."""
-    name = "payment_events_event_id_unique"
-    if not catalog.table_exists(conn, PAYMENT_EVENTS):
-        return Check(name, False, f"{PAYMENT_EVENTS} does not exist")
-    keys = [k for k in catalog.unique_keys(conn, PAYMENT_EVENTS)
-            if k.columns == ("stripe_event_id",) and not k.partial]
-    labels = ", ".join(key.label for key in keys)
-    if len(keys) == 1:
-        return Check(name, True, labels)
-    if not keys:
-        return Check(name, False, f"no unique constraint or index on {PAYMENT_EVENTS}(stripe_event_id): "
-                                  "a redelivered Stripe event would be stored twice")
-    return Check(name, False, f"{len(keys)} unique keys on {PAYMENT_EVENTS}(stripe_event_id), expected 1: {labels}")
-
-
-def check_links(conn: psycopg.Connection, name: str, table: str) -> Check:
-    """Each link column has exactly one foreign key: to its target, ON DELETE SET NULL, validated."""
-    if not catalog.table_exists(conn, table):
-        return Check(name, False, f"{table} does not exist")
-    found, problems = [], []
-    for column, target in PAYMENT_LINKS:
-        keys = catalog.foreign_keys(conn, table, (column,))
-        described = "; ".join(key.describe() for key in keys)
-        if len(keys) == 1 and keys[0].target == target and keys[0].on_delete == "SET NULL" and keys[0].validated:
-            found.append(described)
-        elif not keys:
-            problems.append(f"no foreign key on {table}({column})")
-        else:
-            problems.append(f"{table}({column}): {described}; expected one -> {target} ON DELETE SET NULL (validated)")
-    return Check(name, not problems, "; ".join(problems or found))
-
-
-def check_billing_logs_append_only(conn: psycopg.Connection) -> Check:
-    """An enabled BEFORE UPDATE OR DELETE row trigger keeps app.billing_logs append-only."""
-    name = "billing_logs_append_only"
-    oid = catalog.relation_oid(conn, BILLING_LOGS)
-    if oid is None:
-        return Check(name, False, f"{BILLING_LOGS} does not exist")
-    rows = conn.execute(
-        "SELECT tgname, tgtype, tgenabled FROM pg_trigger WHERE tgrelid = %s::oid AND NOT tgisinternal ORDER BY 1",
-        (oid,),
-    ).fetchall()
-    guards = [tgname for tgname, tgtype, enabled in rows
-              if enabled != "D" and tgtype & _ROW and tgtype & _BEFORE and tgtype & _UPDATE and tgtype & _DELETE]
-    if guards:
-        return Check(name, True, f"trigger {', '.join(guards)} refuses updates and deletes")
-    disabled = [tgname for tgname, _, enabled in rows if enabled == "D"]
-    note = f" (disabled: {', '.join(disabled)})" if disabled else ""
-    return Check(name, False, f"no enabled trigger refuses UPDATE and DELETE on {BILLING_LOGS}{note}")
-
-
-def check_payment_tables_private(conn: psycopg.Connection) -> Check:
-    """anon and authenticated hold no privilege on the payment tables: the backend serves them."""
-    roles = catalog.roles_that_exist(conn, ("anon", "authenticated"))
-    granted = [
-        f"{role} on {table}" for table in (PAYMENT_EVENTS, BILLING_LOGS) for role in roles
-        if catalog.has_privilege(conn, role, table, TABLE_PRIVILEGES)
-    ]
+def check_payment_tables_private(facts: Facts) -> Check:
+    """anon and authenticated hold no privilege on the private tables: the backend serves them."""
+    private = [e.table for e in EXPECTATIONS if e.private]
+    granted = [f"{role} on {table}" for table in private if (r := facts.relations.get(table)) is not None
+               for role in facts.privileges.holders(r.oid)]
     if granted:
         return Check("payment_tables_private", False, f"API roles hold privileges: {', '.join(granted)}")
     return Check("payment_tables_private", True,
-                 "anon and authenticated hold no privilege on app.payment_events or app.billing_logs")
+                 f"{' and '.join(API_ROLES)} hold no privilege on {' or '.join(private)}")
 
 
-def check_valid_indexes(conn: psycopg.Connection) -> Check:
-    """No index in ``app`` is invalid: a ``CREATE INDEX CONCURRENTLY`` that failed (a lock
+def check_valid_indexes(facts: Facts) -> Check:
+    """No index in the schema is invalid: a ``CREATE INDEX CONCURRENTLY`` that failed (a lock
     timeout, a duplicate, a cancel) leaves one behind, which no query uses, which does not
     guarantee that the rows already there are unique, and which a retry's ``IF NOT EXISTS``
     would skip."""
-    invalid = catalog.invalid_indexes(conn, "app")
-    if invalid:
-        found = "; ".join(index.describe() for index in invalid)
+    if facts.invalid_indexes:
+        found = "; ".join(index.describe() for index in facts.invalid_indexes)
         return Check("valid_indexes", False,
                      f"{found}: a failed CREATE INDEX CONCURRENTLY left them and no query uses them; "
                      "drop each with DROP INDEX CONCURRENTLY and build it again")
-    return Check("valid_indexes", True, "every index in app is valid")
+    return Check("valid_indexes", True, f"every index in {SCHEMA} is valid")
 
 
-def check_rls(conn: psycopg.Connection) -> Check:
-    """Every app table an API role can read has row level security enabled."""
-    roles = catalog.roles_that_exist(conn, ("anon", "authenticated"))
-    exposed = []
-    for table, rls in catalog.app_tables(conn):
-        readers = catalog.readable_by(conn, f"app.{table}", roles)
-        if readers and not rls:
-            exposed.append(f"app.{table} (readable by {', '.join(readers)})")
+def check_rls(facts: Facts) -> Check:
+    """Every table of the schema an API role can read has row level security enabled."""
+    exposed = [f"{table.qualified} (readable by {', '.join(readers)})"
+               for table in facts.relations.tables(SCHEMA)
+               if not table.rls and (readers := facts.privileges.readers(table.oid))]
     if exposed:
         return Check("rls", False, f"row level security is off on: {'; '.join(exposed)}")
-    return Check("rls", True, "every app table an API role can read has row level security")
+    return Check("rls", True, f"every {SCHEMA} table an API role can read has row level security")
 
 
-def check_anon_has_no_access(conn: psycopg.Connection) -> Check:
-    """anon, the role of a request without a login, holds no privilege on any app table."""
-    if not catalog.roles_that_exist(conn, ("anon",)):
+def check_anon_has_no_access(facts: Facts) -> Check:
+    """anon, the role of a request without a login, holds no privilege on any table of the schema."""
+    if ANON not in facts.privileges.roles:
         return Check("anon_no_access", True, "no anon role")
-    granted = [
-        f"app.{table}" for table, _ in catalog.app_tables(conn)
-        if catalog.has_privilege(conn, "anon", f"app.{table}",
-                                 TABLE_PRIVILEGES)
-    ]
+    granted = [table.qualified for table in facts.relations.tables(SCHEMA)
+               if ANON in facts.privileges.holders(table.oid)]
     if granted:
         return Check("anon_no_access", False, f"anon has privileges on: {', '.join(granted)}")
-    return Check("anon_no_access", True, "anon has no privilege on app tables")
+    return Check("anon_no_access", True, f"anon has no privilege on {SCHEMA} tables")
 
 
 def check_ledger_private(conn: psycopg.Connection) -> Check:
@@ -303,3 +372,9 @@ def check_ledger_private(conn: psycopg.Connection) -> Check:
                                   f"in schema appdb (and {catalog.LEDGER_READER} read it); revoke them")
     return Check(name, True, f"only {owner}, the ledger's owner, holds privileges on schema appdb and its objects "
                              f"(direct grants and PUBLIC checked)")
+
+
+def check_names() -> list[str]:
+    """The name of every check ``run`` can report, in its order: README's table lists exactly these."""
+    return ["ledger", "auth_users", *(c.name for e in EXPECTATIONS for c in e.checks),
+            "payment_tables_private", "valid_indexes", "rls", "anon_no_access", "ledger_private"]

@@ -1,12 +1,18 @@
-"""The ledger table ``appdb.migrations``: what is applied, read and written.
+"""The ledger table ``appdb.migrations``: what is applied, read and written, and the order rules.
 
 A row is written in the same transaction as its migration's last step and deleted in
 the same transaction as its revert's last step, so the ledger never claims more (or
 less) than the database holds.
+
+This is the one home of a migration's state (applied, pending, changed, removed: files
+and ledger merged by :func:`states`) and of the order rules every command obeys
+(:func:`refuse_out_of_order`, :func:`refuse_earlier_pending`): apply, verify, diff and
+baseline all read them from here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -16,6 +22,8 @@ import psycopg
 from appdb.errors import MigrationError, Refused
 from appdb.migrate import indexes
 from appdb.migrate.files import Migration, parse_steps
+
+APPLIED, PENDING, CHANGED, REMOVED = "applied", "pending", "changed", "removed"
 
 
 @dataclass(frozen=True)
@@ -111,3 +119,135 @@ def record(conn: psycopg.Connection, migration: Migration, duration_ms: int, app
 
 def forget(conn: psycopg.Connection, entry: Entry) -> None:
     conn.execute("DELETE FROM appdb.migrations WHERE id = %s", (entry.id,))
+
+
+# --- state: files and ledger merged ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class State:
+    """One migration's state: from the files, the ledger, or both."""
+
+    id: str
+    name: str
+    state: str
+    checksum: str | None
+    applied_at: str | None = None
+    applied_by: str | None = None
+
+    @property
+    def sort_key(self) -> int:
+        return int(self.id)
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "checksum": self.checksum,
+            "applied_at": self.applied_at,
+            "applied_by": self.applied_by,
+        }
+
+    def line(self) -> str:
+        return f"{self.id}  {self.state:<8} {self.name}"
+
+
+@dataclass(frozen=True)
+class Status:
+    """Every migration's state, in version order: what ``appdb status`` prints."""
+
+    states: tuple[State, ...]
+
+    def __iter__(self):
+        return iter(self.states)
+
+    def ids(self, *wanted: str) -> list[str]:
+        """The ids in any of the ``wanted`` states, in version order."""
+        return [s.id for s in self.states if s.state in wanted]
+
+    def by_id(self) -> dict[str, State]:
+        return {s.id: s for s in self.states}
+
+    def as_dict(self) -> dict[str, object]:
+        return {"migrations": [s.as_dict() for s in self.states]}
+
+    def lines(self) -> list[str]:
+        return [s.line() for s in self.states] or ["no migrations"]
+
+
+def states(migrations: list[Migration], applied: dict[int, Entry]) -> Status:
+    """Files and ledger merged, in version order."""
+    result: list[State] = []
+    for migration in migrations:
+        entry = applied.get(migration.sort_key)
+        if entry is None:
+            result.append(State(migration.id, migration.name, PENDING, migration.checksum))
+            continue
+        state = APPLIED if entry.checksum == migration.checksum else CHANGED
+        result.append(State(migration.id, migration.name, state, migration.checksum,
+                            entry.applied_at.isoformat(), entry.applied_by))
+    on_disk = {m.sort_key for m in migrations}
+    for key, entry in applied.items():
+        if key not in on_disk:
+            result.append(State(entry.id, entry.name, REMOVED, entry.checksum,
+                                entry.applied_at.isoformat(), entry.applied_by))
+    return Status(tuple(sorted(result, key=lambda s: s.sort_key)))
+
+
+def status(conn: psycopg.Connection, migrations: list[Migration]) -> Status:
+    """The state of every migration on this database."""
+    return states(migrations, read(conn))
+
+
+def applied_ids(applied: dict[int, Entry]) -> list[str]:
+    """The ledger's ids in version order, as it spells them."""
+    return [entry.id for _key, entry in sorted(applied.items())]
+
+
+def not_applied(ids: Iterable[str], applied: dict[int, Entry]) -> list[str]:
+    """Which of ``ids`` the ledger lacks, compared by version (``027`` is ``0027``)."""
+    return [i for i in ids if int(i) not in applied]
+
+
+def applied_except(ids: Iterable[str], applied: dict[int, Entry]) -> list[str]:
+    """What the ledger holds beyond ``ids``, by version, as the ledger spells it."""
+    known = {int(i) for i in ids}
+    return [entry.id for key, entry in sorted(applied.items()) if key not in known]
+
+
+# --- the order rules -------------------------------------------------------------------
+
+
+def refuse_out_of_order(candidates: Iterable[Migration], current: Status) -> None:
+    """A pending migration older than the newest applied one is refused, as Flyway does by default.
+
+    Applied after a newer one, it would run against a schema its author never saw, and
+    the order of the ledger would no longer be the order of the files.
+    """
+    candidates = list(candidates)
+    applied = [s for s in current if s.state in (APPLIED, CHANGED, REMOVED)]
+    if not applied or not candidates:
+        return
+    newest = max(applied, key=lambda s: s.sort_key)
+    older = [m for m in candidates if m.sort_key < newest.sort_key]
+    if older:
+        first = older[0]
+        raise Refused(
+            f"{first.id} ({first.name}) is pending but older than {newest.id} ({newest.name}), which is "
+            f"applied: migrations apply in version order only; give {first.filename} (and its revert) "
+            f"a version after {newest.id}"
+        )
+
+
+def refuse_earlier_pending(migrations: list[Migration], target: Migration, current: Status,
+                           refusal: str, remedy: str, they_are: str = "not applied here") -> None:
+    """``target`` alone only once every migration before it is applied: the ledger's order is the files'.
+
+    ``refusal`` opens the message ("cannot apply 029 alone"), ``they_are`` says what the
+    earlier ones are, ``remedy`` ends it.
+    """
+    pending = set(current.ids(PENDING))
+    earlier = [m.id for m in migrations if m.sort_key < target.sort_key and m.id in pending]
+    if earlier:
+        raise Refused(f"{refusal}: earlier migration(s) {', '.join(earlier)} are {they_are}; {remedy}")

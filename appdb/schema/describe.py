@@ -54,21 +54,14 @@ from importlib import resources
 
 import psycopg
 
-from appdb.errors import ConfigError
+from appdb.access import SCHEMA
+from appdb.errors import MalformedDescription, SchemaNotFound
 
 INDENT = "    "
 # The first word of every identity; a line starting with anything else is malformed.
 KINDS = ("schema", "privilege", "default", "table", "view", "materialized", "sequence", "foreign",
          "rls", "column", "constraint", "index", "policy", "trigger", "function", "procedure",
          "aggregate", "type")
-
-
-class SchemaNotFound(ConfigError):
-    """The schema to describe does not exist in the database (wrong database or name)."""
-
-
-class MalformedDescription(ConfigError):
-    """A description's text (e.g. the committed snapshot) cannot be read back."""
 
 
 @dataclass(frozen=True, eq=True)
@@ -120,7 +113,7 @@ def require_schema(conn: psycopg.Connection, schema: str, where: str = "this dat
         raise SchemaNotFound(f"schema {schema!r} does not exist in {where}: is it the right database?")
 
 
-def describe(conn: psycopg.Connection, schema: str = "app", ledger: bool = True) -> Description:
+def describe(conn: psycopg.Connection, schema: str = SCHEMA, ledger: bool = True) -> Description:
     """The description of ``schema`` on the live database behind ``conn``.
 
     With ``ledger``, it ends with who owns and who may use the ledger's schema ``appdb``

@@ -1,4 +1,4 @@
--- The canonical description of one schema (appdb/describe.py): one row per object or
+-- The canonical description of one schema (appdb/schema/describe.py): one row per object or
 -- property, as (sec, grp, rank, identity, definition), in one set-based statement, so
 -- a schema of 200 tables costs one round trip and one snapshot of the catalog.
 --

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 
+from appdb.connection import where
 from appdb.errors import ConfigError
 from appdb.migrate import ledger
 from appdb.schema.describe import Description, describe, require_schema
@@ -33,31 +34,41 @@ MISSING, EXTRA, DIFFERENT = "missing", "extra", "different"
 
 @dataclass(frozen=True)
 class Difference:
+    """One object that differs: ``expected`` is what the snapshot (or a migration) says, ``actual`` the database."""
+
     change: str
     identity: str
-    snapshot: str | None
-    live: str | None
+    expected: str | None
+    actual: str | None
 
     def line(self) -> str:
         """One line naming the object and the values."""
         if self.change == MISSING:
-            return f"missing: {self.identity}: {short(self.snapshot)}"
+            return f"missing: {self.identity}: {short(self.expected)}"
         if self.change == EXTRA:
-            return f"extra: {self.identity}: {short(self.live)}"
-        if "\n" in (self.snapshot or "") or "\n" in (self.live or ""):
+            return f"extra: {self.identity}: {short(self.actual)}"
+        if self._multiline:
             return f"different: {self.identity}: the definitions differ (below, snapshot then live)"
-        return f"different: {self.identity}: snapshot has {self.snapshot}; live has {self.live}"
+        return f"different: {self.identity}: snapshot has {self.expected}; live has {self.actual}"
+
+    @property
+    def _multiline(self) -> bool:
+        return "\n" in (self.expected or "") or "\n" in (self.actual or "")
 
     def detail(self) -> list[str]:
         """For a multi-line definition that differs, the unified diff of the two, indented."""
-        if self.change != DIFFERENT or not ("\n" in (self.snapshot or "") or "\n" in (self.live or "")):
+        if self.change != DIFFERENT or not self._multiline:
             return []
-        lines = difflib.unified_diff((self.snapshot or "").split("\n"), (self.live or "").split("\n"),
+        lines = difflib.unified_diff((self.expected or "").split("\n"), (self.actual or "").split("\n"),
                                      fromfile="snapshot", tofile="live", n=1, lineterm="")
         return ["    " + line for line in lines]
 
+    def lines(self) -> list[str]:
+        return [self.line(), *self.detail()]
+
     def as_dict(self) -> dict[str, str | None]:
-        return {"change": self.change, "identity": self.identity, "snapshot": self.snapshot, "live": self.live}
+        # The JSON keys name the two sides as `appdb diff --json` always has (docs/drift.md).
+        return {"change": self.change, "identity": self.identity, "snapshot": self.expected, "live": self.actual}
 
 
 def short(value: str | None) -> str:
@@ -155,24 +166,21 @@ def read_ignore(path: Path, required: bool = False) -> list[IgnoreRule]:
 
 @dataclass
 class Report:
+    """What ``appdb diff`` found; ``database``, ``source`` and ``ignore_path`` only name things in its lines."""
+
     status: str
     schema: str
     snapshot_migrations: list[str]
     applied: list[str]
+    pending: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
     differences: list[Difference] = field(default_factory=list)
     ignored: list[dict[str, str]] = field(default_factory=list)
     postgresql: dict[str, str] = field(default_factory=dict)
     objects: int = 0
-
-    @property
-    def pending(self) -> list[str]:
-        """In the snapshot, not applied here."""
-        return [m for m in self.snapshot_migrations if m not in self.applied]
-
-    @property
-    def unknown(self) -> list[str]:
-        """Applied here, not in the snapshot."""
-        return [m for m in self.applied if m not in self.snapshot_migrations]
+    database: str = "the database"
+    source: str = "the snapshot"
+    ignore_path: str = ""
 
     @property
     def ok(self) -> bool:
@@ -200,21 +208,53 @@ class Report:
             "postgresql": self.postgresql,
         }
 
+    def lines(self) -> list[str]:
+        """What a person reads on stdout: each difference, then what was ignored, or the one line of a match."""
+        lines = [line for difference in self.differences for line in difference.lines()]
+        versions = self.postgresql
+        if self.differences and versions.get("snapshot") and versions["snapshot"] != versions["live"]:
+            lines.append(f"note: {self.source} was built on PostgreSQL {versions['snapshot']}, this database runs "
+                         f"{versions['live']}: some definitions may print differently")
+        if self.ignored:
+            lines.append(f"ignored ({self.ignore_path}): " + ", ".join(item["identity"] for item in self.ignored))
+        if self.ok:
+            built_from = ", ".join(self.snapshot_migrations) or "no migrations"
+            lines.append(f"no drift: {self.schema} on {self.database} matches {self.source} "
+                         f"({self.objects} objects, migrations {built_from})")
+        return lines
 
-def run(conn: psycopg.Connection, snapshot: Snapshot, rules: list[IgnoreRule] | None = None) -> Report:
+    def failure(self) -> str:
+        """The one error line when the database does not match; empty when it does."""
+        if self.status == BEHIND:
+            return (f"the ledger of {self.database} is behind {self.source}: {', '.join(self.pending)} not applied, "
+                    "so the schema was not compared (pending migrations are not drift); apply them, or "
+                    "compare with the snapshot of what is applied (--snapshot FILE)")
+        if self.status == AHEAD:
+            return (f"{self.database} has applied {', '.join(self.unknown)}, which {self.source} was not built "
+                    "from, so the schema was not compared; compare with a snapshot that includes them "
+                    "(--snapshot FILE)")
+        if self.status == DRIFT:
+            counts = ", ".join(f"{n} {change}" for change, n in self.counts().items() if n)
+            return f"drift: {self.schema} on {self.database} differs from {self.source} ({counts})"
+        return ""
+
+
+def run(conn: psycopg.Connection, snapshot: Snapshot, rules: list[IgnoreRule] | None = None,
+        source: str = "the snapshot", ignore_path: str = "") -> Report:
     """Compare the database behind ``conn`` with ``snapshot`` (after the ledger agrees)."""
     schema = snapshot.schema
     require_schema(conn, schema)
-    applied = [entry.id for _key, entry in sorted(ledger.read(conn).items())]
+    applied = ledger.read(conn)
     live_version = str(conn.info.server_version // 10000)
-    report = Report(MATCH, schema, list(snapshot.migrations), applied,
-                    postgresql={"snapshot": snapshot.postgresql, "live": live_version})
-    applied_keys = {int(m) for m in applied}
-    snapshot_keys = {int(m) for m in snapshot.migrations}
-    if snapshot_keys - applied_keys:
+    report = Report(MATCH, schema, list(snapshot.migrations), ledger.applied_ids(applied),
+                    pending=ledger.not_applied(snapshot.migrations, applied),
+                    unknown=ledger.applied_except(snapshot.migrations, applied),
+                    postgresql={"snapshot": snapshot.postgresql, "live": live_version},
+                    database=where(conn), source=source, ignore_path=ignore_path)
+    if report.pending:
         report.status = BEHIND
         return report
-    if applied_keys - snapshot_keys:
+    if report.unknown:
         report.status = AHEAD
         return report
 

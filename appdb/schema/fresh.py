@@ -2,7 +2,7 @@
 
 This is what the committed schema snapshot describes, and what ``appdb schema --check``
 and ``--write`` build. It takes a few seconds: a new PostgreSQL cluster in a temporary
-folder (appdb.local.Cluster, so the same Supabase shape, random passwords and access
+folder (appdb.local.cluster.Cluster, so the same Supabase shape, random passwords and access
 rules as ``appdb local up`` and the tests), reachable over its Unix socket only (no TCP
 port to collide with), removed on exit.
 
@@ -17,11 +17,17 @@ The database is built in the order ``pulumi up`` builds a real one:
    listed ones (revoking first, so an empty list revokes); the sequence privileges; and
    ``ALTER DEFAULT PRIVILEGES FOR ROLE <owner>`` for tables and sequences when ``future``.
 
+This module is the one builder of such a database: the snapshot (appdb/schema/snapshot.py),
+``pull`` and ``baseline`` (appdb/adopt/) all build through :func:`throwaway`.
+
 API::
 
-    with scratch_database(migrations) as scratch:    # -> Scratch
+    with throwaway(schema) as built:                  # -> Throwaway, after step 1
+        built.apply(migrations); built.grant()         # steps 2 and 3, in as many stages as needed
+        built.describe(ledger=False); built.conn      # what a stage left
+    fresh_description(migrations, schema="app") -> Description   # all three steps, described
+    with scratch_database(migrations) as scratch:    # -> Scratch, all three steps
         with scratch.connect() as conn: ...           # or scratch.dsn
-    fresh_description(migrations, schema="app") -> Description
     build(conn, migrations)                           # steps 1-3 on a database you already have
     prepare(conn) / apply_grants(conn)                # the steps one by one
 
@@ -40,14 +46,13 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from appdb.access import DEFAULT_ACCESS, GROUP_ROLES, TableAccess
+from appdb.access import DEFAULT_ACCESS, GROUP_ROLES, SCHEMA, TABLE_PRIVILEGES, TableAccess
 from appdb.local.cluster import LOGIN, Cluster, temporary_home
 from appdb.migrate.files import Migration
 from appdb.schema.describe import Description, describe
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "app"
 DBNAME = "postgres"
 # A throwaway cluster needs no durability: this makes initdb and the migrations quicker.
 FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
@@ -86,6 +91,40 @@ def scratch_cluster() -> Iterator[Cluster]:
             shutil.rmtree(home, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Throwaway:
+    """A connection to a throwaway database with the schema and roles made: apply, grant, describe."""
+
+    conn: psycopg.Connection
+    schema: str = SCHEMA
+    owner: str = LOGIN
+
+    def apply(self, migrations: list[Migration]) -> None:
+        """The pending ones of ``migrations``, with appdb's own runner, as a deploy runs them."""
+        from appdb.migrate import runner
+
+        runner.apply(self.conn, migrations, runner.Options())
+
+    def grant(self, access: tuple[TableAccess, ...] = DEFAULT_ACCESS) -> None:
+        apply_grants(self.conn, access, self.schema, self.owner)
+
+    def describe(self, ledger: bool = True) -> Description:
+        return describe(self.conn, self.schema, ledger=ledger)
+
+    @property
+    def postgresql(self) -> str:
+        """The server's major version, as the snapshot's header records it."""
+        return str(self.conn.info.server_version // 10000)
+
+
+@contextmanager
+def throwaway(schema: str = SCHEMA, owner: str = LOGIN) -> Iterator[Throwaway]:
+    """A new Supabase-shaped database with what the program makes before the first migration (step 1)."""
+    with scratch_cluster() as cluster, Scratch(cluster).connect() as conn:
+        prepare(conn, schema, owner)
+        yield Throwaway(conn, schema, owner)
+
+
 @contextmanager
 def scratch_database(
     migrations: list[Migration],
@@ -107,8 +146,10 @@ def fresh_description(
     schema: str = SCHEMA,
 ) -> Description:
     """The description of ``schema`` on a brand-new database built from ``migrations``."""
-    with scratch_database(migrations, access, schema) as scratch, scratch.connect() as conn:
-        return describe(conn, schema)
+    with throwaway(schema) as built:
+        built.apply(migrations)
+        built.grant(access)
+        return built.describe()
 
 
 def build(
@@ -178,8 +219,7 @@ def apply_grants(
 
 def _privileges(names: tuple[str, ...]) -> sql.Composable:
     """Privilege keywords, checked against a fixed list (they cannot be identifiers or parameters)."""
-    allowed = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "USAGE"}
-    unknown = set(names) - allowed
+    unknown = set(names) - TABLE_PRIVILEGES - {"USAGE"}
     if unknown:
         raise ValueError(f"not privileges: {', '.join(sorted(unknown))}")
     return sql.SQL(", ").join(sql.SQL(name) for name in names)

@@ -1,8 +1,8 @@
 """The committed schema snapshot (``sql/schema.snapshot``): read, built, written, checked.
 
-The snapshot is the description (appdb/describe.py) of a brand-new Supabase-shaped
+The snapshot is the description (appdb/schema/describe.py) of a brand-new Supabase-shaped
 database after every migration in ``sql/``, with the Pulumi program's grants
-(appdb/scratch.py builds it). A pull request that adds a migration therefore carries
+(appdb/schema/fresh.py builds it). A pull request that adds a migration therefore carries
 its schema change in the git diff, as Rails' db/schema.rb does, and ``appdb diff``
 compares a live database with it.
 
@@ -25,9 +25,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from appdb.errors import ConfigError
+from appdb.access import SCHEMA
+from appdb.errors import ConfigError, MalformedDescription
 from appdb.migrate.files import Migration
-from appdb.schema.describe import Description, MalformedDescription, describe, parse
+from appdb.schema.describe import Description, parse
 
 FILENAME = "schema.snapshot"
 PREAMBLE = """\
@@ -67,6 +68,10 @@ class Snapshot:
 
     def as_dict(self) -> dict[str, object]:
         return {"migrations": list(self.migrations), "postgresql": self.postgresql, **self.description.as_dict()}
+
+    def summary(self) -> str:
+        """How many objects, from which migrations: the tail of ``schema --write`` and ``--check``'s line."""
+        return f"{len(self.description)} objects from {', '.join(self.migrations) or 'no migrations'}"
 
 
 def default_path(sql_dir: Path) -> Path:
@@ -110,18 +115,51 @@ def read(path: Path) -> Snapshot:
     return parse_text(text, str(path))
 
 
-def build(migrations: list[Migration], schema: str = "app") -> Snapshot:
+def build(migrations: list[Migration], schema: str = SCHEMA) -> Snapshot:
     """The snapshot as it should be: a scratch database built from ``migrations``, described."""
-    from appdb.schema.fresh import scratch_database
+    from appdb.schema.fresh import throwaway
 
-    with scratch_database(migrations, schema=schema) as scratch, scratch.connect() as conn:
-        description = describe(conn, schema)
-        version = str(conn.info.server_version // 10000)
-    return Snapshot(description, tuple(m.id for m in migrations), version)
+    with throwaway(schema) as built:
+        built.apply(migrations)
+        built.grant()
+        return Snapshot(built.describe(), tuple(m.id for m in migrations), built.postgresql)
 
 
 def write(path: Path, snapshot: Snapshot) -> None:
     path.write_text(snapshot.to_text(), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """``appdb schema --check``: the committed file at ``path`` against the snapshot the migrations build."""
+
+    path: Path
+    fresh: Snapshot
+    diff: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.diff
+
+    def as_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, "snapshot": str(self.path), "migrations": list(self.fresh.migrations),
+                "diff": list(self.diff)}
+
+    def lines(self) -> list[str]:
+        if self.diff:
+            return list(self.diff)
+        return [f"{self.path} is up to date: {self.fresh.summary()}"]
+
+    def failure(self) -> str:
+        """The one error line while the file is stale; empty when it is up to date."""
+        if self.ok:
+            return ""
+        return (f"{self.path} is stale: it does not describe the schema the migrations build; "
+                "rewrite it with appdb schema --write and commit it")
+
+
+def check(path: Path, fresh: Snapshot) -> Freshness:
+    return Freshness(path, fresh, tuple(stale_diff(path, fresh)))
 
 
 def stale_diff(path: Path, fresh: Snapshot) -> list[str]:
