@@ -5,6 +5,7 @@ with its default, in Pulumi.yaml. See docs/pulumi.md.
 """
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
@@ -26,55 +27,94 @@ from components import (
     Verification,
     VerificationArgs,
 )
-from components.validation import digest
+from components.verification import digest
 
-config = pulumi.Config()
-try:
-    # A file that cannot be read (not UTF-8, transaction control, a malformed marker) is the
-    # engine's one-line message, not a Python traceback in the middle of Pulumi's output.
-    migration_files = discover(Path("sql"))
-except AppdbError as error:
-    raise pulumi.RunError(str(error)) from None
-admin_role = config.require("adminRole")
-# The two secrets. The CLI wants a value for every declared secret, so a stack that takes
-# them from the environment holds encrypted empty ones (Pulumi.local.yaml): empty = unset.
-# Read as plain text only to tell empty from set; they become secret Outputs right here.
-db_password = config.get("dbPassword") or None
-backend_password = config.get("backendPassword") or os.environ.get("APPDB_BACKEND_PASSWORD") or None
-if backend_password is None:
-    raise pulumi.RunError(
-        "backendPassword is not set: 'pulumi config set --secret backendPassword' (dev, prod), "
-        "or APPDB_BACKEND_PASSWORD in the environment (bin/deploy-local sets it for the local stack)"
+
+@dataclass(frozen=True)
+class Settings:
+    """Every key of the stack file, read once, before anything is built (Pulumi.yaml declares them)."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+    admin_role: str
+    # unset or empty: PGPASSWORD from the environment (CI, bin/deploy-local), never in the state
+    db_password: str | None
+    sslmode: str
+    sslrootcert: str | None  # verify-full/verify-ca: the CA that signed the server
+    connect_timeout: int
+    protect_schema: bool
+    allow_data_loss: bool
+    backend_role: str
+    backend_password: str
+    adopt_roles: list[str]
+
+
+def read_settings(config: pulumi.Config) -> Settings:
+    """The stack's settings. The two passwords are read as plain text only to tell empty from
+    set (Pulumi.yaml gives them an empty default); they become secret Outputs where they are used."""
+    backend_password = config.get("backendPassword") or os.environ.get("APPDB_BACKEND_PASSWORD")
+    if not backend_password:
+        raise pulumi.RunError(
+            "backendPassword is not set: 'pulumi config set --secret backendPassword' (dev, prod), "
+            "or APPDB_BACKEND_PASSWORD in the environment (bin/deploy-local sets it for the local stack)"
+        )
+    return Settings(
+        host=config.require("dbHost"),
+        port=config.require_int("dbPort"),
+        database=config.require("dbName"),
+        user=config.require("dbUser"),
+        admin_role=config.require("adminRole"),
+        db_password=config.get("dbPassword") or None,
+        sslmode=config.require("sslMode"),
+        sslrootcert=config.get("sslRootCert") or None,
+        connect_timeout=config.require_int("connectTimeout"),
+        protect_schema=config.require_bool("protectSchema"),
+        allow_data_loss=config.require_bool("allowDataLoss"),
+        backend_role=config.require("backendRole"),
+        backend_password=backend_password,
+        adopt_roles=config.require_object("adoptRoles"),
     )
+
+
+def read_migrations() -> list:
+    """sql/, parsed once; a file the engine refuses is its one-line message, not a traceback."""
+    try:
+        return discover(Path("sql"))
+    except AppdbError as error:
+        raise pulumi.RunError(str(error)) from None
+
+
+settings = read_settings(pulumi.Config())
+migration_files = read_migrations()
 
 database = Database(
     "db",
     DatabaseArgs(
-        host=config.require("dbHost"),
-        port=config.require_int("dbPort"),
-        database=config.require("dbName"),
-        username=config.require("dbUser"),
-        role=admin_role,
-        # unset or empty: PGPASSWORD from the environment (CI, bin/deploy-local), never in the state
-        password=None if db_password is None else pulumi.Output.secret(db_password),
-        sslmode=config.require("sslMode"),
-        sslrootcert=config.get("sslRootCert") or None,  # verify-full/verify-ca: the CA that signed the server
-        connect_timeout=config.require_int("connectTimeout"),
+        host=settings.host,
+        port=settings.port,
+        database=settings.database,
+        username=settings.user,
+        role=settings.admin_role,
+        password=None if settings.db_password is None else pulumi.Output.secret(settings.db_password),
+        sslmode=settings.sslmode,
+        sslrootcert=settings.sslrootcert,
+        connect_timeout=settings.connect_timeout,
     ),
 )
 postgres = pulumi.ResourceOptions(providers=[database.provider])
 
 schema = AppSchema(
     "schema",
-    AppSchemaArgs(database=database.args.database, owner=admin_role, protect=config.require_bool("protectSchema")),
+    AppSchemaArgs(database=database.args.database, owner=settings.admin_role, protect=settings.protect_schema),
     opts=postgres,
 )
-backend_role = config.require("backendRole")
 roles = Roles(
     "roles",
     RolesArgs(
-        login_roles=[LoginRole(key="backend", name=backend_role, password=pulumi.Output.secret(backend_password))],
-        adopt=config.require_object("adoptRoles"),
+        login_roles=[LoginRole(key="backend", name=settings.backend_role, password=pulumi.Output.secret(settings.backend_password))],
+        adopt=settings.adopt_roles,
     ),
     opts=postgres,
 )
@@ -83,7 +123,7 @@ migrations = Migrations(
     MigrationsArgs(
         migrations=migration_files,
         environment=database.command_environment(),
-        allow_data_loss=config.require_bool("allowDataLoss"),
+        allow_data_loss=settings.allow_data_loss,
         after=[schema, roles],
     ),
 )
@@ -92,7 +132,7 @@ grants = Grants(
     GrantsArgs(
         database=database.args.database,
         schema=schema.name,
-        owner=admin_role,
+        owner=settings.admin_role,
         requires=[schema, roles],
         tables_after=migrations.commands,
     ),
@@ -107,7 +147,7 @@ verification = Verification(
     ),
 )
 
-backend_login = database.login_for(backend_role)
+backend_login = database.login_for(settings.backend_role)
 pulumi.export("verification", verification.result)
 pulumi.export("migrations", migrations.applied)
 pulumi.export(
@@ -125,5 +165,5 @@ pulumi.export(
     f"postgresql://{backend_login}@{database.args.host}:{database.args.port}/{database.args.database}"
     f"?sslmode={database.args.sslmode}",
 )
-pulumi.export("schema", {"name": schema.name, "protected": config.require_bool("protectSchema")})
-pulumi.export("revertsAllowDataLoss", config.require_bool("allowDataLoss"))
+pulumi.export("schema", {"name": schema.name, "protected": settings.protect_schema})
+pulumi.export("revertsAllowDataLoss", settings.allow_data_loss)

@@ -1,4 +1,4 @@
-"""Checks on the values the components are given, and the digest that tells verification to re-run.
+"""Checks on the values the components are given, each naming the offending input.
 
 Components never read config (``__main__.py`` does); they validate what they are
 handed and name the offending input in the message, the way Pulumi's component
@@ -7,8 +7,6 @@ guidelines ask.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from typing import Any
 
@@ -41,9 +39,3 @@ def port(value: Any, input_name: str) -> int:
             "advisory locks; use the direct connection (5432) or the session pooler"
         )
     return value
-
-
-def digest(value: Any) -> str:
-    """sha256 of ``value``'s canonical JSON: equal settings give equal digests, on any machine."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

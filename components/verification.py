@@ -12,6 +12,7 @@ unsecreted on purpose so that people can read it in ``pulumi stack output``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,3 +53,9 @@ class Verification(pulumi.ComponentResource):
         )
         self.result = pulumi.Output.unsecret(self.command.stdout.apply(parse_report))
         self.register_outputs({"result": self.result})
+
+
+def digest(value: Any) -> str:
+    """sha256 of ``value``'s canonical JSON: equal settings give equal digests, on any machine."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
