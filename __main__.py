@@ -127,3 +127,5 @@ pulumi.export(
 )
 pulumi.export("schema", {"name": schema.name, "protected": config.require_bool("protectSchema")})
 pulumi.export("revertsAllowDataLoss", config.require_bool("allowDataLoss"))
+# The PostgreSQL major version the stack states its database runs (the local cluster runs it).
+pulumi.export("postgresMajor", config.require_int("postgresMajor"))
