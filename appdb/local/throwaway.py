@@ -41,18 +41,19 @@ def throwaway_cluster(
     prefix: str = "appdb-throwaway-",
     *,
     tcp: bool = False,
+    port: int | None = None,
     settings: dict[str, str] | None = None,
     major: int | None = None,
 ) -> Iterator[Cluster]:
     """A new, started, Supabase-shaped cluster in a temporary folder; stopped and removed after.
 
-    ``settings`` add to (or override) the durability-off ones in postgresql.conf;
-    ``major`` defaults to the project's.
+    ``tcp``: also listen on loopback, on ``port`` or a free one. ``settings`` add to (or
+    override) the durability-off ones in postgresql.conf; ``major`` defaults to the project's.
     """
     home = temporary_home(prefix)
     cluster = Cluster(
         home=home,
-        port=free_port() if tcp else SOCKET_ONLY_PORT,
+        port=(port or free_port()) if tcp else SOCKET_ONLY_PORT,
         listen="127.0.0.1" if tcp else "",
         settings={**DURABILITY_OFF, **(settings or {})},
         major=major,
