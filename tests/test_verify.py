@@ -313,6 +313,23 @@ def test_verify_fails_when_an_api_role_gets_a_payment_table(db, role):
     assert f"{role} on app.payment_events" in failing(db)["payment_tables_private"]
 
 
+def test_verify_fails_when_authenticated_inherits_a_payment_table_through_a_group_role(db):
+    """On Supabase the API roles are INHERIT: `GRANT app_reader TO authenticated` lets every signed-in
+    user read the payment tables, and verify must judge that effective privilege, not only direct grants."""
+    deployed(db)
+    assert "payment_tables_private" not in failing(db)
+    db.execute("GRANT app_reader TO authenticated")  # cluster-wide: revoked below whatever happens
+    try:
+        with db.connect() as conn:
+            conn.execute("SET ROLE authenticated")
+            conn.execute("SELECT count(*) FROM app.payment_events")  # no permission error: the leak is real
+        detail = failing(db)["payment_tables_private"]
+        assert "authenticated on app.payment_events" in detail
+        assert "authenticated on app.billing_logs" in detail
+    finally:
+        db.execute("REVOKE app_reader FROM authenticated")
+
+
 def invalid_index(db) -> None:
     """The real way: a CREATE UNIQUE INDEX CONCURRENTLY that meets duplicates fails and leaves its index."""
     db.execute("INSERT INTO app.billing_logs (action) VALUES ('refund'), ('refund')")
