@@ -304,7 +304,7 @@ def timed(command: list[str], env: dict[str, str], cwd: Path, timeout: float = 1
 def bench_cluster(label: str) -> Iterator[Cluster]:
     """A started Supabase-shaped cluster on a free loopback port (appdb/local/throwaway.py), removed after."""
     with throwaway_cluster(f"appdb-history-{label}-", tcp=True, settings=dict(SERVER_SETTINGS)) as cluster:
-        SECRETS.add(cluster.password)
+        SECRETS.add(cluster.password())
         yield cluster
 
 
@@ -326,7 +326,7 @@ def fresh_database(cluster: Cluster, name: str, template: str | None = TEMPLATE)
         conn.execute(sql.SQL(query).format(*names))
     if template is None:
         cluster.shape(name)
-    return Target("127.0.0.1", cluster.port, name, cluster.password)
+    return Target("127.0.0.1", cluster.port, name, cluster.password())
 
 
 def drop_database(cluster: Cluster, name: str) -> None:

@@ -73,6 +73,11 @@ class Database:
     name: str
 
     @property
+    def major(self) -> int:
+        """The PostgreSQL major version the cluster runs (the project's, or APPDB_PG_MAJOR's)."""
+        return self.cluster.major
+
+    @property
     def dsn(self) -> str:
         """The non-superuser ``postgres`` login over the socket, as the engine deploys."""
         return self.cluster.dsn(self.name)
