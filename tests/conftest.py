@@ -146,6 +146,17 @@ class Database:
         return {"catalog": catalog, "rows": rows}
 
 
+# Test files that start clusters of their own rather than through the fixtures below.
+_OWN_CLUSTERS = {"test_local.py", "test_tls.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that touches a database `database`: bin/test runs them on the other major too."""
+    for item in items:
+        if {"cluster", "db", "new_db"} & set(getattr(item, "fixturenames", ())) or item.path.name in _OWN_CLUSTERS:
+            item.add_marker(pytest.mark.database)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     with throwaway_cluster("appdb-test-", tcp=True, settings={"max_connections": "200"}) as node:

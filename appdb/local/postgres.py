@@ -72,6 +72,11 @@ def project_major(root: Path = ROOT) -> int:
     raise ConfigError(f"no {_KEY} in Pulumi.local.yaml or Pulumi.yaml: set the PostgreSQL major version there")
 
 
+def other_major(root: Path = ROOT) -> int:
+    """The supported major the project does not run by default: the tests' second run."""
+    return next(major for major in SUPPORTED if major != project_major(root))
+
+
 @cache
 def _major_of(program: Path) -> int | None:
     out = subprocess.run([str(program), "--version"], capture_output=True, text=True, check=False)
