@@ -274,7 +274,7 @@ BEGIN
     WHERE NOT EXISTS (SELECT FROM pg_attribute
                       WHERE attrelid = 'auth.users'::regclass AND attname = c AND NOT attisdropped);
     IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'auth.users is not GoTrue''s (missing: %); recreate this local database', missing;
+        RAISE EXCEPTION 'auth.users is not GoTrue''s (missing: %), it was made by an earlier local shape: start over with bin/appdb local reset (this wipes the local database)', missing;
     END IF;
 END
 $users_check$;
