@@ -49,6 +49,7 @@ class Settings:
     backend_role: str
     backend_password: str
     adopt_roles: list[str]
+    postgres_major: int
 
 
 def read_settings(config: pulumi.Config) -> Settings:
@@ -75,6 +76,7 @@ def read_settings(config: pulumi.Config) -> Settings:
         backend_role=config.require("backendRole"),
         backend_password=backend_password,
         adopt_roles=config.require_object("adoptRoles"),
+        postgres_major=config.require_int("postgresMajor"),
     )
 
 
@@ -167,3 +169,5 @@ pulumi.export(
 )
 pulumi.export("schema", {"name": schema.name, "protected": settings.protect_schema})
 pulumi.export("revertsAllowDataLoss", settings.allow_data_loss)
+# The PostgreSQL major version the stack states its database runs (the local cluster runs it).
+pulumi.export("postgresMajor", settings.postgres_major)

@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -56,20 +55,19 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appdb.local.cluster import LOGIN, SUPERUSER, Cluster, find_bindir  # noqa: E402
+from appdb.local.cluster import LOGIN, SUPERUSER, Cluster  # noqa: E402
+from appdb.local.postgres import find_bindir, project_major  # noqa: E402
+from appdb.local.throwaway import throwaway_cluster  # noqa: E402
 from appdb.migrate.files import discover  # noqa: E402
 from appdb.schema.fresh import build, prepare  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_PEERS_BIN = Path(os.environ.get("APPDB_BENCH_PEERS_BIN", "/opt/bench-peers/bin"))
 TEMPLATE = "history_template"
-# Durability off, as bench/run.py and the tests run: commits cost the same for every tool,
-# so the figures measure the tools, not this machine's disk. psql -1 of 1,000 migrations
-# holds every new table's locks in one transaction: hence the larger lock table.
+# Durability off, as in every throwaway cluster (appdb/local/throwaway.py): commits cost the
+# same for every tool, so the figures measure the tools, not this machine's disk. psql -1 of
+# 1,000 migrations holds every new table's locks in one transaction: hence the larger lock table.
 SERVER_SETTINGS = {
-    "fsync": "off",
-    "synchronous_commit": "off",
-    "full_page_writes": "off",
     "shared_buffers": "'256MB'",
     "max_wal_size": "'4GB'",
     "checkpoint_timeout": "'30min'",
@@ -264,7 +262,8 @@ def locate(tool: Tool, peers_bin: Path) -> tuple[str | None, str]:
         return str(in_peers), ""
     found = shutil.which(tool.executable)
     if found is None and tool.executable == "psql":
-        found = str(find_bindir() / "psql") if (find_bindir() / "psql").exists() else None
+        bundled = find_bindir(project_major()) / "psql"
+        found = str(bundled) if bundled.exists() else None
     if found:
         return found, ""
     return None, f"`{tool.executable}` is not in {peers_bin} nor on PATH; install it: {tool.install}"
@@ -301,28 +300,12 @@ def timed(command: list[str], env: dict[str, str], cwd: Path, timeout: float = 1
 # --- the clusters ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
-def throwaway_cluster(label: str) -> Iterator[Cluster]:
-    """A started Supabase-shaped cluster on a free loopback port, in a temp folder, removed after."""
-    home = Path(tempfile.mkdtemp(prefix=f"appdb-history-{label}-"))
-    cluster = Cluster(home=home, port=free_port(), settings=dict(SERVER_SETTINGS))
-    SECRETS.add(cluster.password)
-    try:
-        cluster.init()
-        cluster.start()
-        cluster.shape("postgres")  # creates the `postgres` login the databases belong to
+def bench_cluster(label: str) -> Iterator[Cluster]:
+    """A started Supabase-shaped cluster on a free loopback port (appdb/local/throwaway.py), removed after."""
+    with throwaway_cluster(f"appdb-history-{label}-", tcp=True, settings=dict(SERVER_SETTINGS)) as cluster:
+        SECRETS.add(cluster.password())
         yield cluster
-    finally:
-        try:
-            cluster.down()
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def make_template(cluster: Cluster) -> None:
@@ -343,7 +326,7 @@ def fresh_database(cluster: Cluster, name: str, template: str | None = TEMPLATE)
         conn.execute(sql.SQL(query).format(*names))
     if template is None:
         cluster.shape(name)
-    return Target("127.0.0.1", cluster.port, name, cluster.password)
+    return Target("127.0.0.1", cluster.port, name, cluster.password())
 
 
 def drop_database(cluster: Cluster, name: str) -> None:
@@ -443,7 +426,7 @@ def run_pulumi_table(args: argparse.Namespace, cli: Cluster) -> dict:
         return {"skipped": why}
     version = subprocess.run(["pulumi", "version"], capture_output=True, text=True, check=False).stdout.strip()
     rows: dict[int, dict] = {}
-    with throwaway_cluster("pulumi") as cluster, tempfile.TemporaryDirectory(prefix="appdb-history-") as tmp:
+    with bench_cluster("pulumi") as cluster, tempfile.TemporaryDirectory(prefix="appdb-history-") as tmp:
         for extra in args.sizes:
             project, total = pulumi_project(Path(tmp) / f"n{extra}", extra)
             samples: dict[str, list[float]] = {step: [] for step in PULUMI_STEPS}
@@ -787,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     pulumi_table: dict = {}
     cli_table: dict = {}
     shipped: dict = {}
-    with throwaway_cluster("cli") as cli, tempfile.TemporaryDirectory(prefix="appdb-history-") as tmp:
+    with bench_cluster("cli") as cli, tempfile.TemporaryDirectory(prefix="appdb-history-") as tmp:
         make_template(cli)
         with cli.connect(user=SUPERUSER) as conn:
             server = conn.execute("SHOW server_version").fetchone()[0]

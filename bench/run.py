@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,18 +42,18 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appdb.local.cluster import SUPERUSER, Cluster, find_bindir, temporary_home  # noqa: E402
+from appdb.local.cluster import SUPERUSER, Cluster  # noqa: E402
+from appdb.local.postgres import find_bindir, project_major  # noqa: E402
+from appdb.local.throwaway import DURABILITY_OFF, throwaway_cluster  # noqa: E402
+from appdb.schema.fresh import program_baseline  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TEMPLATE = "bench_template"
 MIGRATIONS = [ROOT / "sql" / "027_memberships.sql", ROOT / "sql" / "028_fix_memberships_unique_constraint.sql"]
 
-# Durability is off, as in the test cluster: commits cost the same for every variant, and
-# the numbers measure locking, not this machine's disk.
+# Durability is off, as in every throwaway cluster (appdb/local/throwaway.py): commits cost
+# the same for every variant, and the numbers measure locking, not this machine's disk.
 SERVER_SETTINGS = {
-    "fsync": "off",
-    "synchronous_commit": "off",
-    "full_page_writes": "off",
     "shared_buffers": "'1GB'",
     "max_wal_size": "'8GB'",
     "checkpoint_timeout": "'30min'",
@@ -111,15 +110,9 @@ WHERE c.conrelid = 'app.memberships'::regclass AND c.conname = 'memberships_user
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def psql_path() -> str:
     found = shutil.which("psql")
-    return found or str(find_bindir() / "psql")
+    return found or str(find_bindir(project_major()) / "psql")
 
 
 # --- the writer -------------------------------------------------------------------------
@@ -208,8 +201,8 @@ class Run:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.home = temporary_home("appdb-bench-")
-        self.cluster = Cluster(home=self.home, port=args.port or free_port(), settings=SERVER_SETTINGS)
+        self._cluster = throwaway_cluster("appdb-bench-", tcp=True, port=args.port or None, settings=SERVER_SETTINGS)
+        self.cluster: Cluster | None = None
         self.spare: list[str] = []
         self.members: list[str] = []
         self.psql = psql_path()
@@ -224,16 +217,15 @@ class Bench:
     # setup
 
     def start(self) -> None:
-        self.log(f"starting a throwaway cluster in {self.home} on port {self.cluster.port}")
-        self.cluster.init()
-        self.cluster.start()
+        self.cluster = self._cluster.__enter__()
+        self.log(f"started a throwaway cluster in {self.cluster.home} on port {self.cluster.port}")
         with self.admin() as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
         self.cluster.shape(TEMPLATE)
         rows, users = self.args.rows, self.args.rows + self.args.spare_users
         started = time.perf_counter()
         with self.cluster.connect(TEMPLATE) as conn:
-            conn.execute((ROOT / "tests" / "states" / "pulumi_baseline.sql").read_text())
+            program_baseline(conn)
             conn.execute(SETUP.format(rows=rows, users=users))
             self.spare = [r[0] for r in conn.execute(
                 "SELECT id::text FROM auth.users AS u"
@@ -330,11 +322,12 @@ class Bench:
                         "runs_ms": [round(x * 1000, 1) for x in v]} for label, v in times.items()}
 
     def close(self) -> None:
+        if self.cluster is None:
+            return
         if self.args.keep:
             self.log(f"cluster kept: {self.cluster.dsn()} (stop: pg_ctl -D {self.cluster.data_dir} stop)")
             return
-        self.cluster.down()
-        shutil.rmtree(self.home, ignore_errors=True)
+        self._cluster.__exit__(None, None, None)
 
 
 VARIANTS = ["naive", "psql -f", "appdb apply"]
@@ -436,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({
         "when": stamp,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "postgres": server, "server_settings": SERVER_SETTINGS},
+                    "postgres": server, "server_settings": {**DURABILITY_OFF, **SERVER_SETTINGS}},
         "parameters": vars(args),
         "summary": summary,
         "noop": noop,

@@ -2,12 +2,12 @@
 
     python ci/throwaway.py --state empty --state production --out throwaway.md
 
-For each starting state, a brand-new cluster from ``bin/appdb local up`` (in a
-temporary folder, on a free port, so it never meets the developer's own
-``.appdb/local``):
+For each starting state, a brand-new Supabase-shaped cluster from
+appdb/local/throwaway.py (the same shape and major version as ``bin/appdb local up``, in a
+temporary folder, on a free port, so it never meets the developer's own ``.appdb/local``):
 
-1. ``tests/states/pulumi_baseline.sql``: the ``app`` schema, the group roles and the
-   grants, as the Pulumi program creates them before the first migration;
+1. appdb/schema/fresh.py's ``program_baseline``: the ``app`` schema, the group roles and
+   the grants, as the Pulumi program creates them, from the access plan;
 2. ``production`` only: ``tests/states/production.sql`` and ``production_billing.sql``
    build the production state (``app.memberships`` with both unique constraints, the older
    ``app.payment_events`` and ``app.billing_logs``, and rows);
@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -39,53 +37,38 @@ PRODUCTION_STATE = ROOT / "tests" / "states" / "production.sql"
 # What production holds beyond memberships: the older payment tables 029 and 030 adopt.
 PRODUCTION_BILLING_STATE = ROOT / "tests" / "states" / "production_billing.sql"
 STATES = ("empty", "production")
-# What the Pulumi program creates before the first migration, as the engine's tests use it.
-PULUMI_BASELINE = ROOT / "tests" / "states" / "pulumi_baseline.sql"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def prepare(cluster, state: str) -> None:
+    """Schema, roles and grants as Pulumi makes them; the production state on top when asked."""
+    from appdb.schema.fresh import program_baseline
 
-
-def _local(action: str, home: Path, port: int) -> report.Result:
-    return report.run_appdb("local", action, "--home", str(home), "--port", str(port))
-
-
-def prepare(home: Path, port: int, state: str) -> None:
-    """Schema and roles as Pulumi makes them; the production state on top when asked."""
-    from appdb.local.cluster import Cluster
-
-    cluster = Cluster(home=home, port=port)
     with cluster.connect() as conn:
-        conn.execute(PULUMI_BASELINE.read_text(encoding="utf-8"))
+        program_baseline(conn)
         if state == "production":
             conn.execute(PRODUCTION_STATE.read_text(encoding="utf-8"))
             conn.execute(PRODUCTION_BILLING_STATE.read_text(encoding="utf-8"))
 
 
-def run_state(state: str, workdir: Path) -> tuple[bool, str]:
+def run_state(state: str) -> tuple[bool, str]:
     """One starting state, start to finish, on its own cluster; returns (ok, Markdown)."""
-    home = workdir / f"cluster-{state}"
-    port = free_port()
+    from appdb.local.throwaway import throwaway_cluster
+
     title = {"empty": "from an empty schema", "production": "from the production state"}[state]
     parts = [f"### Throwaway database {title}\n"]
-    started = _local("up", home, port)
     try:
-        if started.returncode != 0:
-            parts.append(report.failure_markdown(started))
-            return False, "\n".join(parts)
-        prepare(home, port, state)
-        from appdb.local.cluster import Cluster
-
-        env = {**os.environ, "DATABASE_URL": Cluster(home=home, port=port).dsn(tcp=True)}  # names its password file
-        before = report.run_appdb("status", "--json", env=env)
-        applied = report.run_appdb("apply", "--json", env=env)
-        verify = report.run_appdb("verify", "--json", env=env)
-        again = report.run_appdb("apply", "--json", env=env)
-        inspect = report.run_appdb("inspect", "--json", env=env)
-
+        with throwaway_cluster(f"appdb-throwaway-{state}-", tcp=True) as cluster:
+            prepare(cluster, state)
+            env = {**os.environ, "DATABASE_URL": cluster.dsn(tcp=True)}  # names its password file
+            before = report.run_appdb("status", "--json", env=env)
+            applied = report.run_appdb("apply", "--json", env=env)
+            verify = report.run_appdb("verify", "--json", env=env)
+            again = report.run_appdb("apply", "--json", env=env)
+            inspect = report.run_appdb("inspect", "--json", env=env)
+    except Exception as exc:  # a report must come out even when the harness itself breaks
+        parts.append(f"The harness failed: `{report.cell(type(exc).__name__)}: {report.cell(exc)}`\n")
+        return False, "\n".join(parts)
+    try:
         outcomes = (applied.data or {}).get("outcomes", [])
         repeat = (again.data or {}).get("outcomes", None)
         ok = (applied.returncode == 0 and verify.returncode == 0 and bool((verify.data or {}).get("ok"))
@@ -112,8 +95,6 @@ def run_state(state: str, workdir: Path) -> tuple[bool, str]:
     except Exception as exc:  # a report must come out even when the harness itself breaks
         parts.append(f"The harness failed: `{report.cell(type(exc).__name__)}: {report.cell(exc)}`\n")
         return False, "\n".join(parts)
-    finally:
-        _local("down", home, port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,15 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     results = []
-    from appdb.local.cluster import temporary_home
-
-    workdir = temporary_home("appdb-throwaway-")  # one the server's OS user can enter when we are root
-    try:
-        for state in args.state or STATES:
-            results.append(run_state(state, workdir))
-            print(f"throwaway {state}: {'ok' if results[-1][0] else 'FAILED'}", file=sys.stderr)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    for state in args.state or STATES:
+        results.append(run_state(state))
+        print(f"throwaway {state}: {'ok' if results[-1][0] else 'FAILED'}", file=sys.stderr)
     ok = all(result for result, _ in results)
     heading = "## appdb: migrations on a throwaway database\n\n" + (
         "Every migration applied and verified from each starting state.\n" if ok

@@ -2,13 +2,17 @@
 
 Under pytest-xdist each worker is its own session, so each starts its own cluster.
 
-The cluster is started by the same code as ``appdb local up`` (appdb/local.py), as the
-``postgres`` OS user when the tests run as root, with its socket in a temp folder and
-TCP on a free loopback port. Its passwords are its own, random, in its 0600 password
-file (``cluster.password(role)``): the superuser's is used only through the socket,
-and app_backend (made by the baseline) gets the file's. Each test's database is a copy of a template that holds
-the Supabase shape plus what the Pulumi program creates before the first migration
-(tests/states/pulumi_baseline.sql), and is dropped WITH (FORCE) afterwards.
+The cluster comes from appdb/local/throwaway.py, the one place a temporary cluster is
+made (the same Cluster, Supabase shape and major version as ``appdb local up``; as the
+``postgres`` OS user when the tests run as root), with its socket in a temp folder and
+TCP on a free loopback port. It runs the project's PostgreSQL major version, or
+``APPDB_PG_MAJOR``'s (bin/test runs the database tests on the other major with it).
+Its passwords are its own, random, in its 0600 password file
+(``cluster.password(role)``): the superuser's is used only through the socket, and
+app_backend (made by the program's baseline) gets the file's. Each test's database is a
+copy of a template that holds the Supabase shape plus what the Pulumi program makes
+before the first migration (appdb/schema/fresh.py's ``program_baseline``, from the
+access plan), and is dropped WITH (FORCE) afterwards.
 
 Database tests never skip for a missing PostgreSQL: .ci/run installs it, and a skip
 would hide the failure.
@@ -18,8 +22,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -30,7 +32,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from appdb.local.cluster import BACKEND, SUPERUSER, Cluster, temporary_home
+from appdb.local.cluster import BACKEND, SUPERUSER, Cluster
+from appdb.local.throwaway import free_port, throwaway_cluster
+from appdb.schema.fresh import program_baseline
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = ROOT / "sql"
@@ -38,11 +42,7 @@ STATES = Path(__file__).resolve().parent / "states"
 TEMPLATE = "appdb_template"
 _counter = itertools.count()
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+__all__ = ["free_port"]  # the tests' helpers import it from here
 
 
 def state_sql(name: str) -> str:
@@ -71,6 +71,11 @@ class Database:
 
     cluster: Cluster
     name: str
+
+    @property
+    def major(self) -> int:
+        """The PostgreSQL major version the cluster runs (the project's, or APPDB_PG_MAJOR's)."""
+        return self.cluster.major
 
     @property
     def dsn(self) -> str:
@@ -141,27 +146,29 @@ class Database:
         return {"catalog": catalog, "rows": rows}
 
 
+# Test files that start clusters of their own rather than through the fixtures below.
+_OWN_CLUSTERS = {"test_local.py", "test_tls.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that touches a database `database`: bin/test runs them on the other major too."""
+    for item in items:
+        if {"cluster", "db", "new_db"} & set(getattr(item, "fixturenames", ())) or item.path.name in _OWN_CLUSTERS:
+            item.add_marker(pytest.mark.database)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    home = temporary_home("appdb-test-")
-    node = Cluster(home=home, port=free_port(), settings={
-        "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "200",
-    })
-    node.init()
-    node.start()
-    try:
+    with throwaway_cluster("appdb-test-", tcp=True, settings={"max_connections": "200"}) as node:
         with node.connect(user=SUPERUSER) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
         node.shape(TEMPLATE)
         with node.connect(TEMPLATE) as conn:
-            conn.execute(state_sql("pulumi_baseline"))
+            program_baseline(conn)
         with node.connect(user=SUPERUSER) as conn:
             node.set_password(conn, BACKEND)
             conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(TEMPLATE)))
         yield node
-    finally:
-        node.down()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

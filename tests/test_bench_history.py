@@ -51,7 +51,7 @@ def test_synthetic_migrations_after_the_shipped_ones_apply_pass_verify_and_rever
 def test_psql_one_transaction_file_makes_every_table_and_nothing_when_one_fails(db, tmp_path):
     migrations = history.synthetic(4)
     history.write_psql(tmp_path / "ok", migrations)
-    target = history.Target("127.0.0.1", db.cluster.port, db.name, db.cluster.password)
+    target = history.Target("127.0.0.1", db.cluster.port, db.name, db.cluster.password())
     psql = history.locate(history.TOOLS[0], tmp_path / "no-peers")[0]
     env = history.clean_env()
     history.timed(history._psql_command(psql, tmp_path / "ok", target), env, tmp_path)

@@ -3,8 +3,8 @@
 Two kinds of database:
 
 * a fresh database on the session's Supabase-shaped cluster (the ``db`` fixture),
-  reached over TCP, whose cluster-wide roles the stack adopts (tests/states/pulumi_baseline.sql
-  made them), so other tests' databases keep working after a destroy;
+  reached over TCP, whose cluster-wide roles the stack adopts (the template's program baseline,
+  appdb/schema/fresh.py, made them), so other tests' databases keep working after a destroy;
 * a brand-new Supabase-shaped cluster of its own, deployed with the local stack file as
   it is (only the port differs): exactly what a newcomer's first ``bin/deploy-local`` meets.
 
@@ -43,7 +43,7 @@ from tests.pulumi_engine import (
 
 pytestmark = pytest.mark.skipif(engine_missing() is not None, reason=engine_missing() or "")
 
-# The baseline (tests/states/pulumi_baseline.sql) creates these roles cluster-wide; the
+# The program baseline (appdb/schema/fresh.py's program_baseline) creates these roles cluster-wide; the
 # stacks on the shared cluster adopt them.
 BASELINE_ROLES = ("app_writer", "app_reader", "app_backend")
 FRESH_DATABASES = 5

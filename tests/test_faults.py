@@ -91,8 +91,15 @@ def cli_env(db: Database, sql_dir: Path = SQL_DIR, **extra: str) -> dict[str, st
 
 
 def start_cli(db: Database, *args: str) -> subprocess.Popen:
+    """appdb in a subprocess that takes Ctrl-C as a terminal would give it.
+
+    A shell starts background jobs with SIGINT ignored (bin/test runs the second major's
+    tests so), and a Python started with it ignored never raises KeyboardInterrupt:
+    the child gets the default disposition back before it starts.
+    """
     return subprocess.Popen([sys.executable, "-m", "appdb", *args], env=cli_env(db), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(condition, timeout: float = 20.0, what: str = "condition"):

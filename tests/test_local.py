@@ -34,6 +34,7 @@ from appdb.local.cluster import (
     server_account,
     write_password_file,
 )
+from appdb.local.postgres import SUPPORTED, project_major
 from tests.conftest import ROOT, free_port
 
 PASSWORD_SHAPE = re.compile(r"[A-Z][a-z][0-9][a-z](-[A-Z][a-z][0-9][a-z]){5}")
@@ -82,6 +83,26 @@ def local():
     finally:
         cli("local", "down", "--home", str(home), "--port", port)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_local_up_refuses_in_one_line_a_cluster_of_another_major_version(local):
+    cli, home, port = local
+    made_by = int((home / "data" / "PG_VERSION").read_text())
+    assert made_by == project_major()  # local up runs the project's major (or APPDB_PG_MAJOR's)
+    other = next(major for major in SUPPORTED if major != made_by)
+    result = cli("local", "up", "--home", str(home), "--port", port, env={"APPDB_PG_MAJOR": str(other)})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert f"is PostgreSQL {made_by}, and the project runs {other}" in result.stderr
+    assert "'bin/appdb local reset'" in result.stderr
+    with psycopg.connect(url_of(local)) as conn:  # still running, untouched
+        assert conn.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()[0] == made_by
+
+
+def test_local_database_has_the_supabase_extensions_on_the_search_path(local):
+    with psycopg.connect(url_of(local)) as conn:
+        assert conn.execute("SELECT uuid_generate_v4() IS NOT NULL").fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM auth.users").fetchone()[0] == 3  # --seed
 
 
 def url_of(local) -> str:

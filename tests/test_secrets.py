@@ -211,7 +211,7 @@ def test_a_short_secret_is_not_searched_for_and_does_not_garble_messages():
 STUB = """#!{python}
 import json, os, sys
 if sys.argv[1:] == ["--version"]:
-    print("pg_dump (PostgreSQL) 15.99")
+    print("pg_dump (PostgreSQL) 18.99")  # new enough for every server
     sys.exit(0)
 service = os.environ.get("PGSERVICEFILE")
 record = {{"argv": sys.argv, "cmdline": open("/proc/self/cmdline", "rb").read().decode(errors="replace"),

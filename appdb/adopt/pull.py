@@ -43,10 +43,10 @@ def pull(dsn: str | None, sql_dir: Path, name: str, schema: str = SCHEMA) -> Pul
     version = next_version(migrations)
     forward = sql_dir / f"{version}_{title}.sql"
     revert = sql_dir / REVERT_DIR / forward.name
-    pg_dump = pgdump.find_pg_dump()
     with connect(dsn, application_name="appdb pull") as conn:
         source = where(conn)
         require_schema(conn, schema, source)
+        pg_dump = pgdump.find_pg_dump(conn.info.server_version // 10000)
         pg_dump_version = pgdump.check_version(pg_dump, conn.info.server_version)
         pgdump.check_can_lock(conn, schema)
     dump = pgdump.dump_schema(pg_dump, connection_params(resolve_dsn(dsn)), schema)

@@ -48,6 +48,7 @@ import psycopg
 from psycopg import conninfo, sql
 
 from appdb.errors import AppdbError, ConfigError
+from appdb.local.postgres import data_major, find_bindir, project_major
 
 log = logging.getLogger(__name__)
 
@@ -235,9 +236,13 @@ class Cluster:
     port: int = DEFAULT_PORT
     listen: str = "127.0.0.1"
     settings: dict[str, str] = field(default_factory=dict)
+    # The PostgreSQL major version it runs; None: the project's (appdb/local/postgres.py).
+    major: int | None = None
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).absolute()
+        if self.major is None:
+            self.major = project_major()
 
     @property
     def data_dir(self) -> Path:
@@ -278,6 +283,7 @@ class Cluster:
         """
         self.check_reachable()
         if self.is_initialised():
+            self.check_major()
             self.secure()
         else:
             self.init()
@@ -367,6 +373,16 @@ class Cluster:
         self.password_file.unlink(missing_ok=True)
         (self.home / "postgres.log").unlink(missing_ok=True)  # where earlier versions logged
         return self.up(seed=seed)
+
+    def check_major(self) -> None:
+        """Refuse, in one line, a cluster made by another major version than the project runs."""
+        made_by = data_major(self.data_dir)
+        if made_by is not None and made_by != self.major:
+            raise ConfigError(
+                f"the local cluster in {self.home} is PostgreSQL {made_by}, and the project runs {self.major} "
+                "(postgresMajor in Pulumi.local.yaml, or APPDB_PG_MAJOR): 'bin/appdb local reset' makes a new one "
+                f"(this wipes it), or set postgresMajor back to {made_by}"
+            )
 
     def check_reachable(self) -> None:
         """As root, refuse (in one line that says what to do) when the server's OS user cannot reach ``home``."""
@@ -483,7 +499,9 @@ class Cluster:
     # --- running the server programs -------------------------------------------------
 
     def _run_server_tool(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        command = [str(find_bindir() / tool), *args]
+        # An existing cluster is run by the programs of the major that made it (a `reset`
+        # stops a cluster of another major before making the new one).
+        command = [str(find_bindir(data_major(self.data_dir) or self.major) / tool), *args]
         kwargs: dict = {"capture_output": True, "text": True, "check": False, "cwd": "/"}
         account = server_account()
         if account is not None:
@@ -498,23 +516,3 @@ class Cluster:
 
 def _authentication_failed(exc: psycopg.OperationalError) -> bool:
     return "password authentication failed" in str(exc)
-
-
-def find_bindir() -> Path:
-    """Where initdb and pg_ctl live: PATH first, then ``pg_config --bindir``, then Debian's layout."""
-    on_path = shutil.which("initdb")
-    if on_path:
-        return Path(on_path).resolve().parent
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
-        candidate = Path(out.stdout.strip())
-        if out.returncode == 0 and (candidate / "initdb").exists():
-            return candidate
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
-    if versions:
-        return versions[-1].parent
-    raise ConfigError(
-        "PostgreSQL server programs (initdb, pg_ctl) not found: install them "
-        "(Debian: apt-get install postgresql-15) or put their folder on PATH"
-    )

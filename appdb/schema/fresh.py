@@ -1,15 +1,16 @@
 """A throwaway Supabase-shaped database with every migration applied and the program's grants.
 
 This is what the committed schema snapshot describes, and what ``appdb schema --check``
-and ``--write`` build. It takes a few seconds: a new PostgreSQL cluster in a temporary
-folder (appdb.local.cluster.Cluster, so the same Supabase shape, random passwords and access
-rules as ``appdb local up`` and the tests), reachable over its Unix socket only (no TCP
-port to collide with), removed on exit.
+and ``--write`` build. It takes a few seconds: a new PostgreSQL cluster from
+appdb/local/throwaway.py (the same Supabase shape, major version, random passwords and
+access rules as ``appdb local up`` and the tests), reachable over its Unix socket only
+(no TCP port to collide with), removed on exit.
 
 The database is built in the order ``pulumi up`` builds a real one:
 
-1. :func:`prepare`: the schema (owned by the login that runs the migrations) and the group
-   roles the migrations' policies name, as components/schema.py and roles.py create them;
+1. :func:`prepare`: the schema (owned by the login that runs the migrations), the group
+   roles the migrations' policies name and the backend's login in the writer group (without
+   a password), as components/schema.py and roles.py create them;
 2. every migration, with appdb's own runner, as the non-superuser ``postgres`` login;
 3. :func:`apply_grants`: the access plan of appdb/access.py, exactly as components/grants.py
    turns it into ``postgresql.Grant`` and ``postgresql.DefaultPrivileges`` resources: for each
@@ -30,6 +31,12 @@ API::
         with scratch.connect() as conn: ...           # or scratch.dsn
     build(conn, migrations)                           # steps 1-3 on a database you already have
     prepare(conn) / apply_grants(conn)                # the steps one by one
+    program_baseline(conn)                            # prepare + the grants that need no table
+
+``program_baseline`` is the start of the engine's tests, CI's throwaway databases and the
+benchmarks: what the Pulumi program has made, with the access plan's USAGE on the schema
+and default privileges already in place, so the tables the migrations create get the
+plan's privileges as they appear (the table grants of the plan follow in :func:`apply_grants`).
 
 ``build`` and friends need a database shaped like Supabase (``Cluster.shape``) and a
 connection as the ``postgres`` login.
@@ -38,7 +45,6 @@ connection as the ``postgres`` login.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,16 +52,15 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from appdb.access import DEFAULT_ACCESS, GROUP_ROLES, SCHEMA, TABLE_PRIVILEGES, TableAccess
-from appdb.local.cluster import LOGIN, Cluster, temporary_home
+from appdb.access import DEFAULT_ACCESS, GROUP_ROLES, SCHEMA, TABLE_PRIVILEGES, WRITER, TableAccess
+from appdb.local.cluster import BACKEND, LOGIN, Cluster
+from appdb.local.throwaway import throwaway_cluster
 from appdb.migrate.files import Migration
 from appdb.schema.describe import Description, describe
 
 log = logging.getLogger(__name__)
 
 DBNAME = "postgres"
-# A throwaway cluster needs no durability: this makes initdb and the migrations quicker.
-FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
 @dataclass(frozen=True)
@@ -75,20 +80,9 @@ class Scratch:
 
 @contextmanager
 def scratch_cluster() -> Iterator[Cluster]:
-    """A new, started, Supabase-shaped cluster in a temporary folder; stopped and removed after."""
-    home = temporary_home("appdb-scratch-")
-    # listen '' = Unix socket only; the port just names the socket file in our own folder.
-    cluster = Cluster(home=home, port=5432, listen="", settings=dict(FAST_SETTINGS))
-    try:
-        cluster.init()
-        cluster.start()
-        cluster.shape(DBNAME)
+    """A new, started, Supabase-shaped cluster, socket only; stopped and removed after."""
+    with throwaway_cluster("appdb-scratch-") as cluster:
         yield cluster
-    finally:
-        try:
-            cluster.down()
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -168,14 +162,32 @@ def build(
 
 
 def prepare(conn: psycopg.Connection, schema: str = SCHEMA, owner: str = LOGIN) -> None:
-    """What the program creates before the first migration: the schema and the group roles."""
+    """What the program creates before the first migration: the schema, the group roles, the backend's login.
+
+    Roles are cluster-wide, so each is made only when missing. The login gets no password
+    here: a cluster that lets it in gives it its own (``Cluster.set_password``).
+    """
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
         sql.Identifier(schema), sql.Identifier(owner)))
-    existing = {row[0] for row in conn.execute(
-        "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(GROUP_ROLES.values()),))}
+    wanted = [*GROUP_ROLES.values(), BACKEND]
+    existing = {row[0] for row in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (wanted,))}
     for role in GROUP_ROLES.values():
         if role not in existing:
             conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    if BACKEND not in existing:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+            sql.Identifier(BACKEND), sql.Identifier(WRITER)))
+
+
+def program_baseline(
+    conn: psycopg.Connection,
+    access: tuple[TableAccess, ...] = DEFAULT_ACCESS,
+    schema: str = SCHEMA,
+    owner: str = LOGIN,
+) -> None:
+    """:func:`prepare`, then the access plan's grants that need no table: USAGE on the schema, default privileges."""
+    prepare(conn, schema, owner)
+    apply_grants(conn, access, schema, owner, tables=False)
 
 
 def apply_grants(
@@ -183,8 +195,13 @@ def apply_grants(
     access: tuple[TableAccess, ...] = DEFAULT_ACCESS,
     schema: str = SCHEMA,
     owner: str = LOGIN,
+    tables: bool = True,
 ) -> None:
-    """The access plan as components/grants.py applies it, one transaction per role."""
+    """The access plan as components/grants.py applies it, one transaction per role.
+
+    ``tables=False`` leaves out the grants on tables and sequences that exist (before the
+    first migration there are none, and a listed table is not there yet).
+    """
     s = sql.Identifier(schema)
     for plan in access:
         role = sql.Identifier(plan.role)
@@ -192,19 +209,8 @@ def apply_grants(
             if plan.schema_usage:
                 conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM {}").format(s, role))
                 conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(s, role))
-            if plan.tables:
-                objects = sql.SQL(", ").join(sql.SQL("{}.{}").format(s, sql.Identifier(t)) for t in plan.tables)
-                conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(objects, role))
-            else:
-                objects = sql.SQL("ALL TABLES IN SCHEMA {}").format(s)
-                conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(objects, role))
-            if plan.privileges:
-                on = sql.SQL("TABLE {}").format(objects) if plan.tables else objects
-                conn.execute(sql.SQL("GRANT {} ON {} TO {}").format(_privileges(plan.privileges), on, role))
-            if plan.sequence_privileges:
-                conn.execute(sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}").format(s, role))
-                conn.execute(sql.SQL("GRANT {} ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
-                    _privileges(plan.sequence_privileges), s, role))
+            if tables:
+                _table_grants(conn, plan, s, role)
             if plan.future:
                 for kind, privileges in (("TABLES", plan.privileges), ("SEQUENCES", plan.sequence_privileges)):
                     if not privileges:
@@ -215,6 +221,23 @@ def apply_grants(
                     conn.execute(sql.SQL("{} GRANT {} ON {} TO {}").format(
                         prefix, _privileges(privileges), sql.SQL(kind), role))
     log.info("grants of the access plan applied to schema %s", schema)
+
+
+def _table_grants(conn: psycopg.Connection, plan: TableAccess, s: sql.Identifier, role: sql.Identifier) -> None:
+    """The plan's privileges on the tables (all, or the listed ones) and sequences there are, revoking first."""
+    if plan.tables:
+        objects = sql.SQL(", ").join(sql.SQL("{}.{}").format(s, sql.Identifier(t)) for t in plan.tables)
+        conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(objects, role))
+    else:
+        objects = sql.SQL("ALL TABLES IN SCHEMA {}").format(s)
+        conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(objects, role))
+    if plan.privileges:
+        on = sql.SQL("TABLE {}").format(objects) if plan.tables else objects
+        conn.execute(sql.SQL("GRANT {} ON {} TO {}").format(_privileges(plan.privileges), on, role))
+    if plan.sequence_privileges:
+        conn.execute(sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}").format(s, role))
+        conn.execute(sql.SQL("GRANT {} ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+            _privileges(plan.sequence_privileges), s, role))
 
 
 def _privileges(names: tuple[str, ...]) -> sql.Composable:

@@ -1,7 +1,8 @@
 -- The production state before 027 and 028: app.memberships already references
 -- auth.users(id) ON DELETE CASCADE, carries two identical unique constraints on
 -- user_id (the second from a later ALTER TABLE), and holds rows. Run as `postgres`
--- on a database shaped like Supabase with tests/states/pulumi_baseline.sql applied.
+-- on a database shaped like Supabase with the program's baseline
+-- (appdb/schema/fresh.py's program_baseline) applied.
 INSERT INTO auth.users (id, aud, role, email)
 SELECT ('00000000-0000-4000-9000-' || lpad(n::text, 12, '0'))::uuid, 'authenticated', 'authenticated',
        'member' || n || '@example.com'
