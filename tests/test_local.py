@@ -40,7 +40,9 @@ from tests.conftest import ROOT, free_port
 PASSWORD_SHAPE = re.compile(r"[A-Z][a-z][0-9][a-z](-[A-Z][a-z][0-9][a-z]){5}")
 # What the local stack gave app_backend before its password was random (Pulumi.local.yaml).
 OLD_BACKEND_PASSWORD = "Zf4n-Pk8s-Lb6w-Jy3t"
-PROBE = "appdb_probe"
+# One per test process: bin/test runs test_local on both majors at once, and one run must not
+# delete the other's user mid-test.
+PROBE = f"appdb_probe_{os.getpid()}"
 
 
 def run_appdb(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
