@@ -56,7 +56,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appdb.local.cluster import LOGIN, SUPERUSER, Cluster, find_bindir  # noqa: E402
+from appdb.local.cluster import BACKEND, LOGIN, ROLES, SUPERUSER, Cluster, find_bindir, temporary_home  # noqa: E402
 from appdb.migrate.files import discover  # noqa: E402
 from appdb.schema.fresh import build, prepare  # noqa: E402
 
@@ -185,7 +185,12 @@ def write_sqitch(folder: Path, migrations: list[Synthetic]) -> None:
 
 @dataclass(frozen=True)
 class Target:
-    """Where one tool's database is: a cluster reached over TCP as the ``postgres`` login."""
+    """Where one tool's database is: a cluster reached over TCP as the ``postgres`` login.
+
+    No command line holds the password (``ps`` shows argv to every user): ``url`` and
+    ``conninfo`` leave it out, and each tool gets it through the environment the way the
+    tool documents (:attr:`Tool.secrets`).
+    """
 
     host: str
     port: int
@@ -194,16 +199,26 @@ class Target:
 
     @property
     def url(self) -> str:
+        return f"postgres://{LOGIN}@{self.host}:{self.port}/{self.dbname}?sslmode=disable"
+
+    @property
+    def url_with_password(self) -> str:
+        """For a tool that reads its URL only from the environment (dbmate's DATABASE_URL, goose's GOOSE_DBSTRING)."""
         return f"postgres://{LOGIN}:{quote(self.password, safe='')}@{self.host}:{self.port}/{self.dbname}?sslmode=disable"
 
     @property
     def conninfo(self) -> str:
-        return f"host={self.host} port={self.port} dbname={self.dbname} user={LOGIN} password={self.password}"
+        return f"host={self.host} port={self.port} dbname={self.dbname} user={LOGIN}"
+
+
+def libpq_password(target: Target) -> dict[str, str]:
+    """libpq's own variable: psql, appdb (psycopg), yoyo (psycopg), sqitch (DBD::Pg), golang-migrate (lib/pq)."""
+    return {"PGPASSWORD": target.password}
 
 
 @dataclass(frozen=True)
 class Tool:
-    """A migration tool: how to lay out its files, and its command for one database."""
+    """A migration tool: how to lay out its files, its command for one database, and the password's way in."""
 
     name: str
     executable: str
@@ -212,6 +227,11 @@ class Tool:
     command: Callable[[str, Path, Target], list[str]]
     noop: Callable[[str, Path, Target], list[str]] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    secrets: Callable[[Target], dict[str, str]] = libpq_password
+
+    def environment(self, target: Target) -> dict[str, str]:
+        """The tool's environment for one database: no caller's PG*, its fixed settings, its password."""
+        return clean_env({**self.env, **self.secrets(target)})
 
 
 def _appdb_command(exe: str, folder: Path, target: Target) -> list[str]:
@@ -231,9 +251,11 @@ TOOLS = (
     Tool("psql -1", "psql", "apt-get install postgresql-client-15", write_psql, _psql_command, _psql_noop),
     Tool("appdb", str(ROOT / "bin" / "appdb"), "bin/setup", write_appdb, _appdb_command),
     Tool("goose", "goose", f"{GO_INSTALL} github.com/pressly/goose/v3/cmd/goose@v3.30.1", write_goose,
-         lambda exe, folder, t: [exe, "-dir", str(folder), "postgres", t.url, "up"]),
+         lambda exe, folder, t: [exe, "-dir", str(folder), "up"],
+         secrets=lambda t: {"GOOSE_DRIVER": "postgres", "GOOSE_DBSTRING": t.url_with_password}),
     Tool("dbmate", "dbmate", "see docs/performance.md (dbmate v2.28.0 built from its Go module)", write_dbmate,
-         lambda exe, folder, t: [exe, "--url", t.url, "--migrations-dir", str(folder), "--no-dump-schema", "migrate"]),
+         lambda exe, folder, t: [exe, "--migrations-dir", str(folder), "--no-dump-schema", "migrate"],
+         secrets=lambda t: {"DATABASE_URL": t.url_with_password}),
     Tool("golang-migrate", "migrate",
          f"{GO_INSTALL} -tags 'postgres' github.com/golang-migrate/migrate/v4/cmd/migrate@v4.20.1", write_migrate,
          lambda exe, folder, t: [exe, "-path", str(folder), "-database", t.url, "up"]),
@@ -245,12 +267,11 @@ TOOLS = (
     Tool("flyway", "flyway", "see docs/performance.md (Flyway 11.20.3 from Maven Central, with a launcher script)",
          write_flyway,
          lambda exe, folder, t: [exe, f"-url=jdbc:postgresql://{t.host}:{t.port}/{t.dbname}", f"-user={LOGIN}",
-                                 f"-password={t.password}", f"-locations=filesystem:{folder}", "-skipCheckForUpdate",
-                                 "migrate"],
-         env={"REDGATE_DISABLE_TELEMETRY": "true", "FLYWAY_TELEMETRY_OPTOUT": "true"}),
+                                 f"-locations=filesystem:{folder}", "-skipCheckForUpdate", "migrate"],
+         env={"REDGATE_DISABLE_TELEMETRY": "true", "FLYWAY_TELEMETRY_OPTOUT": "true"},
+         secrets=lambda t: {"FLYWAY_PASSWORD": t.password}),
     Tool("sqitch", "sqitch", "apt-get install sqitch libdbd-pg-perl", write_sqitch,
-         lambda exe, folder, t: [exe, "deploy",
-                                 f"db:pg://{LOGIN}:{quote(t.password, safe='')}@{t.host}:{t.port}/{t.dbname}"]),
+         lambda exe, folder, t: [exe, "deploy", f"db:pg://{LOGIN}@{t.host}:{t.port}/{t.dbname}"]),
 )
 
 
@@ -310,11 +331,11 @@ def free_port() -> int:
 @contextmanager
 def throwaway_cluster(label: str) -> Iterator[Cluster]:
     """A started Supabase-shaped cluster on a free loopback port, in a temp folder, removed after."""
-    home = Path(tempfile.mkdtemp(prefix=f"appdb-history-{label}-"))
+    home = temporary_home(f"appdb-history-{label}-")
     cluster = Cluster(home=home, port=free_port(), settings=dict(SERVER_SETTINGS))
-    SECRETS.add(cluster.password)
     try:
         cluster.init()
+        SECRETS.update(cluster.password(role) for role in ROLES)
         cluster.start()
         cluster.shape("postgres")  # creates the `postgres` login the databases belong to
         yield cluster
@@ -343,7 +364,7 @@ def fresh_database(cluster: Cluster, name: str, template: str | None = TEMPLATE)
         conn.execute(sql.SQL(query).format(*names))
     if template is None:
         cluster.shape(name)
-    return Target("127.0.0.1", cluster.port, name, cluster.password)
+    return Target("127.0.0.1", cluster.port, name, cluster.password())
 
 
 def drop_database(cluster: Cluster, name: str) -> None:
@@ -385,12 +406,14 @@ def pulumi_project(workdir: Path, extra: int) -> tuple[Path, int]:
     return project, len(shipped) + extra
 
 
-def pulumi_env(state: Path) -> dict[str, str]:
+def pulumi_env(state: Path, cluster: Cluster) -> dict[str, str]:
+    """As bin/deploy-local runs `pulumi`: the cluster's passwords in PGPASSWORD and APPDB_BACKEND_PASSWORD."""
     from tests.pulumi_engine import PASSPHRASE
 
     state.mkdir(parents=True, exist_ok=True)
     return clean_env({"PULUMI_BACKEND_URL": state.as_uri(), "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-                      "PULUMI_SKIP_UPDATE_CHECK": "true"})
+                      "PULUMI_SKIP_UPDATE_CHECK": "true", "PGPASSWORD": cluster.password(),
+                      "APPDB_BACKEND_PASSWORD": cluster.password(BACKEND)})
 
 
 def pulumi_round(cluster: Cluster, cli: Cluster, project: Path, extra: int, round_no: int,
@@ -399,7 +422,7 @@ def pulumi_round(cluster: Cluster, cli: Cluster, project: Path, extra: int, roun
     name = f"stack_{extra}_{round_no}"
     forget_stack_roles(cluster)
     fresh_database(cluster, name, template=None)
-    env = pulumi_env(tmp / f"state-{extra}-{round_no}")
+    env = pulumi_env(tmp / f"state-{extra}-{round_no}", cluster)
     stack = ["--stack", "local", "--non-interactive"]
 
     def pulumi(*args: str) -> float:
@@ -422,7 +445,7 @@ def pulumi_round(cluster: Cluster, cli: Cluster, project: Path, extra: int, roun
     one = f"one_{extra}_{round_no}"
     target = fresh_database(cli, one)
     times["appdb apply"] = timed([str(project / "bin" / "appdb"), "apply", "--sql-dir", str(project / "sql"),
-                                  "--dsn", target.conninfo], clean_env(), project)
+                                  "--dsn", target.conninfo], clean_env(libpq_password(target)), project)
     drop_database(cli, one)
     return times
 
@@ -546,7 +569,7 @@ def cli_round(cluster: Cluster, tool: Tool, exe: str, folder: Path, n: int, noop
     """One tool on its own fresh database: apply N, check they are all there, then its no-ops."""
     name = f"cli_{tool.name.split()[0].replace('-', '_')}_{n}"
     target = fresh_database(cluster, name)
-    env = clean_env(tool.env)
+    env = tool.environment(target)
     try:
         applied = timed(tool.command(exe, folder, target), env, folder)
         made = bench_tables(cluster, name)
@@ -582,6 +605,7 @@ def run_shipped(args: argparse.Namespace, cli: Cluster) -> dict:
         build(conn, migrations)
     appdb = str(ROOT / "bin" / "appdb")
     common = ["--sql-dir", str(ROOT / "sql"), "--dsn", target.conninfo]
+    env = clean_env(libpq_password(target))
     commands = {
         "no-op apply": [appdb, "apply", *common],
         f"apply --only {migrations[-1].id}": [appdb, "apply", "--only", migrations[-1].id, *common],
@@ -591,12 +615,12 @@ def run_shipped(args: argparse.Namespace, cli: Cluster) -> dict:
     samples: dict[str, list[float]] = {label: [] for label in commands}
     try:
         for label, command in commands.items():
-            timed(command, clean_env(), ROOT)  # warm the OS caches
+            timed(command, env, ROOT)  # warm the OS caches
         for _ in range(args.rounds * args.noop_runs):
             for label, command in commands.items():
-                samples[label].append(timed(command, clean_env(), ROOT))
+                samples[label].append(timed(command, env, ROOT))
         bare = [sys.executable, "-c", f"import psycopg; psycopg.connect({target.conninfo!r}).execute('select 1')"]
-        samples["bare python + psycopg connect"] = [timed(bare, clean_env(), ROOT) for _ in range(args.noop_runs)]
+        samples["bare python + psycopg connect"] = [timed(bare, env, ROOT) for _ in range(args.noop_runs)]
     finally:
         drop_database(cli, name)
     return {"samples": samples, "median": {label: median(v) for label, v in samples.items()}}

@@ -51,15 +51,26 @@ def test_synthetic_migrations_after_the_shipped_ones_apply_pass_verify_and_rever
 def test_psql_one_transaction_file_makes_every_table_and_nothing_when_one_fails(db, tmp_path):
     migrations = history.synthetic(4)
     history.write_psql(tmp_path / "ok", migrations)
-    target = history.Target("127.0.0.1", db.cluster.port, db.name, db.cluster.password)
+    target = history.Target("127.0.0.1", db.cluster.port, db.name, db.cluster.password())
     psql = history.locate(history.TOOLS[0], tmp_path / "no-peers")[0]
-    env = history.clean_env()
+    env = history.TOOLS[0].environment(target)
     history.timed(history._psql_command(psql, tmp_path / "ok", target), env, tmp_path)
     assert len(app_tables(db)) == 4
     # The same file again fails on the first table, and -1 leaves nothing half done.
     with pytest.raises(RuntimeError, match="already exists"):
         history.timed(history._psql_command(psql, tmp_path / "ok", target), env, tmp_path)
     assert len(app_tables(db)) == 4
+
+
+@pytest.mark.parametrize("tool", history.TOOLS, ids=lambda t: t.name)
+def test_no_tool_gets_the_password_on_its_command_line_only_in_its_environment(tool, tmp_path, monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", "the-callers-own")
+    target = history.Target("127.0.0.1", 5999, "bench", "Pw3x-Kq7a/9")
+    argv = " ".join((tool.noop or tool.command)("exe", tmp_path, target) + tool.command("exe", tmp_path, target))
+    assert "Pw3x" not in argv
+    env = tool.environment(target)
+    assert any("Pw3x-Kq7a" in value or "Pw3x-Kq7a%2F9" in value for value in env.values())
+    assert "the-callers-own" not in env.values()
 
 
 @pytest.mark.parametrize("tool", history.TOOLS, ids=lambda t: t.name)
