@@ -408,12 +408,12 @@ def pulumi_project(workdir: Path, extra: int) -> tuple[Path, int]:
 
 def pulumi_env(state: Path, cluster: Cluster) -> dict[str, str]:
     """As bin/deploy-local runs `pulumi`: the cluster's passwords in PGPASSWORD and APPDB_BACKEND_PASSWORD."""
-    from tests.pulumi_engine import PASSPHRASE
+    from tests.pulumi_engine import PASSPHRASE, toolchain_env
 
     state.mkdir(parents=True, exist_ok=True)
     return clean_env({"PULUMI_BACKEND_URL": state.as_uri(), "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
                       "PULUMI_SKIP_UPDATE_CHECK": "true", "PGPASSWORD": cluster.password(),
-                      "APPDB_BACKEND_PASSWORD": cluster.password(BACKEND)})
+                      "APPDB_BACKEND_PASSWORD": cluster.password(BACKEND), **toolchain_env()})
 
 
 def pulumi_round(cluster: Cluster, cli: Cluster, project: Path, extra: int, round_no: int,
