@@ -3,6 +3,7 @@
     .venv/bin/python bench/history.py                                  # both tables, 3 rounds
     .venv/bin/python bench/history.py --rounds 1 --sizes 0 25 100 --cli-sizes 100
     .venv/bin/python bench/history.py --tables cli --peers-bin /opt/bench-peers/bin
+    .venv/bin/python bench/history.py --tables cli --tools "psql -1" appdb goose dbmate
     .venv/bin/python bench/history.py --plot docs/performance-history.png
 
 Each synthetic migration creates a table and an index, and has a revert (as in the
@@ -523,6 +524,9 @@ def run_cli_table(args: argparse.Namespace, cli: Cluster, tmp: Path) -> dict:
     found: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for tool in TOOLS:
+        if args.tools and tool.name not in args.tools:
+            skipped[tool.name] = "not asked for (--tools)"
+            continue
         exe, why = locate(tool, args.peers_bin)
         if exe:
             found[tool.name] = exe
@@ -761,6 +765,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peers-bin", type=Path, default=DEFAULT_PEERS_BIN,
                         help="folder with the peers' executables, searched before PATH "
                              "(default: $APPDB_BENCH_PEERS_BIN or /opt/bench-peers/bin)")
+    parser.add_argument("--tools", nargs="+", choices=[t.name for t in TOOLS], metavar="TOOL",
+                        help="measure only these tools in the CLI table (default: all; names as in the table)")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the growth curve (needs matplotlib)")
     parser.add_argument("--from", dest="saved", type=Path, nargs="+", metavar="JSON",
                         help="measure nothing: print (and --plot) saved results; of several files, each "

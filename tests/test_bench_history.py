@@ -157,3 +157,10 @@ def test_a_failing_tool_is_reported_without_the_clusters_password(tmp_path, monk
         history.timed(failing, history.clean_env(), tmp_path)
     assert "exit 3" in str(failed.value) and "[password]" in str(failed.value)
     assert "Pw-3x" not in str(failed.value)
+
+
+def test_tools_can_be_limited_to_the_ones_asked_for():
+    args = history.parse(["--tables", "cli", "--tools", "psql -1", "appdb"])
+    assert args.tools == ["psql -1", "appdb"]
+    with pytest.raises(SystemExit):
+        history.parse(["--tools", "liquibase"])

@@ -347,11 +347,7 @@ def _run_in_transaction(conn: psycopg.Connection, step: Step,
     """
     settings = _settings(conn, step, options)
     names = list(settings)
-    prefix = sql.SQL("SELECT {};\n").format(sql.SQL(", ").join(
-        sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
-        for name, value in settings.items())).as_string(conn)
-    suffix = sql.SQL("\n;SELECT {}").format(sql.SQL(", ").join(
-        sql.SQL("current_setting({})").format(sql.Literal(name)) for name in names)).as_string(conn)
+    prefix, suffix = _around_step(conn, tuple(settings.items()))
     try:
         cursor = conn.execute(prefix + step.sql + suffix)
     except psycopg.Error as exc:
@@ -361,6 +357,24 @@ def _run_in_transaction(conn: psycopg.Connection, step: Step,
     while cursor.nextset():
         pass
     return expected, cursor.fetchone()
+
+
+_AROUND: dict[tuple[tuple[str, str], ...], tuple[str, str]] = {}
+
+
+def _around_step(conn: psycopg.Connection, settings: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+    """The text before and after a transactional step: set_config calls, then current_setting reads.
+
+    Quoted by psycopg (sql.Literal); made once per distinct settings, as every step of a run shares them.
+    """
+    if settings not in _AROUND:
+        prefix = sql.SQL("SELECT {};\n").format(sql.SQL(", ").join(
+            sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+            for name, value in settings)).as_string(conn)
+        suffix = sql.SQL("\n;SELECT {}").format(sql.SQL(", ").join(
+            sql.SQL("current_setting({})").format(sql.Literal(name)) for name, _ in settings)).as_string(conn)
+        _AROUND[settings] = prefix, suffix
+    return _AROUND[settings]
 
 
 def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local: bool) -> dict[str, str]:
