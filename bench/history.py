@@ -711,8 +711,11 @@ def print_cli(table: dict, shipped: dict, targets: list[dict]) -> None:
     print_targets(targets)
 
 
-def plot(path: Path, pulumi_table: dict, cli_table: dict) -> bool:
-    """The growth curve: seconds against the number of migrations, through Pulumi and through the CLI."""
+def plot(path: Path, pulumi_table: dict, cli_table: dict, baseline: dict | None = None) -> bool:
+    """The growth curve: seconds against the number of migrations, through Pulumi and through the CLI.
+
+    ``baseline``: an earlier Pulumi table (a saved result's ``pulumi_before``), drawn faint for comparison.
+    """
     try:
         import matplotlib
 
@@ -728,6 +731,11 @@ def plot(path: Path, pulumi_table: dict, cli_table: dict) -> bool:
         points = [(r["migrations"], r["median"][step]) for r in rows if r["median"][step] is not None]
         if points:
             left.plot(*zip(*points), style, label=f"`{step}`" if step != "appdb apply" else "`appdb apply`, one process")
+    before = sorted(((baseline or {}).get("rows") or {}).values(), key=lambda r: r["migrations"])
+    for step in ("first up", "destroy"):
+        points = [(r["migrations"], r["median"][step]) for r in before if r["median"][step] is not None]
+        if points:
+            left.plot(*zip(*points), ":", color="grey", label=f"`{step}`, before")
     left.set_title("Through Pulumi" if rows else "Through Pulumi (not measured)")
     for name, by_n in (cli_table.get("apply") or {}).items():
         points = sorted((n, s) for n, s in by_n.items() if s is not None)
@@ -785,13 +793,18 @@ def _int_keys(value: object) -> object:
 
 
 def load_saved(paths: list[Path]) -> tuple[dict, dict, dict]:
-    """The Pulumi table, the CLI table and the shipped-schema timings from saved results."""
+    """The Pulumi table, the CLI table and the shipped-schema timings from saved results.
+
+    A ``pulumi_before`` table (an earlier run kept beside a later one) rides along in the
+    Pulumi table, for the plot.
+    """
     pulumi_table: dict = {}
     cli_table: dict = {}
     shipped: dict = {}
     for path in paths:
         data = _int_keys(json.loads(path.read_text()))
-        pulumi_table = data.get("pulumi") or pulumi_table
+        if data.get("pulumi"):
+            pulumi_table = {**data["pulumi"], "before": data.get("pulumi_before") or {}}
         if data.get("cli"):
             cli_table, shipped = data["cli"], data.get("shipped") or {}
     return pulumi_table, cli_table, shipped
@@ -805,7 +818,7 @@ def report(args: argparse.Namespace, pulumi_table: dict, cli_table: dict, shippe
     if cli_table:
         print_cli(cli_table, shipped, targets["cli"])
     if args.plot:
-        plot(args.plot, pulumi_table, cli_table)
+        plot(args.plot, pulumi_table, cli_table, pulumi_table.get("before"))
     return targets
 
 
