@@ -145,7 +145,7 @@ verification = Verification(
     VerificationArgs(
         environment=database.command_environment(),
         digest=digest({"migrations": migrations.applied, "roles": roles.settings, "grants": grants.settings}),
-        after=[*migrations.commands, grants],
+        after=[migrations.apply, *migrations.commands, grants],
     ),
 )
 

@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="how long to wait for another run's migration lock (default 300)")
 
     apply = sub.add_parser("apply", parents=[common, locking], help="apply pending migrations in order")
-    apply.add_argument("--only", metavar="ID", help="apply just this migration (the Pulumi commands use this)")
+    apply.add_argument("--only", metavar="ID", help="apply just this migration")
     apply.add_argument("--dry-run", action="store_true", help="say what would be applied; change nothing")
     apply.add_argument("--json", action="store_true")
     apply.set_defaults(func=cmd_apply)

@@ -3,6 +3,7 @@
     .venv/bin/python bench/history.py                                  # both tables, 3 rounds
     .venv/bin/python bench/history.py --rounds 1 --sizes 0 25 100 --cli-sizes 100
     .venv/bin/python bench/history.py --tables cli --peers-bin /opt/bench-peers/bin
+    .venv/bin/python bench/history.py --tables cli --tools "psql -1" appdb goose dbmate
     .venv/bin/python bench/history.py --plot docs/performance-history.png
 
 Each synthetic migration creates a table and an index, and has a revert (as in the
@@ -55,7 +56,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appdb.local.cluster import LOGIN, SUPERUSER, Cluster  # noqa: E402
+from appdb.local.cluster import BACKEND, LOGIN, ROLES, SUPERUSER, Cluster  # noqa: E402
 from appdb.local.postgres import find_bindir, project_major  # noqa: E402
 from appdb.local.throwaway import throwaway_cluster  # noqa: E402
 from appdb.migrate.files import discover  # noqa: E402
@@ -183,7 +184,12 @@ def write_sqitch(folder: Path, migrations: list[Synthetic]) -> None:
 
 @dataclass(frozen=True)
 class Target:
-    """Where one tool's database is: a cluster reached over TCP as the ``postgres`` login."""
+    """Where one tool's database is: a cluster reached over TCP as the ``postgres`` login.
+
+    No command line holds the password (``ps`` shows argv to every user): ``url`` and
+    ``conninfo`` leave it out, and each tool gets it through the environment the way the
+    tool documents (:attr:`Tool.secrets`).
+    """
 
     host: str
     port: int
@@ -192,16 +198,26 @@ class Target:
 
     @property
     def url(self) -> str:
+        return f"postgres://{LOGIN}@{self.host}:{self.port}/{self.dbname}?sslmode=disable"
+
+    @property
+    def url_with_password(self) -> str:
+        """For a tool that reads its URL only from the environment (dbmate's DATABASE_URL, goose's GOOSE_DBSTRING)."""
         return f"postgres://{LOGIN}:{quote(self.password, safe='')}@{self.host}:{self.port}/{self.dbname}?sslmode=disable"
 
     @property
     def conninfo(self) -> str:
-        return f"host={self.host} port={self.port} dbname={self.dbname} user={LOGIN} password={self.password}"
+        return f"host={self.host} port={self.port} dbname={self.dbname} user={LOGIN}"
+
+
+def libpq_password(target: Target) -> dict[str, str]:
+    """libpq's own variable: psql, appdb (psycopg), yoyo (psycopg), sqitch (DBD::Pg), golang-migrate (lib/pq)."""
+    return {"PGPASSWORD": target.password}
 
 
 @dataclass(frozen=True)
 class Tool:
-    """A migration tool: how to lay out its files, and its command for one database."""
+    """A migration tool: how to lay out its files, its command for one database, and the password's way in."""
 
     name: str
     executable: str
@@ -210,6 +226,11 @@ class Tool:
     command: Callable[[str, Path, Target], list[str]]
     noop: Callable[[str, Path, Target], list[str]] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    secrets: Callable[[Target], dict[str, str]] = libpq_password
+
+    def environment(self, target: Target) -> dict[str, str]:
+        """The tool's environment for one database: no caller's PG*, its fixed settings, its password."""
+        return clean_env({**self.env, **self.secrets(target)})
 
 
 def _appdb_command(exe: str, folder: Path, target: Target) -> list[str]:
@@ -229,9 +250,11 @@ TOOLS = (
     Tool("psql -1", "psql", "apt-get install postgresql-client-15", write_psql, _psql_command, _psql_noop),
     Tool("appdb", str(ROOT / "bin" / "appdb"), "bin/setup", write_appdb, _appdb_command),
     Tool("goose", "goose", f"{GO_INSTALL} github.com/pressly/goose/v3/cmd/goose@v3.30.1", write_goose,
-         lambda exe, folder, t: [exe, "-dir", str(folder), "postgres", t.url, "up"]),
+         lambda exe, folder, t: [exe, "-dir", str(folder), "up"],
+         secrets=lambda t: {"GOOSE_DRIVER": "postgres", "GOOSE_DBSTRING": t.url_with_password}),
     Tool("dbmate", "dbmate", "see docs/performance.md (dbmate v2.28.0 built from its Go module)", write_dbmate,
-         lambda exe, folder, t: [exe, "--url", t.url, "--migrations-dir", str(folder), "--no-dump-schema", "migrate"]),
+         lambda exe, folder, t: [exe, "--migrations-dir", str(folder), "--no-dump-schema", "migrate"],
+         secrets=lambda t: {"DATABASE_URL": t.url_with_password}),
     Tool("golang-migrate", "migrate",
          f"{GO_INSTALL} -tags 'postgres' github.com/golang-migrate/migrate/v4/cmd/migrate@v4.20.1", write_migrate,
          lambda exe, folder, t: [exe, "-path", str(folder), "-database", t.url, "up"]),
@@ -243,12 +266,11 @@ TOOLS = (
     Tool("flyway", "flyway", "see docs/performance.md (Flyway 11.20.3 from Maven Central, with a launcher script)",
          write_flyway,
          lambda exe, folder, t: [exe, f"-url=jdbc:postgresql://{t.host}:{t.port}/{t.dbname}", f"-user={LOGIN}",
-                                 f"-password={t.password}", f"-locations=filesystem:{folder}", "-skipCheckForUpdate",
-                                 "migrate"],
-         env={"REDGATE_DISABLE_TELEMETRY": "true", "FLYWAY_TELEMETRY_OPTOUT": "true"}),
+                                 f"-locations=filesystem:{folder}", "-skipCheckForUpdate", "migrate"],
+         env={"REDGATE_DISABLE_TELEMETRY": "true", "FLYWAY_TELEMETRY_OPTOUT": "true"},
+         secrets=lambda t: {"FLYWAY_PASSWORD": t.password}),
     Tool("sqitch", "sqitch", "apt-get install sqitch libdbd-pg-perl", write_sqitch,
-         lambda exe, folder, t: [exe, "deploy",
-                                 f"db:pg://{LOGIN}:{quote(t.password, safe='')}@{t.host}:{t.port}/{t.dbname}"]),
+         lambda exe, folder, t: [exe, "deploy", f"db:pg://{LOGIN}@{t.host}:{t.port}/{t.dbname}"]),
 )
 
 
@@ -304,7 +326,7 @@ def timed(command: list[str], env: dict[str, str], cwd: Path, timeout: float = 1
 def bench_cluster(label: str) -> Iterator[Cluster]:
     """A started Supabase-shaped cluster on a free loopback port (appdb/local/throwaway.py), removed after."""
     with throwaway_cluster(f"appdb-history-{label}-", tcp=True, settings=dict(SERVER_SETTINGS)) as cluster:
-        SECRETS.add(cluster.password())
+        SECRETS.update(cluster.password(role) for role in ROLES)
         yield cluster
 
 
@@ -368,12 +390,14 @@ def pulumi_project(workdir: Path, extra: int) -> tuple[Path, int]:
     return project, len(shipped) + extra
 
 
-def pulumi_env(state: Path) -> dict[str, str]:
-    from tests.pulumi_engine import PASSPHRASE
+def pulumi_env(state: Path, cluster: Cluster) -> dict[str, str]:
+    """As bin/deploy-local runs `pulumi`: the cluster's passwords in PGPASSWORD and APPDB_BACKEND_PASSWORD."""
+    from tests.pulumi_engine import PASSPHRASE, toolchain_env
 
     state.mkdir(parents=True, exist_ok=True)
     return clean_env({"PULUMI_BACKEND_URL": state.as_uri(), "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-                      "PULUMI_SKIP_UPDATE_CHECK": "true"})
+                      "PULUMI_SKIP_UPDATE_CHECK": "true", "PGPASSWORD": cluster.password(),
+                      "APPDB_BACKEND_PASSWORD": cluster.password(BACKEND), **toolchain_env()})
 
 
 def pulumi_round(cluster: Cluster, cli: Cluster, project: Path, extra: int, round_no: int,
@@ -382,7 +406,7 @@ def pulumi_round(cluster: Cluster, cli: Cluster, project: Path, extra: int, roun
     name = f"stack_{extra}_{round_no}"
     forget_stack_roles(cluster)
     fresh_database(cluster, name, template=None)
-    env = pulumi_env(tmp / f"state-{extra}-{round_no}")
+    env = pulumi_env(tmp / f"state-{extra}-{round_no}", cluster)
     stack = ["--stack", "local", "--non-interactive"]
 
     def pulumi(*args: str) -> float:
@@ -405,7 +429,7 @@ def pulumi_round(cluster: Cluster, cli: Cluster, project: Path, extra: int, roun
     one = f"one_{extra}_{round_no}"
     target = fresh_database(cli, one)
     times["appdb apply"] = timed([str(project / "bin" / "appdb"), "apply", "--sql-dir", str(project / "sql"),
-                                  "--dsn", target.conninfo], clean_env(), project)
+                                  "--dsn", target.conninfo], clean_env(libpq_password(target)), project)
     drop_database(cli, one)
     return times
 
@@ -483,6 +507,9 @@ def run_cli_table(args: argparse.Namespace, cli: Cluster, tmp: Path) -> dict:
     found: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for tool in TOOLS:
+        if args.tools and tool.name not in args.tools:
+            skipped[tool.name] = "not asked for (--tools)"
+            continue
         exe, why = locate(tool, args.peers_bin)
         if exe:
             found[tool.name] = exe
@@ -529,7 +556,7 @@ def cli_round(cluster: Cluster, tool: Tool, exe: str, folder: Path, n: int, noop
     """One tool on its own fresh database: apply N, check they are all there, then its no-ops."""
     name = f"cli_{tool.name.split()[0].replace('-', '_')}_{n}"
     target = fresh_database(cluster, name)
-    env = clean_env(tool.env)
+    env = tool.environment(target)
     try:
         applied = timed(tool.command(exe, folder, target), env, folder)
         made = bench_tables(cluster, name)
@@ -565,6 +592,7 @@ def run_shipped(args: argparse.Namespace, cli: Cluster) -> dict:
         build(conn, migrations)
     appdb = str(ROOT / "bin" / "appdb")
     common = ["--sql-dir", str(ROOT / "sql"), "--dsn", target.conninfo]
+    env = clean_env(libpq_password(target))
     commands = {
         "no-op apply": [appdb, "apply", *common],
         f"apply --only {migrations[-1].id}": [appdb, "apply", "--only", migrations[-1].id, *common],
@@ -574,12 +602,12 @@ def run_shipped(args: argparse.Namespace, cli: Cluster) -> dict:
     samples: dict[str, list[float]] = {label: [] for label in commands}
     try:
         for label, command in commands.items():
-            timed(command, clean_env(), ROOT)  # warm the OS caches
+            timed(command, env, ROOT)  # warm the OS caches
         for _ in range(args.rounds * args.noop_runs):
             for label, command in commands.items():
-                samples[label].append(timed(command, clean_env(), ROOT))
+                samples[label].append(timed(command, env, ROOT))
         bare = [sys.executable, "-c", f"import psycopg; psycopg.connect({target.conninfo!r}).execute('select 1')"]
-        samples["bare python + psycopg connect"] = [timed(bare, clean_env(), ROOT) for _ in range(args.noop_runs)]
+        samples["bare python + psycopg connect"] = [timed(bare, env, ROOT) for _ in range(args.noop_runs)]
     finally:
         drop_database(cli, name)
     return {"samples": samples, "median": {label: median(v) for label, v in samples.items()}}
@@ -666,8 +694,11 @@ def print_cli(table: dict, shipped: dict, targets: list[dict]) -> None:
     print_targets(targets)
 
 
-def plot(path: Path, pulumi_table: dict, cli_table: dict) -> bool:
-    """The growth curve: seconds against the number of migrations, through Pulumi and through the CLI."""
+def plot(path: Path, pulumi_table: dict, cli_table: dict, baseline: dict | None = None) -> bool:
+    """The growth curve: seconds against the number of migrations, through Pulumi and through the CLI.
+
+    ``baseline``: an earlier Pulumi table (a saved result's ``pulumi_before``), drawn faint for comparison.
+    """
     try:
         import matplotlib
 
@@ -683,6 +714,11 @@ def plot(path: Path, pulumi_table: dict, cli_table: dict) -> bool:
         points = [(r["migrations"], r["median"][step]) for r in rows if r["median"][step] is not None]
         if points:
             left.plot(*zip(*points), style, label=f"`{step}`" if step != "appdb apply" else "`appdb apply`, one process")
+    before = sorted(((baseline or {}).get("rows") or {}).values(), key=lambda r: r["migrations"])
+    for step in ("first up", "destroy"):
+        points = [(r["migrations"], r["median"][step]) for r in before if r["median"][step] is not None]
+        if points:
+            left.plot(*zip(*points), ":", color="grey", label=f"`{step}`, before")
     left.set_title("Through Pulumi" if rows else "Through Pulumi (not measured)")
     for name, by_n in (cli_table.get("apply") or {}).items():
         points = sorted((n, s) for n, s in by_n.items() if s is not None)
@@ -720,6 +756,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peers-bin", type=Path, default=DEFAULT_PEERS_BIN,
                         help="folder with the peers' executables, searched before PATH "
                              "(default: $APPDB_BENCH_PEERS_BIN or /opt/bench-peers/bin)")
+    parser.add_argument("--tools", nargs="+", choices=[t.name for t in TOOLS], metavar="TOOL",
+                        help="measure only these tools in the CLI table (default: all; names as in the table)")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the growth curve (needs matplotlib)")
     parser.add_argument("--from", dest="saved", type=Path, nargs="+", metavar="JSON",
                         help="measure nothing: print (and --plot) saved results; of several files, each "
@@ -738,13 +776,18 @@ def _int_keys(value: object) -> object:
 
 
 def load_saved(paths: list[Path]) -> tuple[dict, dict, dict]:
-    """The Pulumi table, the CLI table and the shipped-schema timings from saved results."""
+    """The Pulumi table, the CLI table and the shipped-schema timings from saved results.
+
+    A ``pulumi_before`` table (an earlier run kept beside a later one) rides along in the
+    Pulumi table, for the plot.
+    """
     pulumi_table: dict = {}
     cli_table: dict = {}
     shipped: dict = {}
     for path in paths:
         data = _int_keys(json.loads(path.read_text()))
-        pulumi_table = data.get("pulumi") or pulumi_table
+        if data.get("pulumi"):
+            pulumi_table = {**data["pulumi"], "before": data.get("pulumi_before") or {}}
         if data.get("cli"):
             cli_table, shipped = data["cli"], data.get("shipped") or {}
     return pulumi_table, cli_table, shipped
@@ -758,7 +801,7 @@ def report(args: argparse.Namespace, pulumi_table: dict, cli_table: dict, shippe
     if cli_table:
         print_cli(cli_table, shipped, targets["cli"])
     if args.plot:
-        plot(args.plot, pulumi_table, cli_table)
+        plot(args.plot, pulumi_table, cli_table, pulumi_table.get("before"))
     return targets
 
 

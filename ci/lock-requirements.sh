@@ -11,6 +11,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 PIP_TOOLS_VERSION=7.5.1
+# Pulumi's uv toolchain (Pulumi.yaml); bin/setup installs it from requirements-uv.txt.
+UV_VERSION=0.13.8
 python=${PYTHON:-python3.11}
 venv=$(mktemp -d)
 trap 'rm -rf "$venv"' EXIT
@@ -19,4 +21,12 @@ trap 'rm -rf "$venv"' EXIT
 env -u PIP_FIND_LINKS -u PIP_NO_INDEX CUSTOM_COMPILE_COMMAND="ci/lock-requirements.sh" \
     "$venv/bin/pip-compile" --quiet --generate-hashes --strip-extras --no-emit-find-links \
     --no-emit-index-url --output-file=requirements.lock requirements.txt
-echo "wrote requirements.lock; check it installs: python3.11 -m venv /tmp/v && /tmp/v/bin/pip install --require-hashes -r requirements.lock"
+uv_in="$venv/requirements-uv.in"
+echo "uv==$UV_VERSION" > "$uv_in"
+env -u PIP_FIND_LINKS -u PIP_NO_INDEX "$venv/bin/pip-compile" --quiet --generate-hashes --strip-extras \
+    --no-emit-find-links --no-emit-index-url --no-header --annotation-style=line --output-file="$venv/uv.txt" "$uv_in"
+{ sed -n '1,3p' requirements-uv.txt; grep -v '^ *# via' "$venv/uv.txt"; } > "$venv/uv.new" && mv "$venv/uv.new" requirements-uv.txt
+# uv.lock: what `uv run` (Pulumi's uv toolchain) syncs to; pyproject.toml's deploy group follows requirements.txt.
+"$venv/bin/pip" install --quiet "uv==$UV_VERSION"
+env -u PIP_FIND_LINKS -u PIP_NO_INDEX "$venv/bin/uv" lock
+echo "wrote requirements.lock, requirements-uv.txt and uv.lock; check it installs: python3.11 -m venv /tmp/v && /tmp/v/bin/pip install --require-hashes -r requirements.lock"

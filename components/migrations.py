@@ -1,27 +1,46 @@
-"""One command resource per migration file, applied in order; deleting one runs its revert.
+"""The migrations as command resources: one that applies every pending migration, then one per file.
+
+``migrations-apply`` runs ``./bin/appdb apply``: every pending migration, in order, in one
+process, under the engine's lock, each step with ``lock_timeout`` and retries, stopping at
+the first failure (exit 1, so the deploy fails and nothing that depends on it runs). Its
+inputs carry a digest of every migration's version and checksum, so it runs again exactly
+when a file is added, removed or edited; an edited applied file is then refused loudly by
+the engine, as before.
+
+After it, one command per migration file, each waiting for ``migrations-apply`` and for the
+one before: the plan still shows each migration one by one (``+ migration-031`` in a
+preview is a pending migration), and each one's *delete* is its revert
+(``./bin/appdb revert ID``), as it always was. Their create and update cost nothing
+(:data:`RECORDED`, a shell no-op): by the time they run, ``migrations-apply`` has applied
+them, and a separate Python process per migration cost about 0.3 s each (issue 20).
 
 What makes this safe is what the commands' inputs leave out. In pulumi-command 1.x
-only ``triggers`` forces a replacement; any other change to an input is an update,
-and the update runs ``apply --only ID`` again, which applies nothing twice. A
-replacement would create the new command and then delete the old one, and the old
+only ``triggers`` forces a replacement; any other change to an input is an update.
+A replacement would create the new command and then delete the old one, and the old
 one's delete is the revert. So these commands have no ``triggers`` and no ``dir``,
 and nothing in their inputs depends on the machine: the commands call
 ``./bin/appdb`` relative to the project (the provider runs them in the directory
-Pulumi runs in), and ``bin/appdb`` finds the project's interpreter itself.
+Pulumi runs in), and ``bin/appdb`` finds the project's interpreter itself. Stacks
+deployed when each migration's create was ``./bin/appdb apply --only ID`` see the new
+strings as an update of every migration command (a no-op) and the creation of
+``migrations-apply`` (which finds nothing pending): nothing is replaced or reverted.
 
-Editing an applied file changes ``APPDB_MIGRATION_CHECKSUM``: an update, which the
-engine refuses loudly because the file no longer matches what was applied. Removing
+Editing an applied file changes ``APPDB_MIGRATION_CHECKSUM`` and the digest: updates;
+``migrations-apply``'s runs ``apply``, which refuses the changed file by name. Removing
 a file removes its resource, and only then does its delete (the revert, read from the
 ledger, so it works after the file is gone) run. Pulumi runs those deletes after
-all creates and updates, newest migration first because each depends on the one before.
+all creates and updates (``migrations-apply``'s update applies nothing: the engine
+leaves a removed migration to its revert), newest migration first because each
+depends on the one before.
 
 Resource names and commands carry the migration's *version*, normalised (``027``, from
 ``27_x.sql``, ``027_x.sql`` or ``0027_x.sql`` alike), never the id as the file spells it.
 A changed name is a new URN, and Pulumi would create the new command and delete the old
 one, whose delete is the revert: renaming ``027_x.sql`` to ``0027_x.sql`` would drop every
 table. So a rename that keeps the version changes only ``APPDB_MIGRATION_FILE``: an update,
-which applies nothing. Three digits, as the shipped files have, so the stacks' URNs
-(``migration-027`` ... ``migration-030``) are the ones they always had.
+which applies nothing (and the digest holds versions, not file names). Three digits, as
+the shipped files have, so the stacks' URNs (``migration-027`` ... ``migration-030``) are
+the ones they always had.
 """
 
 from __future__ import annotations
@@ -32,7 +51,13 @@ from typing import Protocol, Sequence
 import pulumi
 from pulumi_command import local
 
+from components.validation import digest
+
 APPDB = "./bin/appdb"
+# Every pending migration, in order, in one process: what `migrations-apply` runs.
+APPLY_PENDING = f"{APPDB} apply"
+# A migration command's create and update: `migrations-apply`, which it waits for, applied it.
+RECORDED = "true  # applied by ./bin/appdb apply (migrations-apply); deleting this resource reverts it"
 
 
 class MigrationFile(Protocol):
@@ -61,8 +86,9 @@ def version(migration_id: str) -> str:
     return f"{int(migration_id):03d}"
 
 
-def apply_command(migration_id: str) -> str:
-    return f"{APPDB} apply --only {migration_id}"
+def pending_digest(migrations: Sequence[MigrationFile]) -> str:
+    """What ``migrations-apply`` re-runs on: every version and checksum (not file names: a rename applies nothing)."""
+    return digest([{"id": version(m.id), "checksum": m.checksum} for m in migrations])
 
 
 def revert_command(migration_id: str, allow_data_loss: bool) -> str:
@@ -71,7 +97,7 @@ def revert_command(migration_id: str, allow_data_loss: bool) -> str:
 
 
 class Migrations(pulumi.ComponentResource):
-    """``self.commands`` holds one ``local.Command`` per migration, oldest first."""
+    """``self.apply`` applies what is pending; ``self.commands`` holds one ``local.Command`` per migration, oldest first."""
 
     def __init__(self, name: str, args: MigrationsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("appdb:index:Migrations", name, None, opts)
@@ -81,14 +107,22 @@ class Migrations(pulumi.ComponentResource):
         if any("APPDB_MIGRATION" in key for key in args.environment):
             raise ValueError("environment: APPDB_MIGRATION_* variables are set per migration")
 
+        # No delete: reverting is each migration's own delete, which runs before this one's.
+        self.apply = local.Command(
+            f"{name}s-apply",
+            create=APPLY_PENDING,
+            update=APPLY_PENDING,
+            environment={**args.environment, "APPDB_MIGRATIONS_DIGEST": pending_digest(args.migrations)},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after), protect=False),
+        )
         self.commands: list[local.Command] = []
-        previous: list[pulumi.Resource] = list(args.after)
+        previous: list[pulumi.Resource] = [*args.after, self.apply]
         for migration in args.migrations:
             migration_version = version(migration.id)
             command = local.Command(
                 f"{name}-{migration_version}",
-                create=apply_command(migration_version),
-                update=apply_command(migration_version),
+                create=RECORDED,
+                update=RECORDED,
                 delete=revert_command(migration_version, args.allow_data_loss),
                 environment={
                     **args.environment,
@@ -103,7 +137,7 @@ class Migrations(pulumi.ComponentResource):
                 ),
             )
             self.commands.append(command)
-            previous = [*args.after, command]
+            previous = [*args.after, self.apply, command]
         # The version, not the spelling: the output (and the verification digest made from
         # it) stays the same when a file is renamed to another spelling of its version.
         self.applied = [{"id": version(m.id), "name": m.name, "checksum": m.checksum} for m in args.migrations]

@@ -22,7 +22,11 @@ from pathlib import Path
 from appdb.migrate.files import discover
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_FILES = ("Pulumi.yaml", "Pulumi.local.yaml", "Pulumi.prod.yaml", "__main__.py", "requirements.txt")
+# pyproject.toml and uv.lock: Pulumi's uv toolchain (Pulumi.yaml) needs the one and syncs to the other.
+PROJECT_FILES = ("Pulumi.yaml", "Pulumi.local.yaml", "Pulumi.prod.yaml", "__main__.py", "requirements.txt",
+                 "pyproject.toml", "uv.lock")
+# Where bin/setup puts the pinned uv, which the python language host runs from PATH.
+TOOLCHAIN_BIN = ROOT / ".venv" / "bin"
 PROJECT_DIRS = ("appdb", "bin", "components", "sql")
 # The local stack's documented passphrase (Pulumi.local.yaml): it guards nothing real.
 PASSPHRASE = "appdb-local"
@@ -36,9 +40,16 @@ def plugin_version(package: str) -> str:
     return str(manifest["version"]).lstrip("v")
 
 
+def toolchain_env() -> dict[str, str]:
+    """PATH with the project's .venv/bin first, as bin/deploy-local sets it: Pulumi runs uv from there."""
+    return {"PATH": f"{TOOLCHAIN_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 @functools.cache
 def engine_missing() -> str | None:
     """Why the engine tests cannot run here, or None when they can."""
+    if not (TOOLCHAIN_BIN / "uv").exists():
+        return f"uv is not in {TOOLCHAIN_BIN} (Pulumi.yaml's toolchain): run bin/setup"
     pulumi = shutil.which("pulumi")
     if pulumi is None:
         return ("the Pulumi CLI is not on PATH (install it: https://www.pulumi.com/docs/install/); "

@@ -53,13 +53,24 @@ def test_psql_one_transaction_file_makes_every_table_and_nothing_when_one_fails(
     history.write_psql(tmp_path / "ok", migrations)
     target = history.Target("127.0.0.1", db.cluster.port, db.name, db.cluster.password())
     psql = history.locate(history.TOOLS[0], tmp_path / "no-peers")[0]
-    env = history.clean_env()
+    env = history.TOOLS[0].environment(target)
     history.timed(history._psql_command(psql, tmp_path / "ok", target), env, tmp_path)
     assert len(app_tables(db)) == 4
     # The same file again fails on the first table, and -1 leaves nothing half done.
     with pytest.raises(RuntimeError, match="already exists"):
         history.timed(history._psql_command(psql, tmp_path / "ok", target), env, tmp_path)
     assert len(app_tables(db)) == 4
+
+
+@pytest.mark.parametrize("tool", history.TOOLS, ids=lambda t: t.name)
+def test_no_tool_gets_the_password_on_its_command_line_only_in_its_environment(tool, tmp_path, monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", "the-callers-own")
+    target = history.Target("127.0.0.1", 5999, "bench", "Pw3x-Kq7a/9")
+    argv = " ".join((tool.noop or tool.command)("exe", tmp_path, target) + tool.command("exe", tmp_path, target))
+    assert "Pw3x" not in argv
+    env = tool.environment(target)
+    assert any("Pw3x-Kq7a" in value or "Pw3x-Kq7a%2F9" in value for value in env.values())
+    assert "the-callers-own" not in env.values()
 
 
 @pytest.mark.parametrize("tool", history.TOOLS, ids=lambda t: t.name)
@@ -146,3 +157,10 @@ def test_a_failing_tool_is_reported_without_the_clusters_password(tmp_path, monk
         history.timed(failing, history.clean_env(), tmp_path)
     assert "exit 3" in str(failed.value) and "[password]" in str(failed.value)
     assert "Pw-3x" not in str(failed.value)
+
+
+def test_tools_can_be_limited_to_the_ones_asked_for():
+    args = history.parse(["--tables", "cli", "--tools", "psql -1", "appdb"])
+    assert args.tools == ["psql -1", "appdb"]
+    with pytest.raises(SystemExit):
+        history.parse(["--tools", "liquibase"])

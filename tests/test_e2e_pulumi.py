@@ -38,6 +38,7 @@ from tests.pulumi_engine import (
     migration_ids,
     pulumi,
     remove_migration,
+    toolchain_env,
     urns,
 )
 
@@ -52,7 +53,7 @@ FRESH_DATABASES = 5
 def workspace_env(state: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     state.mkdir(parents=True, exist_ok=True)
     return {"PULUMI_BACKEND_URL": state.as_uri(), "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-            "PULUMI_SKIP_UPDATE_CHECK": "true", **(extra or {})}
+            "PULUMI_SKIP_UPDATE_CHECK": "true", **toolchain_env(), **(extra or {})}
 
 
 def open_stack(work_dir: Path, state: Path, stack_name: str, env: dict[str, str] | None = None):

@@ -38,6 +38,7 @@ from tests.pulumi_engine import (
     ops,
     remove_migration,
     restore_migration,
+    toolchain_env,
     urns,
 )
 
@@ -76,7 +77,7 @@ def stack(project: Path, database: Cluster, backend: Path):
     # The local stack file holds no password: the cluster's own, as bin/deploy-local exports them.
     env = {"PULUMI_BACKEND_URL": backend.as_uri(), "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
            "PULUMI_SKIP_UPDATE_CHECK": "true", "PGPASSWORD": database.password(),
-           "APPDB_BACKEND_PASSWORD": database.password(BACKEND)}
+           "APPDB_BACKEND_PASSWORD": database.password(BACKEND), **toolchain_env()}
     workspace_opts = auto.LocalWorkspaceOptions(work_dir=str(project), env_vars=env)
     stack = auto.create_or_select_stack(stack_name="local", work_dir=str(project), opts=workspace_opts)
     stack.set_all_config({
@@ -172,3 +173,49 @@ def test_state_rollback_imports_a_checkpoint_from_the_backends_history(stack, ba
     assert sorted(urns(stack)) == sorted(r["urn"] for r in good.deployment["resources"])
     preview = stack.preview(on_output=print)
     assert set(ops(preview.change_summary)) <= {"same"}, preview.change_summary
+
+
+def test_a_stack_deployed_with_one_engine_process_per_migration_is_updated_in_place_and_nothing_reverts(
+        stack, database):
+    """Stacks deployed before migrations-apply, whose migration commands ran ``apply --only ID``.
+
+    Their state is made here from a deployment of this program: the old create and update on
+    every migration command, and no migrations-apply. The next ``up`` updates each command in
+    place (a replacement's delete would be the revert) and creates migrations-apply, which
+    finds nothing pending; the ``up`` after that changes nothing.
+    """
+    ids = migration_ids()
+    stack.up(on_output=print)
+    deployment = stack.export_stack()
+    resources = deployment.deployment["resources"]
+    apply_urn = next(r["urn"] for r in resources if r["urn"].endswith("::migrations-apply"))
+    older = []
+    for resource in resources:
+        if resource["urn"] == apply_urn:
+            continue
+        resource["dependencies"] = [urn for urn in resource.get("dependencies") or [] if urn != apply_urn]
+        for key, urns_of_key in (resource.get("propertyDependencies") or {}).items():
+            resource["propertyDependencies"][key] = [urn for urn in urns_of_key if urn != apply_urn]
+        name = resource["urn"].rsplit("::", 1)[1]
+        if name.startswith("migration-"):
+            command = f"./bin/appdb apply --only {name.removeprefix('migration-')}"
+            for part in ("inputs", "outputs"):
+                resource[part]["create"] = resource[part]["update"] = command
+        older.append(resource)
+    deployment.deployment["resources"] = older
+    stack.import_stack(deployment)
+    applied_at = _applied_at(database)
+
+    preview = stack.preview(diff=True)
+    assert ops(preview.change_summary) == {"create": 1, "update": len(ids), "same": ops(
+        preview.change_summary)["same"]}, preview.change_summary
+    upgraded = stack.up(on_output=print)
+    assert not {"delete", "replace"} & set(changes(upgraded)), changes(upgraded)
+    assert upgraded.outputs["verification"].value["ok"] is True
+    assert _applied_at(database) == applied_at, "no migration was reverted or applied again"
+    assert set(changes(stack.up())) == {"same"}
+
+
+def _applied_at(cluster: Cluster) -> list[tuple]:
+    with cluster.connect() as conn:
+        return conn.execute("SELECT id, applied_at FROM appdb.migrations ORDER BY id").fetchall()

@@ -151,3 +151,40 @@ def test_pulled_migrations_name_every_index_they_build_so_the_runner_protects_th
         "AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)")}
     assert plain
     assert {index.name for index in pulled.created_indexes()} == plain
+
+
+def test_an_index_built_in_a_transaction_is_never_looked_up_and_one_left_invalid_on_purpose_is_recorded(
+        db, tmp_path, monkeypatch):
+    """Only a CONCURRENTLY build can be interrupted half-way; any other CREATE INDEX commits whole.
+
+    ``CREATE INDEX ... ON ONLY`` a partitioned table makes an index that is INVALID by design
+    until its partitions' indexes are attached: a migration that does so is recorded.
+    """
+    sql_dir = tmp_path / "sql"
+    (sql_dir / "revert").mkdir(parents=True)
+    (sql_dir / "031_events.sql").write_text(
+        "CREATE TABLE app.events (id bigint, at date NOT NULL) PARTITION BY RANGE (at);\n"
+        "CREATE TABLE app.events_2026 PARTITION OF app.events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');\n"
+        "CREATE INDEX events_at_idx ON ONLY app.events (at);\n"
+        "CREATE INDEX IF NOT EXISTS events_id_idx ON app.events (id);\n")
+    (sql_dir / "revert" / "031_events.sql").write_text("DROP TABLE app.events;\n")
+    looked_up: list[str] = []
+    real = ledger.indexes.invalid_index
+    monkeypatch.setattr(ledger.indexes, "invalid_index", lambda conn, name, table: looked_up.append(name) or real(
+        conn, name, table))
+    with db.connect() as conn:
+        runner.apply(conn, discover(sql_dir), FAST)
+    assert looked_up == []
+    assert index_states(db, "events_at_idx") == [False]
+    assert ledger_rows(db, "031") == 1
+
+
+def test_only_the_indexes_a_migration_builds_concurrently_are_checked_before_its_row(tmp_path):
+    sql_dir = with_index_migration(tmp_path)
+    (sql_dir / "032_plain_index.sql").write_text("CREATE INDEX memberships_plan_idx ON app.memberships (plan);\n")
+    (sql_dir / "revert" / "032_plain_index.sql").write_text("DROP INDEX app.memberships_plan_idx;\n")
+    found = {m.id: [(i.name, i.concurrently) for i in m.concurrent_indexes()] for m in discover(sql_dir)}
+    assert found["031"] == [(INDEX, True)]
+    assert found["032"] == []
+    assert [(i.name, i.concurrently) for i in find(discover(sql_dir), "032").created_indexes()] == [
+        ("memberships_plan_idx", False)]

@@ -497,7 +497,8 @@ def clone_like(base: Path) -> Path:
     checkout.mkdir()
     for name in ("bin", "appdb", "components", "sql"):
         shutil.copytree(ROOT / name, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("__main__.py", "Pulumi.yaml", "Pulumi.local.yaml", "requirements.txt", "requirements-dev.txt"):
+    for name in ("__main__.py", "Pulumi.yaml", "Pulumi.local.yaml", "requirements.txt", "requirements-dev.txt",
+                 "requirements-uv.txt", "pyproject.toml", "uv.lock"):
         shutil.copy(ROOT / name, checkout / name)
     (checkout / ".venv").symlink_to(ROOT / ".venv")
     return checkout

@@ -238,3 +238,16 @@ def test_transaction_control_anywhere_stops_apply_before_any_migration_runs(db, 
         f"appdb: error: {tmp_path / '002_second.sql'}:2: ROLLBACK is transaction control, which the engine owns: "
         "remove it, and split work that needs its own transaction into steps ('-- appdb:step NAME')"]
     assert db.snapshot() == before
+
+
+def test_the_lexers_identifier_classes_are_postgresqls_for_every_code_point():
+    """Written as the ASCII they exclude (fast to compile); the same sets as the plain ranges."""
+    from appdb.migrate import statements
+
+    pairs = [(statements._IDENT_START_CLASS, r"[A-Za-z_\u0080-\U0010ffff]"),
+             (statements._IDENT_REST_CLASS, r"[A-Za-z0-9_$\u0080-\U0010ffff]"),
+             (statements._TAG_REST_CLASS, r"[A-Za-z0-9_\u0080-\U0010ffff]")]
+    for fast, plain in pairs:
+        fast_re, plain_re = re.compile(fast), re.compile(plain)
+        differ = [hex(c) for c in range(0x110000) if bool(fast_re.match(chr(c))) != bool(plain_re.match(chr(c)))]
+        assert differ == [], (fast, differ[:5])

@@ -47,6 +47,10 @@ DB_PASSWORD = "db-Pa55-first"
 BACKEND_PASSWORD = "backend-Pa55-first"
 VERIFY_REPORT = {"ok": True, "checks": [{"name": "memberships_user_fk", "ok": True, "detail": "references auth.users"}]}
 
+# A migration command's create and update (components/migrations.py), pinned: changing the
+# text is an update of every migration command on every stack.
+RECORDED = "true  # applied by ./bin/appdb apply (migrations-apply); deleting this resource reverts it"
+
 MIGRATIONS = {
     "027_memberships.sql": "ALTER TABLE app.memberships ADD COLUMN note text;\n",
     "028_fix_memberships_unique_constraint.sql": "ALTER TABLE app.memberships DROP CONSTRAINT IF EXISTS x;\n",
@@ -480,6 +484,33 @@ def test_each_migration_runs_after_the_one_before(runs, stack):
 
 
 @pytest.mark.parametrize("stack", STACKS)
+def test_one_command_applies_every_pending_migration_after_schema_and_roles_and_before_each_migration(runs, stack):
+    """Each migration's command waits for it: when they run, it has applied them (or failed, and they do not run)."""
+    run = runs[stack]
+    apply = run.commands["migrations-apply"]
+    assert (apply.inputs["create"], apply.inputs["update"]) == ("./bin/appdb apply", "./bin/appdb apply")
+    assert "delete" not in apply.inputs, "reverting is each migration's own delete"
+    assert "triggers" not in apply.inputs and apply.protect is False
+    assert depends_on(run, apply, SCHEMA, "schema")
+    for key in ("writer", "reader", "backend"):
+        assert depends_on(run, apply, ROLE, f"roles-{key}")
+    assert not any(depends_on(run, apply, COMMAND, name) for name in ("migration-027", "migration-028"))
+    for name in ("migration-027", "migration-028"):
+        assert depends_on(run, run.commands[name], COMMAND, "migrations-apply"), name
+    # The registration order is the plan's: the apply first, then each migration one by one.
+    order = [r.name for r in run.of_type(COMMAND)]
+    assert order.index("migrations-apply") < order.index("migration-027") < order.index("migration-028")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_migration_s_own_create_and_update_start_no_process_of_the_engine(runs, stack):
+    for name in ("migration-027", "migration-028"):
+        command = runs[stack].commands[name]
+        assert command.inputs["create"] == command.inputs["update"] == RECORDED
+        assert "appdb" not in RECORDED.split("#")[0] and RECORDED.split()[0] == "true"
+
+
+@pytest.mark.parametrize("stack", STACKS)
 def test_table_grants_wait_for_the_migrations_that_create_the_tables(runs, stack):
     run = runs[stack]
     table_grants = [g for g in run.of_type(GRANT) if g.inputs["objectType"] in ("table", "sequence")]
@@ -648,7 +679,7 @@ def test_stacks_differ_only_in_their_config(checkout):
 def test_commands_find_the_interpreter_through_bin_appdb_relatively(runs, stack):
     for name, command in runs[stack].commands.items():
         for phase in ("create", "update", "delete"):
-            if phase in command.inputs:
+            if phase in command.inputs and command.inputs[phase] != RECORDED:
                 assert command.inputs[phase].startswith("./bin/appdb "), f"{name}.{phase}"
         # No `dir` (machine-specific) and no `interpreter`: /bin/sh runs ./bin/appdb from the project dir.
         assert "dir" not in command.inputs and "interpreter" not in command.inputs
@@ -706,10 +737,8 @@ def test_commands_reach_the_stack_database_even_with_database_url_in_the_shell(r
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_migration_commands_apply_only_their_own_file_and_carry_its_checksum(runs, stack):
+def test_migration_commands_carry_their_own_file_and_checksum(runs, stack):
     command = runs[stack].commands["migration-028"]
-    assert command.inputs["create"] == "./bin/appdb apply --only 028"
-    assert command.inputs["update"] == "./bin/appdb apply --only 028"
     from hashlib import sha256
 
     text = MIGRATIONS["028_fix_memberships_unique_constraint.sql"]
@@ -733,7 +762,7 @@ def test_moving_the_checkout_changing_python_or_rotating_passwords_changes_no_co
         second, "dev", stack_config("dev", dbPassword="rotated-db-secret", backendPassword="rotated-backend-secret")
     )
 
-    assert set(_command_inputs(a)) == {"migration-027", "migration-028", "verify"}
+    assert set(_command_inputs(a)) == {"migrations-apply", "migration-027", "migration-028", "verify"}
     assert _command_inputs(a) == _command_inputs(b)
     # Not vacuous: the secrets did differ, and only secret-wrapped values may.
     assert env(a.commands["migration-027"])["PGPASSWORD"] == DB_PASSWORD
@@ -757,8 +786,11 @@ def test_editing_an_applied_migration_is_an_update_that_the_engine_refuses(tmp_p
     assert changed == {"environment"}  # not `triggers`, the only input that would replace it
     changed_env = {k for k in env(old) if env(old)[k] != env(new)[k]}
     assert changed_env == {"APPDB_MIGRATION_CHECKSUM"}
-    # The update re-runs `apply --only 028`, which refuses a changed file: loud, no revert.
-    assert new.inputs["update"] == "./bin/appdb apply --only 028"
+    # migrations-apply is updated too (the digest moved): it re-runs `apply`, which refuses a changed file.
+    old_apply, new_apply = before.commands["migrations-apply"], after.commands["migrations-apply"]
+    assert old_apply.urn == new_apply.urn and "triggers" not in new_apply.inputs
+    assert {k for k in env(old_apply) if env(old_apply)[k] != env(new_apply)[k]} == {"APPDB_MIGRATIONS_DIGEST"}
+    assert new_apply.inputs["update"] == "./bin/appdb apply"
     assert comparable(before.commands["migration-027"]) == comparable(after.commands["migration-027"])
     # Verification re-runs because a checksum under it changed.
     assert env(before.commands["verify"])["APPDB_DEPLOY_DIGEST"] != env(after.commands["verify"])["APPDB_DEPLOY_DIGEST"]
@@ -770,6 +802,10 @@ def test_removing_a_migration_removes_only_its_command(tmp_path):
     rolled_back = run_program(make_checkout(tmp_path / "b", only_027), "dev", stack_config("dev"))
 
     assert "migration-028" not in rolled_back.commands  # Pulumi deletes it: its delete runs the revert
+    # The apply runs again (an update, before the deletes) and finds nothing pending.
+    assert env(both.commands["migrations-apply"])["APPDB_MIGRATIONS_DIGEST"] != env(
+        rolled_back.commands["migrations-apply"])["APPDB_MIGRATIONS_DIGEST"]
+    assert "delete" not in rolled_back.commands["migrations-apply"].inputs
     assert comparable(both.commands["migration-027"]) == comparable(rolled_back.commands["migration-027"])
     assert both.commands["migration-028"].inputs["delete"] == "./bin/appdb revert 028 --allow-data-loss"
     verify_before, verify_after = both.commands["verify"], rolled_back.commands["verify"]
@@ -777,11 +813,42 @@ def test_removing_a_migration_removes_only_its_command(tmp_path):
     assert rolled_back.urn(COMMAND, "migration-027") in verify_after.dependencies
 
 
+def test_adding_a_migration_creates_its_command_and_runs_the_apply_again(tmp_path):
+    """The apply's digest moves, so its update applies the new file; the older commands do not change."""
+    before = run_program(make_checkout(tmp_path / "a"), "dev", stack_config("dev"))
+    more = {**MIGRATIONS, "029_notes.sql": "ALTER TABLE app.memberships ADD COLUMN more text;\n"}
+    after = run_program(make_checkout(tmp_path / "b", more), "dev", stack_config("dev"))
+    assert set(after.commands) - set(before.commands) == {"migration-029"}
+    old, new = before.commands["migrations-apply"], after.commands["migrations-apply"]
+    assert {k for k in env(old) if env(old)[k] != env(new)[k]} == {"APPDB_MIGRATIONS_DIGEST"}
+    for name in ("migration-027", "migration-028"):
+        assert comparable(before.commands[name]) == comparable(after.commands[name]), name
+    assert depends_on(after, after.commands["migration-029"], COMMAND, "migration-028")
+    assert depends_on(after, after.commands["migration-029"], COMMAND, "migrations-apply")
+
+
+def test_stacks_deployed_with_one_engine_process_per_migration_get_updates_never_replacements(runs):
+    """The inputs such a stack holds for 028, before the apply moved into migrations-apply.
+
+    Same URN; what differs is create and update alone, never ``triggers`` (the only input
+    pulumi-command replaces on): the engine updates the command, running the new no-op,
+    and its delete, the revert, is the same. migrations-apply is new: a create, which
+    finds nothing pending.
+    """
+    command = runs["dev"].commands["migration-028"]
+    assert command.urn.endswith("$command:local:Command::migration-028")
+    previous = {**comparable(command), "create": "./bin/appdb apply --only 028", "update": "./bin/appdb apply --only 028"}
+    changed = {key for key in previous if previous[key] != comparable(command)[key]}
+    assert changed == {"create", "update"}
+    assert "triggers" not in command.inputs and set(command.replace_on_changes) <= {"triggers[*]"}
+    assert command.delete_before_replace is False
+
+
 def test_unrelated_config_changes_no_migration_command(tmp_path):
     checkout = make_checkout(tmp_path / "a")
     base = run_program(checkout, "dev", stack_config("dev"))
     other = run_program(checkout, "dev", stack_config("dev", backendRole="api_backend", protectSchema=True))
-    for name in ("migration-027", "migration-028"):
+    for name in ("migrations-apply", "migration-027", "migration-028"):
         assert comparable(base.commands[name]) == comparable(other.commands[name])
     # A role setting changed, so verification runs again.
     assert env(base.commands["verify"])["APPDB_DEPLOY_DIGEST"] != env(other.commands["verify"])["APPDB_DEPLOY_DIGEST"]
@@ -920,9 +987,9 @@ def before_rename(tmp_path_factory) -> Run:
 def test_renaming_a_file_to_another_spelling_of_its_version_is_at_most_an_update(before_rename, tmp_path, old, new):
     """Same URNs, so Pulumi creates and deletes nothing: no delete, so no revert runs.
 
-    The only input that changes is the file's name in the environment (an update, which
-    re-runs ``apply --only``: nothing to apply), never ``triggers``, the only input that
-    would replace a command, and never a command line.
+    The only input that changes is the file's name in the environment (an update of a
+    no-op), never ``triggers``, the only input that would replace a command, and never a
+    command line; ``migrations-apply``'s digest holds versions, so it does not run at all.
     """
     migrations = {new if name == old else name: text for name, text in RENAMED_MIGRATIONS.items()}
     after = run_program(make_checkout(tmp_path / "b", migrations), "dev", stack_config("dev"))
@@ -952,8 +1019,7 @@ def test_every_migration_is_named_and_run_by_its_version_in_three_digits_or_more
     names = [r.name for r in before_rename.of_type(COMMAND) if r.name.startswith("migration-")]
     assert names == ["migration-001", "migration-027", "migration-028", "migration-100", "migration-1000"]
     command = before_rename.commands["migration-001"]
-    assert (command.inputs["create"], command.inputs["delete"]) == (
-        "./bin/appdb apply --only 001", "./bin/appdb revert 001 --allow-data-loss")
+    assert (command.inputs["create"], command.inputs["delete"]) == (RECORDED, "./bin/appdb revert 001 --allow-data-loss")
     assert [m["id"] for m in before_rename.exports["migrations"][0]] == ["001", "027", "028", "100", "1000"]
 
 

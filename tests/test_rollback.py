@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from components.migrations import apply_command, revert_command
+from components.migrations import APPLY_PENDING, RECORDED, revert_command
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL = ROOT / "sql"
@@ -102,9 +102,10 @@ def unique_constraints_on_user_id(db) -> list[str]:
     )]
 
 
-def apply_all(db, sql_dir: Path) -> None:
-    for migration_id in ("027", "028"):
-        result = command_resource(db, apply_command(migration_id), sql_dir)
+def deploy(db, sql_dir: Path) -> None:
+    """What `pulumi up` runs: migrations-apply's `apply`, then each migration's own (no-op) create."""
+    for command in (APPLY_PENDING, RECORDED):
+        result = command_resource(db, command, sql_dir)
         assert result.returncode == 0, result.stderr
 
 
@@ -112,7 +113,7 @@ def apply_all(db, sql_dir: Path) -> None:
 def test_code_rollback_reverts_028_from_the_ledger_and_reapplies_it(db, sql_dir, start):
     if start == "production":
         db.load_state("production")
-    apply_all(db, sql_dir)
+    deploy(db, sql_dir)
     deployed = schema_and_rows(db)
     assert unique_constraints_on_user_id(db) == ["memberships_user_id_key"]
 
@@ -124,8 +125,8 @@ def test_code_rollback_reverts_028_from_the_ledger_and_reapplies_it(db, sql_dir,
     ledger = next(c for c in report["checks"] if c["name"] == "ledger")
     assert code == 0 and report["ok"], report
     assert ledger["ok"] and "028" in ledger["detail"]
-    # An apply in the middle (027's update) leaves the removed migration to its revert.
-    assert command_resource(db, apply_command("027"), sql_dir).returncode == 0
+    # migrations-apply's update (its digest moved) leaves the removed migration to its revert.
+    assert command_resource(db, APPLY_PENDING, sql_dir).returncode == 0
     assert states(db, sql_dir)["028"] == "removed"
 
     # The delete of 028's command resource, with allowDataLoss false as on prod.
@@ -143,7 +144,7 @@ def test_code_rollback_reverts_028_from_the_ledger_and_reapplies_it(db, sql_dir,
     # Rolling forward again: the files are back, `pulumi up` creates 028's command.
     restore(sql_dir, FILE_028)
     assert states(db, sql_dir) == {"027": "applied", "028": "pending"}
-    reapplied = command_resource(db, apply_command("028"), sql_dir)
+    reapplied = command_resource(db, APPLY_PENDING, sql_dir)
     assert reapplied.returncode == 0, reapplied.stderr
     assert states(db, sql_dir) == {"027": "applied", "028": "applied"}
     code, report = verify(db, sql_dir)
@@ -152,7 +153,7 @@ def test_code_rollback_reverts_028_from_the_ledger_and_reapplies_it(db, sql_dir,
 
 
 def test_reverts_run_newest_first(db, sql_dir):
-    apply_all(db, sql_dir)
+    deploy(db, sql_dir)
     before = schema_and_rows(db)
     result = command_resource(db, revert_command("027", allow_data_loss=True), sql_dir)
     assert result.returncode == 1
@@ -164,7 +165,7 @@ def test_reverts_run_newest_first(db, sql_dir):
 
 def test_revert_027_of_a_table_with_rows_is_refused_and_changes_nothing(db, sql_dir):
     db.load_state("production")
-    apply_all(db, sql_dir)
+    deploy(db, sql_dir)
     # The code rollback removes both files; Pulumi deletes 028 first, then 027.
     remove(sql_dir, FILE_028)
     remove(sql_dir, FILE_027)
@@ -189,7 +190,7 @@ def test_revert_027_of_a_table_with_rows_is_refused_and_changes_nothing(db, sql_
 
 def test_after_a_refused_revert_restoring_the_code_needs_no_database_change(db, sql_dir):
     db.load_state("production")
-    apply_all(db, sql_dir)
+    deploy(db, sql_dir)
     remove(sql_dir, FILE_028)
     remove(sql_dir, FILE_027)
     command_resource(db, revert_command("028", allow_data_loss=False), sql_dir)
@@ -199,9 +200,7 @@ def test_after_a_refused_revert_restoring_the_code_needs_no_database_change(db, 
     restore(sql_dir, FILE_027)
     restore(sql_dir, FILE_028)
     assert states(db, sql_dir) == {"027": "applied", "028": "pending"}
-    for migration_id in ("027", "028"):
-        result = command_resource(db, apply_command(migration_id), sql_dir)
-        assert result.returncode == 0, result.stderr
+    deploy(db, sql_dir)
     code, report = verify(db, sql_dir)
     assert code == 0 and report["ok"], report
     assert db.execute("SELECT count(*) FROM app.memberships") == [(5,)]
@@ -209,7 +208,7 @@ def test_after_a_refused_revert_restoring_the_code_needs_no_database_change(db, 
 
 def test_after_a_backup_data_loss_allowed_on_purpose_drops_the_table(db, sql_dir):
     db.load_state("production")
-    apply_all(db, sql_dir)
+    deploy(db, sql_dir)
     remove(sql_dir, FILE_028)
     remove(sql_dir, FILE_027)
     command_resource(db, revert_command("028", allow_data_loss=False), sql_dir)
@@ -233,9 +232,7 @@ def test_code_rollback_of_029_and_030_refuses_to_drop_production_rows_then_rolls
     """On prod the tables predate 029 and 030, so their reverts refuse while rows exist."""
     db.load_state("production")
     db.load_state("production_billing")
-    for migration_id in ("027", "028", "029", "030"):
-        result = command_resource(db, apply_command(migration_id), full_sql_dir)
-        assert result.returncode == 0, result.stderr
+    deploy(db, full_sql_dir)
     remove(full_sql_dir, FILE_030)
     remove(full_sql_dir, FILE_029)
     before = schema_and_rows(db)
@@ -254,8 +251,7 @@ def test_code_rollback_of_029_and_030_refuses_to_drop_production_rows_then_rolls
 
 
 def test_code_rollback_of_029_and_030_on_a_fresh_stack_drops_their_empty_tables(db, full_sql_dir):
-    for migration_id in ("027", "028", "029", "030"):
-        assert command_resource(db, apply_command(migration_id), full_sql_dir).returncode == 0
+    deploy(db, full_sql_dir)
     remove(full_sql_dir, FILE_030)
     remove(full_sql_dir, FILE_029)
     for migration_id in ("030", "029"):

@@ -241,6 +241,21 @@ def test_a_step_that_leaves_the_runners_transaction_or_settings_records_nothing(
     assert db.execute("SELECT count(*) FROM appdb.migrations WHERE id = '031'") == [(0,)]
 
 
+@pytest.mark.parametrize("text", [
+    "CREATE TABLE app.t031 (id bigint) -- the last line: a comment, no semicolon",
+    "SELECT 1;\nCREATE TABLE app.t031 (id bigint);\nSELECT 'a result in the middle';\n/* a block comment */",
+])
+def test_a_step_is_sent_with_its_settings_in_one_query_whatever_its_last_line(db, text):
+    """The step runs between the set_config and the settings check, in one round trip (runner._run_in_transaction)."""
+    with db.connect() as conn:
+        runner.apply(conn, migrations(), OPTIONS)
+        [outcome] = runner.apply(conn, hand_made(SQL_DIR, text), OPTIONS)
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] != "5s"  # set locally, gone with the transaction
+    assert outcome.id == "031"
+    assert db.execute("SELECT to_regclass('app.t031') IS NOT NULL") == [(True,)]
+    assert db.execute("SELECT count(*) FROM appdb.migrations WHERE id = '031'") == [(1,)]
+
+
 def add_migration(sql_dir: Path, filename: str, forward: str = "SELECT 1;\n", revert: str = "-- no-op\n") -> None:
     (sql_dir / filename).write_text(forward)
     (sql_dir / "revert" / filename).write_text(revert)

@@ -30,6 +30,7 @@ not make an applied migration ``changed``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -67,6 +68,15 @@ class Step:
         """The named indexes this step's ``CREATE INDEX`` statements build."""
         return statements.created_indexes(statements.split(self.sql, source, self.first_line))
 
+    def concurrent_indexes(self, source: str) -> list[statements.IndexTarget]:
+        """The named indexes this step builds ``CONCURRENTLY``: the only builds an interruption leaves INVALID.
+
+        A step whose text never says ``concurrently`` builds none, and is not lexed again.
+        """
+        if "concurrently" not in self.sql.lower():
+            return []
+        return [index for index in self.created_indexes(source) if index.concurrently]
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -90,8 +100,12 @@ class Migration:
         return int(self.id)
 
     def created_indexes(self) -> list[statements.IndexTarget]:
-        """Every named index the migration's steps build: none may be INVALID when it is recorded."""
+        """Every named index the migration's steps build."""
         return [index for step in self.steps for index in step.created_indexes(str(self.path))]
+
+    def concurrent_indexes(self) -> list[statements.IndexTarget]:
+        """Every named index the migration builds ``CONCURRENTLY``: none may be INVALID when it is recorded."""
+        return [index for step in self.steps for index in step.concurrent_indexes(str(self.path))]
 
 
 def normalise(text: str) -> str:
@@ -124,8 +138,13 @@ def strip_comments(sql: str) -> str:
     return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_steps(text: str, source: str) -> tuple[Step, ...]:
-    """Split a file's text into steps at ``-- appdb:step`` markers."""
+    """Split a file's text into steps at ``-- appdb:step`` markers.
+
+    Cached (the result is immutable): a revert is parsed when its file is read and again
+    before its migration is recorded, and the second time costs nothing.
+    """
     text = normalise(text)
     steps: list[Step] = []
     name, options, start, lines = "main", {}, 1, []

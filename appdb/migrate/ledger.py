@@ -75,13 +75,16 @@ def latest(applied: dict[int, Entry]) -> Entry:
 def check_recordable(conn: psycopg.Connection, migration: Migration) -> None:
     """Refuse to write a row the database does not bear out.
 
-    - An index the migration builds is INVALID (an interrupted ``CONCURRENTLY`` build):
-      recorded, it would never be built again.
+    - An index the migration builds ``CONCURRENTLY`` is INVALID (an interrupted build):
+      recorded, it would never be built again. Only such a build can leave one: any other
+      ``CREATE INDEX`` commits whole or not at all, so a migration without one costs no lookup.
     - Its revert cannot be parsed, or holds transaction control: recorded, it would
-      fail on the day it is needed.
-    - The ledger holds the same version under another spelling (``027`` and ``0027``).
+      fail on the day it is needed (the parse is the one made when the file was read).
+
+    The third refusal, the same version under another spelling (``027`` and ``0027``),
+    is part of the INSERT itself (:func:`record`).
     """
-    for index in migration.created_indexes():
+    for index in migration.concurrent_indexes():
         invalid = indexes.invalid_index(conn, index.name, index.table)
         if invalid:
             raise MigrationError(
@@ -90,31 +93,39 @@ def check_recordable(conn: psycopg.Connection, migration: Migration) -> None:
                 "which drops and rebuilds it"
             )
     parse_steps(migration.revert_sql, str(migration.revert_path))
-    if exists(conn):
-        for (other,) in conn.execute("SELECT id FROM appdb.migrations").fetchall():
-            if other.isdigit() and int(other) == migration.sort_key:
-                raise Refused(
-                    f"{migration.id} was not recorded: the ledger already holds version {migration.sort_key} "
-                    f"as {other}; {migration.id} and {other} are one migration"
-                )
 
 
-def record(conn: psycopg.Connection, migration: Migration, duration_ms: int, applied_by: str | None = None) -> None:
+def record(conn: psycopg.Connection, migration: Migration, duration_ms: int, applied_by: str | None = None,
+           ledger_exists: bool | None = None) -> None:
     """Write the row; the caller's transaction decides whether it sticks.
 
     ``applied_by`` defaults to the login; ``appdb baseline`` says it recorded without running.
+    ``ledger_exists``: what the caller, holding the migration lock, already knows (None: look).
 
-    Nothing is written when :func:`check_recordable` refuses. The ledger is created here, in the same transaction, so a failed first apply leaves
-    no trace; the migration lock keeps two runs from creating it at once.
+    Nothing is written when :func:`check_recordable` refuses, nor when the ledger holds the
+    same version under another spelling (``027`` and ``0027`` are one migration): the INSERT
+    checks that itself, in the same round trip. The ledger is created here, in the same
+    transaction, so a failed first apply leaves no trace; the migration lock keeps two runs
+    from creating it at once.
     """
     check_recordable(conn, migration)
-    if not exists(conn):
+    if not (exists(conn) if ledger_exists is None else ledger_exists):
         conn.execute(_ddl())
-    conn.execute(
+    written = conn.execute(
         "INSERT INTO appdb.migrations (id, name, checksum, revert_sql, duration_ms, applied_by) "
-        "VALUES (%s, %s, %s, %s, %s, coalesce(%s, current_user))",
-        (migration.id, migration.name, migration.checksum, migration.revert_sql, duration_ms, applied_by),
-    )
+        "SELECT %(id)s, %(name)s, %(checksum)s, %(revert_sql)s, %(duration_ms)s, coalesce(%(applied_by)s, current_user) "
+        "WHERE NOT EXISTS (SELECT FROM appdb.migrations WHERE ltrim(id, '0') = ltrim(%(id)s, '0'))",
+        {"id": migration.id, "name": migration.name, "checksum": migration.checksum,
+         "revert_sql": migration.revert_sql, "duration_ms": duration_ms, "applied_by": applied_by},
+    ).rowcount
+    if written != 1:
+        row = conn.execute("SELECT id FROM appdb.migrations WHERE ltrim(id, '0') = ltrim(%s, '0')",
+                           (migration.id,)).fetchone()
+        other = row[0] if row else "?"
+        raise Refused(
+            f"{migration.id} was not recorded: the ledger already holds version {migration.sort_key} "
+            f"as {other}; {migration.id} and {other} are one migration"
+        )
 
 
 def forget(conn: psycopg.Connection, entry: Entry) -> None:

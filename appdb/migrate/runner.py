@@ -100,8 +100,11 @@ def apply(
                 for m in _pending(conn, migrations, target)]
     outcomes: list[Outcome] = []
     with migration_lock(conn, options.wait):
+        # Looked up once: under the lock only this run writes it, and its first row creates it.
+        ledger_exists = ledger.exists(conn)
         for migration in _pending(conn, migrations, target):
-            outcome = _apply_one(conn, migration, options)
+            outcome = _apply_one(conn, migration, options, ledger_exists)
+            ledger_exists = True
             outcomes.append(outcome)
             if progress:
                 progress(outcome)
@@ -132,12 +135,12 @@ def _pending(conn: psycopg.Connection, migrations: list[Migration], target: Migr
     return [target]
 
 
-def _apply_one(conn: psycopg.Connection, migration: Migration, options: Options) -> Outcome:
+def _apply_one(conn: psycopg.Connection, migration: Migration, options: Options, ledger_exists: bool) -> Outcome:
     started = time.monotonic()
     label = _label(migration.path)
 
     def record(c: psycopg.Connection) -> None:
-        ledger.record(c, migration, int((time.monotonic() - started) * 1000))
+        ledger.record(c, migration, int((time.monotonic() - started) * 1000), ledger_exists=ledger_exists)
 
     for index, step in enumerate(migration.steps):
         last = index == len(migration.steps) - 1
@@ -215,10 +218,8 @@ def _run_step(
         try:
             if step.transactional:
                 with conn.transaction():
-                    expected = _set_timeouts(conn, step, options, local=True)
-                    if not step.is_empty:
-                        conn.execute(step.sql)
-                    _check_still_ours(conn, expected, migration_id, step)
+                    expected, found = _run_in_transaction(conn, step, options)
+                    _check_still_ours(conn, expected, migration_id, step, found)
                     if on_commit:
                         on_commit(conn)
             else:
@@ -254,8 +255,8 @@ def _run_step(
             raise _failure(exc, conn, step, source, migration_id) from None
 
 
-def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local: bool) -> dict[str, str]:
-    """Set the step's timeouts (transaction-local, or for the session); return them as the server has them."""
+def _settings(conn: psycopg.Connection, step: Step, options: Options) -> dict[str, str]:
+    """What every step runs with: its timeouts, and whether a revert may lose data."""
     settings = {
         "lock_timeout": f"{int(options.lock_timeout * 1000)}ms",
         "statement_timeout": step.statement_timeout or options.statement_timeout,
@@ -265,6 +266,55 @@ def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local:
         # If this process dies (SIGKILL, lost network), the server notices within a second
         # and rolls the step back, instead of running it to the end holding its locks.
         settings["client_connection_check_interval"] = CLIENT_CHECK_INTERVAL
+    return settings
+
+
+def _run_in_transaction(conn: psycopg.Connection, step: Step,
+                        options: Options) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Set the settings locally, run the step, read the settings back: one round trip, not three.
+
+    One simple-protocol query, ``SELECT set_config(...);`` + the step + ``SELECT
+    current_setting(...)``, inside the transaction the caller opened: the same statements in
+    the same order as three queries would be, and the server parses the whole text before it
+    runs any of it. Returns the settings as the server set them and as they are after the
+    step, for :func:`_check_still_ours`. Only for transactional steps: a ``transaction=false``
+    step runs alone, as PostgreSQL runs several statements of one query in one transaction.
+    """
+    settings = _settings(conn, step, options)
+    names = list(settings)
+    prefix, suffix = _around_step(conn, tuple(settings.items()))
+    try:
+        cursor = conn.execute(prefix + step.sql + suffix)
+    except psycopg.Error as exc:
+        exc.appdb_offset = len(prefix)  # type: ignore[attr-defined]  # where the step starts, for the line
+        raise
+    expected = dict(zip(names, cursor.fetchone()))
+    while cursor.nextset():
+        pass
+    return expected, cursor.fetchone()
+
+
+_AROUND: dict[tuple[tuple[str, str], ...], tuple[str, str]] = {}
+
+
+def _around_step(conn: psycopg.Connection, settings: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+    """The text before and after a transactional step: set_config calls, then current_setting reads.
+
+    Quoted by psycopg (sql.Literal); made once per distinct settings, as every step of a run shares them.
+    """
+    if settings not in _AROUND:
+        prefix = sql.SQL("SELECT {};\n").format(sql.SQL(", ").join(
+            sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+            for name, value in settings)).as_string(conn)
+        suffix = sql.SQL("\n;SELECT {}").format(sql.SQL(", ").join(
+            sql.SQL("current_setting({})").format(sql.Literal(name)) for name, _ in settings)).as_string(conn)
+        _AROUND[settings] = prefix, suffix
+    return _AROUND[settings]
+
+
+def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local: bool) -> dict[str, str]:
+    """Set the step's timeouts (transaction-local, or for the session); return them as the server has them."""
+    settings = _settings(conn, step, options)
     row = conn.execute(
         "SELECT " + ", ".join("set_config(%s, %s, %s)" for _ in settings),
         [value for name, setting in settings.items() for value in (name, setting, local)],
@@ -272,11 +322,13 @@ def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local:
     return dict(zip(settings, row))
 
 
-def _check_still_ours(conn: psycopg.Connection, expected: dict[str, str], migration_id: str, step: Step) -> None:
+def _check_still_ours(conn: psycopg.Connection, expected: dict[str, str], migration_id: str, step: Step,
+                      found: tuple[str, ...] | None = None) -> None:
     """Still inside the runner's transaction, with its settings in force; else nothing is recorded.
 
     Files may not hold transaction control (refused at load), but a step could still
     end the transaction or lift the timeouts some other way (a ``SET``, a ``RESET ALL``).
+    ``found``: the settings as already read after the step (:func:`_run_in_transaction`).
     """
     if conn.info.transaction_status != TransactionStatus.INTRANS:
         raise MigrationError(
@@ -284,7 +336,8 @@ def _check_still_ours(conn: psycopg.Connection, expected: dict[str, str], migrat
             "remove the transaction control from the file"
         )
     names = list(expected)
-    row = conn.execute("SELECT " + ", ".join("current_setting(%s)" for _ in names), names).fetchone()
+    row = found if found is not None else conn.execute(
+        "SELECT " + ", ".join("current_setting(%s)" for _ in names), names).fetchone()
     changed = [f"{name} is {now!r}, not {expected[name]!r}" for name, now in zip(names, row) if now != expected[name]]
     if changed:
         raise MigrationError(
@@ -300,7 +353,7 @@ def _drop_invalid_leftovers(conn: psycopg.Connection, step: Step, source: str, m
     lock timeout, a cancel or a lost connection after that leaves the index INVALID,
     and ``IF NOT EXISTS`` would then skip it for ever. Runs in autocommit, as the step.
     """
-    for index in step.created_indexes(source):
+    for index in step.concurrent_indexes(source):
         invalid = indexes.invalid_index(conn, index.name, index.table)
         if invalid is None:
             continue
@@ -323,8 +376,10 @@ def _failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, source: s
         hint = f" ({diag.message_hint})" if diag.message_hint else ""
         return Refused(f"{migration_id} refused: {message}{hint}")
     line = step.first_line
-    if diag.statement_position:
-        line += step.sql[: int(diag.statement_position) - 1].count("\n")
+    # A transactional step was sent after its settings (_run_in_transaction): count from its start.
+    offset = int(diag.statement_position or 0) - 1 - getattr(exc, "appdb_offset", 0)
+    if diag.statement_position and offset >= 0:
+        line += step.sql[:offset].count("\n")
     hint = f"; hint: {diag.message_hint}" if diag.message_hint else ""
     return MigrationError(f"{source}:{line}: {message}{hint} (step {step.name}, SQLSTATE {diag.sqlstate})")
 

@@ -33,9 +33,16 @@ _TRANSACTION_CONTROL: dict[str, str | None] = {
     "begin": None, "start": "transaction", "commit": None, "end": None, "rollback": None,
     "abort": None, "savepoint": None, "release": None, "prepare": "transaction",
 }
-_IDENT_START = re.compile(r"[A-Za-z_\u0080-\U0010ffff]")
-_IDENT_REST = re.compile(r"[A-Za-z0-9_$\u0080-\U0010ffff]*")
-_DOLLAR_TAG = re.compile(r"\$([A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)?\$")
+# PostgreSQL's identifier characters: ASCII letters, digits, `_` (and `$` after the first),
+# and any non-ASCII character. Written as the ASCII characters they exclude: the same sets as
+# `[A-Za-z_\u0080-\U0010ffff]` (tests/test_migration_files.py checks every code point), but a
+# class spanning every code point takes the re module some 3 ms to compile, on every start.
+_IDENT_START_CLASS = r"[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f]"  # A-Z a-z _ and non-ASCII
+_TAG_REST_CLASS = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also 0-9
+_IDENT_REST_CLASS = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also 0-9 and $
+_IDENT_START = re.compile(_IDENT_START_CLASS)
+_IDENT_REST = re.compile(_IDENT_REST_CLASS + "*")
+_DOLLAR_TAG = re.compile(r"\$(" + _IDENT_START_CLASS + _TAG_REST_CLASS + r"*)?\$")
 NAMEDATALEN = 63  # bytes PostgreSQL keeps of an identifier
 
 
@@ -66,11 +73,16 @@ class Statement:
 
 @dataclass(frozen=True)
 class IndexTarget:
-    """The index a ``CREATE INDEX`` names and the table it is built on (as regclass text)."""
+    """The index a ``CREATE INDEX`` names and the table it is built on (as regclass text).
+
+    ``concurrently``: only a ``CONCURRENTLY`` build commits its catalog entry before it is
+    done, so only such a build can leave an INVALID index behind when it is interrupted.
+    """
 
     name: str
     table: str
     line: int
+    concurrently: bool = False
 
 
 class _Scanner:
@@ -264,7 +276,8 @@ def created_indexes(statements: list[Statement]) -> list[IndexTarget]:
         if statement.words(position + 1)[position:] != ["index"]:
             continue
         position += 1
-        position += _skip_words(tokens, position, ["concurrently"])
+        concurrently = _skip_words(tokens, position, ["concurrently"])
+        position += concurrently
         position += _skip_words(tokens, position, ["if", "not", "exists"])
         if position >= len(tokens) or tokens[position].kind == "punct" or _is_word(tokens[position], "on"):
             continue  # an unnamed index: PostgreSQL picks the name
@@ -276,7 +289,7 @@ def created_indexes(statements: list[Statement]) -> list[IndexTarget]:
         position += _skip_words(tokens, position, ["only"])
         table = _qualified_name(tokens, position)
         if table:
-            found.append(IndexTarget(name=name, table=table, line=statement.line))
+            found.append(IndexTarget(name=name, table=table, line=statement.line, concurrently=bool(concurrently)))
     return found
 
 
