@@ -8,7 +8,7 @@ from appdb.checks import verify
 from appdb.errors import Refused
 from appdb.migrate import runner
 from appdb.migrate.files import discover
-from tests.conftest import SQL_DIR
+from tests.helpers import SQL_DIR
 
 MIGRATIONS = discover(SQL_DIR)
 ONLY_027 = [m for m in MIGRATIONS if m.id == "027"]

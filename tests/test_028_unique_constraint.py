@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from appdb.migrate import runner
 from appdb.migrate.files import discover
-from tests.conftest import SQL_DIR
+from tests.helpers import SQL_DIR
 
 MIGRATIONS = discover(SQL_DIR)
 

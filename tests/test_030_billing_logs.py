@@ -8,7 +8,7 @@ import pytest
 from appdb.errors import Refused
 from appdb.migrate import runner
 from appdb.migrate.files import discover
-from tests.conftest import SQL_DIR, foreign_keys, production
+from tests.helpers import SQL_DIR, foreign_keys, production
 
 MIGRATIONS = discover(SQL_DIR)
 THROUGH_030 = [m for m in MIGRATIONS if m.sort_key <= 30]

@@ -13,8 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.conftest import SQL_DIR, Database, production
-from tests.test_pull import migrations_part, pull
+from tests.helpers import SQL_DIR, Database, migrations_part, production, pull
 
 SHIPPED = ("029_payment_events.sql", "030_billing_logs.sql")
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from tests.conftest import SQL_DIR, Database, production
-from tests.test_pull import one_line_error, pull
+from tests.helpers import SQL_DIR, Database, one_line_error, production, pull
 
 
 @pytest.fixture
@@ -156,7 +155,7 @@ def test_bad_ids_and_ledger_states_are_refused_with_nothing_recorded(adopted, ne
 
 
 def test_baseline_without_a_server_or_a_schema(db, adopted):
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     _, sql_dir = adopted
     dsn = f"postgresql://postgres:Hj4k-Secret-Pw9z@127.0.0.1:{free_port()}/postgres?connect_timeout=3"

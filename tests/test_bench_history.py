@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from appdb.migrate.files import discover
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 _spec = importlib.util.spec_from_file_location("bench_history", ROOT / "bench" / "history.py")
 history = importlib.util.module_from_spec(_spec)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import SQL_DIR
+from tests.helpers import SQL_DIR
 
 SECRET = "s3cr3t-pa55word"
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from appdb.local.cluster import BACKEND, Cluster, temporary_home
-from tests.conftest import free_port
+from tests.helpers import free_port
 from tests.pulumi_engine import (
     PASSPHRASE,
     changes,

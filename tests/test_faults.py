@@ -30,7 +30,7 @@ import pytest
 from psycopg import conninfo
 
 if TYPE_CHECKING:
-    from tests.conftest import Database
+    from tests.helpers import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = ROOT / "sql"

@@ -22,7 +22,7 @@ import pytest
 from appdb.errors import LockTimeout, MigrationError
 from appdb.migrate import ledger, runner
 from appdb.migrate.files import discover, find
-from tests.conftest import SQL_DIR, Database, production
+from tests.helpers import SQL_DIR, Database, production
 
 FAST = runner.Options(lock_timeout=0.2, lock_retries=2)
 PATIENT = runner.Options(lock_timeout=0.2, lock_retries=30)

@@ -35,7 +35,7 @@ from appdb.local.cluster import (
     write_password_file,
 )
 from appdb.local.postgres import SUPPORTED, project_major
-from tests.conftest import ROOT, free_port
+from tests.helpers import ROOT, free_port
 
 PASSWORD_SHAPE = re.compile(r"[A-Z][a-z][0-9][a-z](-[A-Z][a-z][0-9][a-z]){5}")
 # What the local stack gave app_backend before its password was random (Pulumi.local.yaml).

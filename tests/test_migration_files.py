@@ -11,7 +11,7 @@ import pytest
 
 from appdb.errors import ConfigError
 from appdb.migrate.files import checksum, discover, find, parse_steps
-from tests.conftest import ROOT, SQL_DIR
+from tests.helpers import ROOT, SQL_DIR
 
 
 def write(sql_dir: Path, name: str, text: str = "SELECT 1;\n", revert: str | None = "-- no-op\n") -> None:

@@ -11,39 +11,11 @@ from __future__ import annotations
 
 import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from appdb.schema.describe import Description, describe
-from tests.conftest import ROOT, SQL_DIR, Database, production
-
-PROGRAM_OWNED = ("privilege ", "default privileges ")
-
-
-def migrations_part(db: Database) -> Description:
-    """The description less what the Pulumi program owns (grants, default privileges) and the ledger."""
-    with db.connect() as conn:
-        full = describe(conn, "app", ledger=False)
-    return full.without({k for k in full if k.startswith(PROGRAM_OWNED)})
-
-
-def pull(db: Database, sql_dir: Path, *extra: str, env: dict[str, str] | None = None):
-    return db.run_cli("pull", "adopt_production", *extra, sql_dir=sql_dir, env=env)
-
-
-def squawk(*files: Path) -> subprocess.CompletedProcess:
-    tool = Path(sys.executable).parent / "squawk"
-    return subprocess.run([str(tool), *map(str, files)], cwd=ROOT, capture_output=True, text=True, check=False)
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("appdb: error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
+from tests.helpers import SQL_DIR, Database, migrations_part, one_line_error, production, pull, squawk
 
 
 @pytest.fixture
@@ -158,7 +130,7 @@ def test_after_the_shipped_migrations_pull_adds_only_what_they_lack_and_its_reve
 
 
 def test_an_unreachable_server_is_a_one_line_error_without_the_password(db, tmp_path, cluster):
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     sql_dir = tmp_path / "sql"
     sql_dir.mkdir()

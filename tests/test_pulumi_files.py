@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_pulumi_program import MIGRATIONS, make_checkout, run_program, stack_config
+from tests.pulumi_mocks import MIGRATIONS, make_checkout, run_program, stack_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:postgresql.DefaultPrivileg has been deprecated:DeprecationWarning")
 

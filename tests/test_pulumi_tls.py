@@ -13,7 +13,7 @@ import logging
 
 import pytest
 
-from tests.test_pulumi_program import PROVIDER, env, make_checkout, run_program, stack_config
+from tests.pulumi_mocks import PROVIDER, env, make_checkout, run_program, stack_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:postgresql.DefaultPrivileg has been deprecated:DeprecationWarning")
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"

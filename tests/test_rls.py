@@ -9,7 +9,7 @@ import pytest
 
 from appdb.migrate import runner
 from appdb.migrate.files import discover
-from tests.conftest import SQL_DIR
+from tests.helpers import SQL_DIR
 
 ALICE = "00000000-0000-4000-c000-000000000001"
 BOB = "00000000-0000-4000-c000-000000000002"

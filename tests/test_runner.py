@@ -10,7 +10,7 @@ import pytest
 from appdb.errors import ConfigError, MigrationError, Refused
 from appdb.migrate import ledger, runner
 from appdb.migrate.files import discover, find
-from tests.conftest import SQL_DIR
+from tests.helpers import SQL_DIR
 
 OPTIONS = runner.Options(lock_timeout=5)
 IDS = ["027", "028", "029", "030"]

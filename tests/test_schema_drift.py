@@ -1,6 +1,6 @@
 """Schema drift: the canonical description, the committed snapshot, and `appdb diff` against it.
 
-Every database here is a fresh copy of the session's template (tests/conftest.py), brought
+Every database here is a fresh copy of the session's template (tests/fixtures/database.py), brought
 to "after `pulumi up`" in-process: the migrations with appdb's runner, then the access
 plan's grants (appdb/schema/fresh.py). Only the tests of `schema --check/--write` build their
 own throwaway cluster, as those commands do.
@@ -27,7 +27,7 @@ from appdb.migrate.files import discover
 from appdb.schema import drift, snapshot
 from appdb.schema import fresh as scratch
 from appdb.schema.describe import describe, parse
-from tests.conftest import ROOT, SQL_DIR, TEMPLATE, Database, free_port
+from tests.helpers import ROOT, SQL_DIR, TEMPLATE, Database, free_port
 
 SNAPSHOT = SQL_DIR / "schema.snapshot"
 MIGRATION_IDS = tuple(m.id for m in discover(SQL_DIR))

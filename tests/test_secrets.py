@@ -25,7 +25,7 @@ import pytest
 from appdb import connection
 from appdb.errors import ConfigError
 from appdb.redact import MIN_RUN, redact, secrets_in
-from tests.conftest import ROOT, SQL_DIR, Database, free_port
+from tests.helpers import ROOT, SQL_DIR, Database, free_port
 
 NASTY = [
     "Pc7%zzq-Hw",        # invalid percent-encoding when written raw in a URL

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import TEMPLATE, Database
+from tests.helpers import TEMPLATE, Database
 
 HERE = Path(__file__).resolve().parent / "supabase"
 EXPECTED = json.loads((HERE / "expected_shape.json").read_text())

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from appdb.local.cluster import Cluster, server_account
-from tests.conftest import ROOT, SQL_DIR, free_port
+from tests.helpers import ROOT, SQL_DIR, free_port
 
 
 def _name(common_name: str) -> x509.Name:

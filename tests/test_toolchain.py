@@ -13,7 +13,7 @@ import tomllib
 
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def pins(text: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import pytest
 from appdb.checks import verify
 from appdb.migrate import runner
 from appdb.migrate.files import discover
-from tests.conftest import SQL_DIR
+from tests.helpers import SQL_DIR
 
 OPTIONS = runner.Options(lock_timeout=5)
 

@@ -1,48 +1,31 @@
-"""Fixtures: one throwaway Supabase-shaped cluster per session, one fresh database per test.
+"""What the tests share that is not a fixture: paths, states, the Database handle, small helpers.
 
-Under pytest-xdist each worker is its own session, so each starts its own cluster.
-
-The cluster comes from appdb/local/throwaway.py, the one place a temporary cluster is
-made (the same Cluster, Supabase shape and major version as ``appdb local up``; as the
-``postgres`` OS user when the tests run as root), with its socket in a temp folder and
-TCP on a free loopback port. It runs the project's PostgreSQL major version, or
-``APPDB_PG_MAJOR``'s (bin/test runs the database tests on the other major with it).
-Its passwords are its own, random, in its 0600 password file
-(``cluster.password(role)``): the superuser's is used only through the socket, and
-app_backend (made by the program's baseline) gets the file's. Each test's database is a
-copy of a template that holds the Supabase shape plus what the Pulumi program makes
-before the first migration (appdb/schema/fresh.py's ``program_baseline``, from the
-access plan), and is dropped WITH (FORCE) afterwards.
-
-Database tests never skip for a missing PostgreSQL: .ci/run installs it, and a skip
-would hide the failure.
+Fixtures live in the plugin tests/fixtures/database.py (registered by the root conftest.py);
+test files import helpers from here, never from conftest.py or from one another.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-import pytest
 from psycopg import sql
 
 from appdb.local.cluster import BACKEND, SUPERUSER, Cluster
-from appdb.local.throwaway import free_port, throwaway_cluster
-from appdb.schema.fresh import program_baseline
+from appdb.local.throwaway import free_port
+from appdb.schema.describe import Description, describe
+
+__all__ = ["free_port"]  # one free_port, appdb/local/throwaway.py's
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = ROOT / "sql"
 STATES = Path(__file__).resolve().parent / "states"
 TEMPLATE = "appdb_template"
-_counter = itertools.count()
 
-__all__ = ["free_port"]  # the tests' helpers import it from here
 
 
 def state_sql(name: str) -> str:
@@ -146,52 +129,27 @@ class Database:
         return {"catalog": catalog, "rows": rows}
 
 
-# Test files that start clusters of their own rather than through the fixtures below.
-_OWN_CLUSTERS = {"test_local.py", "test_tls.py"}
+PROGRAM_OWNED = ("privilege ", "default privileges ")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that touches a database `database`: bin/test runs them on the other major too."""
-    for item in items:
-        if {"cluster", "db", "new_db"} & set(getattr(item, "fixturenames", ())) or item.path.name in _OWN_CLUSTERS:
-            item.add_marker(pytest.mark.database)
+def migrations_part(db: Database) -> Description:
+    """The description less what the Pulumi program owns (grants, default privileges) and the ledger."""
+    with db.connect() as conn:
+        full = describe(conn, "app", ledger=False)
+    return full.without({k for k in full if k.startswith(PROGRAM_OWNED)})
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    with throwaway_cluster("appdb-test-", tcp=True, settings={"max_connections": "200"}) as node:
-        with node.connect(user=SUPERUSER) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-        node.shape(TEMPLATE)
-        with node.connect(TEMPLATE) as conn:
-            program_baseline(conn)
-        with node.connect(user=SUPERUSER) as conn:
-            node.set_password(conn, BACKEND)
-            conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(TEMPLATE)))
-        yield node
+def pull(db: Database, sql_dir: Path, *extra: str, env: dict[str, str] | None = None):
+    return db.run_cli("pull", "adopt_production", *extra, sql_dir=sql_dir, env=env)
 
 
-@pytest.fixture
-def new_db(cluster: Cluster) -> Iterator[Callable[[], Database]]:
-    """Makes fresh databases on demand (a test that needs a second one); all dropped afterwards."""
-    made: list[str] = []
-
-    def make() -> Database:
-        name = f"t_{os.getpid()}_{next(_counter)}"
-        with cluster.connect() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                sql.Identifier(name), sql.Identifier(TEMPLATE)))
-        made.append(name)
-        return Database(cluster, name)
-
-    try:
-        yield make
-    finally:
-        with cluster.connect(user=SUPERUSER) as conn:
-            for name in made:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+def squawk(*files: Path) -> subprocess.CompletedProcess:
+    tool = Path(sys.executable).parent / "squawk"
+    return subprocess.run([str(tool), *map(str, files)], cwd=ROOT, capture_output=True, text=True, check=False)
 
 
-@pytest.fixture
-def db(new_db: Callable[[], Database]) -> Database:
-    return new_db()
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("appdb: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
