@@ -27,7 +27,7 @@ from components import (
     Verification,
     VerificationArgs,
 )
-from components.verification import digest
+from components.commands import digest
 
 
 @dataclass(frozen=True)

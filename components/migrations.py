@@ -51,9 +51,8 @@ from typing import Protocol, Sequence
 import pulumi
 from pulumi_command import local
 
-from components.validation import digest
+from components.commands import APPDB, digest
 
-APPDB = "./bin/appdb"
 # Every pending migration, in order, in one process: what `migrations-apply` runs.
 APPLY_PENDING = f"{APPDB} apply"
 # A migration command's create and update: `migrations-apply`, which it waits for, applied it.

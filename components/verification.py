@@ -12,7 +12,6 @@ unsecreted on purpose so that people can read it in ``pulumi stack output``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pulumi
 from pulumi_command import local
 
-from components.migrations import APPDB
+from components.commands import APPDB
 
 VERIFY = f"{APPDB} verify --json"
 
@@ -53,9 +52,3 @@ class Verification(pulumi.ComponentResource):
         )
         self.result = pulumi.Output.unsecret(self.command.stdout.apply(parse_report))
         self.register_outputs({"result": self.result})
-
-
-def digest(value: Any) -> str:
-    """sha256 of ``value``'s canonical JSON: equal settings give equal digests, on any machine."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
