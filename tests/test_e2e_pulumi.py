@@ -334,8 +334,6 @@ def test_config_changes_update_migration_commands_and_never_replace_or_revert(db
     assert ledger(db) == migration_ids()
 
 
-@pytest.mark.xfail(strict=True, reason="open: migrations-apply applies 031, fails on 032; migration-031 is never "
-                   "created, so removing the files reverts nothing and verify still passes")
 def test_a_migration_applied_by_a_failed_up_is_reverted_when_its_file_is_removed(db, tmp_path):
     from pulumi import automation
 
