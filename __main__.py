@@ -136,7 +136,7 @@ grants = Grants(
         schema=schema.name,
         owner=settings.admin_role,
         requires=[schema, roles],
-        tables_after=migrations.commands,
+        tables_after=migrations.done,
     ),
     opts=postgres,
 )
@@ -145,7 +145,7 @@ verification = Verification(
     VerificationArgs(
         environment=database.command_environment(),
         digest=digest({"migrations": migrations.applied, "roles": roles.settings, "grants": grants.settings}),
-        after=[migrations.apply, *migrations.commands, grants],
+        after=[*migrations.done, grants],
     ),
 )
 

@@ -7,12 +7,14 @@ inputs carry a digest of every migration's version and checksum, so it runs agai
 when a file is added, removed or edited; an edited applied file is then refused loudly by
 the engine, as before.
 
-After it, one command per migration file, each waiting for ``migrations-apply`` and for the
-one before: the plan still shows each migration one by one (``+ migration-031`` in a
-preview is a pending migration), and each one's *delete* is its revert
-(``./bin/appdb revert ID``), as it always was. Their create and update cost nothing
-(:data:`RECORDED`, a shell no-op): by the time they run, ``migrations-apply`` has applied
-them, and a separate Python process per migration cost about 0.3 s each (issue 20).
+Before it, one command per migration file, each waiting for the one before, and
+``migrations-apply`` waits for them all: the plan still shows each migration one by one
+(``+ migration-031`` in a preview is a pending migration), and each one's *delete* is its
+revert (``./bin/appdb revert ID``), as it always was. Their create and update cost nothing
+(:data:`RECORDED`, a shell no-op; a separate Python process per migration cost about 0.3 s
+each, issue 20). They come first so that every migration ``migrations-apply`` applies already
+has its resource: when 031 applies and 032 fails in one run, removing 031's file later
+still reverts it (``revert`` of a migration that was never applied does nothing).
 
 What makes this safe is what the commands' inputs leave out. In pulumi-command 1.x
 only ``triggers`` forces a replacement; any other change to an input is an update.
@@ -55,7 +57,7 @@ from components.commands import APPDB, digest
 
 # Every pending migration, in order, in one process: what `migrations-apply` runs.
 APPLY_PENDING = f"{APPDB} apply"
-# A migration command's create and update: `migrations-apply`, which it waits for, applied it.
+# A migration command's create and update: `migrations-apply`, which waits for it, applies it.
 RECORDED = "true  # applied by ./bin/appdb apply (migrations-apply); deleting this resource reverts it"
 
 
@@ -96,7 +98,7 @@ def revert_command(migration_id: str, allow_data_loss: bool) -> str:
 
 
 class Migrations(pulumi.ComponentResource):
-    """``self.apply`` applies what is pending; ``self.commands`` holds one ``local.Command`` per migration, oldest first."""
+    """``self.commands``: one ``local.Command`` per migration, oldest first; ``self.apply`` applies what is pending after them."""
 
     def __init__(self, name: str, args: MigrationsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("appdb:index:Migrations", name, None, opts)
@@ -106,16 +108,12 @@ class Migrations(pulumi.ComponentResource):
         if any("APPDB_MIGRATION" in key for key in args.environment):
             raise ValueError("environment: APPDB_MIGRATION_* variables are set per migration")
 
-        # No delete: reverting is each migration's own delete, which runs before this one's.
-        self.apply = local.Command(
-            f"{name}s-apply",
-            create=APPLY_PENDING,
-            update=APPLY_PENDING,
-            environment={**args.environment, "APPDB_MIGRATIONS_DIGEST": pending_digest(args.migrations)},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after), protect=False),
-        )
+        # One command per migration first, each waiting for the one before: a resource per
+        # migration exists in the state before anything is applied, so a migration that
+        # `migrations-apply` applies is always one whose delete reverts it, even when a later
+        # migration fails in the same run (reverting one that was never applied is a no-op).
         self.commands: list[local.Command] = []
-        previous: list[pulumi.Resource] = [*args.after, self.apply]
+        previous: list[pulumi.Resource] = list(args.after)
         for migration in args.migrations:
             migration_version = version(migration.id)
             command = local.Command(
@@ -136,7 +134,18 @@ class Migrations(pulumi.ComponentResource):
                 ),
             )
             self.commands.append(command)
-            previous = [*args.after, self.apply, command]
+            previous = [*args.after, command]
+        # No delete: reverting is each migration's own delete, which runs after this one's
+        # update (Pulumi runs creates and updates before deletes).
+        self.apply = local.Command(
+            f"{name}s-apply",
+            create=APPLY_PENDING,
+            update=APPLY_PENDING,
+            environment={**args.environment, "APPDB_MIGRATIONS_DIGEST": pending_digest(args.migrations)},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.after, *self.commands], protect=False),
+        )
+        # What must be done before the grants on the migrations' tables and verification.
+        self.done: list[pulumi.Resource] = [*self.commands, self.apply]
         # The version, not the spelling: the output (and the verification digest made from
         # it) stays the same when a file is renamed to another spelling of its version.
         self.applied = [{"id": version(m.id), "name": m.name, "checksum": m.checksum} for m in args.migrations]

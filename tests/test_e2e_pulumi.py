@@ -317,3 +317,40 @@ def test_pulumi_killed_during_a_migration_then_up_converges_and_applies_each_mig
         stack.destroy(on_output=print)
     finally:
         cluster.down()
+
+
+def test_config_changes_update_migration_commands_and_never_replace_or_revert(db, tmp_path):
+    """allowDataLoss, connectTimeout, dbHost, sslMode, protectSchema: each an update at most."""
+    from pulumi import automation
+
+    stack, _ = shared_cluster_stack(tmp_path, db, "local")
+    stack.up()
+    for key, value in (("allowDataLoss", "false"), ("connectTimeout", "7"), ("dbHost", "localhost"),
+                       ("sslMode", "prefer"), ("protectSchema", "true")):
+        stack.set_config(f"appdb:{key}", automation.ConfigValue(value))
+        preview = stack.preview(diff=True)
+        assert not {"create", "delete", "replace"} & set(changes(preview)), (key, changes(preview))
+    stack.up()
+    assert ledger(db) == migration_ids()
+
+
+def test_a_migration_applied_by_a_failed_up_is_reverted_when_its_file_is_removed(db, tmp_path):
+    from pulumi import automation
+
+    stack, work_dir = shared_cluster_stack(tmp_path, db, "local")
+    stack.up()
+    sql_dir = work_dir / "sql"
+    files = {"031_good.sql": ("CREATE TABLE app.good (id int);\n", "DROP TABLE IF EXISTS app.good;\n"),
+             "032_bad.sql": ("CREATE TABLE app.bad (id int REFERENCES app.nope);\n", "DROP TABLE IF EXISTS app.bad;\n")}
+    for name, (forward, revert) in files.items():
+        (sql_dir / name).write_text(forward)
+        (sql_dir / "revert" / name).write_text(revert)
+    with pytest.raises(automation.CommandError):
+        stack.up()
+    assert ledger(db) == [*migration_ids(), "031"]
+    for name in files:  # the commit is rolled back
+        (sql_dir / name).unlink()
+        (sql_dir / "revert" / name).unlink()
+    stack.up()
+    assert ledger(db) == migration_ids()
+    assert db.execute("SELECT to_regclass('app.good')") == [(None,)]

@@ -123,6 +123,13 @@ def test_squawk_would_catch_an_unsafe_foreign_key(tmp_path):
     ("ROLLBACK PREPARED 'x';\n", 1, "ROLLBACK"),
     ("-- appdb:step a\nSELECT 1;\n-- appdb:step b\nSELECT 2;\n/* x */ COMMIT;\n", 5, "COMMIT"),
     ("CREATE FUNCTION app.f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\nEND;\nEND;\n", 5, "END"),
+    # psql's heuristic would nest on a `case` label and on a bare `begin`, and hide the COMMIT.
+    ("CREATE FUNCTION app.f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1 AS case;\nEND;\nCOMMIT;\n",
+     5, "COMMIT"),
+    ("CREATE FUNCTION app.f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT t.case FROM app.t t;\nEND;\n"
+     "ROLLBACK;\n", 5, "ROLLBACK"),
+    ("CREATE FUNCTION app.f() RETURNS void LANGUAGE sql SET search_path = begin AS 'select';\nCOMMIT;\n",
+     2, "COMMIT"),
 ])
 def test_transaction_control_at_the_top_level_is_refused_with_the_file_and_line(tmp_path, text, line, word):
     write(tmp_path, "029_a.sql", text)
@@ -150,6 +157,9 @@ ALLOWED = {
     "a comment holding BEGIN": "-- BEGIN;\n/* COMMIT; /* nested ROLLBACK; */ END; */\nSELECT 1;\n",
     "a quoted identifier": 'SELECT 1 AS "COMMIT;""";\n',
     "a prepared statement": "PREPARE q AS SELECT 1;\n",
+    "a SQL-standard body with labels named case and end": (
+        "CREATE FUNCTION app.g() RETURNS TABLE (a int, b int) LANGUAGE sql\n"
+        "BEGIN ATOMIC\n  SELECT 1 AS case, 2 AS end;\nEND;\nSELECT app.g();\n"),
 }
 
 

@@ -351,3 +351,35 @@ def test_a_renamed_file_with_the_same_version_is_the_same_migration(db, tmp_path
 
 def find_migration(sql_dir: Path, migration_id: str):
     return find(migrations(sql_dir), migration_id)
+
+
+def test_strings_are_read_as_the_lexer_read_them_so_no_commit_hides_in_one(db, tmp_path):
+    """With standard_conforming_strings off, `'\\''` ends a string the lexer still sees open: the
+    COMMIT after it would run, unrefused at load. The runner keeps it on and refuses a step that
+    turns it off; nothing of the migration stays behind."""
+    sql_dir = tmp_path / "sql"
+    (sql_dir / "revert").mkdir(parents=True)
+    (sql_dir / "031_x.sql").write_text(
+        "SET standard_conforming_strings = off;\n-- appdb:step two\nCREATE TABLE app.t1 (id int);\n"
+        "SELECT '\\''; COMMIT; -- '\nCREATE TABLE app.after_commit (id int);\n")
+    (sql_dir / "revert" / "031_x.sql").write_text("DROP TABLE IF EXISTS app.t1;\n")
+    with db.connect() as conn:
+        with pytest.raises(MigrationError, match="standard_conforming_strings is 'off', not 'on'"):
+            runner.apply(conn, discover(sql_dir), OPTIONS)
+    assert db.execute("SELECT to_regclass('app.t1'), to_regclass('app.after_commit')") == [(None, None)]
+
+
+def test_a_database_default_that_turns_standard_strings_off_does_not_reach_the_first_step(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    (sql_dir / "revert").mkdir(parents=True)
+    # Read with standard strings on (as the lexer does): one SELECT of a string, then a CREATE.
+    (sql_dir / "031_x.sql").write_text("SELECT '\\''; COMMIT; -- ';\nCREATE TABLE app.after_commit (id int);\n")
+    (sql_dir / "revert" / "031_x.sql").write_text("SELECT 1;\n")
+    db.execute(f"ALTER ROLE postgres IN DATABASE {db.name} SET standard_conforming_strings = off")
+    try:
+        with db.connect() as conn:
+            done = runner.apply(conn, discover(sql_dir), OPTIONS)
+    finally:
+        db.execute(f"ALTER ROLE postgres IN DATABASE {db.name} RESET standard_conforming_strings")
+    assert [o.id for o in done] == ["031"]
+    assert db.execute("SELECT to_regclass('app.after_commit')") == [("app.after_commit",)]

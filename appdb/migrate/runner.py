@@ -100,6 +100,7 @@ def apply(
                 for m in _pending(conn, migrations, target)]
     outcomes: list[Outcome] = []
     with migration_lock(conn, options.wait):
+        _conforming_strings(conn)
         # Looked up once: under the lock only this run writes it, and its first row creates it.
         ledger_exists = ledger.exists(conn)
         for migration in _pending(conn, migrations, target):
@@ -173,6 +174,7 @@ def revert(conn: psycopg.Connection, migration_id: str, options: Options,
             )
         if sql_dir is not None:
             _refuse_a_different_revert_file(entry, sql_dir)
+        _conforming_strings(conn)
         started = time.monotonic()
         source = f"revert of {entry.id} (from the ledger)"
         steps = parse_steps(entry.revert_sql, source)
@@ -230,7 +232,8 @@ def _run_step(
                         conn.execute(step.sql)
                 finally:
                     if not conn.closed and not conn.broken:
-                        conn.execute("; ".join(f"RESET {name}" for name in expected))
+                        conn.execute("; ".join(f"RESET {name}" for name in expected
+                                               if name != "standard_conforming_strings"))
                 if on_commit:
                     with conn.transaction():
                         expected = _set_timeouts(conn, step, options, local=True)
@@ -255,12 +258,26 @@ def _run_step(
             raise _failure(exc, conn, step, source, migration_id) from None
 
 
+def _conforming_strings(conn: psycopg.Connection) -> None:
+    """The session reads strings as the lexer did, whatever a database or role default says.
+
+    The server parses a step's whole text before the step's own ``set_config`` runs, so the
+    session value is what the first step is read with.
+    """
+    conn.execute("SELECT set_config('standard_conforming_strings', 'on', false)")
+    if conn.info.transaction_status == TransactionStatus.INTRANS:
+        conn.commit()
+
+
 def _settings(conn: psycopg.Connection, step: Step, options: Options) -> dict[str, str]:
     """What every step runs with: its timeouts, and whether a revert may lose data."""
     settings = {
         "lock_timeout": f"{int(options.lock_timeout * 1000)}ms",
         "statement_timeout": step.statement_timeout or options.statement_timeout,
         "appdb.allow_data_loss": "on" if options.allow_data_loss else "off",
+        # The file was lexed (appdb/migrate/statements.py) as the server reads it with this on;
+        # with it off, `'\''` ends a string where the lexer sees none end, and hides a COMMIT.
+        "standard_conforming_strings": "on",
     }
     if conn.info.server_version >= 140000:
         # If this process dies (SIGKILL, lost network), the server notices within a second

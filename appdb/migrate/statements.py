@@ -206,10 +206,17 @@ class _Scanner:
         self.add(Token("word", lower, self.line))
 
     def track_atomic_body(self, word: str) -> None:
-        """psql's heuristic: in CREATE [OR REPLACE] FUNCTION/PROCEDURE, BEGIN ... END nests."""
+        """psql's heuristic, narrowed to what the server nests on: in CREATE [OR REPLACE]
+    FUNCTION/PROCEDURE, BEGIN ATOMIC ... END and CASE ... END inside it nest; a word used
+    as a label (after ``AS`` or ``.``) does not. psql's own rule counts any ``begin`` and a
+    ``case`` label, and would hide a ``COMMIT`` after them from :func:`refuse_transaction_control`."""
         if self.paren_depth or not self.in_routine_definition():
             return
-        if word == "begin":
+        previous = self.current[-1] if self.current else None
+        if previous is not None and (previous.value == "." or _is_word(previous, "as")):
+            return  # a label (`AS case`, `t.end`), not a keyword: the server would not nest on it
+        if word == "atomic" and _is_word(previous, "begin"):
+            # Only BEGIN ATOMIC opens a body: a bare `begin` (`SET search_path = begin`) does not.
             self.begin_depth += 1
         elif word == "case" and self.begin_depth:
             self.begin_depth += 1
