@@ -7,6 +7,7 @@ test files import helpers from here, never from conftest.py or from one another.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -153,3 +154,11 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     assert len(lines) == 1 and lines[0].startswith("appdb: error: "), result.stderr
     assert "Traceback" not in result.stderr
     return lines[0]
+
+
+def documented_readonly_login_sql(password: str) -> str:
+    """docs/delivery.md's SQL that creates the read-only login, exactly as written there."""
+    text = (ROOT / "docs" / "delivery.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```sql\n(.*?)```", text, re.S) if "CREATE ROLE appdb_readonly" in b]
+    assert len(blocks) == 1, "docs/delivery.md must show the read-only login's SQL once"
+    return blocks[0].replace("<a long random password>", password)

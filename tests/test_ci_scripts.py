@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.helpers import documented_readonly_login_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = ROOT / "ci"
@@ -88,12 +89,6 @@ def test_the_projects_sql_has_no_squawk_findings():
     assert findings == []
 
 
-def documented_readonly_login_sql(password: str) -> str:
-    """The SQL block of docs/delivery.md that creates the read-only login, as written there."""
-    text = (ROOT / "docs" / "delivery.md").read_text(encoding="utf-8")
-    blocks = [b for b in re.findall(r"```sql\n(.*?)```", text, re.S) if "CREATE ROLE appdb_readonly" in b]
-    assert len(blocks) == 1, "docs/delivery.md must show the read-only login's SQL once"
-    return blocks[0].replace("<a long random password>", password)
 
 
 def test_the_documented_read_only_login_runs_status_verify_and_inspect_and_changes_nothing(db):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from appdb.migrate.files import discover
 from appdb.schema import drift, snapshot
 from appdb.schema import fresh as scratch
 from appdb.schema.describe import describe, parse
-from tests.helpers import ROOT, SQL_DIR, TEMPLATE, Database, free_port
+from tests.helpers import ROOT, SQL_DIR, TEMPLATE, Database, documented_readonly_login_sql, free_port
 
 SNAPSHOT = SQL_DIR / "schema.snapshot"
 MIGRATION_IDS = tuple(m.id for m in discover(SQL_DIR))
@@ -143,12 +142,6 @@ def test_the_description_reads_back_from_its_text_and_json(fresh):
     assert list(data["objects"]) == list(description.entries)
 
 
-def documented_readonly_login_sql(password: str) -> str:
-    """docs/delivery.md's SQL that creates the read-only login, as written there."""
-    text = (ROOT / "docs" / "delivery.md").read_text(encoding="utf-8")
-    blocks = [b for b in re.findall(r"```sql\n(.*?)```", text, re.S) if "CREATE ROLE appdb_readonly" in b]
-    assert len(blocks) == 1, "docs/delivery.md must show the read-only login's SQL once"
-    return blocks[0].replace("<a long random password>", password)
 
 
 def test_the_documented_read_only_login_finds_no_drift_without_usage_on_auth(fresh):
