@@ -380,6 +380,22 @@ def test_local_up_refuses_a_home_the_server_user_cannot_enter_and_changes_no_mod
         shutil.rmtree(private, ignore_errors=True)
 
 
+def test_local_up_starts_a_cluster_whose_folder_has_a_quote_or_backslash_in_its_name():
+    """The socket folder goes into postgresql.conf as a quoted string: a quote in it must not end the string."""
+    base = open_folder("appdb-odd-")
+    home = base / "o'dd\\home"
+    port = str(free_port())
+    try:
+        result = run_appdb("local", "up", "--home", str(home), "--port", port)
+        assert result.returncode == 0, result.stderr
+        url = run_appdb("local", "url", "--home", str(home), "--port", port).stdout.strip()
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            assert conn.execute("SHOW unix_socket_directories").fetchone()[0] == str(home / "run")
+    finally:
+        run_appdb("local", "down", "--home", str(home), "--port", port)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def probe():
     """A throwaway OS user, removed afterwards (when this test made it)."""

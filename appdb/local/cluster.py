@@ -225,6 +225,12 @@ def temporary_home(prefix: str) -> Path:
     return home
 
 
+def _conf_string(value: str) -> str:
+    """``value`` as a postgresql.conf string: a quote or backslash in a folder's name must not end or escape it."""
+    escaped = value.replace("\\", "\\\\").replace("'", "''").replace("\n", "\\n").replace("\r", "\\r")
+    return f"'{escaped}'"
+
+
 # --- the cluster ------------------------------------------------------------------------
 
 
@@ -319,8 +325,8 @@ class Cluster:
             pwfile.unlink(missing_ok=True)
         conf = {
             "port": str(self.port),
-            "listen_addresses": f"'{self.listen}'",
-            "unix_socket_directories": f"'{self.socket_dir}'",
+            "listen_addresses": _conf_string(self.listen),
+            "unix_socket_directories": _conf_string(str(self.socket_dir)),
             "password_encryption": "'scram-sha-256'",
             **self.settings,
         }
