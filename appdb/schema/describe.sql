@@ -69,6 +69,12 @@ funcs AS (
     WHERE NOT EXISTS (SELECT FROM pg_depend AS d
                       WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
 ),
+-- Relations whose columns may carry their own ACL: the schema's, then the ledger's.
+column_rels (sec, qname, oid) AS (
+    SELECT 1, r.qname, r.oid FROM rels AS r
+    UNION ALL
+    SELECT 5, r.qname, r.oid FROM ledger_rels AS r
+),
 privilege_order (names) AS (
     VALUES (ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER', 'MAINTAIN',
                   'USAGE', 'CREATE', 'EXECUTE', 'CONNECT', 'TEMPORARY']::text[])
@@ -251,13 +257,13 @@ described (sec, grp, rank, identity, definition) AS (
     JOIN pg_trigger AS tg ON tg.tgrelid = r.oid
     WHERE NOT tg.tgisinternal
 
-    UNION ALL -- column privileges
-    SELECT 1, r.qname, 8,
+    UNION ALL -- column privileges, of the schema's relations (sec 1) and the ledger's (sec 5)
+    SELECT r.sec, r.qname, 8,
            'privilege column ' || r.qname || '.' || quote_ident(a.attname) || ' TO '
            || CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(e.grantee)) END,
            string_agg(e.privilege_type || CASE WHEN e.grantable THEN ' WITH GRANT OPTION' ELSE '' END, ', '
                       ORDER BY array_position(o.names, e.privilege_type))
-    FROM rels AS r
+    FROM column_rels AS r
     JOIN pg_attribute AS a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
     CROSS JOIN privilege_order AS o
     CROSS JOIN LATERAL (
@@ -265,7 +271,7 @@ described (sec, grp, rank, identity, definition) AS (
         FROM aclexplode(a.attacl) AS x
         GROUP BY x.grantee, x.privilege_type
     ) AS e
-    GROUP BY r.qname, a.attname, e.grantee
+    GROUP BY r.sec, r.qname, a.attname, e.grantee
 
     UNION ALL -- functions and procedures: owner and full definition
     SELECT 2, f.qname, 0, f.kind || ' ' || f.qname,
@@ -282,22 +288,6 @@ described (sec, grp, rank, identity, definition) AS (
     UNION ALL
     SELECT 6, f.qname, 0, f.kind || ' ' || f.qname, 'owner ' || quote_ident(pg_get_userbyid(f.proowner))
     FROM ledger_funcs AS f
-
-    UNION ALL -- column privileges in the ledger's schema
-    SELECT 5, r.qname, 8,
-           'privilege column ' || r.qname || '.' || quote_ident(a.attname) || ' TO '
-           || CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(e.grantee)) END,
-           string_agg(e.privilege_type || CASE WHEN e.grantable THEN ' WITH GRANT OPTION' ELSE '' END, ', '
-                      ORDER BY array_position(o.names, e.privilege_type))
-    FROM ledger_rels AS r
-    JOIN pg_attribute AS a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
-    CROSS JOIN privilege_order AS o
-    CROSS JOIN LATERAL (
-        SELECT x.grantee, x.privilege_type, bool_or(x.is_grantable) AS grantable
-        FROM aclexplode(a.attacl) AS x
-        GROUP BY x.grantee, x.privilege_type
-    ) AS e
-    GROUP BY r.qname, a.attname, e.grantee
 
     UNION ALL -- types: enums (labels in order), domains, composites, ranges
     SELECT 3, t.qschema || '.' || quote_ident(ty.typname), 0, 'type ' || t.qschema || '.' || quote_ident(ty.typname),
