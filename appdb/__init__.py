@@ -12,6 +12,8 @@ bottom to top (a package imports only the ones below it):
 - ``schema/``: the schema as canonical text (``schema``, ``diff``), built on throwaway clusters.
 - ``adopt/``: a live database brought under code (``pull``, ``baseline``).
 - ``cli``: argparse; each ``cmd_<verb>`` calls the library and prints its result.
+- ``forkserver``: above the CLI, for Pulumi's chain of reverts: one warm interpreter that
+  forks a fresh process per command (``revert --fork-server``).
 """
 
 __version__ = "0.1.0"

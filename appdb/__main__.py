@@ -1,5 +1,15 @@
-"""``python -m appdb``: the command line."""
+"""``python -m appdb``: the command line; a chain of reverts goes through the fork server.
 
-from appdb.cli import main
+The flag is spelled here (it is ``appdb.forkserver.FLAG``) so that no other command pays
+for importing the fork server's modules.
+"""
 
-raise SystemExit(main())
+import sys
+
+argv = sys.argv[1:]
+if "--fork-server" in argv:
+    from appdb.forkserver import main
+else:
+    from appdb.cli import main
+
+raise SystemExit(main(argv))

@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="revert the latest applied migration, from the ledger")
     revert.add_argument("id", metavar="ID")
     revert.add_argument("--allow-data-loss", action="store_true", help="allow a revert that drops rows")
+    revert.add_argument("--fork-server", action="store_true",
+                        help="run through a warm appdb shared by a chain of reverts, as Pulumi's deletes are "
+                             "(appdb/forkserver.py); the same result, without Python's start-up each time")
     revert.set_defaults(func=cmd_revert)
 
     verify = sub.add_parser("verify", parents=[common], help="post-deploy checks; exit 1 if any fails")

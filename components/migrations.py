@@ -93,8 +93,10 @@ def pending_digest(migrations: Sequence[MigrationFile]) -> str:
 
 
 def revert_command(migration_id: str, allow_data_loss: bool) -> str:
+    """A migration's delete. Pulumi deletes them one after another, so they share a fork server:
+    each still runs on its own (its own connection, lock and ledger read), without Python's start-up."""
     flag = " --allow-data-loss" if allow_data_loss else ""
-    return f"{APPDB} revert {migration_id}{flag}"
+    return f"{APPDB} revert {migration_id}{flag} --fork-server"
 
 
 class Migrations(pulumi.ComponentResource):

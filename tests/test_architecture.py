@@ -73,10 +73,17 @@ def test_imports_go_downward_only(module):
     assert not upward, f"{module.relative_to(ENGINE)} ({layer(module)}) imports {sorted(upward)}"
 
 
-def test_only_the_cli_and_main_import_the_cli():
+def test_only_the_entry_points_import_the_cli():
+    """``__main__`` and the fork server (which runs the CLI in a warm process) sit above it."""
     for module in MODULES:
-        if layer(module) not in ("cli", "__main__"):
+        if layer(module) not in ("cli", "__main__", "forkserver"):
             assert "cli" not in engine_parts(imported(module)), module
+
+
+def test_only_main_imports_the_fork_server():
+    for module in MODULES:
+        if layer(module) != "__main__":
+            assert "forkserver" not in engine_parts(imported(module)), module
 
 
 def test_the_rule_sees_an_upward_import(tmp_path):

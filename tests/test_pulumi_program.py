@@ -378,9 +378,9 @@ def test_prod_reverts_carry_no_permission_to_lose_data(runs):
     for name, command in runs["prod"].commands.items():
         if name.startswith("migration-"):
             migration_id = name.removeprefix("migration-")
-            assert command.inputs["delete"] == f"./bin/appdb revert {migration_id}"
+            assert command.inputs["delete"] == f"./bin/appdb revert {migration_id} --fork-server"
     for stack in ("local", "dev"):
-        assert runs[stack].commands["migration-027"].inputs["delete"] == "./bin/appdb revert 027 --allow-data-loss"
+        assert runs[stack].commands["migration-027"].inputs["delete"] == "./bin/appdb revert 027 --allow-data-loss --fork-server"
 
 
 def test_stacks_differ_only_in_their_config(checkout):
@@ -528,7 +528,7 @@ def test_removing_a_migration_removes_only_its_command(tmp_path):
         rolled_back.commands["migrations-apply"])["APPDB_MIGRATIONS_DIGEST"]
     assert "delete" not in rolled_back.commands["migrations-apply"].inputs
     assert comparable(both.commands["migration-027"]) == comparable(rolled_back.commands["migration-027"])
-    assert both.commands["migration-028"].inputs["delete"] == "./bin/appdb revert 028 --allow-data-loss"
+    assert both.commands["migration-028"].inputs["delete"] == "./bin/appdb revert 028 --allow-data-loss --fork-server"
     verify_before, verify_after = both.commands["verify"], rolled_back.commands["verify"]
     assert env(verify_before)["APPDB_DEPLOY_DIGEST"] != env(verify_after)["APPDB_DEPLOY_DIGEST"]
     assert rolled_back.urn(COMMAND, "migration-027") in verify_after.dependencies
@@ -740,7 +740,7 @@ def test_every_migration_is_named_and_run_by_its_version_in_three_digits_or_more
     names = [r.name for r in before_rename.of_type(COMMAND) if r.name.startswith("migration-")]
     assert names == ["migration-001", "migration-027", "migration-028", "migration-100", "migration-1000"]
     command = before_rename.commands["migration-001"]
-    assert (command.inputs["create"], command.inputs["delete"]) == (RECORDED, "./bin/appdb revert 001 --allow-data-loss")
+    assert (command.inputs["create"], command.inputs["delete"]) == (RECORDED, "./bin/appdb revert 001 --allow-data-loss --fork-server")
     assert [m["id"] for m in before_rename.exports["migrations"][0]] == ["001", "027", "028", "100", "1000"]
 
 

@@ -1,0 +1,280 @@
+"""The fork server that Pulumi's chain of reverts shares (appdb/forkserver.py).
+
+A command it serves must be the command a process of its own would have been: the same
+output on the caller's stdout and stderr, the same exit status, the same database; and
+the server must never serve another OS user, keep Pulumi waiting, run stale code, or
+let a worker outlive a caller that was killed.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appdb import forkserver
+from components.migrations import revert_command
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = "appdb_fsprobe"
+SERVE = "import sys; from appdb import forkserver as f; f._preload(); f.serve(sys.argv[1], idle=float(sys.argv[2]))"
+CLIENT = "import sys; from appdb.forkserver import run_via_server as r; print(r(sys.argv[1], sys.argv[2:]))"
+
+
+def wait_for(condition, what: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {seconds} s for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    """A server on a socket of the test's own, started as the cold path starts one; stopped after."""
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    path = folder / "test.sock"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(path), "60"], cwd=ROOT, env=env)
+    try:
+        wait_for(path.exists, "the server's socket")
+        yield path
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def runtime():
+    """A short private folder for XDG_RUNTIME_DIR (tmp_path can be too long for a socket's name)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="fs-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def applied(db, tmp_path: Path) -> Path:
+    """The shipped migrations applied; their sql/ copied."""
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(ROOT / "sql", sql_dir)
+    result = db.run_cli("apply", sql_dir=sql_dir)
+    assert result.returncode == 0, result.stderr
+    return sql_dir
+
+
+def applied_ids(db) -> list[str]:
+    return [row[0] for row in db.execute("SELECT id FROM appdb.migrations ORDER BY id")]
+
+
+def test_the_flag_main_checks_is_the_flag_revert_takes():
+    assert forkserver.FLAG == "--fork-server"
+    assert revert_command("030", allow_data_loss=False).endswith(f" {forkserver.FLAG}")
+    source = (ROOT / "appdb" / "__main__.py").read_text()
+    assert f'"{forkserver.FLAG}" in argv' in source
+
+
+def test_a_served_command_writes_to_the_callers_streams_and_returns_its_status(db, applied, server, capfd):
+    argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+    assert forkserver.run_via_server(str(server), argv) == 0
+    out, err = capfd.readouterr()
+    assert out.startswith("030 billing_logs: reverted in ") and err == ""
+    assert applied_ids(db) == ["027", "028", "029"]
+
+    # A refusal: exit 1, the one line on the caller's stderr, nothing changed.
+    refused = ["revert", "027", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+    assert forkserver.run_via_server(str(server), refused) == 1
+    out, err = capfd.readouterr()
+    assert err.startswith("appdb: error: cannot revert 027: 029") and err.count("\n") == 1
+    assert applied_ids(db) == ["027", "028", "029"]
+
+    # A usage error keeps its exit code, 2.
+    assert forkserver.run_via_server(str(server), ["revert", "x", "--dsn", db.dsn, forkserver.FLAG]) == 2
+    assert "is not a number" in capfd.readouterr().err
+
+
+def test_a_served_command_runs_in_the_callers_folder_with_the_callers_environment(db, applied, server, tmp_path,
+                                                                                  monkeypatch):
+    # No --sql-dir and no --dsn: the worker must take both from the caller (APPDB_SQL_DIR, DATABASE_URL).
+    monkeypatch.setenv("APPDB_SQL_DIR", str(applied))
+    monkeypatch.setenv("DATABASE_URL", db.dsn)
+    monkeypatch.chdir(tmp_path)
+    assert forkserver.run_via_server(str(server), ["revert", "030", forkserver.FLAG]) == 0
+    assert applied_ids(db) == ["027", "028", "029"]
+    # The same revert file check as ever: an edited revert file is refused, from the caller's folder.
+    (applied / "revert" / "029_payment_events.sql").write_text("DROP TABLE app.memberships;\n")
+    monkeypatch.setenv("APPDB_SQL_DIR", "sql")
+    assert forkserver.run_via_server(str(server), ["revert", "029", forkserver.FLAG]) == 1
+    assert applied_ids(db) == ["027", "028", "029"]
+
+
+def test_a_chain_of_reverts_through_bin_appdb_matches_processes_of_their_own(new_db, tmp_path: Path, runtime):
+    """What Pulumi runs, line for line: the same outputs, statuses and databases with the server as without."""
+    results = {}
+    for flag in (False, True):
+        db = new_db()
+        sql_dir = tmp_path / f"sql-{flag}"
+        shutil.copytree(ROOT / "sql", sql_dir)
+        assert db.run_cli("apply", sql_dir=sql_dir).returncode == 0
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "DATABASE_URL": db.dsn,
+               "APPDB_SQL_DIR": str(sql_dir), "XDG_RUNTIME_DIR": str(runtime)}
+        runs = []
+        for migration in ("030", "028", "029", "028", "027", "027"):
+            command = revert_command(migration, allow_data_loss=True)
+            if not flag:
+                command = command.removesuffix(f" {forkserver.FLAG}")
+            done = subprocess.run(["sh", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=120, check=False)
+            # Durations and applied_at differ from run to run; nothing else may.
+            out = re.sub(r" in [0-9.]+ s", "", done.stdout)
+            runs.append((done.returncode, out, re.sub(r"\(at [^)]*\)", "(at ...)", done.stderr)))
+        results[flag] = (runs, applied_ids(db))
+    # The first command with the flag started a server in the private folder, and it outlived
+    # the command: the pipes Pulumi reads were released at once (subprocess.run returned).
+    assert list((runtime / "appdb").glob("*.sock"))
+    assert results[True] == results[False]
+    assert [code for code, _out, _err in results[True][0]] == [0, 1, 0, 0, 0, 0]
+
+
+def test_a_worker_whose_caller_is_killed_is_stopped_too(db, applied, server):
+    """Pulumi cancelled: the revert stops as a process of its own would, and takes nothing with it."""
+    with db.connect() as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (0x6170706462,))
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), "--wait", "120", forkserver.FLAG]
+        caller = subprocess.Popen([sys.executable, "-c", CLIENT, str(server), *argv], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def waiting() -> int:
+            return holder.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                  "AND application_name = 'appdb' AND pid <> pg_backend_pid()").fetchone()[0]
+
+        wait_for(lambda: waiting() == 1, "the worker to wait for the migration lock")
+        caller.send_signal(signal.SIGKILL)
+        caller.wait(timeout=30)
+        wait_for(lambda: waiting() == 0, "the worker to stop with its caller")
+    assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+def test_the_server_goes_after_it_is_idle_and_takes_its_socket(tmp_path: Path):
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    path = folder / "idle.sock"
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(path), "0.3"], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.wait(timeout=60) == 0
+    assert not path.exists()
+    # Nobody listening: the caller is told so (None) and runs the command itself.
+    assert forkserver.run_via_server(str(path), ["--version"]) is None
+
+
+def test_only_one_server_per_socket(server):
+    # A second server for the same path leaves at once: it cannot take the path's lock.
+    second = subprocess.run([sys.executable, "-c", SERVE, str(server), "60"], cwd=ROOT, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert second.returncode == 0 and server.exists()
+
+
+@pytest.mark.parametrize("kind", ["open", "symlink", "file"])
+def test_a_folder_that_is_not_private_is_passed_over(tmp_path: Path, monkeypatch, kind):
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    target = runtime / "appdb"
+    if kind == "open":
+        target.mkdir(mode=0o700)
+        target.chmod(0o755)
+    elif kind == "symlink":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        target.symlink_to(tmp_path / "elsewhere")
+    else:
+        target.write_text("")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    assert forkserver.private_folder() == f"/tmp/appdb-{os.getuid()}"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "fresh"))
+    (tmp_path / "fresh").mkdir()
+    assert forkserver.private_folder() == str(tmp_path / "fresh" / "appdb")
+    assert (tmp_path / "fresh" / "appdb").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_folder_too_long_for_a_socket_is_passed_over(tmp_path: Path, monkeypatch):
+    deep = tmp_path / ("x" * 60) / ("y" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
+    assert forkserver.socket_path().startswith(f"/tmp/appdb-{os.getuid()}/")
+
+
+def test_changed_code_gets_a_server_of_its_own(tmp_path: Path, runtime, monkeypatch):
+    copy = tmp_path / "checkout"
+    shutil.copytree(ROOT / "appdb", copy / "appdb", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+
+    def path() -> str:
+        return subprocess.run([sys.executable, "-c", "from appdb import forkserver; print(forkserver.socket_path())"],
+                              env=env, capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+
+    before = path()
+    assert before.startswith(str(runtime / "appdb")) and before != forkserver.socket_path()
+    runner = copy / "appdb" / "migrate" / "runner.py"
+    runner.write_text(runner.read_text() + "\n# edited\n")
+    assert path() != before
+
+
+@pytest.fixture(scope="module")
+def probe():
+    if os.geteuid() != 0:
+        pytest.skip("needs root: makes a throwaway OS user with useradd")
+    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", PROBE],
+                          capture_output=True, text=True, check=False)
+    try:
+        yield pwd.getpwnam(PROBE)
+    finally:
+        if made.returncode == 0:
+            subprocess.run(["userdel", PROBE], capture_output=True, check=False)
+
+
+PROBE_CLIENT = """
+import socket, sys
+from appdb.forkserver import run_via_server
+probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+probe.connect(sys.argv[1])  # the socket is open to everyone: the connection itself succeeds
+probe.close()
+print("connected", run_via_server(sys.argv[1], sys.argv[2:]))
+"""
+
+
+def test_another_os_user_is_not_served_even_through_an_open_socket(db, applied, probe):
+    """A mistake opens the folder and the socket to everyone: the peer's uid still decides."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="appdb-fs-test-", dir="/tmp"))
+    path = folder / "open.sock"
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(path), "60"], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        wait_for(path.exists, "the server's socket")
+        folder.chmod(0o711)
+        path.chmod(0o666)
+        site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
+        argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+        done = subprocess.run(["/usr/bin/python3", "-c", PROBE_CLIENT, str(path), *argv], user=probe.pw_uid,
+                              group=probe.pw_gid, extra_groups=[], cwd="/", capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{ROOT}:{site}"}, timeout=60,
+                              check=False)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "connected None"
+    assert applied_ids(db) == ["027", "028", "029", "030"]
