@@ -261,3 +261,12 @@ def test_the_lexers_identifier_classes_are_postgresqls_for_every_code_point():
         fast_re, plain_re = re.compile(fast), re.compile(plain)
         differ = [hex(c) for c in range(0x110000) if bool(fast_re.match(chr(c))) != bool(plain_re.match(chr(c)))]
         assert differ == [], (fast, differ[:5])
+
+
+def test_the_lexers_whitespace_run_is_what_isspace_calls_whitespace_for_every_code_point():
+    """The lexer skips a run of whitespace with one regex match; it must stop where isspace() would."""
+    from appdb.migrate import statements
+
+    differ = [hex(c) for c in range(0x110000)
+              if bool(statements._WHITESPACE.match(chr(c))) != chr(c).isspace()]
+    assert differ == []

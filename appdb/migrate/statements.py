@@ -41,6 +41,8 @@ _IDENT_START_CLASS = r"[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f]"  # A-Z a-z _ and non-
 _TAG_REST_CLASS = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also 0-9
 _IDENT_REST_CLASS = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also 0-9 and $
 _IDENT_START = re.compile(_IDENT_START_CLASS)
+# A run of what str.isspace() calls whitespace (the same Py_UNICODE_ISSPACE), skipped in one step.
+_WHITESPACE = re.compile(r"\s+")
 _IDENT_REST = re.compile(_IDENT_REST_CLASS + "*")
 _DOLLAR_TAG = re.compile(r"\$(" + _IDENT_START_CLASS + _TAG_REST_CLASS + r"*)?\$")
 NAMEDATALEN = 63  # bytes PostgreSQL keeps of an identifier
@@ -108,7 +110,7 @@ class _Scanner:
         while self.pos < len(text):
             char = text[self.pos]
             if char.isspace():
-                self.advance_to(self.pos + 1)
+                self.advance_to(_WHITESPACE.match(text, self.pos).end())
             elif text.startswith("--", self.pos):
                 end = text.find("\n", self.pos)
                 self.advance_to(len(text) if end < 0 else end)
