@@ -36,7 +36,6 @@ Linux only (``SO_PEERCRED``, ``pidfd_open``); elsewhere every command runs on it
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import stat
@@ -151,9 +150,7 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
     try:
         client.connect(path)
         # ASCII JSON keeps what os.environ holds undecodable (lone surrogates) intact.
-        umask = os.umask(0o022)
-        os.umask(umask)
-        body = json.dumps({"argv": argv, "cwd": os.getcwd(), "umask": umask, "env": dict(os.environ)}).encode("ascii")
+        body = encode_request(argv)
         socket.send_fds(client, [_HEADER.pack(len(body))], [0, 1, 2])
         client.sendall(body)
         reply = _receive_exactly(client, _STATUS.size)
@@ -172,6 +169,39 @@ def _receive_exactly(sock: socket.socket, size: int) -> bytes | None:
             return None
         data += chunk
     return data
+
+
+class Request:
+    """What a process of its own would have had: its folder, umask, arguments and environment, as bytes."""
+
+    __slots__ = ("cwd", "umask", "argv", "env")
+
+    def __init__(self, cwd: bytes, umask: int, argv: list[bytes], env: dict[bytes, bytes]) -> None:
+        self.cwd, self.umask, self.argv, self.env = cwd, umask, argv, env
+
+
+def encode_request(argv: list[str]) -> bytes:
+    """NUL-separated bytes, as the kernel hands a process its arguments and environment (none holds a NUL):
+    ``1``, folder, umask, argument count, the arguments, then ``KEY=VALUE`` for each variable."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    fields = [b"1", os.getcwdb(), b"%d" % umask, b"%d" % len(argv), *map(os.fsencode, argv)]
+    fields += [key + b"=" + value for key, value in os.environb.items()]
+    return b"\0".join(fields)
+
+
+def decode_request(body: bytes) -> Request | None:
+    """The request, or None when the bytes are not one of ours."""
+    fields = body.split(b"\0")
+    try:
+        version, cwd, umask, count = fields[0], fields[1], int(fields[2]), int(fields[3])
+    except (IndexError, ValueError):
+        return None
+    if version != b"1" or not 0 <= count <= len(fields) - 4 or not 0 <= umask <= 0o777:
+        return None
+    argv = fields[4:4 + count]
+    env = dict(entry.partition(b"=")[::2] for entry in fields[4 + count:] if entry.find(b"=") > 0)
+    return Request(cwd, umask, argv, env)
 
 
 # --- the server --------------------------------------------------------------------------
@@ -289,8 +319,8 @@ def _serve_one(conn: socket.socket) -> None:
             return
         (size,) = _HEADER.unpack(header)
         body = _receive_exactly(conn, size) if size <= _MAX_REQUEST else None
-        request = json.loads(body) if body is not None else None
-        if not isinstance(request, dict):
+        request = decode_request(body) if body is not None else None
+        if request is None:
             return
         pid = os.fork()
         if pid == 0:
@@ -326,7 +356,7 @@ def _wait(pid: int, conn: socket.socket) -> int:
     return code if code >= 0 else 128 - code
 
 
-def _work(request: dict, fds: list[int], conn: socket.socket) -> None:
+def _work(request: Request, fds: list[int], conn: socket.socket) -> None:
     """In the worker: become the caller's process, run the command, exit with its status."""
     status = 1
     try:
@@ -335,11 +365,11 @@ def _work(request: dict, fds: list[int], conn: socket.socket) -> None:
             os.dup2(fd, target)
         for fd in fds:
             os.close(fd)
-        os.chdir(request["cwd"])
-        os.umask(int(request["umask"]))
+        os.chdir(request.cwd)
+        os.umask(request.umask)
         os.environ.clear()
-        os.environ.update({str(key): str(value) for key, value in request["env"].items()})
-        argv = [str(arg) for arg in request["argv"]]
+        os.environb.update(request.env)
+        argv = [os.fsdecode(arg) for arg in request.argv]
         sys.argv = [sys.argv[0], *argv]
         from appdb.cli import main as cli_main
 

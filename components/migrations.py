@@ -10,7 +10,9 @@ the engine, as before.
 Before it, one command per migration file, each waiting for the one before, and
 ``migrations-apply`` waits for them all: the plan still shows each migration one by one
 (``+ migration-031`` in a preview is a pending migration), and each one's *delete* is its
-revert (``./bin/appdb revert ID``), as it always was. Their create and update cost nothing
+revert (``./bin/appdb revert ID``), as it always was; Pulumi runs those deletes one after
+another, so they pass ``--fork-server`` and share one warm appdb (appdb/forkserver.py)
+instead of each paying Python's start-up. Their create and update cost nothing
 (:data:`RECORDED`, a shell no-op; a separate Python process per migration cost about 0.3 s
 each, issue 20). They come first so that every migration ``migrations-apply`` applies already
 has its resource: when 031 applies and 032 fails in one run, removing 031's file later

@@ -278,3 +278,21 @@ def test_another_os_user_is_not_served_even_through_an_open_socket(db, applied, 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "connected None"
     assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+@pytest.mark.parametrize("argv", [[], ["revert", "030", ""], ["--dsn", "password=é\udcff x", "ünï"]])
+def test_a_request_carries_arguments_environment_and_folder_byte_for_byte(argv, monkeypatch, tmp_path):
+    """Undecodable bytes (a surrogate-escaped name), empty arguments and '=' in values arrive as they left."""
+    monkeypatch.setenv("APPDB_ODD", "a=b=c")
+    monkeypatch.setenv("APPDB_EMPTY", "")
+    monkeypatch.setitem(os.environb, b"APPDB_RAW", b"\xff\xfe")
+    monkeypatch.chdir(tmp_path)
+    request = forkserver.decode_request(forkserver.encode_request(argv))
+    assert [os.fsdecode(arg) for arg in request.argv] == argv
+    assert request.env == dict(os.environb)
+    assert request.cwd == os.getcwdb() and 0 <= request.umask <= 0o777
+
+
+@pytest.mark.parametrize("body", [b"", b"2\0/\x0018\x000", b"1\0/\0x\x000", b"1\0/\x0018\x005\0only-one"])
+def test_bytes_that_are_not_a_request_are_refused(body):
+    assert forkserver.decode_request(body) is None
