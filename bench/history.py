@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 from appdb.local.cluster import BACKEND, LOGIN, ROLES, SUPERUSER, Cluster  # noqa: E402
 from appdb.local.postgres import find_bindir, project_major  # noqa: E402
 from appdb.local.throwaway import throwaway_cluster  # noqa: E402
-from appdb.migrate.files import discover  # noqa: E402
+from appdb.migrate.files import REVERT_DIR, discover  # noqa: E402
 from appdb.schema.fresh import build, prepare  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -373,7 +373,7 @@ def log(message: str) -> None:
 
 # --- 1. through Pulumi -------------------------------------------------------------------
 
-PULUMI_STEPS = ("first up", "no-op preview", "no-op up", "destroy", "appdb apply")
+PULUMI_STEPS = ("first up", "no-op preview", "no-op up", "rollback", "destroy", "appdb apply")
 # The roles the local stack creates cluster-wide; a failed round may leave them behind.
 STACK_ROLES = ("app_backend", "app_writer", "app_reader")
 
@@ -420,8 +420,15 @@ def pulumi_round(cluster: Cluster, cli: Cluster, project: Path, extra: int, roun
             "first up": pulumi("up", "--yes", "--skip-preview"),
             "no-op preview": pulumi("preview"),
             "no-op up": pulumi("up", "--yes", "--skip-preview"),
-            "destroy": pulumi("destroy", "--yes", "--skip-preview"),
         }
+        # A code rollback of every synthetic migration: their files go, and `up` reverts them
+        # (one delete each, newest first); then they come back for the destroy.
+        held = tmp / f"held-{extra}-{round_no}"
+        moved = hold_synthetic(project, held)
+        times["rollback"] = pulumi("up", "--yes", "--skip-preview")
+        restore_synthetic(project, held, moved)
+        pulumi("up", "--yes", "--skip-preview")
+        times["destroy"] = pulumi("destroy", "--yes", "--skip-preview")
     finally:
         pulumi("stack", "rm", "--yes", "--force", "--preserve-config")
         drop_database(cluster, name)
@@ -432,6 +439,24 @@ def pulumi_round(cluster: Cluster, cli: Cluster, project: Path, extra: int, roun
                                   "--dsn", target.conninfo], clean_env(libpq_password(target)), project)
     drop_database(cli, one)
     return times
+
+
+def hold_synthetic(project: Path, held: Path) -> list[str]:
+    """Move the synthetic migrations (forward and revert) out of sql/, as a code rollback removes them."""
+    sql_dir = project / "sql"
+    names = sorted(p.name for p in sql_dir.glob("*_bench_*.sql"))
+    (held / REVERT_DIR).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (sql_dir / name).rename(held / name)
+        (sql_dir / REVERT_DIR / name).rename(held / REVERT_DIR / name)
+    return names
+
+
+def restore_synthetic(project: Path, held: Path, names: list[str]) -> None:
+    sql_dir = project / "sql"
+    for name in names:
+        (held / name).rename(sql_dir / name)
+        (held / REVERT_DIR / name).rename(sql_dir / REVERT_DIR / name)
 
 
 def forget_stack_roles(cluster: Cluster) -> None:
@@ -492,8 +517,8 @@ def pulumi_targets(table: dict) -> list[dict]:
     if len(sizes) >= 2 and sizes[-1] > sizes[0]:
         low, high = rows[sizes[0]]["median"], rows[sizes[-1]]["median"]
         span = sizes[-1] - sizes[0]
-        for step in ("first up", "destroy"):
-            if low[step] is not None and high[step] is not None:
+        for step in ("first up", "rollback", "destroy"):
+            if low.get(step) is not None and high.get(step) is not None:
                 add(f"`{step.split()[-1]}` cost per extra migration <= 50 ms",
                     (high[step] - low[step]) / span * 1000, 50.0, "ms")
     return out
@@ -671,7 +696,7 @@ def print_pulumi(table: dict, targets: list[dict]) -> None:
     header = ["migrations", *PULUMI_STEPS]
     print("  ".join(f"{h:>14}" for h in header))
     for row in table["rows"].values():
-        cells = [str(row["migrations"]), *(fmt(row["median"][step]) for step in PULUMI_STEPS)]
+        cells = [str(row["migrations"]), *(fmt(row["median"].get(step)) for step in PULUMI_STEPS)]
         print("  ".join(f"{c:>14}" for c in cells) + ("  (failed rounds: see JSON)" if row["errors"] else ""))
     print_targets(targets)
 
@@ -710,13 +735,13 @@ def plot(path: Path, pulumi_table: dict, cli_table: dict, baseline: dict | None 
         return False
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     rows = sorted((pulumi_table.get("rows") or {}).values(), key=lambda r: r["migrations"])
-    for step, style in zip(PULUMI_STEPS, ("o-", "s--", "^--", "v-", "D-")):
-        points = [(r["migrations"], r["median"][step]) for r in rows if r["median"][step] is not None]
+    for step, style in zip(PULUMI_STEPS, ("o-", "s--", "^--", "x-", "v-", "D-")):
+        points = [(r["migrations"], r["median"].get(step)) for r in rows if r["median"].get(step) is not None]
         if points:
             left.plot(*zip(*points), style, label=f"`{step}`" if step != "appdb apply" else "`appdb apply`, one process")
     before = sorted(((baseline or {}).get("rows") or {}).values(), key=lambda r: r["migrations"])
     for step in ("first up", "destroy"):
-        points = [(r["migrations"], r["median"][step]) for r in before if r["median"][step] is not None]
+        points = [(r["migrations"], r["median"].get(step)) for r in before if r["median"].get(step) is not None]
         if points:
             left.plot(*zip(*points), ":", color="grey", label=f"`{step}`, before")
     left.set_title("Through Pulumi" if rows else "Through Pulumi (not measured)")
