@@ -208,10 +208,14 @@ def decode_request(body: bytes) -> Request | None:
 
 
 def _preload() -> None:
+    import gc
     import importlib
 
     for module in PRELOAD:
         importlib.import_module(module)
+    # What is loaded now is shared by every worker: kept out of the collector's reach, a
+    # collection in a worker does not write to (and so copy) the pages it lives in.
+    gc.freeze()
 
 
 def start_server(path: str) -> None:
