@@ -7,10 +7,11 @@ takes about 100 ms, the revert itself a few. A destroy of 100 migrations spent a
 20 s starting Python (issue 20).
 
 How: a revert run with ``--fork-server`` first asks a server for this checkout (a Unix
-socket, named for the interpreter and appdb's code) to run it. The server forks a
-worker that takes over the caller's stdin, stdout and stderr (passed with SCM_RIGHTS),
-its environment, folder and arguments, and runs :func:`appdb.cli.main` exactly as a new
-process would (its own connection, lock and ledger reads); the worker's exit status
+socket, named for the interpreter, appdb's code and the caller's credentials) to run it.
+The server forks a relay, which forks a worker that takes over the caller's stdin, stdout
+and stderr (passed with SCM_RIGHTS), its environment, folder, umask, signal dispositions
+and arguments, and runs :func:`appdb.cli.main` exactly as a new process would (its own
+connection, lock and ledger reads); the relay sends the worker's exit status back, and it
 becomes the caller's. Without a server the caller runs the command itself, after forking
 one: it has just imported what a revert needs and has not yet connected, so the server
 starts warm and holds no connection. The server exits after :data:`IDLE_SECONDS` without
@@ -18,20 +19,28 @@ a request, and after :data:`MAX_SECONDS` in all.
 
 What it must never do, and how it does not:
 
-- Serve another OS user: the socket lives in a folder only its owner can enter (refused,
-  and the command runs the slow way, when the folder is anyone else's or open), and the
-  server checks the peer's uid (``SO_PEERCRED``) on every connection.
-- Run stale code: the socket's name covers the interpreter and the size and mtime of
-  every appdb source file, so a changed checkout gets a server of its own.
+- Serve another OS user, or talk to one: the socket lives in a folder only its owner can
+  enter, in a parent nobody else can rename it in (else the command runs on its own);
+  the server checks the caller's uid (``SO_PEERCRED``), and the caller the server's,
+  before either sends anything.
+- Lend more rights than the caller has: a worker runs with the server's groups,
+  capabilities and seccomp filter, so the server serves only a caller whose are the same
+  (compared in ``/proc/PID/status``), and the socket's name covers them too.
+- Run stale code or settings: the name covers the interpreter, the size and mtime of
+  every appdb source file, and the environment Python reads at start-up (``PYTHON*``,
+  locale), so a changed checkout or setting gets a server of its own.
 - Outlive its caller's intent: when the caller dies (Pulumi cancelled), the worker gets
-  SIGTERM, as a process of its own would; its step rolls back.
-- Hold Pulumi up: the server closes the pipes it inherited at once; pulumi-command
-  waits for their end-of-file, not for the server.
+  SIGTERM, then SIGKILL :data:`KILL_AFTER_SECONDS` later; its step rolls back. Ctrl-C in
+  the caller is SIGINT to the worker (exit 130, as ever). A worker whose relay dies goes too.
+- Hold a reader up: the server closes every descriptor it inherited at once; pulumi-command
+  waits for the end of its pipes, not for the server.
 - Change a result: a server that cannot be reached, or that closes before a status, is
   passed over and the command runs in its own process (a revert is safe to run again:
   it takes the lock and reads the ledger first).
 
-Linux only (``SO_PEERCRED``, ``pidfd_open``); elsewhere every command runs on its own.
+What it does not carry: resource limits and the cgroup are the first caller's, and ``ps``
+shows a worker with the first caller's arguments. Linux only (``SO_PEERCRED``,
+``pidfd_open``, ``/proc``); elsewhere every command runs on its own.
 """
 
 from __future__ import annotations
@@ -49,14 +58,21 @@ FLAG = "--fork-server"
 IDLE_SECONDS = 10.0
 # A server never lives longer than this, however busy.
 MAX_SECONDS = 600.0
+# After SIGTERM to a worker whose caller died, how long before SIGKILL.
+KILL_AFTER_SECONDS = 5.0
 # What a revert imports: loaded once in the server, before it forks a worker.
 PRELOAD = ("appdb.cli", "appdb.connection", "appdb.redact", "appdb.migrate.runner")
+# The lines of /proc/PID/status that say what a process may do: a worker gets the server's.
+CREDENTIALS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
 
 _HEADER = struct.Struct("!I")
 _STATUS = struct.Struct("!i")
 _MAX_REQUEST = 16 * 1024 * 1024
 # sun_path holds 108 bytes on Linux (104 on the BSDs); a longer folder is passed over.
 _MAX_SOCKET_PATH = 104
+# What the caller sends after its request, while it waits: Ctrl-C.
+_INTERRUPT = b"I"
+_PR_SET_PDEATHSIG = 1
 
 
 def main(argv: list[str]) -> int:
@@ -79,16 +95,17 @@ def main(argv: list[str]) -> int:
 
 
 def supported() -> bool:
-    """Peer credentials, fd passing and process fds: Linux's, all three."""
-    return hasattr(socket, "SO_PEERCRED") and hasattr(socket, "send_fds") and hasattr(os, "pidfd_open")
+    """Peer credentials, fd passing, process fds and /proc: Linux's, all four."""
+    return (hasattr(socket, "SO_PEERCRED") and hasattr(socket, "send_fds") and hasattr(os, "pidfd_open")
+            and os.path.isdir("/proc/self"))
 
 
 # --- where the server listens ----------------------------------------------------------
 
 
 def socket_path() -> str | None:
-    """The socket for this interpreter and this code, in a private folder; None if there is none."""
-    name = f"{_digest(f'{sys.executable}{chr(0)}{_code_stamp()}')}.sock"
+    """The socket for this interpreter, code and credentials, in a private folder; None if there is none."""
+    name = f"{_digest(_server_key())}.sock"
     for folder in _candidate_folders():
         path = os.path.join(folder, name)
         if len(os.fsencode(path)) < _MAX_SOCKET_PATH and _private(folder):
@@ -108,7 +125,8 @@ def _candidate_folders() -> list[str]:
 
 
 def _private(folder: str) -> bool:
-    """Made 0700 if missing; usable only if it is a real folder (not a link), ours, and closed to others."""
+    """Made 0700 if missing; usable only if it is a real folder (not a link), ours and closed to
+    others, in a parent where nobody else can rename it (ours or root's, and sticky if others may write)."""
     try:
         os.mkdir(folder, 0o700)
     except FileExistsError:
@@ -117,9 +135,32 @@ def _private(folder: str) -> bool:
         return False
     try:
         info = os.lstat(folder)
+        parent = os.stat(os.path.dirname(folder))
     except OSError:
         return False
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
+    uid = os.getuid()
+    if not (stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o077):
+        return False
+    shared = parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX
+    return parent.st_uid in (uid, 0) and not shared
+
+
+def _server_key() -> str:
+    """What a worker inherits from its server and a caller must share: interpreter, code,
+    credentials, and the environment Python reads only at start-up."""
+    startup = sorted(f"{key}={value}" for key, value in os.environ.items()
+                     if key.startswith("PYTHON") or key.startswith("LC_") or key == "LANG")
+    return "\0".join([sys.executable, _code_stamp(), *credentials(os.getpid()), *startup])
+
+
+def credentials(pid: int) -> list[str]:
+    """The process's uids, gids, groups, capabilities, no_new_privs and seccomp mode, from /proc."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            lines = status.read().splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if line.split(":", 1)[0] in CREDENTIALS]
 
 
 def _code_stamp() -> str:
@@ -141,24 +182,47 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
+def _peer(sock: socket.socket) -> tuple[int, int, int]:
+    """pid, uid and gid of the process at the other end (Linux's SO_PEERCRED)."""
+    size = struct.calcsize("3i")
+    return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size))
+
+
 # --- the caller's side -------------------------------------------------------------------
 
 
 def run_via_server(path: str, argv: list[str]) -> int | None:
     """The command's exit status from the server; None when no server ran it."""
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    interrupted = False
     try:
         client.connect(path)
-        # ASCII JSON keeps what os.environ holds undecodable (lone surrogates) intact.
+        if _peer(client)[1] != os.getuid():
+            return None  # not our server (a folder swapped under us): send it nothing
         body = encode_request(argv)
         socket.send_fds(client, [_HEADER.pack(len(body))], [0, 1, 2])
         client.sendall(body)
-        reply = _receive_exactly(client, _STATUS.size)
+        while True:
+            try:
+                reply = _receive_exactly(client, _STATUS.size)
+                break
+            except KeyboardInterrupt:
+                # Ctrl-C: the worker gets SIGINT and answers it as a process of its own would.
+                interrupted = True
+                client.sendall(_INTERRUPT)
     except OSError:
-        return None
+        reply = None
     finally:
         client.close()
-    return None if reply is None else _STATUS.unpack(reply)[0]
+    if reply is None:
+        # Interrupted, the command must not start again here: the one-line answer to Ctrl-C.
+        return _interrupted() if interrupted else None
+    return _STATUS.unpack(reply)[0]
+
+
+def _interrupted() -> int:
+    print("appdb: error: interrupted; the step in progress was rolled back", file=sys.stderr)
+    return 130
 
 
 def _receive_exactly(sock: socket.socket, size: int) -> bytes | None:
@@ -172,20 +236,25 @@ def _receive_exactly(sock: socket.socket, size: int) -> bytes | None:
 
 
 class Request:
-    """What a process of its own would have had: its folder, umask, arguments and environment, as bytes."""
+    """What a process of its own would have had: folder, umask, signals, arguments and environment."""
 
-    __slots__ = ("cwd", "umask", "argv", "env")
+    __slots__ = ("cwd", "umask", "ignored", "blocked", "argv", "env")
 
-    def __init__(self, cwd: bytes, umask: int, argv: list[bytes], env: dict[bytes, bytes]) -> None:
-        self.cwd, self.umask, self.argv, self.env = cwd, umask, argv, env
+    def __init__(self, cwd: bytes, umask: int, ignored: set[int], blocked: set[int],
+                 argv: list[bytes], env: dict[bytes, bytes]) -> None:
+        self.cwd, self.umask, self.ignored, self.blocked = cwd, umask, ignored, blocked
+        self.argv, self.env = argv, env
 
 
 def encode_request(argv: list[str]) -> bytes:
-    """NUL-separated bytes, as the kernel hands a process its arguments and environment (none holds a NUL):
-    ``1``, folder, umask, argument count, the arguments, then ``KEY=VALUE`` for each variable."""
+    """NUL-separated bytes, as the kernel hands a process its arguments and environment (none
+    holds a NUL): ``2``, folder, umask, ignored signals, blocked signals, argument count, the
+    arguments, then ``KEY=VALUE`` for each variable."""
     umask = os.umask(0o022)
     os.umask(umask)
-    fields = [b"1", os.getcwdb(), b"%d" % umask, b"%d" % len(argv), *map(os.fsencode, argv)]
+    ignored, blocked = _signal_state()
+    fields = [b"2", os.getcwdb(), b"%d" % umask, _numbers(ignored), _numbers(blocked), b"%d" % len(argv),
+              *map(os.fsencode, argv)]
     fields += [key + b"=" + value for key, value in os.environb.items()]
     return b"\0".join(fields)
 
@@ -194,25 +263,47 @@ def decode_request(body: bytes) -> Request | None:
     """The request, or None when the bytes are not one of ours."""
     fields = body.split(b"\0")
     try:
-        version, cwd, umask, count = fields[0], fields[1], int(fields[2]), int(fields[3])
+        version, cwd, umask, count = fields[0], fields[1], int(fields[2]), int(fields[5])
+        ignored, blocked = _parse_numbers(fields[3]), _parse_numbers(fields[4])
     except (IndexError, ValueError):
         return None
-    if version != b"1" or not 0 <= count <= len(fields) - 4 or not 0 <= umask <= 0o777:
+    if version != b"2" or not 0 <= count <= len(fields) - 6 or not 0 <= umask <= 0o777:
         return None
-    argv = fields[4:4 + count]
-    env = dict(entry.partition(b"=")[::2] for entry in fields[4 + count:] if entry.find(b"=") > 0)
-    return Request(cwd, umask, argv, env)
+    argv = fields[6:6 + count]
+    env = dict(entry.partition(b"=")[::2] for entry in fields[6 + count:] if entry.find(b"=") > 0)
+    return Request(cwd, umask, ignored, blocked, argv, env)
+
+
+def _signal_state() -> tuple[set[int], set[int]]:
+    """The signals this process ignores and blocks: a process of its own would have inherited them."""
+    import signal
+
+    ignored = {int(sig) for sig in signal.valid_signals()
+               if sig not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(sig) is signal.SIG_IGN}
+    blocked = {int(sig) for sig in signal.pthread_sigmask(signal.SIG_BLOCK, [])}
+    return ignored, blocked
+
+
+def _numbers(values: set[int]) -> bytes:
+    return b",".join(b"%d" % value for value in sorted(values))
+
+
+def _parse_numbers(field: bytes) -> set[int]:
+    return {int(value) for value in field.split(b",")} if field else set()
 
 
 # --- the server --------------------------------------------------------------------------
 
 
 def _preload() -> None:
+    import ctypes
     import gc
     import importlib
+    import signal  # noqa: F401 - the worker sets dispositions
 
     for module in PRELOAD:
         importlib.import_module(module)
+    ctypes.CDLL(None, use_errno=True)
     # What is loaded now is shared by every worker: kept out of the collector's reach, a
     # collection in a worker does not write to (and so copy) the pages it lives in.
     gc.freeze()
@@ -235,12 +326,14 @@ def start_server(path: str) -> None:
 
 
 def _detach() -> None:
-    """A session of its own, and /dev/null for the pipes it inherited: Pulumi waits for their end."""
+    """A session of its own, the root folder, /dev/null for 0-2 and nothing else open:
+    a reader of any pipe the caller had (Pulumi's, a shell's) waits for its end, not for us."""
     os.setsid()
+    os.chdir("/")
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    os.close(null)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536)
 
 
 def serve(path: str, idle: float = IDLE_SECONDS, lifetime: float = MAX_SECONDS) -> None:
@@ -264,6 +357,7 @@ def serve(path: str, idle: float = IDLE_SECONDS, lifetime: float = MAX_SECONDS) 
         os.close(lock)
         return  # another server has this path
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    own = credentials(os.getpid())
     try:
         if os.path.lexists(path):
             os.unlink(path)  # left by a server that was killed; we hold the lock
@@ -282,7 +376,7 @@ def serve(path: str, idle: float = IDLE_SECONDS, lifetime: float = MAX_SECONDS) 
                 break
             with conn:
                 if os.fork() == 0:
-                    _relay(conn, listener)
+                    _relay(conn, [listener.fileno(), lock], own)
             _reap()
     finally:
         if os.path.lexists(path):
@@ -300,22 +394,23 @@ def _reap() -> None:
         pass
 
 
-def _relay(conn: socket.socket, listener: socket.socket) -> None:
+def _relay(conn: socket.socket, server_fds: list[int], own: list[str]) -> None:
     """In the relay: check the caller, fork its worker, send back the worker's status; then exit."""
     try:
-        listener.close()
+        for fd in server_fds:
+            os.close(fd)  # the listener, and the lock: a new server may start while we work
         conn.settimeout(None)
-        _serve_one(conn)
+        _serve_one(conn, own)
     except BaseException:  # noqa: BLE001 - the caller, seeing no status, runs the command itself
         pass
     finally:
         os._exit(0)
 
 
-def _serve_one(conn: socket.socket) -> None:
-    peer = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    if peer[1] != os.getuid():
-        return
+def _serve_one(conn: socket.socket, own: list[str]) -> None:
+    pid, uid, _gid = _peer(conn)
+    if uid != os.getuid() or not own or credentials(pid) != own:
+        return  # another user, or the same one with other groups, capabilities or seccomp
     fds: list[int] = []
     try:
         header, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, 3)
@@ -326,10 +421,11 @@ def _serve_one(conn: socket.socket) -> None:
         request = decode_request(body) if body is not None else None
         if request is None:
             return
-        pid = os.fork()
-        if pid == 0:
-            _work(request, fds, conn)
-        status = _wait(pid, conn)
+        relay = os.getpid()
+        worker = os.fork()
+        if worker == 0:
+            _work(request, fds, conn, relay)
+        status = _wait(worker, conn)
     finally:
         for fd in fds:
             os.close(fd)
@@ -337,7 +433,8 @@ def _serve_one(conn: socket.socket) -> None:
 
 
 def _wait(pid: int, conn: socket.socket) -> int:
-    """The worker's exit status; SIGTERM to it if the caller goes away first, as to a process of its own."""
+    """The worker's exit status. The caller's Ctrl-C is SIGINT to the worker; the caller gone
+    (killed) is SIGTERM, and SIGKILL if the worker is still there after KILL_AFTER_SECONDS."""
     import select
     import signal
 
@@ -346,13 +443,22 @@ def _wait(pid: int, conn: socket.socket) -> int:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
         poller.register(conn, select.POLLIN | select.POLLHUP)
+        timeout = None
         while True:
-            ready = {fd for fd, _event in poller.poll()}
+            ready = {fd for fd, _event in poller.poll(timeout)}
             if pidfd in ready:
                 break
-            if conn.fileno() in ready:
-                os.kill(pid, signal.SIGTERM)
-                poller.unregister(conn)
+            if not ready:  # the grace after SIGTERM is over
+                os.kill(pid, signal.SIGKILL)
+                timeout = None
+                continue
+            data = conn.recv(1)
+            if data == _INTERRUPT:
+                os.kill(pid, signal.SIGINT)
+                continue
+            os.kill(pid, signal.SIGTERM)
+            poller.unregister(conn)
+            timeout = int(KILL_AFTER_SECONDS * 1000)
     finally:
         os.close(pidfd)
     _, wait_status = os.waitpid(pid, 0)
@@ -360,15 +466,17 @@ def _wait(pid: int, conn: socket.socket) -> int:
     return code if code >= 0 else 128 - code
 
 
-def _work(request: Request, fds: list[int], conn: socket.socket) -> None:
+def _work(request: Request, fds: list[int], conn: socket.socket, relay: int) -> None:
     """In the worker: become the caller's process, run the command, exit with its status."""
     status = 1
     try:
+        _die_with(relay)
         conn.close()
         for target, fd in zip((0, 1, 2), fds):
             os.dup2(fd, target)
         for fd in fds:
             os.close(fd)
+        _take_signals(request.ignored, request.blocked)
         os.chdir(request.cwd)
         os.umask(request.umask)
         os.environ.clear()
@@ -391,3 +499,31 @@ def _work(request: Request, fds: list[int], conn: socket.socket) -> None:
             except Exception:  # noqa: BLE001
                 pass
         os._exit(status)
+
+
+def _die_with(relay: int) -> None:
+    """SIGKILL when the relay dies (the OOM killer, a stray kill): nobody would report our status."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != relay:
+        os._exit(1)  # it died before the line above
+
+
+def _take_signals(ignored: set[int], blocked: set[int]) -> None:
+    """The caller's dispositions, as a process of its own would inherit them: what it ignores is
+    ignored, the rest default, SIGINT to Python's KeyboardInterrupt; and its signal mask."""
+    import signal
+
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        wanted = signal.SIG_IGN if int(sig) in ignored else signal.SIG_DFL
+        if sig == signal.SIGINT and wanted is signal.SIG_DFL:
+            wanted = signal.default_int_handler
+        try:
+            signal.signal(sig, wanted)
+        except (OSError, ValueError):
+            pass  # a signal the platform will not let Python set
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

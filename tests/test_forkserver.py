@@ -146,24 +146,83 @@ def test_a_chain_of_reverts_through_bin_appdb_matches_processes_of_their_own(new
     assert [code for code, _out, _err in results[True][0]] == [0, 1, 0, 0, 0, 0]
 
 
-def test_a_worker_whose_caller_is_killed_is_stopped_too(db, applied, server):
-    """Pulumi cancelled: the revert stops as a process of its own would, and takes nothing with it."""
+def lock_waiters(holder) -> int:
+    """appdb connections to the test database other than the holder's: a worker polling for the lock."""
+    return holder.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                          "AND application_name = 'appdb' AND pid <> pg_backend_pid()").fetchone()[0]
+
+
+def blocked_caller(db, applied, server, holder, ignore_term: bool = False) -> subprocess.Popen:
+    """A served `revert 030` whose worker waits for the migration lock the test holds."""
+    holder.execute("SELECT pg_advisory_lock(%s)", (0x6170706462,))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), "--wait", "120", forkserver.FLAG]
+    code = ("import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignore_term else "") + CLIENT
+    caller = subprocess.Popen([sys.executable, "-c", code, str(server), *argv], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: lock_waiters(holder) == 1, "the worker to wait for the migration lock")
+    return caller
+
+
+@pytest.mark.parametrize("ignore_term", [False, True], ids=["default", "caller-ignores-sigterm"])
+def test_a_worker_whose_caller_is_killed_is_stopped_too(db, applied, server, ignore_term):
+    """Pulumi cancelled: the revert stops as a process of its own would, and takes nothing with it.
+
+    A caller that ignores SIGTERM hands that to its worker, as a parent does to a child; the
+    worker still goes, by SIGKILL after the grace period."""
     with db.connect() as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (0x6170706462,))
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), "--wait", "120", forkserver.FLAG]
-        caller = subprocess.Popen([sys.executable, "-c", CLIENT, str(server), *argv], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def waiting() -> int:
-            return holder.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                  "AND application_name = 'appdb' AND pid <> pg_backend_pid()").fetchone()[0]
-
-        wait_for(lambda: waiting() == 1, "the worker to wait for the migration lock")
+        caller = blocked_caller(db, applied, server, holder, ignore_term)
         caller.send_signal(signal.SIGKILL)
-        caller.wait(timeout=30)
-        wait_for(lambda: waiting() == 0, "the worker to stop with its caller")
+        caller.communicate(timeout=30)
+        wait_for(lambda: lock_waiters(holder) == 0, "the worker to stop with its caller")
     assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+def test_ctrl_c_in_the_caller_interrupts_the_worker_as_it_would_a_process_of_its_own(db, applied, server):
+    with db.connect() as holder:
+        caller = blocked_caller(db, applied, server, holder)
+        caller.send_signal(signal.SIGINT)
+        out, err = caller.communicate(timeout=30)
+        assert out.strip() == "130"  # the status the caller got: what `appdb` exits with on Ctrl-C
+        assert err.startswith("appdb: error: interrupted; the step in progress was rolled back")
+        assert "Traceback" not in err
+        wait_for(lambda: lock_waiters(holder) == 0, "the worker to stop")
+    assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+def test_a_caller_with_other_groups_is_not_served(db, applied, server):
+    """The same uid with other supplementary groups (or capabilities): a worker would have the server's."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: runs the caller with other supplementary groups")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+    done = subprocess.run([sys.executable, "-c", CLIENT, str(server), *argv], cwd=ROOT, env=env,
+                          extra_groups=[*os.getgroups(), 4242], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.stdout.strip() == "None", done.stderr
+    assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+def test_the_server_keeps_no_pipe_of_its_callers_open(db, applied, runtime):
+    """A shell or CI wrapper may hand the command more than 0-2: its reader must not wait for the server."""
+    read_end, write_end = os.pipe()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "DATABASE_URL": db.dsn,
+           "APPDB_SQL_DIR": str(applied), "XDG_RUNTIME_DIR": str(runtime)}
+    try:
+        done = subprocess.run(["sh", "-c", revert_command("030", allow_data_loss=False)], cwd=ROOT, env=env,
+                              pass_fds=[write_end], capture_output=True, text=True, timeout=120, check=False)
+        os.close(write_end)
+        write_end = -1
+        assert done.returncode == 0, done.stderr
+        assert list((runtime / "appdb").glob("*.sock")), "the cold run started no server"
+        import select
+
+        assert select.select([read_end], [], [], 5.0)[0], "the pipe stayed open: the server holds it"
+        assert os.read(read_end, 1) == b""
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
 
 
 def test_the_server_goes_after_it_is_idle_and_takes_its_socket(tmp_path: Path):
@@ -293,6 +352,59 @@ def test_a_request_carries_arguments_environment_and_folder_byte_for_byte(argv, 
     assert request.cwd == os.getcwdb() and 0 <= request.umask <= 0o777
 
 
-@pytest.mark.parametrize("body", [b"", b"2\0/\x0018\x000", b"1\0/\0x\x000", b"1\0/\x0018\x005\0only-one"])
+@pytest.mark.parametrize("body", [b"", b"1\0/\x0018\x000", b"2\0/\x0018\0\0\0x", b"2\0/\x0018\0\0\0" b"5\0only-one",
+                                  b"2\0/\x0018\0x\0\0" b"0", b"2\0/\x001000\0\0\0" b"0"])
 def test_bytes_that_are_not_a_request_are_refused(body):
     assert forkserver.decode_request(body) is None
+
+
+def test_a_request_carries_the_callers_ignored_and_blocked_signals():
+    code = ("import signal, os; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+            "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1]); "
+            "from appdb import forkserver as f; r = f.decode_request(f.encode_request([])); "
+            "print(sorted(r.ignored), sorted(r.blocked))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, check=True)
+    ignored, blocked = done.stdout.strip().split("] [")
+    assert str(int(signal.SIGHUP)) in ignored.strip("[").split(", ")
+    assert blocked.strip("]").split(", ") == [str(int(signal.SIGUSR1))]
+
+
+def test_the_caller_sends_nothing_to_a_server_of_another_user(tmp_path: Path, probe):
+    """A folder swapped between the check and the connect: the listener is another user's; it gets nothing."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="appdb-fs-test-", dir="/tmp"))
+    os.chown(folder, probe.pw_uid, probe.pw_gid)
+    path, got = folder / "theirs.sock", folder / "received"
+    listener = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); __import__('os').chmod(sys.argv[1], 0o666)\n"
+        "s.listen(1); c, _ = s.accept(); c.settimeout(5)\n"
+        "data = b''\n"
+        "try:\n"
+        "    while chunk := c.recv(65536): data += chunk\n"
+        "except OSError: pass\n"
+        "open(sys.argv[2], 'wb').write(data)\n"
+    )
+    theirs = subprocess.Popen(["/usr/bin/python3", "-c", listener, str(path), str(got)], user=probe.pw_uid,
+                              group=probe.pw_gid, extra_groups=[], cwd="/", env={"PATH": "/usr/bin:/bin"})
+    try:
+        wait_for(path.exists, "the other user's socket")
+        assert forkserver.run_via_server(str(path), ["revert", "030", "--dsn", "password=secret"]) is None
+        assert theirs.wait(timeout=30) == 0
+        assert got.read_bytes() == b""
+    finally:
+        theirs.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_folder_in_a_parent_others_may_write_is_passed_over(tmp_path: Path, monkeypatch):
+    """Whoever may rename entries of the parent could swap our folder for theirs after the check."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
+    assert forkserver.private_folder() == f"/tmp/appdb-{os.getuid()}"
+    shared.chmod(0o1777)  # sticky: only the owner of an entry may rename it
+    assert forkserver.private_folder() == str(shared / "appdb")
