@@ -382,6 +382,9 @@ def serve(path: str, idle: float = IDLE_SECONDS, lifetime: float = MAX_SECONDS) 
         if os.path.lexists(path):
             os.unlink(path)
         listener.close()
+        # Still holding the lock: a server that opened this file meanwhile cannot take it and
+        # leaves; one that opens after makes a new file. So no lock file is left behind either.
+        os.unlink(f"{path}.lock")
         os.close(lock)
 
 

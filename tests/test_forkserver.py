@@ -232,7 +232,7 @@ def test_the_server_goes_after_it_is_idle_and_takes_its_socket(tmp_path: Path):
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(path), "0.3"], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.wait(timeout=60) == 0
-    assert not path.exists()
+    assert not path.exists() and not Path(f"{path}.lock").exists()
     # Nobody listening: the caller is told so (None) and runs the command itself.
     assert forkserver.run_via_server(str(path), ["--version"]) is None
 
