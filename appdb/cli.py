@@ -18,7 +18,7 @@ from typing import Any
 
 from appdb import __version__
 from appdb.access import SCHEMA
-from appdb.errors import AppdbError, ConfigError
+from appdb.errors import INTERRUPTED, INTERRUPTED_EXIT, AppdbError, ConfigError
 
 log = logging.getLogger("appdb")
 
@@ -381,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"database error: {first}", argv)
         return 1
     except KeyboardInterrupt:
-        print("appdb: error: interrupted; the step in progress was rolled back", file=sys.stderr)
-        return 130
+        print(f"appdb: error: {INTERRUPTED}", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 def _error(message: str, argv: list[str]) -> None:

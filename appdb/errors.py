@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# What appdb says, and exits with, when Ctrl-C stops it: the runner's transaction rolls back.
+INTERRUPTED = "interrupted; the step in progress was rolled back"
+INTERRUPTED_EXIT = 130
+
 
 class AppdbError(Exception):
     """Base of every expected failure; the message is one line meant for a person."""

@@ -7,7 +7,7 @@ takes about 100 ms, the revert itself a few. A destroy of 100 migrations spent a
 20 s starting Python (issue 20).
 
 How: a revert run with ``--fork-server`` first asks a server for this checkout (a Unix
-socket, named for the interpreter, appdb's code and the caller's credentials) to run it.
+socket, named for the interpreter, appdb's code and the caller's identity) to run it.
 The server forks a relay, which forks a worker that takes over the caller's stdin, stdout
 and stderr (passed with SCM_RIGHTS), its environment, folder, umask, signal dispositions
 and arguments, and runs :func:`appdb.cli.main` exactly as a new process would (its own
@@ -23,15 +23,18 @@ What it must never do, and how it does not:
   enter, in a parent nobody else can rename it in (else the command runs on its own);
   the server checks the caller's uid (``SO_PEERCRED``), and the caller the server's,
   before either sends anything.
-- Lend more rights than the caller has: a worker runs with the server's groups,
-  capabilities and seccomp filter, so the server serves only a caller whose are the same
-  (compared in ``/proc/PID/status``), and the socket's name covers them too.
+- Lend more rights than the caller has, or other ones: a worker runs with the server's
+  groups, capabilities, seccomp filters, namespaces, root folder and security label, so the
+  server serves only a caller whose are the same (:func:`identity`, from ``/proc``), the
+  caller sends only to such a server, and the socket's name covers them too. A sandbox of
+  the same uid (bwrap, ``unshare --net``) is not served.
 - Run stale code or settings: the name covers the interpreter, the size and mtime of
   every appdb source file, and the environment Python reads at start-up (``PYTHON*``,
   locale), so a changed checkout or setting gets a server of its own.
 - Outlive its caller's intent: when the caller dies (Pulumi cancelled), the worker gets
   SIGTERM, then SIGKILL :data:`KILL_AFTER_SECONDS` later; its step rolls back. Ctrl-C in
-  the caller is SIGINT to the worker (exit 130, as ever). A worker whose relay dies goes too.
+  the caller is SIGINT to the worker (exit 130, as ever), held until the worker has the
+  caller's dispositions so that none is lost. A worker whose relay dies goes too.
 - Hold a reader up: the server closes every descriptor it inherited at once; pulumi-command
   waits for the end of its pipes, not for the server.
 - Change a result: a server that cannot be reached, or that closes before a status, is
@@ -63,7 +66,10 @@ KILL_AFTER_SECONDS = 5.0
 # What a revert imports: loaded once in the server, before it forks a worker.
 PRELOAD = ("appdb.cli", "appdb.connection", "appdb.redact", "appdb.migrate.runner")
 # The lines of /proc/PID/status that say what a process may do: a worker gets the server's.
-CREDENTIALS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
+CREDENTIALS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp",
+               "Seccomp_filters")
+# And its namespaces (/proc/PID/ns): a sandbox of the same uid (bwrap, unshare) has its own.
+NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 
 _HEADER = struct.Struct("!I")
 _STATUS = struct.Struct("!i")
@@ -125,8 +131,17 @@ def _candidate_folders() -> list[str]:
 
 
 def _private(folder: str) -> bool:
-    """Made 0700 if missing; usable only if it is a real folder (not a link), ours and closed to
-    others, in a parent where nobody else can rename it (ours or root's, and sticky if others may write)."""
+    """Usable only in a parent where nobody else can rename it (ours or root's, and sticky if
+    others may write), checked before anything is made there; then made 0700 if missing, and
+    used only if it is a real folder (not a link), ours, and closed to others."""
+    uid = os.getuid()
+    try:
+        parent = os.stat(os.path.dirname(folder))
+    except OSError:
+        return False
+    shared = parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX
+    if parent.st_uid not in (uid, 0) or shared:
+        return False
     try:
         os.mkdir(folder, 0o700)
     except FileExistsError:
@@ -135,32 +150,38 @@ def _private(folder: str) -> bool:
         return False
     try:
         info = os.lstat(folder)
-        parent = os.stat(os.path.dirname(folder))
     except OSError:
         return False
-    uid = os.getuid()
-    if not (stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o077):
-        return False
-    shared = parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX
-    return parent.st_uid in (uid, 0) and not shared
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o077
 
 
 def _server_key() -> str:
     """What a worker inherits from its server and a caller must share: interpreter, code,
-    credentials, and the environment Python reads only at start-up."""
+    identity (credentials, namespaces, root, label), and the environment Python reads only at start-up."""
     startup = sorted(f"{key}={value}" for key, value in os.environ.items()
                      if key.startswith("PYTHON") or key.startswith("LC_") or key == "LANG")
-    return "\0".join([sys.executable, _code_stamp(), *credentials(os.getpid()), *startup])
+    return "\0".join([sys.executable, _code_stamp(), *(identity(os.getpid()) or ["unknown"]), *startup])
 
 
-def credentials(pid: int) -> list[str]:
-    """The process's uids, gids, groups, capabilities, no_new_privs and seccomp mode, from /proc."""
+def identity(pid: int) -> list[str] | None:
+    """What a worker takes from its server rather than its caller, for process ``pid``: uids,
+    gids, groups, capabilities, no_new_privs, seccomp (and how many filters), namespaces, root
+    folder and security label. None when /proc will not say (then nobody is served)."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
-            lines = status.read().splitlines()
+            lines = [line for line in status.read().splitlines() if line.split(":", 1)[0] in CREDENTIALS]
+        lines += [f"ns/{name}: {os.readlink(f'/proc/{pid}/ns/{name}')}" for name in NAMESPACES
+                  if os.path.lexists(f"/proc/{pid}/ns/{name}")]
+        root = os.stat(f"/proc/{pid}/root")
     except OSError:
-        return []
-    return [line for line in lines if line.split(":", 1)[0] in CREDENTIALS]
+        return None
+    lines.append(f"root: {root.st_dev}:{root.st_ino}")
+    try:
+        with open(f"/proc/{pid}/attr/current", "rb") as label:
+            lines.append(f"label: {label.read()!r}")
+    except OSError:
+        lines.append("label: none")  # no security module that keeps one
+    return lines
 
 
 def _code_stamp() -> str:
@@ -195,10 +216,13 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
     """The command's exit status from the server; None when no server ran it."""
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     interrupted = False
+    reply = None
     try:
         client.connect(path)
-        if _peer(client)[1] != os.getuid():
-            return None  # not our server (a folder swapped under us): send it nothing
+        server_pid, server_uid, _gid = _peer(client)
+        own = identity(os.getpid())
+        if server_uid != os.getuid() or own is None or identity(server_pid) != own:
+            return None  # not a server like us (another user's, a folder swapped under us): send nothing
         body = encode_request(argv)
         socket.send_fds(client, [_HEADER.pack(len(body))], [0, 1, 2])
         client.sendall(body)
@@ -212,6 +236,8 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
                 client.sendall(_INTERRUPT)
     except OSError:
         reply = None
+    except KeyboardInterrupt:
+        interrupted = True  # before the request was out, or while passing one on: closing stops the worker
     finally:
         client.close()
     if reply is None:
@@ -221,8 +247,11 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
 
 
 def _interrupted() -> int:
-    print("appdb: error: interrupted; the step in progress was rolled back", file=sys.stderr)
-    return 130
+    """The CLI's own answer to Ctrl-C (appdb.cli.main), where the CLI itself never ran."""
+    from appdb.errors import INTERRUPTED, INTERRUPTED_EXIT
+
+    print(f"appdb: error: {INTERRUPTED}", file=sys.stderr)
+    return INTERRUPTED_EXIT
 
 
 def _receive_exactly(sock: socket.socket, size: int) -> bytes | None:
@@ -353,11 +382,13 @@ def serve(path: str, idle: float = IDLE_SECONDS, lifetime: float = MAX_SECONDS) 
     lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(lock).st_ino != os.stat(f"{path}.lock", follow_symlinks=False).st_ino:
+            raise OSError("the lock file was replaced: a server that was leaving removed it")
     except OSError:
         os.close(lock)
-        return  # another server has this path
+        return  # another server has this path, or is about to
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    own = credentials(os.getpid())
+    own = identity(os.getpid())
     try:
         if os.path.lexists(path):
             os.unlink(path)  # left by a server that was killed; we hold the lock
@@ -397,7 +428,7 @@ def _reap() -> None:
         pass
 
 
-def _relay(conn: socket.socket, server_fds: list[int], own: list[str]) -> None:
+def _relay(conn: socket.socket, server_fds: list[int], own: list[str] | None) -> None:
     """In the relay: check the caller, fork its worker, send back the worker's status; then exit."""
     try:
         for fd in server_fds:
@@ -410,10 +441,12 @@ def _relay(conn: socket.socket, server_fds: list[int], own: list[str]) -> None:
         os._exit(0)
 
 
-def _serve_one(conn: socket.socket, own: list[str]) -> None:
+def _serve_one(conn: socket.socket, own: list[str] | None) -> None:
+    import signal
+
     pid, uid, _gid = _peer(conn)
-    if uid != os.getuid() or not own or credentials(pid) != own:
-        return  # another user, or the same one with other groups, capabilities or seccomp
+    if uid != os.getuid() or own is None or identity(pid) != own:
+        return  # another user, or the same one with other groups, capabilities, namespaces...
     fds: list[int] = []
     try:
         header, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, 3)
@@ -425,9 +458,13 @@ def _serve_one(conn: socket.socket, own: list[str]) -> None:
         if request is None:
             return
         relay = os.getpid()
+        # Signals stay pending in the worker until it has the caller's dispositions: a Ctrl-C
+        # passed on at once is neither lost in the fork nor taken by the server's handlers.
+        mask = signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
         worker = os.fork()
         if worker == 0:
             _work(request, fds, conn, relay)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         status = _wait(worker, conn)
     finally:
         for fd in fds:
@@ -491,6 +528,8 @@ def _work(request: Request, fds: list[int], conn: socket.socket, relay: int) -> 
         status = cli_main(argv)
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:  # Ctrl-C before the command began: what `appdb` says to one
+        status = _interrupted()
     except BaseException:  # noqa: BLE001 - what a process of its own would print
         import traceback
 

@@ -408,3 +408,50 @@ def test_a_folder_in_a_parent_others_may_write_is_passed_over(tmp_path: Path, mo
     assert forkserver.private_folder() == f"/tmp/appdb-{os.getuid()}"
     shared.chmod(0o1777)  # sticky: only the owner of an entry may rename it
     assert forkserver.private_folder() == str(shared / "appdb")
+
+
+def test_a_caller_in_other_namespaces_is_not_served(db, applied, server):
+    """A sandbox of the same uid (bwrap, unshare --net): a worker would have the server's network and files."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare: runs the caller in a network namespace of its own")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+    done = subprocess.run(["unshare", "--net", sys.executable, "-c", CLIENT, str(server), *argv], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0 and "unshare" in done.stderr:
+        pytest.skip(f"unshare is not allowed here: {done.stderr.strip()}")
+    assert done.stdout.strip() == "None", done.stderr
+    assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+EARLY_INTERRUPT = """
+import os, socket, sys
+from appdb import forkserver as f
+client = socket.socket(socket.AF_UNIX)
+client.connect(sys.argv[1])
+body = f.encode_request(sys.argv[2:])
+socket.send_fds(client, [f._HEADER.pack(len(body))], [0, 1, 2])
+client.sendall(body + f._INTERRUPT)  # Ctrl-C at once: before the worker has set anything up
+print(f._STATUS.unpack(f._receive_exactly(client, f._STATUS.size))[0])
+"""
+
+
+def test_a_ctrl_c_that_comes_at_once_is_not_lost(db, applied, server):
+    with db.connect() as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (0x6170706462,))
+        argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), "--wait", "120", forkserver.FLAG]
+        done = subprocess.run([sys.executable, "-c", EARLY_INTERRUPT, str(server), *argv], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert done.stdout.strip() == "130", done.stderr
+        assert "interrupted" in done.stderr and "Traceback" not in done.stderr
+    assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+def test_root_never_makes_its_folder_in_another_users_runtime_folder(tmp_path: Path, monkeypatch, probe):
+    theirs = tmp_path / "run-user"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, probe.pw_uid, probe.pw_gid)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(theirs))
+    assert forkserver.private_folder() == f"/tmp/appdb-{os.getuid()}"
+    assert list(theirs.iterdir()) == []
