@@ -7,9 +7,12 @@ test files import helpers from here, never from conftest.py or from one another.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,3 +165,22 @@ def documented_readonly_login_sql(password: str) -> str:
     blocks = [b for b in re.findall(r"```sql\n(.*?)```", text, re.S) if "CREATE ROLE appdb_readonly" in b]
     assert len(blocks) == 1, "docs/delivery.md must show the read-only login's SQL once"
     return blocks[0].replace("<a long random password>", password)
+
+
+@contextmanager
+def throwaway_os_user(name: str) -> Iterator[pwd.struct_passwd]:
+    """An OS user made with useradd (no home, no shell) and removed afterwards, when this call made it.
+
+    Skips the test without root: only root can make one.
+    """
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: makes a throwaway OS user with useradd")
+    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                          capture_output=True, text=True, check=False)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        if made.returncode == 0:
+            subprocess.run(["userdel", name], capture_output=True, check=False)

@@ -9,7 +9,6 @@ let a worker outlive a caller that was killed.
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -22,6 +21,7 @@ import pytest
 
 from appdb import forkserver
 from components.migrations import revert_command
+from tests.helpers import throwaway_os_user
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = "appdb_fsprobe"
@@ -291,15 +291,9 @@ def test_changed_code_gets_a_server_of_its_own(tmp_path: Path, runtime, monkeypa
 
 @pytest.fixture(scope="module")
 def probe():
-    if os.geteuid() != 0:
-        pytest.skip("needs root: makes a throwaway OS user with useradd")
-    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", PROBE],
-                          capture_output=True, text=True, check=False)
-    try:
-        yield pwd.getpwnam(PROBE)
-    finally:
-        if made.returncode == 0:
-            subprocess.run(["userdel", PROBE], capture_output=True, check=False)
+    """A throwaway OS user of this module's own (another module's may be removed meanwhile)."""
+    with throwaway_os_user(PROBE) as account:
+        yield account
 
 
 PROBE_CLIENT = """

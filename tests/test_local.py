@@ -35,7 +35,7 @@ from appdb.local.cluster import (
     write_password_file,
 )
 from appdb.local.postgres import SUPPORTED, project_major
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, free_port, throwaway_os_user
 
 PASSWORD_SHAPE = re.compile(r"[A-Z][a-z][0-9][a-z](-[A-Z][a-z][0-9][a-z]){5}")
 # What the local stack gave app_backend before its password was random (Pulumi.local.yaml).
@@ -399,16 +399,8 @@ def test_local_up_starts_a_cluster_whose_folder_has_a_quote_or_backslash_in_its_
 @pytest.fixture(scope="module")
 def probe():
     """A throwaway OS user, removed afterwards (when this test made it)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: makes a throwaway OS user with useradd")
-    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", PROBE],
-                          capture_output=True, text=True, check=False)
-    account = pwd.getpwnam(PROBE)
-    try:
+    with throwaway_os_user(PROBE) as account:
         yield account
-    finally:
-        if made.returncode == 0:
-            subprocess.run(["userdel", PROBE], capture_output=True, check=False)
 
 
 def as_probe(account: pwd.struct_passwd, command: list[str], env: dict[str, str] | None = None,
