@@ -152,14 +152,20 @@ def lock_waiters(holder) -> int:
                           "AND application_name = 'appdb' AND pid <> pg_backend_pid()").fetchone()[0]
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def blocked_caller(db, applied, server, holder, ignore_term: bool = False) -> subprocess.Popen:
     """A served `revert 030` whose worker waits for the migration lock the test holds."""
     holder.execute("SELECT pg_advisory_lock(%s)", (0x6170706462,))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), "--wait", "120", forkserver.FLAG]
     code = ("import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignore_term else "") + CLIENT
+    # As a terminal's foreground process has it: a shell's background job (bin/test runs one
+    # major in the background) starts with SIGINT ignored, and so would the caller and its worker.
     caller = subprocess.Popen([sys.executable, "-c", code, str(server), *argv], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
     wait_for(lambda: lock_waiters(holder) == 1, "the worker to wait for the migration lock")
     return caller
 
@@ -436,7 +442,7 @@ def test_a_ctrl_c_that_comes_at_once_is_not_lost(db, applied, server):
         argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), "--wait", "120", forkserver.FLAG]
         done = subprocess.run([sys.executable, "-c", EARLY_INTERRUPT, str(server), *argv], cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                              timeout=60, check=False)
+                              timeout=60, check=False, preexec_fn=_sigint_default)
         assert done.stdout.strip() == "130", done.stderr
         assert "interrupted" in done.stderr and "Traceback" not in done.stderr
     assert applied_ids(db) == ["027", "028", "029", "030"]
@@ -449,3 +455,18 @@ def test_root_never_makes_its_folder_in_another_users_runtime_folder(tmp_path: P
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(theirs))
     assert forkserver.private_folder() == f"/tmp/appdb-{os.getuid()}"
     assert list(theirs.iterdir()) == []
+
+
+def test_a_caller_that_ignores_ctrl_c_has_a_worker_that_ignores_it(db, applied, server):
+    """A shell's background job ignores SIGINT, and so does a process it starts: so does the worker."""
+    with db.connect() as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (0x6170706462,))
+        code = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n" + EARLY_INTERRUPT
+        argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), "--wait", "3", forkserver.FLAG]
+        done = subprocess.run([sys.executable, "-c", code, str(server), *argv], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                              timeout=60, check=False)
+    # The interrupt was ignored: the worker waited out --wait for the lock, as the caller's own process would.
+    assert done.stdout.strip() == "1", done.stderr
+    assert done.stderr.startswith("appdb: error: another appdb run holds the migration lock")
+    assert applied_ids(db) == ["027", "028", "029", "030"]
