@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,13 +73,22 @@ def backend(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def stack(project: Path, database: Cluster, backend: Path):
+def runtime() -> Iterator[Path]:
+    """XDG_RUNTIME_DIR for the deploys: where the reverts' fork server puts its socket (short: a socket's path is)."""
+    folder = Path(tempfile.mkdtemp(prefix="e2e-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def stack(project: Path, database: Cluster, backend: Path, runtime: Path):
     from pulumi import automation as auto
 
     # The local stack file holds no password: the cluster's own, as bin/deploy-local exports them.
     env = {"PULUMI_BACKEND_URL": backend.as_uri(), "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
            "PULUMI_SKIP_UPDATE_CHECK": "true", "PGPASSWORD": database.password(),
-           "APPDB_BACKEND_PASSWORD": database.password(BACKEND), **toolchain_env()}
+           "APPDB_BACKEND_PASSWORD": database.password(BACKEND), "XDG_RUNTIME_DIR": str(runtime),
+           **toolchain_env()}
     workspace_opts = auto.LocalWorkspaceOptions(work_dir=str(project), env_vars=env)
     stack = auto.create_or_select_stack(stack_name="local", work_dir=str(project), opts=workspace_opts)
     stack.set_all_config({
@@ -121,7 +132,7 @@ def test_code_rollback_runs_the_revert_from_the_ledger_and_rolls_forward(stack, 
     assert forward.outputs["verification"].value["ok"] is True
 
 
-def test_a_revert_that_would_lose_rows_fails_up_and_leaves_the_stack_consistent(stack, project, database):
+def test_a_revert_that_would_lose_rows_fails_up_and_leaves_the_stack_consistent(stack, project, database, runtime):
     from pulumi import automation as auto
 
     ids, files = migration_ids(), migration_files()
@@ -139,6 +150,9 @@ def test_a_revert_that_would_lose_rows_fails_up_and_leaves_the_stack_consistent(
     with pytest.raises(auto.CommandError) as failed:
         stack.up(on_output=print)
     assert "refused" in str(failed.value) and "--allow-data-loss" in str(failed.value)
+    # The deletes shared a fork server (appdb/forkserver.py): the first started it, and the
+    # refusal of the last, served, reached Pulumi's output and failed the deploy all the same.
+    assert list((runtime / "appdb").glob("*.sock")), "the reverts started no fork server"
     # The later reverts drop empty tables or nothing and ran, newest first; 027's was refused
     # and is still on record, in the ledger and in the state alike.
     assert ledger(database) == ids[:1]
