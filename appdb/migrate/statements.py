@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from appdb.errors import ConfigError
 
@@ -46,12 +47,16 @@ _WHITESPACE = re.compile(r"\s+")
 _IDENT_REST = re.compile(_IDENT_REST_CLASS + "*")
 _DOLLAR_TAG = re.compile(r"\$(" + _IDENT_START_CLASS + _TAG_REST_CLASS + r"*)?\$")
 NAMEDATALEN = 63  # bytes PostgreSQL keeps of an identifier
+# The only words track_atomic_body acts on; every other word leaves the depth as it is.
+_BODY_WORDS = frozenset({"atomic", "case", "end"})
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     """A word (keyword or unquoted identifier, folded to lower case), a quoted identifier,
-    or a punctuation character; strings and comments are not kept."""
+    or a punctuation character; strings and comments are not kept.
+
+    A named tuple, not a frozen dataclass: as immutable, and about five times quicker to
+    make, which a history of a thousand files feels on every command (issue 20)."""
 
     kind: str  # "word", "ident", or "punct"
     value: str
@@ -203,8 +208,9 @@ class _Scanner:
         if lower == "u" and self.text.startswith('&"', end):
             self.quoted_identifier(end + 1)
             return
-        self.advance_to(end)
-        self.track_atomic_body(lower)
+        self.pos = end  # an identifier holds no newline: no line to count
+        if lower in _BODY_WORDS:
+            self.track_atomic_body(lower)
         self.add(Token("word", lower, self.line))
 
     def track_atomic_body(self, word: str) -> None:
@@ -233,7 +239,7 @@ class _Scanner:
         return rest in (["function"], ["procedure"])
 
     def punct(self, char: str) -> None:
-        self.advance_to(self.pos + 1)
+        self.pos += 1  # one character that is not whitespace: no newline
         if char == "(":
             self.paren_depth += 1
         elif char == ")":
