@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,8 @@ def normalise(text: str) -> str:
 
 def read_text(path: Path) -> str:
     """A migration or revert file's normalised text; one line naming it when it is not UTF-8."""
-    data = path.read_bytes()
+    with open(path, "rb") as file:  # not Path.read_bytes: its overhead shows at a thousand files
+        data = file.read()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -227,12 +229,13 @@ def load(path: Path) -> Migration:
     if not match:
         raise ConfigError(f"{path}: migration files are named NNN_snake_description.sql")
     revert_path = path.parent / REVERT_DIR / path.name
-    if not revert_path.is_file():
+    text = read_text(path)
+    try:
+        revert_text = read_text(revert_path)
+    except (FileNotFoundError, IsADirectoryError):
         raise ConfigError(
             f"{path} has no revert: create {revert_path} (a documented no-op is fine; 'appdb new' makes both)"
-        )
-    text = read_text(path)
-    revert_text = read_text(revert_path)
+        ) from None
     parse_steps(revert_text, str(revert_path))  # a malformed revert is found now, not mid-rollback
     return Migration(
         id=match.group("id"),
@@ -250,7 +253,9 @@ def discover(sql_dir: Path) -> list[Migration]:
     """Every migration in ``sql_dir``, in version order; duplicate versions are an error."""
     if not sql_dir.is_dir():
         raise ConfigError(f"no migrations directory at {sql_dir}: pass --sql-dir or set APPDB_SQL_DIR")
-    migrations = [load(path) for path in sorted(sql_dir.glob("*.sql"))]
+    # Names sorted as strings, then made paths: sorting a thousand Path objects costs more than reading them.
+    names = sorted(entry.name for entry in os.scandir(sql_dir) if entry.name.endswith(".sql"))
+    migrations = [load(sql_dir / name) for name in names]
     seen: dict[int, Migration] = {}
     for migration in migrations:
         other = seen.get(migration.sort_key)
