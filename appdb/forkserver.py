@@ -25,9 +25,10 @@ What it must never do, and how it does not:
   before either sends anything.
 - Lend more rights than the caller has, or other ones: a worker runs with the server's
   groups, capabilities, seccomp filters, namespaces, root folder and security label, so the
-  server serves only a caller whose are the same (:func:`identity`, from ``/proc``), the
-  caller sends only to such a server, and the socket's name covers them too. A sandbox of
-  the same uid (bwrap, ``unshare --net``) is not served.
+  server serves only a caller whose are the same (:func:`identity`, from ``/proc``: of seccomp
+  the mode and the number of filters, which a process can only add to), the caller sends
+  only to such a server, and the socket's name covers them too. A sandbox of the same uid
+  (bwrap, ``unshare --net``) is not served.
 - Run stale code or settings: the name covers the interpreter, the size and mtime of
   every appdb source file, and the environment Python reads at start-up (``PYTHON*``,
   locale), so a changed checkout or setting gets a server of its own.
