@@ -43,7 +43,9 @@ What it must never do, and how it does not:
   it takes the lock and reads the ledger first).
 
 What it does not carry: resource limits and the cgroup are the first caller's, and ``ps``
-shows a worker with the first caller's arguments. Linux only (``SO_PEERCRED``,
+shows a worker with the first caller's arguments. The server keeps the first caller's
+environment (``PGPASSWORD`` included) for its life, as that caller did for its own; like any
+process's, ``/proc/PID/environ`` shows it only to the same user and root. Linux only (``SO_PEERCRED``,
 ``pidfd_open``, ``/proc``); elsewhere every command runs on its own.
 """
 
