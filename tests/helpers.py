@@ -11,6 +11,7 @@ import pwd
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -184,3 +185,22 @@ def throwaway_os_user(name: str) -> Iterator[pwd.struct_passwd]:
     finally:
         if made.returncode == 0:
             subprocess.run(["userdel", name], capture_output=True, check=False)
+
+
+def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
+    """Poll ``condition`` until it returns something true (returned), or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def write_migration(sql_dir: Path, name: str, text: str = "SELECT 1;\n", revert: str | None = "-- no-op\n") -> None:
+    """``sql_dir/name`` and, unless ``revert`` is None, its revert in ``sql_dir/revert/``."""
+    (sql_dir / "revert").mkdir(parents=True, exist_ok=True)
+    (sql_dir / name).write_text(text)
+    if revert is not None:
+        (sql_dir / "revert" / name).write_text(revert)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from tests.helpers import SQL_DIR, Database, one_line_error, production, pull
+from tests.helpers import SQL_DIR, Database, one_line_error, production, pull, write_migration
 
 
 @pytest.fixture
@@ -101,12 +101,10 @@ def test_baseline_names_the_one_object_that_is_missing_or_different(adopted, new
 
 def test_baseline_of_a_migration_that_drops_checks_that_it_is_gone(db, tmp_path):
     sql_dir = tmp_path / "sql"
-    (sql_dir / "revert").mkdir(parents=True)
     for name, forward in (("001_notes", "CREATE TABLE IF NOT EXISTS app.notes (id bigint PRIMARY KEY, body text);\n"
                                         "CREATE INDEX IF NOT EXISTS notes_body_idx ON app.notes (body);\n"),
                           ("002_drop_notes_body_idx", "DROP INDEX IF EXISTS app.notes_body_idx;\n")):
-        (sql_dir / f"{name}.sql").write_text(forward)
-        (sql_dir / "revert" / f"{name}.sql").write_text("-- a no-op for this test\n")
+        write_migration(sql_dir, f"{name}.sql", forward, "-- a no-op for this test\n")
     assert db.run_cli("apply", "--only", "001", sql_dir=sql_dir).returncode == 0
     refused = db.run_cli("baseline", "002", sql_dir=sql_dir)
     assert refused.returncode == 1

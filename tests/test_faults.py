@@ -29,6 +29,8 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
+from tests.helpers import wait_for, write_migration
+
 if TYPE_CHECKING:
     from tests.helpers import Database
 
@@ -100,16 +102,6 @@ def start_cli(db: Database, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "appdb", *args], env=cli_env(db), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-
-def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def blocked_appdb_backend(db: Database) -> tuple[int, str] | None:
@@ -279,9 +271,8 @@ def test_the_server_ends_a_killed_runs_statement_promptly(db: Database, tmp_path
     # runs (client_connection_check_interval), not when it ends, or the orphan keeps its
     # locks and the migration lock, and the next apply waits for it.
     sql_dir = tmp_path / "sql"
-    (sql_dir / "revert").mkdir(parents=True)
-    (sql_dir / "001_slow.sql").write_text("CREATE TABLE app.slow (id int);\nSELECT pg_sleep(60);\n")
-    (sql_dir / "revert" / "001_slow.sql").write_text("DROP TABLE IF EXISTS app.slow;\n")
+    write_migration(sql_dir, "001_slow.sql", "CREATE TABLE app.slow (id int);\nSELECT pg_sleep(60);\n",
+                    "DROP TABLE IF EXISTS app.slow;\n")
     env = cli_env(db, sql_dir)
     run = subprocess.Popen([sys.executable, "-m", "appdb", "apply"], env=env, cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -488,13 +479,12 @@ def test_two_migrations_with_the_same_id_are_a_usage_error(db: Database, tmp_pat
 
 def test_a_syntax_error_names_the_file_and_line_and_rolls_the_step_back(db: Database, tmp_path: Path) -> None:
     sql_dir = tmp_path / "sql"
-    (sql_dir / "revert").mkdir(parents=True)
-    (sql_dir / "001_broken.sql").write_text(
-        "-- a table, then a typo in the same step\n"
-        "CREATE TABLE app.broken (id int);\n"
-        "\n"
-        "SELEC 1;\n")
-    (sql_dir / "revert" / "001_broken.sql").write_text("DROP TABLE IF EXISTS app.broken;\n")
+    write_migration(sql_dir, "001_broken.sql",
+                    "-- a table, then a typo in the same step\n"
+                    "CREATE TABLE app.broken (id int);\n"
+                    "\n"
+                    "SELEC 1;\n",
+                    "DROP TABLE IF EXISTS app.broken;\n")
     line = run_unchanged(db, "apply", sql_dir=sql_dir, code=1)
     assert "001_broken.sql:4" in line
     assert "syntax error" in line

@@ -14,27 +14,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from appdb import forkserver
 from components.migrations import revert_command
-from tests.helpers import throwaway_os_user
+from tests.helpers import throwaway_os_user, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = "appdb_fsprobe"
 SERVE = "import sys; from appdb import forkserver as f; f._preload(); f.serve(sys.argv[1], idle=float(sys.argv[2]))"
 CLIENT = "import sys; from appdb.forkserver import run_via_server as r; print(r(sys.argv[1], sys.argv[2:]))"
-
-
-def wait_for(condition, what: str, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {seconds} s for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -46,7 +37,7 @@ def server(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(path), "60"], cwd=ROOT, env=env)
     try:
-        wait_for(path.exists, "the server's socket")
+        wait_for(path.exists, timeout=30, what="the server's socket")
         yield path
     finally:
         proc.terminate()
@@ -166,7 +157,7 @@ def blocked_caller(db, applied, server, holder, ignore_term: bool = False) -> su
     # major in the background) starts with SIGINT ignored, and so would the caller and its worker.
     caller = subprocess.Popen([sys.executable, "-c", code, str(server), *argv], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
-    wait_for(lambda: lock_waiters(holder) == 1, "the worker to wait for the migration lock")
+    wait_for(lambda: lock_waiters(holder) == 1, timeout=30, what="the worker to wait for the migration lock")
     return caller
 
 
@@ -180,7 +171,7 @@ def test_a_worker_whose_caller_is_killed_is_stopped_too(db, applied, server, ign
         caller = blocked_caller(db, applied, server, holder, ignore_term)
         caller.send_signal(signal.SIGKILL)
         caller.communicate(timeout=30)
-        wait_for(lambda: lock_waiters(holder) == 0, "the worker to stop with its caller")
+        wait_for(lambda: lock_waiters(holder) == 0, timeout=30, what="the worker to stop with its caller")
     assert applied_ids(db) == ["027", "028", "029", "030"]
 
 
@@ -192,7 +183,7 @@ def test_ctrl_c_in_the_caller_interrupts_the_worker_as_it_would_a_process_of_its
         assert out.strip() == "130"  # the status the caller got: what `appdb` exits with on Ctrl-C
         assert err.startswith("appdb: error: interrupted; the step in progress was rolled back")
         assert "Traceback" not in err
-        wait_for(lambda: lock_waiters(holder) == 0, "the worker to stop")
+        wait_for(lambda: lock_waiters(holder) == 0, timeout=30, what="the worker to stop")
     assert applied_ids(db) == ["027", "028", "029", "030"]
 
 
@@ -321,7 +312,7 @@ def test_another_os_user_is_not_served_even_through_an_open_socket(db, applied, 
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(path), "60"], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        wait_for(path.exists, "the server's socket")
+        wait_for(path.exists, timeout=30, what="the server's socket")
         folder.chmod(0o711)
         path.chmod(0o666)
         site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
@@ -390,7 +381,7 @@ def test_the_caller_sends_nothing_to_a_server_of_another_user(tmp_path: Path, pr
     theirs = subprocess.Popen(["/usr/bin/python3", "-c", listener, str(path), str(got)], user=probe.pw_uid,
                               group=probe.pw_gid, extra_groups=[], cwd="/", env={"PATH": "/usr/bin:/bin"})
     try:
-        wait_for(path.exists, "the other user's socket")
+        wait_for(path.exists, timeout=30, what="the other user's socket")
         assert forkserver.run_via_server(str(path), ["revert", "030", "--dsn", "password=secret"]) is None
         assert theirs.wait(timeout=30) == 0
         assert got.read_bytes() == b""

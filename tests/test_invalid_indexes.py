@@ -22,7 +22,7 @@ import pytest
 from appdb.errors import LockTimeout, MigrationError
 from appdb.migrate import ledger, runner
 from appdb.migrate.files import discover, find
-from tests.helpers import SQL_DIR, Database, production
+from tests.helpers import SQL_DIR, Database, production, write_migration
 
 FAST = runner.Options(lock_timeout=0.2, lock_retries=2)
 PATIENT = runner.Options(lock_timeout=0.2, lock_retries=30)
@@ -161,13 +161,12 @@ def test_an_index_built_in_a_transaction_is_never_looked_up_and_one_left_invalid
     until its partitions' indexes are attached: a migration that does so is recorded.
     """
     sql_dir = tmp_path / "sql"
-    (sql_dir / "revert").mkdir(parents=True)
-    (sql_dir / "031_events.sql").write_text(
-        "CREATE TABLE app.events (id bigint, at date NOT NULL) PARTITION BY RANGE (at);\n"
-        "CREATE TABLE app.events_2026 PARTITION OF app.events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');\n"
-        "CREATE INDEX events_at_idx ON ONLY app.events (at);\n"
-        "CREATE INDEX IF NOT EXISTS events_id_idx ON app.events (id);\n")
-    (sql_dir / "revert" / "031_events.sql").write_text("DROP TABLE app.events;\n")
+    write_migration(sql_dir, "031_events.sql",
+                    "CREATE TABLE app.events (id bigint, at date NOT NULL) PARTITION BY RANGE (at);\n"
+                    "CREATE TABLE app.events_2026 PARTITION OF app.events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');\n"
+                    "CREATE INDEX events_at_idx ON ONLY app.events (at);\n"
+                    "CREATE INDEX IF NOT EXISTS events_id_idx ON app.events (id);\n",
+                    "DROP TABLE app.events;\n")
     looked_up: list[str] = []
     real = ledger.indexes.invalid_index
     monkeypatch.setattr(ledger.indexes, "invalid_index", lambda conn, name, table: looked_up.append(name) or real(

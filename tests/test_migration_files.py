@@ -11,14 +11,7 @@ import pytest
 
 from appdb.errors import ConfigError
 from appdb.migrate.files import checksum, discover, find, parse_steps
-from tests.helpers import ROOT, SQL_DIR
-
-
-def write(sql_dir: Path, name: str, text: str = "SELECT 1;\n", revert: str | None = "-- no-op\n") -> None:
-    (sql_dir / "revert").mkdir(parents=True, exist_ok=True)
-    (sql_dir / name).write_text(text)
-    if revert is not None:
-        (sql_dir / "revert" / name).write_text(revert)
+from tests.helpers import ROOT, SQL_DIR, write_migration
 
 
 def test_the_project_migrations_are_found_in_order():
@@ -65,20 +58,20 @@ def test_the_checksum_normalises_line_endings():
 
 
 def test_two_migrations_with_the_same_id_are_refused(tmp_path):
-    write(tmp_path, "029_a.sql")
-    write(tmp_path, "029_b.sql")
+    write_migration(tmp_path, "029_a.sql")
+    write_migration(tmp_path, "029_b.sql")
     with pytest.raises(ConfigError, match="two migrations share version 029"):
         discover(tmp_path)
 
 
 def test_a_migration_without_a_revert_is_refused(tmp_path):
-    write(tmp_path, "029_a.sql", revert=None)
+    write_migration(tmp_path, "029_a.sql", revert=None)
     with pytest.raises(ConfigError, match="has no revert"):
         discover(tmp_path)
 
 
 def test_a_badly_named_file_is_refused(tmp_path):
-    write(tmp_path, "add-things.sql")
+    write_migration(tmp_path, "add-things.sql")
     with pytest.raises(ConfigError, match="NNN_snake_description.sql"):
         discover(tmp_path)
 
@@ -132,14 +125,14 @@ def test_squawk_would_catch_an_unsafe_foreign_key(tmp_path):
      2, "COMMIT"),
 ])
 def test_transaction_control_at_the_top_level_is_refused_with_the_file_and_line(tmp_path, text, line, word):
-    write(tmp_path, "029_a.sql", text)
+    write_migration(tmp_path, "029_a.sql", text)
     with pytest.raises(ConfigError) as refused:
         discover(tmp_path)
     assert str(refused.value).startswith(f"{tmp_path / '029_a.sql'}:{line}: {word} is transaction control")
 
 
 def test_transaction_control_in_a_revert_file_is_refused_too(tmp_path):
-    write(tmp_path, "029_a.sql", revert="DROP TABLE IF EXISTS app.t;\nCOMMIT;\n")
+    write_migration(tmp_path, "029_a.sql", revert="DROP TABLE IF EXISTS app.t;\nCOMMIT;\n")
     with pytest.raises(ConfigError, match=rf"^{tmp_path / 'revert' / '029_a.sql'}:2: COMMIT is transaction control"):
         discover(tmp_path)
 
@@ -165,7 +158,7 @@ ALLOWED = {
 
 @pytest.mark.parametrize("text", ALLOWED.values(), ids=ALLOWED.keys())
 def test_transaction_words_inside_bodies_strings_and_comments_are_allowed(tmp_path, text):
-    write(tmp_path, "029_a.sql", text, revert=text)
+    write_migration(tmp_path, "029_a.sql", text, revert=text)
     assert discover(tmp_path)[0].sql == text
 
 
@@ -187,17 +180,17 @@ def test_what_the_lexer_allows_runs_on_postgresql(db):
     ("SELECT E'it\\'s;\n", 1, "string '"),
 ])
 def test_an_unterminated_quote_or_comment_is_refused_in_a_migration_or_a_revert(tmp_path, text, line, what):
-    write(tmp_path, "029_a.sql", text)
+    write_migration(tmp_path, "029_a.sql", text)
     with pytest.raises(ConfigError, match=rf":{line}: unterminated {re.escape(what)} that starts here"):
         discover(tmp_path)
-    write(tmp_path, "029_a.sql", "SELECT 1;\n", revert="-- appdb:step undo\n" + text)
+    write_migration(tmp_path, "029_a.sql", "SELECT 1;\n", revert="-- appdb:step undo\n" + text)
     with pytest.raises(ConfigError, match=rf"revert/029_a.sql:{line + 1}: unterminated"):
         discover(tmp_path)
 
 
 @pytest.mark.parametrize("where", ["forward", "revert"])
 def test_a_file_that_is_not_utf8_is_one_line_naming_it_with_exit_2(db, tmp_path, where):
-    write(tmp_path, "029_a.sql")
+    write_migration(tmp_path, "029_a.sql")
     bad = tmp_path / "029_a.sql" if where == "forward" else tmp_path / "revert" / "029_a.sql"
     bad.write_bytes(b"SELECT 1;\n-- caf\xe9 (Latin-1)\n")
     result = db.run_cli("status", sql_dir=tmp_path)
@@ -207,7 +200,7 @@ def test_a_file_that_is_not_utf8_is_one_line_naming_it_with_exit_2(db, tmp_path,
 
 
 def test_a_byte_order_mark_is_stripped_and_does_not_change_the_checksum(tmp_path):
-    write(tmp_path, "029_a.sql", "SELECT 1;\n")
+    write_migration(tmp_path, "029_a.sql", "SELECT 1;\n")
     before = discover(tmp_path)[0]
     (tmp_path / "029_a.sql").write_bytes(b"\xef\xbb\xbfSELECT 1;\r\n")
     after = discover(tmp_path)[0]
@@ -216,7 +209,7 @@ def test_a_byte_order_mark_is_stripped_and_does_not_change_the_checksum(tmp_path
 
 
 def test_a_byte_order_mark_does_not_break_the_first_statement(db, tmp_path):
-    write(tmp_path, "001_bom.sql")
+    write_migration(tmp_path, "001_bom.sql")
     (tmp_path / "001_bom.sql").write_bytes(b"\xef\xbb\xbfCREATE TABLE app.bom (id bigint);\n")
     result = db.run_cli("apply", sql_dir=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -239,8 +232,8 @@ def test_statement_timeouts_are_bounded_and_need_a_known_unit(value, ok):
 
 
 def test_transaction_control_anywhere_stops_apply_before_any_migration_runs(db, tmp_path):
-    write(tmp_path, "001_first.sql", "CREATE TABLE app.first (id bigint);\n")
-    write(tmp_path, "002_second.sql", "CREATE TABLE app.second (id bigint);\nROLLBACK;\n")
+    write_migration(tmp_path, "001_first.sql", "CREATE TABLE app.first (id bigint);\n")
+    write_migration(tmp_path, "002_second.sql", "CREATE TABLE app.second (id bigint);\nROLLBACK;\n")
     before = db.snapshot()
     result = db.run_cli("apply", sql_dir=tmp_path)
     assert result.returncode == 2

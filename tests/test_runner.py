@@ -10,7 +10,7 @@ import pytest
 from appdb.errors import ConfigError, MigrationError, Refused
 from appdb.migrate import ledger, runner
 from appdb.migrate.files import discover, find
-from tests.helpers import SQL_DIR
+from tests.helpers import SQL_DIR, write_migration
 
 OPTIONS = runner.Options(lock_timeout=5)
 IDS = ["027", "028", "029", "030"]
@@ -358,11 +358,10 @@ def test_strings_are_read_as_the_lexer_read_them_so_no_commit_hides_in_one(db, t
     COMMIT after it would run, unrefused at load. The runner keeps it on and refuses a step that
     turns it off; nothing of the migration stays behind."""
     sql_dir = tmp_path / "sql"
-    (sql_dir / "revert").mkdir(parents=True)
-    (sql_dir / "031_x.sql").write_text(
-        "SET standard_conforming_strings = off;\n-- appdb:step two\nCREATE TABLE app.t1 (id int);\n"
-        "SELECT '\\''; COMMIT; -- '\nCREATE TABLE app.after_commit (id int);\n")
-    (sql_dir / "revert" / "031_x.sql").write_text("DROP TABLE IF EXISTS app.t1;\n")
+    write_migration(sql_dir, "031_x.sql",
+                    "SET standard_conforming_strings = off;\n-- appdb:step two\nCREATE TABLE app.t1 (id int);\n"
+                    "SELECT '\\''; COMMIT; -- '\nCREATE TABLE app.after_commit (id int);\n",
+                    "DROP TABLE IF EXISTS app.t1;\n")
     with db.connect() as conn:
         with pytest.raises(MigrationError, match="standard_conforming_strings is 'off', not 'on'"):
             runner.apply(conn, discover(sql_dir), OPTIONS)
@@ -371,10 +370,9 @@ def test_strings_are_read_as_the_lexer_read_them_so_no_commit_hides_in_one(db, t
 
 def test_a_database_default_that_turns_standard_strings_off_does_not_reach_the_first_step(db, tmp_path):
     sql_dir = tmp_path / "sql"
-    (sql_dir / "revert").mkdir(parents=True)
     # Read with standard strings on (as the lexer does): one SELECT of a string, then a CREATE.
-    (sql_dir / "031_x.sql").write_text("SELECT '\\''; COMMIT; -- ';\nCREATE TABLE app.after_commit (id int);\n")
-    (sql_dir / "revert" / "031_x.sql").write_text("SELECT 1;\n")
+    write_migration(sql_dir, "031_x.sql", "SELECT '\\''; COMMIT; -- ';\nCREATE TABLE app.after_commit (id int);\n",
+                    "SELECT 1;\n")
     db.execute(f"ALTER ROLE postgres IN DATABASE {db.name} SET standard_conforming_strings = off")
     try:
         with db.connect() as conn:
