@@ -86,7 +86,8 @@ _PR_SET_PDEATHSIG = 1
 
 def main(argv: list[str]) -> int:
     """``python -m appdb ARGS``: through a fork server when ARGS ask for one, else directly."""
-    if FLAG not in argv or not supported():
+    # Only `revert` takes the flag: anything else is the CLI's usage error, with no server started.
+    if FLAG not in argv or argv[:1] != ["revert"] or not supported():
         from appdb.cli import main as cli_main
 
         return cli_main(argv)
@@ -96,11 +97,27 @@ def main(argv: list[str]) -> int:
         if status is not None:
             return status
     _preload()
-    if path is not None:
-        start_server(path)
     from appdb.cli import main as cli_main
 
+    if path is not None and _parses(argv):
+        start_server(path)
     return cli_main(argv)
+
+
+def _parses(argv: list[str]) -> bool:
+    """Whether the arguments are a command at all: a usage error starts no server."""
+    import contextlib
+    import io
+
+    from appdb.cli import build_parser
+    from appdb.errors import ConfigError
+
+    try:  # quietly: --help would print, and the command itself prints it once more
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            build_parser().parse_args(argv)
+    except (ConfigError, SystemExit):
+        return False
+    return True
 
 
 def supported() -> bool:

@@ -461,3 +461,13 @@ def test_a_caller_that_ignores_ctrl_c_has_a_worker_that_ignores_it(db, applied, 
     assert done.stdout.strip() == "1", done.stderr
     assert done.stderr.startswith("appdb: error: another appdb run holds the migration lock")
     assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+@pytest.mark.parametrize("argv", [["status", forkserver.FLAG], [forkserver.FLAG], ["revert", forkserver.FLAG]])
+def test_the_flag_where_it_does_not_belong_is_a_usage_error_and_starts_no_server(argv, runtime):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(runtime)}
+    done = subprocess.run([str(ROOT / "bin" / "appdb"), *argv], env=env, cwd=runtime, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith("appdb: error: ") and done.stderr.count("\n") == 1
+    assert not list(runtime.glob("appdb/*.sock"))
