@@ -394,8 +394,7 @@ def _error(message: str, argv: list[str]) -> None:
     from appdb.connection import known_secrets
     from appdb.redact import redact, secrets_in
 
-    secrets = known_secrets(None).union(*(secrets_in(arg) for arg in argv))
     dsn = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--dsn"), None)
     dsn = dsn or next((arg.removeprefix("--dsn=") for arg in argv if arg.startswith("--dsn=")), None)
-    secrets |= known_secrets(dsn)
+    secrets = known_secrets(dsn).union(*(secrets_in(arg) for arg in argv))
     print(f"appdb: error: {redact(' '.join(message.split()), secrets)}", file=sys.stderr)

@@ -10,8 +10,6 @@ import pulumi_postgresql as postgresql
 from appdb.access import SCHEMA
 from components import validation
 
-SCHEMA_NAME = SCHEMA  # appdb.access's: the engine and the program name one schema
-
 
 @dataclass
 class AppSchemaArgs:
@@ -19,7 +17,7 @@ class AppSchemaArgs:
 
     database: pulumi.Input[str]
     owner: str
-    name: str = SCHEMA_NAME
+    name: str = SCHEMA  # appdb.access's: the engine and the program name one schema
     protect: bool = True
 
 

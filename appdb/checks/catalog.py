@@ -72,7 +72,6 @@ class Relation:
 class Relations:
     """Every relation of some schemas, by qualified name: the one name-to-OID lookup of a command."""
 
-    schemas: tuple[str, ...]
     by_name: dict[str, Relation] = field(default_factory=dict)
 
     def get(self, qualified: str) -> Relation | None:
@@ -205,7 +204,7 @@ def relations(conn: psycopg.Connection, schemas: Iterable[str]) -> Relations:
     rows = conn.execute(RELATIONS, (list(wanted),)).fetchall()
     found = {f"{schema}.{name}": Relation(oid, schema, name, kind, rls, rows_)
              for oid, schema, name, kind, rls, rows_ in rows}
-    return Relations(wanted, found)
+    return Relations(found)
 
 
 def _grouped(rows: Iterable[tuple], make) -> dict[int, list]:

