@@ -30,7 +30,6 @@ not make an applied migration ``changed``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import re
@@ -91,6 +90,8 @@ class Migration:
     steps: tuple[Step, ...]
     revert_path: Path
     revert_sql: str
+    # Parsed when the file is read: a malformed revert is found then, not mid-rollback.
+    revert_steps: tuple[Step, ...] = ()
 
     @property
     def filename(self) -> str:
@@ -140,13 +141,8 @@ def strip_comments(sql: str) -> str:
     return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
 
 
-@functools.lru_cache(maxsize=4096)
 def parse_steps(text: str, source: str) -> tuple[Step, ...]:
-    """Split a file's text into steps at ``-- appdb:step`` markers.
-
-    Cached (the result is immutable): a revert is parsed when its file is read and again
-    before its migration is recorded, and the second time costs nothing.
-    """
+    """Split a file's text into steps at ``-- appdb:step`` markers."""
     text = normalise(text)
     steps: list[Step] = []
     name, options, start, lines = "main", {}, 1, []
@@ -236,7 +232,7 @@ def load(path: Path) -> Migration:
         raise ConfigError(
             f"{path} has no revert: create {revert_path} (a documented no-op is fine; 'appdb new' makes both)"
         ) from None
-    parse_steps(revert_text, str(revert_path))  # a malformed revert is found now, not mid-rollback
+    revert_steps = parse_steps(revert_text, str(revert_path))  # a malformed revert is found now
     return Migration(
         id=match.group("id"),
         name=match.group("name"),
@@ -246,6 +242,7 @@ def load(path: Path) -> Migration:
         steps=parse_steps(text, str(path)),
         revert_path=revert_path,
         revert_sql=revert_text,
+        revert_steps=revert_steps,
     )
 
 

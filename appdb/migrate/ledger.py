@@ -21,7 +21,7 @@ import psycopg
 
 from appdb.errors import MigrationError, Refused
 from appdb.migrate import indexes
-from appdb.migrate.files import Migration, parse_steps
+from appdb.migrate.files import Migration
 
 APPLIED, PENDING, CHANGED, REMOVED = "applied", "pending", "changed", "removed"
 
@@ -78,10 +78,11 @@ def check_recordable(conn: psycopg.Connection, migration: Migration) -> None:
     - An index the migration builds ``CONCURRENTLY`` is INVALID (an interrupted build):
       recorded, it would never be built again. Only such a build can leave one: any other
       ``CREATE INDEX`` commits whole or not at all, so a migration without one costs no lookup.
-    - Its revert cannot be parsed, or holds transaction control: recorded, it would
-      fail on the day it is needed (the parse is the one made when the file was read).
+    A revert that cannot be parsed, or holds transaction control, never gets this far: the
+    migration carries its parsed revert (``revert_steps``), so it was refused when the file
+    was read (appdb/migrate/files.py, ``load``).
 
-    The third refusal, the same version under another spelling (``027`` and ``0027``),
+    The other refusal, the same version under another spelling (``027`` and ``0027``),
     is part of the INSERT itself (:func:`record`).
     """
     for index in migration.concurrent_indexes():
@@ -92,7 +93,6 @@ def check_recordable(conn: psycopg.Connection, migration: Migration) -> None:
                 f"{index.line}) is INVALID, left by an interrupted CREATE INDEX CONCURRENTLY; run apply again, "
                 "which drops and rebuilds it"
             )
-    parse_steps(migration.revert_sql, str(migration.revert_path))
 
 
 def record(conn: psycopg.Connection, migration: Migration, duration_ms: int, applied_by: str | None = None,
