@@ -204,3 +204,35 @@ def write_migration(sql_dir: Path, name: str, text: str = "SELECT 1;\n", revert:
     (sql_dir / name).write_text(text)
     if revert is not None:
         (sql_dir / "revert" / name).write_text(revert)
+
+
+# What another OS user needs of the checkout to run appdb, and of the virtualenv to run psycopg.
+_FOR_OTHER_USERS = ("appdb", "sql", "Pulumi.yaml", "Pulumi.local.yaml")
+_PACKAGES_FOR_OTHER_USERS = ("psycopg", "psycopg_binary", "psycopg_binary.libs", "typing_extensions.py")
+
+
+def readable_checkout() -> tuple[Path, str]:
+    """A copy of appdb, sql/, the stack files and psycopg that every OS user can read, and its PYTHONPATH.
+
+    The checkout itself may be closed to others (a home, or a mktemp folder, is 0700): tests
+    that run appdb as another user run this copy. The caller removes the folder.
+    """
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="appdb-readable-", dir="/tmp"))
+    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
+    ignore = shutil.ignore_patterns("__pycache__")
+    for base, names, into in ((ROOT, _FOR_OTHER_USERS, root), (site, _PACKAGES_FOR_OTHER_USERS, root / "site")):
+        into.mkdir(exist_ok=True)
+        for name in names:
+            source = base / name
+            if source.is_dir():
+                shutil.copytree(source, into / name, ignore=ignore)
+            elif source.exists():
+                shutil.copy2(source, into / name)
+    for folder, dirs, files in os.walk(root):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644 | (os.stat(os.path.join(folder, name)).st_mode & 0o111))
+    return root, f"{root}:{root / 'site'}"

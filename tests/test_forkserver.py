@@ -20,7 +20,7 @@ import pytest
 
 from appdb import forkserver
 from components.migrations import revert_command
-from tests.helpers import throwaway_os_user, wait_for
+from tests.helpers import readable_checkout, throwaway_os_user, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = "appdb_fsprobe"
@@ -315,12 +315,13 @@ def test_another_os_user_is_not_served_even_through_an_open_socket(db, applied, 
         wait_for(path.exists, timeout=30, what="the server's socket")
         folder.chmod(0o711)
         path.chmod(0o666)
-        site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
+        copy, pythonpath = readable_checkout()  # the checkout may be closed to the probe user
         argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
         done = subprocess.run(["/usr/bin/python3", "-c", PROBE_CLIENT, str(path), *argv], user=probe.pw_uid,
                               group=probe.pw_gid, extra_groups=[], cwd="/", capture_output=True, text=True,
-                              env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{ROOT}:{site}"}, timeout=60,
+                              env={"PATH": "/usr/bin:/bin", "PYTHONPATH": pythonpath}, timeout=60,
                               check=False)
+        shutil.rmtree(copy, ignore_errors=True)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

