@@ -79,6 +79,8 @@ _STATUS = struct.Struct("!i")
 _MAX_REQUEST = 16 * 1024 * 1024
 # sun_path holds 108 bytes on Linux (104 on the BSDs); a longer folder is passed over.
 _MAX_SOCKET_PATH = 104
+# serve() binds "<path>.<pid>" first: room for it.
+_STAGING_SUFFIX = 8
 # What the caller sends after its request, while it waits: Ctrl-C.
 _INTERRUPT = b"I"
 _PR_SET_PDEATHSIG = 1
@@ -134,7 +136,7 @@ def socket_path() -> str | None:
     name = f"{_digest(_server_key())}.sock"
     for folder in _candidate_folders():
         path = os.path.join(folder, name)
-        if len(os.fsencode(path)) < _MAX_SOCKET_PATH and _private(folder):
+        if len(os.fsencode(path)) + _STAGING_SUFFIX < _MAX_SOCKET_PATH and _private(folder):
             return path
     return None
 
@@ -412,12 +414,18 @@ def serve(path: str, idle: float = IDLE_SECONDS, lifetime: float = MAX_SECONDS) 
     try:
         if os.path.lexists(path):
             os.unlink(path)  # left by a server that was killed; we hold the lock
+        # Bound under another name and renamed once listening: a caller never finds a socket
+        # that refuses it because listen() has not run yet.
+        staging = f"{path}.{os.getpid()}"
+        if os.path.lexists(staging):
+            os.unlink(staging)  # a killed server's, whose pid we now have
         old_mask = os.umask(0o177)
         try:
-            listener.bind(path)
+            listener.bind(staging)
         finally:
             os.umask(old_mask)
         listener.listen(16)
+        os.rename(staging, path)
         deadline = time.monotonic() + lifetime
         while (left := deadline - time.monotonic()) > 0:
             listener.settimeout(min(idle, left))
