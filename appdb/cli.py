@@ -10,6 +10,7 @@ configuration). Passwords are redacted from every message.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -239,9 +240,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_local(args: argparse.Namespace) -> int:
     """``url`` and ``password`` alone print a password: ``up`` and ``reset`` land in deploy logs, so they mask it."""
     from appdb.connection import redact
-    from appdb.local.cluster import Cluster
+    from appdb.local.cluster import DEFAULT_HOME, DEFAULT_PORT, Cluster
 
-    cluster = Cluster(home=Path(args.home), port=args.port)
+    home = Path(args.home or os.environ.get("APPDB_LOCAL_HOME") or DEFAULT_HOME)
+    cluster = Cluster(home=home, port=_local_port(args.port, DEFAULT_PORT))
     if args.action in ("up", "reset"):
         replaced = cluster.up(seed=args.seed) if args.action == "up" else cluster.reset(seed=args.seed)
         if replaced:
@@ -261,10 +263,25 @@ def cmd_local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_port(given: int | None, default: int) -> int:
+    """--port, else APPDB_LOCAL_PORT, else ``default``; read when the command runs, so a bad
+    value fails only ``local``, in one line, and the parser holds nothing from the environment."""
+    raw = os.environ.get("APPDB_LOCAL_PORT") or str(default)
+    if given is None and not raw.isdigit():
+        raise ConfigError(f"APPDB_LOCAL_PORT is {raw!r}, not a port number: set it to one (e.g. 54322), or unset it")
+    port = int(raw) if given is None else given
+    if not 0 < port < 65536:
+        raise ConfigError(f"port {port} is outside 1-65535: choose another (--port or APPDB_LOCAL_PORT)")
+    return port
+
+
 # --- parser -----------------------------------------------------------------------------
 
 
+@functools.cache
 def build_parser() -> argparse.ArgumentParser:
+    """Built once a process, and before the fork server forks (appdb/forkserver.py): so nothing
+    in it may depend on the environment, whose defaults each command reads when it runs."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dsn", help="connection string (default: DATABASE_URL, else libpq's PG* variables)")
     common.add_argument("--sql-dir", help="migrations folder (default: APPDB_SQL_DIR, else ./sql)")
@@ -353,9 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--role", choices=["postgres", "app_backend"], default="postgres",
                        help="whose password `password` prints (default postgres)")
     local.add_argument("--seed", action="store_true", help="add a few auth users (up, reset)")
-    local.add_argument("--home", default=os.environ.get("APPDB_LOCAL_HOME", ".appdb/local"),
-                       help="the cluster's folder (default .appdb/local)")
-    local.add_argument("--port", type=int, default=int(os.environ.get("APPDB_LOCAL_PORT", "54322")))
+    local.add_argument("--home", help="the cluster's folder (default: APPDB_LOCAL_HOME, else .appdb/local)")
+    local.add_argument("--port", type=int, help="its TCP port (default: APPDB_LOCAL_PORT, else 54322)")
     local.add_argument("-v", "--verbose", action="store_true")
     local.set_defaults(func=cmd_local)
     return parser

@@ -355,6 +355,9 @@ def _preload() -> None:
     for module in PRELOAD:
         importlib.import_module(module)
     ctypes.CDLL(None, use_errno=True)
+    # The parser holds nothing from the environment (appdb.cli.build_parser): built once here,
+    # no worker builds it again.
+    importlib.import_module("appdb.cli").build_parser()
     # What is loaded now is shared by every worker: kept out of the collector's reach, a
     # collection in a worker does not write to (and so copy) the pages it lives in.
     gc.freeze()

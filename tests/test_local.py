@@ -284,6 +284,34 @@ def test_local_url_without_a_cluster_says_how_to_start_one(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("port", ["abc", "5432x", "-1", " "])
+def test_a_bad_APPDB_LOCAL_PORT_fails_local_in_one_line_and_no_other_command(port, tmp_path):
+    result = run_appdb("local", "url", "--home", str(tmp_path / "none"), env={"APPDB_LOCAL_PORT": port})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"appdb: error: APPDB_LOCAL_PORT is {port!r}, not a port number: set it to one "
+                             "(e.g. 54322), or unset it\n")
+    assert run_appdb("new", "--help", env={"APPDB_LOCAL_PORT": port}).returncode == 0
+    assert run_appdb("--version", env={"APPDB_LOCAL_PORT": port}).returncode == 0
+
+
+def test_a_port_out_of_range_is_refused_in_one_line(tmp_path):
+    for args, env in ((["--port", "70000"], {}), ([], {"APPDB_LOCAL_PORT": "0"})):
+        result = run_appdb("local", "url", "--home", str(tmp_path / "none"), *args, env=env)
+        assert result.returncode == 2
+        assert "is outside 1-65535" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_the_parser_holds_nothing_from_the_environment(tmp_path, monkeypatch, capsys):
+    """The fork server builds it once, before forking workers with each caller's environment."""
+    from appdb.cli import build_parser, main
+
+    assert build_parser() is build_parser()
+    for name in ("first", "second"):
+        monkeypatch.setenv("APPDB_LOCAL_HOME", str(tmp_path / name))
+        assert main(["local", "url"]) == 2
+        assert f"no local database in {tmp_path / name}" in capsys.readouterr().err
+
+
 # --- a cluster from before the passwords were random ------------------------------------
 
 

@@ -322,6 +322,30 @@ def test_revert_uses_the_ledgers_copy_when_the_files_are_gone(db, tmp_path):
     assert db.execute("SELECT to_regclass('app.billing_logs')") == [(None,)]
 
 
+def test_revert_with_a_revert_folder_it_cannot_read_says_so_in_one_line_and_changes_nothing(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    with db.connect() as conn:
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+    shutil.rmtree(sql_dir / "revert")
+    (sql_dir / "revert").symlink_to("revert")  # a loop: unreadable even for root
+    result = db.run_cli("revert", "030", sql_dir=sql_dir)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line == (f"appdb: error: cannot read {sql_dir / 'revert'} (Too many levels of symbolic links) to compare "
+                    "its revert of 030 with the ledger's: make it readable, or pass another --sql-dir")
+    assert states(db)["030"] == "applied"
+
+
+def test_revert_where_revert_is_a_file_runs_the_ledgers_copy(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    with db.connect() as conn:
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+    shutil.rmtree(sql_dir / "revert")
+    (sql_dir / "revert").write_text("not a folder\n")
+    assert db.run_cli("revert", "030", sql_dir=sql_dir).returncode == 0
+    assert db.execute("SELECT to_regclass('app.billing_logs')") == [(None,)]
+
+
 def test_a_renamed_file_with_the_same_version_is_the_same_migration(db, tmp_path):
     sql_dir = copy_sql(tmp_path)
     with db.connect() as conn:

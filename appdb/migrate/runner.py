@@ -26,6 +26,7 @@ the migration applied last (by ``applied_at``) may be reverted.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -192,10 +193,19 @@ def _refuse_a_different_revert_file(entry: ledger.Entry, sql_dir: Path) -> None:
     Either the file was edited after the migration was applied (the edit would never
     run), or the ledger was; both are for a person to settle, not the runner.
     """
-    for path in sorted((sql_dir / REVERT_DIR).glob("*.sql")):
-        match = FILE_PATTERN.match(path.name)
+    folder = sql_dir / REVERT_DIR
+    try:
+        names = sorted(os.listdir(folder))  # names, not paths: a rollback of 1,000 migrations runs this 1,000 times
+    except (FileNotFoundError, NotADirectoryError):
+        return  # no revert files at all: the ledger's copy runs
+    except OSError as exc:
+        raise ConfigError(f"cannot read {folder} ({exc.strerror}) to compare its revert of {entry.id} with the "
+                          "ledger's: make it readable, or pass another --sql-dir") from None
+    for name in names:
+        match = FILE_PATTERN.match(name)
         if not match or int(match.group("id")) != entry.sort_key:
             continue
+        path = sql_dir / REVERT_DIR / name
         if read_text(path) != normalise(entry.revert_sql):
             raise Refused(
                 f"cannot revert {entry.id}: the revert SQL in the ledger (appdb.migrations row {entry.id!r}, "
