@@ -84,7 +84,8 @@ def copy_project(target: Path) -> Path:
     for name in PROJECT_FILES:
         shutil.copy2(ROOT / name, target / name)
     for name in PROJECT_DIRS:
-        shutil.copytree(ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        # With the bytecode bin/setup wrote (valid here: copy2 keeps each source's mtime).
+        shutil.copytree(ROOT / name, target / name)
     (target / ".venv").symlink_to(ROOT / ".venv")
     return target
 
