@@ -20,6 +20,7 @@ from typing import Any
 from appdb import __version__
 from appdb.access import SCHEMA
 from appdb.errors import INTERRUPTED, INTERRUPTED_EXIT, AppdbError, ConfigError
+from appdb.migrate.options import Options
 
 log = logging.getLogger("appdb")
 
@@ -48,8 +49,6 @@ def _connect(args: argparse.Namespace):
 
 
 def _options(args: argparse.Namespace, allow_data_loss: bool = False):
-    from appdb.migrate.runner import Options
-
     if args.lock_timeout <= 0 or args.lock_retries < 0 or args.wait < 0:
         raise ConfigError("--lock-timeout must be above 0, --lock-retries and --wait at least 0")
     return Options(lock_timeout=args.lock_timeout, lock_retries=args.lock_retries, wait=args.wait,
@@ -70,16 +69,21 @@ def _print_lines(lines: list[str]) -> None:
         print(line)
 
 
+def _show(args: argparse.Namespace, result: Any) -> None:
+    """A result as --json asks (its ``as_dict()``), else as lines for a person (its ``lines()``)."""
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        _print_lines(result.lines())
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from appdb.migrate import ledger
 
     migrations = _migrations(args)
     with _connect(args) as conn:
         current = ledger.status(conn, migrations)
-    if args.json:
-        _print_json(current.as_dict())
-    else:
-        _print_lines(current.lines())
+    _show(args, current)
     return 0
 
 
@@ -121,10 +125,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     migrations = _migrations(args)
     with _connect(args) as conn:
         report = verify.run(conn, migrations)
-    if args.json:
-        _print_json(report.as_dict())
-    else:
-        _print_lines(report.lines())
+    _show(args, report)
     report.raise_if_failed()
     return 0
 
@@ -135,10 +136,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     migrations = _migrations(args)
     with _connect(args) as conn:
         result = inspect.run(conn, migrations)
-    if args.json:
-        _print_json(result.as_dict())
-    else:
-        _print_lines(result.lines())
+    _show(args, result)
     return 0
 
 
@@ -170,10 +168,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
         print(f"wrote {path}: {fresh.summary()}")
         return 0
     result = snapshot.check(path, fresh)
-    if args.json:
-        _print_json(result.as_dict())
-    else:
-        _print_lines(result.lines())
+    _show(args, result)
     if not result.ok:
         raise StaleSnapshot(result.failure())
     return 0
@@ -296,20 +291,21 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     locking = argparse.ArgumentParser(add_help=False)
-    locking.add_argument("--lock-timeout", type=float, default=1.0, metavar="S",
-                         help="lock_timeout for each statement, in seconds (default 1)")
-    locking.add_argument("--lock-retries", type=int, default=10, metavar="N",
-                         help="retries of a step after a lock timeout, with backoff (default 10)")
-    locking.add_argument("--wait", type=float, default=300.0, metavar="S",
-                         help="how long to wait for another run's migration lock (default 300)")
+    locking.add_argument("--lock-timeout", type=float, default=Options.lock_timeout, metavar="S",
+                         help=f"lock_timeout for each statement, in seconds (default {Options.lock_timeout:g})")
+    locking.add_argument("--lock-retries", type=int, default=Options.lock_retries, metavar="N",
+                         help=f"retries of a step after a lock timeout, with backoff (default {Options.lock_retries})")
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument("--wait", type=float, default=Options.wait, metavar="S",
+                         help=f"how long to wait for another run's migration lock (default {Options.wait:g})")
 
-    apply = sub.add_parser("apply", parents=[common, locking], help="apply pending migrations in order")
+    apply = sub.add_parser("apply", parents=[common, locking, waiting], help="apply pending migrations in order")
     apply.add_argument("--only", metavar="ID", help="apply just this migration")
     apply.add_argument("--dry-run", action="store_true", help="say what would be applied; change nothing")
     apply.add_argument("--json", action="store_true")
     apply.set_defaults(func=cmd_apply)
 
-    revert = sub.add_parser("revert", parents=[common, locking],
+    revert = sub.add_parser("revert", parents=[common, locking, waiting],
                             help="revert the latest applied migration, from the ledger")
     revert.add_argument("id", metavar="ID")
     revert.add_argument("--allow-data-loss", action="store_true", help="allow a revert that drops rows")
@@ -357,12 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--schema", default=SCHEMA, help="the schema to pull (default: app)")
     pull.set_defaults(func=cmd_pull)
 
-    baseline = sub.add_parser("baseline", parents=[common],
+    baseline = sub.add_parser("baseline", parents=[common, waiting],
                               help="record a migration as applied without running it, where the database has it")
     baseline.add_argument("id", metavar="ID")
     baseline.add_argument("--schema", default=SCHEMA, help="the schema the migration makes (default: app)")
-    baseline.add_argument("--wait", type=float, default=300.0, metavar="S",
-                          help="how long to wait for another run's migration lock (default 300)")
     baseline.set_defaults(func=cmd_baseline)
 
     local = sub.add_parser("local", help="the project's own Supabase-shaped PostgreSQL")

@@ -23,6 +23,7 @@ from appdb.errors import MigrationError, NotThere, Refused
 from appdb.migrate import ledger
 from appdb.migrate.files import Migration, find
 from appdb.migrate.lock import migration_lock
+from appdb.migrate.options import Options
 from appdb.schema.describe import Description, describe, require_schema
 from appdb.schema.drift import EXTRA, MISSING, Difference, compare, short
 
@@ -96,7 +97,7 @@ def check_ledger(conn: psycopg.Connection, migrations: list[Migration], target: 
 
 
 def baseline(conn: psycopg.Connection, migrations: list[Migration], migration_id: str,
-             schema: str = SCHEMA, wait: float = 300.0) -> int:
+             schema: str = SCHEMA, wait: float = Options.wait) -> int:
     """Check, then record; return how many objects were compared. NotThere names what is lacking."""
     target = find(migrations, migration_id)
     require_schema(conn, schema)

@@ -41,6 +41,7 @@ from appdb.errors import ConfigError, LockTimeout, MigrationError, Refused
 from appdb.migrate import indexes, ledger
 from appdb.migrate.files import FILE_PATTERN, REVERT_DIR, Migration, Step, find, normalise, parse_steps, read_text
 from appdb.migrate.lock import migration_lock
+from appdb.migrate.options import Options
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,6 @@ log = logging.getLogger(__name__)
 REFUSAL_SQLSTATES = {"AP001"}
 WOULD_APPLY = "would apply"
 CLIENT_CHECK_INTERVAL = "1s"
-
-
-@dataclass(frozen=True)
-class Options:
-    """How patient the runner is; the defaults are the ones the CLI documents."""
-
-    lock_timeout: float = 1.0
-    lock_retries: int = 10
-    wait: float = 300.0
-    statement_timeout: str = "60s"
-    allow_data_loss: bool = False
 
 
 @dataclass(frozen=True)
