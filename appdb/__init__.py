@@ -4,8 +4,9 @@ Plain Python with no Pulumi import, so it runs from a shell (``python -m appdb``
 well as from the command resources in ``components/migrations.py``. The code map,
 bottom to top (a package imports only the ones below it):
 
-- ``errors``, ``connection``, ``access``: error classes and exit codes; DSNs, refusals,
-  connecting and redaction; the schema name, group roles and the access plan.
+- ``errors``, ``libpq``, ``connection``, ``access``: error classes and exit codes; the libpq
+  settings appdb knows; DSNs, refusals, connecting and redaction; the schema name, group
+  roles and the access plan.
 - ``migrate/``: sql/ files to the database, exactly once (``status``, ``apply``, ``revert``, ``new``).
 - ``checks/``: what a deploy must guarantee, read from the live catalog (``verify``, ``inspect``).
 - ``local/``: clusters the project owns (``local up|down|url|reset``), the Supabase shape.

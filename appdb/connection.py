@@ -28,13 +28,12 @@ from psycopg import conninfo, pq
 
 from appdb.access import TRANSACTION_POOLER_PORT
 from appdb.errors import ConfigError, ConnectError
+from appdb.libpq import DEFAULT_CONNECT_TIMEOUT, SSLMODES
 from appdb.redact import SECRET_KEYWORDS, environment_secrets, secrets_in
 from appdb.redact import redact as _redact
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONNECT_TIMEOUT = 10
-SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _POOLER_MESSAGE = ("port 6543 is Supabase's transaction pooler, which breaks session settings and advisory "
                    "locks: use the direct connection (port 5432) or the session pooler")
 _NOT_SHOWN = "(the text is not shown: it may hold a password)"

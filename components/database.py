@@ -21,12 +21,9 @@ from pathlib import Path
 import pulumi
 import pulumi_postgresql as postgresql
 
+from appdb.libpq import DEFAULT_CONNECT_TIMEOUT, SSLMODES
 from components import validation
 
-# Connect within seconds instead of the provider's 180 s default, so an unreachable
-# host fails the preview quickly with a clear error.
-DEFAULT_CONNECT_TIMEOUT = 10
-SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 VERIFYING = ("verify-ca", "verify-full")
 WEAK_SSLMODE_WARNING = (
     "sslmode {mode}: weaker than require, because {mode} falls back to a connection without TLS, silently, "

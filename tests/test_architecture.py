@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ENGINE = Path(__file__).resolve().parent.parent / "appdb"
-BOTTOM = {"errors", "connection", "access", "redact"}
+BOTTOM = {"errors", "connection", "access", "redact", "libpq"}
 # What each part of the engine may import (besides the standard library and psycopg).
 ALLOWED: dict[str, set[str]] = {
     "bottom": BOTTOM,
