@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -250,3 +252,14 @@ def test_only_main_prints_the_error_line_and_the_library_never_prints():
         # The fork server is an entry point too: it answers Ctrl-C where the CLI never ran.
         if path.exists() and name not in ("appdb.cli", "appdb.forkserver"):
             assert "print(" not in path.read_text(encoding="utf-8"), name
+
+
+@pytest.mark.parametrize("name", ["argparse", "logging", "appdb"])
+def test_bin_appdb_imports_nothing_from_the_folder_it_runs_in(tmp_path, name):
+    """A module in the caller's folder is never imported in place of appdb's own or the standard library's."""
+    (tmp_path / f"{name}.py").write_text("raise SystemExit('imported from the current folder')\n")
+    bin_appdb = Path(__file__).resolve().parent.parent / "bin" / "appdb"
+    result = subprocess.run([str(bin_appdb), "new", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: appdb new")
