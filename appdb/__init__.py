@@ -4,12 +4,12 @@ Plain Python with no Pulumi import, so it runs from a shell (``python -m appdb``
 well as from the command resources in ``components/migrations.py``. The code map,
 bottom to top (a package imports only the ones below it):
 
-- ``errors``, ``libpq``, ``connection``, ``access``: error classes and exit codes; the libpq
-  settings appdb knows; DSNs, refusals, connecting and redaction; the schema name, group
-  roles and the access plan.
+- ``errors``, ``libpq``, ``connection``, ``redact``, ``access``: error classes and exit codes;
+  the libpq settings appdb knows; DSNs, refusals and connecting; redaction of every secret
+  form; the schema name, group roles and the access plan.
 - ``migrate/``: sql/ files to the database, exactly once (``status``, ``apply``, ``revert``, ``new``).
 - ``checks/``: what a deploy must guarantee, read from the live catalog (``verify``, ``inspect``).
-- ``local/``: clusters the project owns (``local up|down|url|reset``), the Supabase shape.
+- ``local/``: clusters the project owns (``local up|down|url|reset|password``), the Supabase shape.
 - ``schema/``: the schema as canonical text (``schema``, ``diff``), built on throwaway clusters.
 - ``adopt/``: a live database brought under code (``pull``, ``baseline``).
 - ``cli``: argparse; each ``cmd_<verb>`` calls the library and prints its result.

@@ -249,8 +249,12 @@ def cmd_local(args: argparse.Namespace) -> int:
         done = "ready" if args.action == "up" else f"reset{' and seeded' if args.seed else ''}"
         print(f"local database {done}: {redact(cluster.url())} (with its password: bin/appdb local url)")
     elif args.action == "down":
+        if not cluster.is_initialised():
+            raise ConfigError(f"no local database in {home}, so nothing was stopped: if it was started with "
+                              "another APPDB_LOCAL_HOME or --home, give that one")
+        was_running = cluster.is_running()
         cluster.down()
-        print("local database stopped")
+        print("local database stopped" if was_running else f"the local database in {home} was not running")
     elif args.action == "password":
         print(cluster.password(args.role))
     else:

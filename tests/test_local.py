@@ -284,6 +284,14 @@ def test_local_url_without_a_cluster_says_how_to_start_one(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_local_down_without_a_cluster_says_nothing_was_stopped(tmp_path):
+    """Not 'local database stopped' while the one started with another APPDB_LOCAL_HOME runs on."""
+    result = run_appdb("local", "down", env={"APPDB_LOCAL_HOME": str(tmp_path / "none")})
+    assert result.returncode == 2
+    assert result.stderr == (f"appdb: error: no local database in {tmp_path / 'none'}, so nothing was stopped: if it "
+                             "was started with another APPDB_LOCAL_HOME or --home, give that one\n")
+
+
 @pytest.mark.parametrize("port", ["abc", "5432x", "-1", " "])
 def test_a_bad_APPDB_LOCAL_PORT_fails_local_in_one_line_and_no_other_command(port, tmp_path):
     result = run_appdb("local", "url", "--home", str(tmp_path / "none"), env={"APPDB_LOCAL_PORT": port})

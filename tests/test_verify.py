@@ -283,7 +283,7 @@ def test_verify_passes_after_deploying_over_production_with_its_older_payment_ta
 def test_verify_fails_when_payment_events_loses_rls(db):
     deployed(db)
     db.execute("ALTER TABLE app.payment_events DISABLE ROW LEVEL SECURITY")
-    assert failing(db)["payment_events_rls"] == "row level security is off on app.payment_events"
+    assert failing(db)["payment_events_rls"] == "app.payment_events has row level security off"
 
 
 def test_verify_fails_when_the_stripe_event_id_is_not_unique(db):

@@ -185,7 +185,7 @@ class RowSecurity:
 
     def evaluate(self, table: str, oid: int, facts: Facts) -> Check:
         rls = facts.relations.get(table).rls
-        return Check(self.name, rls, f"row level security is {'on' if rls else 'off'} on {table}")
+        return Check(self.name, rls, f"{table} has row level security {'on' if rls else 'off'}")
 
 
 @dataclass(frozen=True)
