@@ -265,8 +265,9 @@ def cmd_local(args: argparse.Namespace) -> int:
 def _local_port(given: int | None, default: int) -> int:
     """--port, else APPDB_LOCAL_PORT, else ``default``; read when the command runs, so a bad
     value fails only ``local``, in one line, and the parser holds nothing from the environment."""
-    raw = os.environ.get("APPDB_LOCAL_PORT") or str(default)
-    if given is None and not raw.isdigit():
+    raw = (os.environ.get("APPDB_LOCAL_PORT") or str(default)).strip()
+    # ASCII digits, and few: int() takes '٥٤٣٢٢' and refuses '²' and 5,000 digits with a traceback.
+    if given is None and not (raw.isascii() and raw.isdigit() and len(raw) <= 5):
         raise ConfigError(f"APPDB_LOCAL_PORT is {raw!r}, not a port number: set it to one (e.g. 54322), or unset it")
     port = int(raw) if given is None else given
     if not 0 < port < 65536:

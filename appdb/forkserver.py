@@ -29,9 +29,9 @@ What it must never do, and how it does not:
   the mode and the number of filters, which a process can only add to), the caller sends
   only to such a server, and the socket's name covers them too. A sandbox of the same uid
   (bwrap, ``unshare --net``) is not served.
-- Run stale code or settings: the name covers the interpreter, the size and mtime of
-  every appdb source file, and the environment Python reads at start-up (``PYTHON*``,
-  locale), so a changed checkout or setting gets a server of its own.
+- Run stale code or settings: the name covers the interpreter, its flags and module path,
+  the size and mtime of every appdb source file, and the environment Python reads at start-up
+  (``PYTHON*``, locale), so a changed checkout or setting gets a server of its own.
 - Outlive its caller's intent: when the caller dies (Pulumi cancelled), the worker gets
   SIGTERM, then SIGKILL :data:`KILL_AFTER_SECONDS` later; its step rolls back. Ctrl-C in
   the caller is SIGINT to the worker (exit 130, as ever), held until the worker has the
@@ -178,11 +178,13 @@ def _private(folder: str) -> bool:
 
 
 def _server_key() -> str:
-    """What a worker inherits from its server and a caller must share: interpreter, code,
-    identity (credentials, namespaces, root, label), and the environment Python reads only at start-up."""
+    """What a worker inherits from its server and a caller must share: interpreter, its flags and
+    module path (``python -m`` puts the folder it ran in there), code, identity (credentials,
+    namespaces, root, label), and the environment Python reads only at start-up."""
     startup = sorted(f"{key}={value}" for key, value in os.environ.items()
                      if key.startswith("PYTHON") or key.startswith("LC_") or key == "LANG")
-    return "\0".join([sys.executable, _code_stamp(), *(identity(os.getpid()) or ["unknown"]), *startup])
+    return "\0".join([sys.executable, repr(sys.flags), repr(sys.path), _code_stamp(),
+                      *(identity(os.getpid()) or ["unknown"]), *startup])
 
 
 def identity(pid: int) -> list[str] | None:

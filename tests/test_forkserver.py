@@ -269,6 +269,22 @@ def test_a_folder_too_long_for_a_socket_is_passed_over(tmp_path: Path, monkeypat
     assert forkserver.socket_path().startswith(f"/tmp/appdb-{os.getuid()}/")
 
 
+def test_another_module_path_or_interpreter_flag_gets_a_server_of_its_own(tmp_path: Path, runtime, monkeypatch):
+    """A worker imports lazily from its server's sys.path: `python -m appdb` puts the folder it ran in there."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = "from appdb import forkserver; print(forkserver.socket_path())"
+
+    def path(*flags: str, before: str = "") -> str:
+        return subprocess.run([sys.executable, *flags, "-c", before + code], env=env, capture_output=True,
+                              text=True, check=True, cwd=ROOT).stdout.strip()
+
+    assert path() == path()
+    assert path(before=f"import sys; sys.path.insert(0, {str(tmp_path)!r}); ") != path()
+    assert path("-P") != path()
+    assert path("-B") != path("-P")
+
+
 def test_changed_code_gets_a_server_of_its_own(tmp_path: Path, runtime, monkeypatch):
     copy = tmp_path / "checkout"
     shutil.copytree(ROOT / "appdb", copy / "appdb", ignore=shutil.ignore_patterns("__pycache__"))

@@ -336,6 +336,21 @@ def test_revert_with_a_revert_folder_it_cannot_read_says_so_in_one_line_and_chan
     assert states(db)["030"] == "applied"
 
 
+def test_revert_with_a_revert_file_it_cannot_read_says_so_in_one_line_and_changes_nothing(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    with db.connect() as conn:
+        runner.apply(conn, migrations(sql_dir), OPTIONS)
+    path = sql_dir / "revert" / "030_billing_logs.sql"
+    path.unlink()
+    path.mkdir()  # unreadable as a file, even for root
+    result = db.run_cli("revert", "030", sql_dir=sql_dir)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line == (f"appdb: error: cannot read {path} (Is a directory) to compare it with the ledger's revert of "
+                    "030: make it readable, or pass another --sql-dir")
+    assert states(db)["030"] == "applied"
+
+
 def test_revert_where_revert_is_a_file_runs_the_ledgers_copy(db, tmp_path):
     sql_dir = copy_sql(tmp_path)
     with db.connect() as conn:

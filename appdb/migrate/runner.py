@@ -195,8 +195,13 @@ def _refuse_a_different_revert_file(entry: ledger.Entry, sql_dir: Path) -> None:
         match = FILE_PATTERN.match(name)
         if not match or int(match.group("id")) != entry.sort_key:
             continue
-        path = sql_dir / REVERT_DIR / name
-        if read_text(path) != normalise(entry.revert_sql):
+        path = folder / name
+        try:
+            text = read_text(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path} ({exc.strerror}) to compare it with the ledger's revert of "
+                              f"{entry.id}: make it readable, or pass another --sql-dir") from None
+        if text != normalise(entry.revert_sql):
             raise Refused(
                 f"cannot revert {entry.id}: the revert SQL in the ledger (appdb.migrations row {entry.id!r}, "
                 f"applied {entry.applied_at.isoformat(timespec='seconds')}) differs from {path}; restore {path} "
