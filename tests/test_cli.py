@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -254,12 +255,37 @@ def test_only_main_prints_the_error_line_and_the_library_never_prints():
             assert "print(" not in path.read_text(encoding="utf-8"), name
 
 
-@pytest.mark.parametrize("name", ["argparse", "logging", "appdb"])
-def test_bin_appdb_imports_nothing_from_the_folder_it_runs_in(tmp_path, name):
-    """A module in the caller's folder is never imported in place of appdb's own or the standard library's."""
-    (tmp_path / f"{name}.py").write_text("raise SystemExit('imported from the current folder')\n")
-    bin_appdb = Path(__file__).resolve().parent.parent / "bin" / "appdb"
-    result = subprocess.run([str(bin_appdb), "new", "--help"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=60, check=False)
+BIN_APPDB = Path(__file__).resolve().parent.parent / "bin" / "appdb"
+
+
+@pytest.mark.parametrize("pythonpath", [None, "", ":/nonexistent", "/nonexistent:", ".", "sub"])
+@pytest.mark.parametrize("name", ["argparse", "logging", "appdb", "sitecustomize"])
+def test_bin_appdb_imports_nothing_from_the_folder_it_runs_in(tmp_path, name, pythonpath):
+    """A module in the caller's folder is never imported in place of appdb's own or the standard
+    library's, whatever PYTHONPATH says (an empty or relative entry is that folder)."""
+    for folder in (tmp_path, tmp_path / "sub"):
+        folder.mkdir(exist_ok=True)
+        (folder / f"{name}.py").write_text("raise SystemExit('imported from the current folder')\n")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    result = subprocess.run([str(BIN_APPDB), "new", "--help"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: appdb new")
+
+
+def test_bin_appdb_runs_through_a_symlink_and_refuses_a_copy_in_one_line(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "appdb").symlink_to(BIN_APPDB)
+    (tmp_path / "again").symlink_to("bin/appdb")  # a relative link to a link
+    for link in (tmp_path / "bin" / "appdb", tmp_path / "again"):
+        done = subprocess.run([str(link), "--version"], cwd="/", capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stdout) == (0, "appdb 0.1.0\n"), done.stderr
+    copy = tmp_path / "elsewhere" / "bin" / "appdb"
+    copy.parent.mkdir(parents=True)
+    shutil.copy2(BIN_APPDB, copy)
+    done = subprocess.run([str(copy), "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == (f"appdb: error: {tmp_path / 'elsewhere'} has no appdb/ next to bin/: run bin/appdb "
+                           "from a checkout of the project\n")
