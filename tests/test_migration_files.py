@@ -199,6 +199,55 @@ def test_a_file_that_is_not_utf8_is_one_line_naming_it_with_exit_2(db, tmp_path,
         f"appdb: error: {bad}:2: not UTF-8 (byte 0xe9 at offset 16): save the file as UTF-8"]
 
 
+@pytest.mark.parametrize("where", ["forward", "revert"])
+def test_a_nul_byte_is_refused_at_load_naming_the_file_and_line(db, tmp_path, where):
+    """libpq ends a query's text at a NUL: what follows would never run, yet the migration would be recorded."""
+    write_migration(tmp_path, "029_a.sql")
+    bad = tmp_path / "029_a.sql" if where == "forward" else tmp_path / "revert" / "029_a.sql"
+    bad.write_bytes(b"CREATE TABLE app.n1 (i int); -- \x00\nCREATE TABLE app.n2 (i int);\n")
+    result = db.run_cli("apply", sql_dir=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"appdb: error: {bad}:1: a NUL byte (at offset 32), after which PostgreSQL would see nothing: remove it"]
+    assert db.execute("SELECT to_regclass('app.n1')") == [(None,)]
+
+
+@pytest.mark.parametrize("make", ["directory", "dangling symlink"])
+def test_a_migration_path_that_is_no_readable_file_is_one_line(db, tmp_path, make):
+    write_migration(tmp_path, "029_a.sql")
+    odd = tmp_path / "030_odd.sql"
+    if make == "directory":
+        odd.mkdir()
+    else:
+        odd.symlink_to(tmp_path / "nowhere.sql")
+    result = db.run_cli("status", sql_dir=tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"appdb: error: cannot read {odd} (") and line.endswith("): it must be a readable file")
+
+
+@pytest.mark.parametrize("text", ["COPY app.c FROM STDIN;", "copy app.c (a, b) from stdin with (format csv);",
+                                  "COPY (SELECT 1) TO STDOUT;"])
+def test_copy_with_stdin_or_stdout_is_refused_at_load(tmp_path, text):
+    write_migration(tmp_path, "029_a.sql", f"SELECT 1;\n{text}\n")
+    with pytest.raises(ConfigError, match=r"029_a.sql:2: COPY with STDIN or STDOUT needs a client"):
+        discover(tmp_path)
+
+
+def test_copy_from_a_server_file_or_a_table_named_stdin_is_not_refused(tmp_path):
+    write_migration(tmp_path, "029_a.sql", "COPY app.c FROM '/tmp/c.csv';\nCOPY \"stdin\" TO '/tmp/x';\n")
+    assert discover(tmp_path)[0].id == "029"
+
+
+@pytest.mark.parametrize("command", [["apply", "--only", "²"], ["revert", "²"], ["baseline", "²"],
+                                     ["apply", "--only", "٠٢٧"]])
+def test_a_migration_id_of_other_digits_is_a_usage_error(db, command):
+    result = db.run_cli(*command)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("appdb: error: migration id ") and "is not a number like 027" in line
+
+
 def test_a_byte_order_mark_is_stripped_and_does_not_change_the_checksum(tmp_path):
     write_migration(tmp_path, "029_a.sql", "SELECT 1;\n")
     before = discover(tmp_path)[0]

@@ -346,8 +346,7 @@ def test_revert_with_a_revert_file_it_cannot_read_says_so_in_one_line_and_change
     result = db.run_cli("revert", "030", sql_dir=sql_dir)
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
-    assert line == (f"appdb: error: cannot read {path} (Is a directory) to compare it with the ledger's revert of "
-                    "030: make it readable, or pass another --sql-dir")
+    assert line == f"appdb: error: cannot read {path} (Is a directory): it must be a readable file"
     assert states(db)["030"] == "applied"
 
 

@@ -117,9 +117,14 @@ def normalise(text: str) -> str:
 
 
 def read_text(path: Path) -> str:
-    """A migration or revert file's normalised text; one line naming it when it is not UTF-8."""
-    with open(path, "rb") as file:  # not Path.read_bytes: its overhead shows at a thousand files
-        data = file.read()
+    """A migration or revert file's normalised text; one line naming it when it cannot be read,
+    is not UTF-8, or holds a NUL byte (libpq ends a query's text at one: what follows would
+    never run, and the migration would still be recorded)."""
+    try:
+        with open(path, "rb") as file:  # not Path.read_bytes: its overhead shows at a thousand files
+            data = file.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror}): it must be a readable file") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -128,6 +133,11 @@ def read_text(path: Path) -> str:
             f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
             "save the file as UTF-8"
         ) from None
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data[:nul].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: a NUL byte (at offset {nul}), after which PostgreSQL would see "
+                          "nothing: remove it")
     return normalise(text)
 
 
@@ -167,6 +177,7 @@ def parse_steps(text: str, source: str) -> tuple[Step, ...]:
     for step in steps:
         found = statements.split(step.sql, source, step.first_line)
         statements.refuse_transaction_control(found, source)
+        statements.refuse_copy_stdio(found, source)
     if not steps:
         steps.append(Step(name="main", sql="", first_line=1))
     return tuple(steps)
@@ -226,12 +237,11 @@ def load(path: Path) -> Migration:
         raise ConfigError(f"{path}: migration files are named NNN_snake_description.sql")
     revert_path = path.parent / REVERT_DIR / path.name
     text = read_text(path)
-    try:
-        revert_text = read_text(revert_path)
-    except (FileNotFoundError, IsADirectoryError):
+    if not os.path.lexists(revert_path):
         raise ConfigError(
             f"{path} has no revert: create {revert_path} (a documented no-op is fine; 'appdb new' makes both)"
-        ) from None
+        )
+    revert_text = read_text(revert_path)
     revert_steps = parse_steps(revert_text, str(revert_path))  # a malformed revert is found now
     return Migration(
         id=match.group("id"),
@@ -264,9 +274,14 @@ def discover(sql_dir: Path) -> list[Migration]:
     return sorted(migrations, key=lambda m: m.sort_key)
 
 
+def is_version(text: str) -> bool:
+    """ASCII digits: what a file's name can hold (str.isdigit also takes '²', which int() refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def find(migrations: list[Migration], migration_id: str) -> Migration:
     """The migration with this version, or a usage error naming the ones that exist."""
-    if not migration_id.isdigit():
+    if not is_version(migration_id):
         raise ConfigError(f"migration id {migration_id!r} is not a number like 027")
     for migration in migrations:
         if migration.sort_key == int(migration_id):

@@ -39,7 +39,8 @@ from psycopg.pq import TransactionStatus
 
 from appdb.errors import ConfigError, LockTimeout, MigrationError, Refused
 from appdb.migrate import indexes, ledger
-from appdb.migrate.files import FILE_PATTERN, REVERT_DIR, Migration, Step, find, normalise, parse_steps, read_text
+from appdb.migrate.files import (FILE_PATTERN, REVERT_DIR, Migration, Step, find, is_version, normalise,
+                                 parse_steps, read_text)
 from appdb.migrate.lock import migration_lock
 from appdb.migrate.options import Options
 
@@ -149,7 +150,7 @@ def revert(conn: psycopg.Connection, migration_id: str, options: Options,
     With ``sql_dir``, a revert file of the same version there must hold the same SQL as
     the ledger; when there is none (a code rollback removed it), the ledger's copy runs.
     """
-    if not migration_id.isdigit():
+    if not is_version(migration_id):
         raise ConfigError(f"migration id {migration_id!r} is not a number like 027")
     with migration_lock(conn, options.wait):
         applied = ledger.read(conn)
@@ -196,12 +197,7 @@ def _refuse_a_different_revert_file(entry: ledger.Entry, sql_dir: Path) -> None:
         if not match or int(match.group("id")) != entry.sort_key:
             continue
         path = folder / name
-        try:
-            text = read_text(path)
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path} ({exc.strerror}) to compare it with the ledger's revert of "
-                              f"{entry.id}: make it readable, or pass another --sql-dir") from None
-        if text != normalise(entry.revert_sql):
+        if read_text(path) != normalise(entry.revert_sql):
             raise Refused(
                 f"cannot revert {entry.id}: the revert SQL in the ledger (appdb.migrations row {entry.id!r}, "
                 f"applied {entry.applied_at.isoformat(timespec='seconds')}) differs from {path}; restore {path} "

@@ -279,6 +279,21 @@ def refuse_transaction_control(statements: list[Statement], source: str) -> None
         )
 
 
+def refuse_copy_stdio(statements: list[Statement], source: str) -> None:
+    """``COPY ... FROM STDIN`` and ``TO STDOUT``: the data would come from (or go to) the
+    runner's connection, which sends a step's text and nothing else; refused with file and line."""
+    for statement in statements:
+        if statement.words(1) != ["copy"]:
+            continue
+        words = [token.value for token in statement.tokens if token.kind == "word"]
+        pairs = set(zip(words, words[1:]))
+        if ("from", "stdin") in pairs or ("to", "stdout") in pairs:
+            raise ConfigError(
+                f"{source}:{statement.line}: COPY with STDIN or STDOUT needs a client that streams the data, "
+                "which a migration is not: write the rows as INSERT ... VALUES, or COPY from a file the server reads"
+            )
+
+
 def created_indexes(statements: list[Statement]) -> list[IndexTarget]:
     """Each named index a ``CREATE [UNIQUE] INDEX`` statement builds, with its table."""
     found: list[IndexTarget] = []

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from appdb.access import SCHEMA
 from appdb.errors import ConfigError, MalformedDescription
-from appdb.migrate.files import Migration
+from appdb.migrate.files import Migration, is_version
 from appdb.schema.describe import Description, parse
 
 FILENAME = "schema.snapshot"
@@ -98,7 +98,7 @@ def parse_text(text: str, source: str) -> Snapshot:
     if not header["schema"]:
         raise MalformedDescription(f"{source}: the '# schema:' header line names no schema")
     migrations = tuple(header["migrations"].split())
-    bad = [m for m in migrations if not m.isdigit()]
+    bad = [m for m in migrations if not is_version(m)]
     if bad:
         raise MalformedDescription(f"{source}: '# migrations:' lists {bad[0]!r}, which is not a migration id")
     description = parse(text, header["schema"], source)
