@@ -39,8 +39,17 @@ from psycopg.pq import TransactionStatus
 
 from appdb.errors import ConfigError, LockTimeout, MigrationError, Refused
 from appdb.migrate import indexes, ledger
-from appdb.migrate.files import (FILE_PATTERN, REVERT_DIR, Migration, Step, find, is_version, normalise,
-                                 parse_steps, read_text)
+from appdb.migrate.files import (
+    FILE_PATTERN,
+    REVERT_DIR,
+    Migration,
+    Step,
+    find,
+    is_version,
+    normalise,
+    parse_steps,
+    read_text,
+)
 from appdb.migrate.lock import migration_lock
 from appdb.migrate.options import Options
 
