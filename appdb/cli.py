@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -48,9 +49,22 @@ def _connect(args: argparse.Namespace):
     return connect(args.dsn)
 
 
+def _seconds(text: str) -> float:
+    """A flag's seconds: a finite number, at least 0 (nan would make --wait wait for ever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (finite, at least 0)")
+    return value
+
+
 def _options(args: argparse.Namespace, allow_data_loss: bool = False):
-    if args.lock_timeout <= 0 or args.lock_retries < 0 or args.wait < 0:
-        raise ConfigError("--lock-timeout must be above 0, --lock-retries and --wait at least 0")
+    # Below 1 ms, PostgreSQL's lock_timeout would round to 0: no limit at all; above a day, the
+    # server refuses it mid-run.
+    if not 0.001 <= args.lock_timeout <= 86400 or args.lock_retries < 0:
+        raise ConfigError("--lock-timeout must be from 0.001 (1 ms) to 86400 (a day), --lock-retries at least 0")
     return Options(lock_timeout=args.lock_timeout, lock_retries=args.lock_retries, wait=args.wait,
                    allow_data_loss=allow_data_loss)
 
@@ -296,12 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     locking = argparse.ArgumentParser(add_help=False)
-    locking.add_argument("--lock-timeout", type=float, default=Options.lock_timeout, metavar="S",
+    locking.add_argument("--lock-timeout", type=_seconds, default=Options.lock_timeout, metavar="S",
                          help=f"lock_timeout for each statement, in seconds (default {Options.lock_timeout:g})")
     locking.add_argument("--lock-retries", type=int, default=Options.lock_retries, metavar="N",
                          help=f"retries of a step after a lock timeout, with backoff (default {Options.lock_retries})")
     waiting = argparse.ArgumentParser(add_help=False)
-    waiting.add_argument("--wait", type=float, default=Options.wait, metavar="S",
+    waiting.add_argument("--wait", type=_seconds, default=Options.wait, metavar="S",
                          help=f"how long to wait for another run's migration lock (default {Options.wait:g})")
 
     apply = sub.add_parser("apply", parents=[common, locking, waiting], help="apply pending migrations in order")

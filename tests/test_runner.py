@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -419,3 +420,85 @@ def test_a_database_default_that_turns_standard_strings_off_does_not_reach_the_f
         db.execute(f"ALTER ROLE postgres IN DATABASE {db.name} RESET standard_conforming_strings")
     assert [o.id for o in done] == ["031"]
     assert db.execute("SELECT to_regclass('app.after_commit')") == [("app.after_commit",)]
+
+
+# --- what a step may do to the session (attack review, 2026-12-07) ------------------------------
+
+HIDDEN_COMMIT = ("SELECT '\\' AS a, '\n; COMMIT; CREATE TABLE app.after_commit AS SELECT "
+                 "current_setting('lock_timeout') AS lt; -- ' AS b;\n")
+
+
+@pytest.mark.parametrize("turn_off", [
+    # a transaction=false step, then the hidden COMMIT in the next step of the same migration
+    "-- appdb:step off transaction=false\nSET standard_conforming_strings = off;\n-- appdb:step hide\n",
+    # a transactional step that turns it off for the session, hidden behind a local 'on'
+    "SELECT set_config('standard_conforming_strings', 'off', false), "
+    "set_config('standard_conforming_strings', 'on', true);\n-- appdb:step hide\n",
+])
+def test_a_step_cannot_turn_off_standard_conforming_strings_to_hide_a_commit(db, tmp_path, turn_off):
+    """The server reads every step as the lexer did: with standard_conforming_strings on."""
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "031_turn_off.sql", turn_off + "CREATE TABLE app.before (i int);\n" + HIDDEN_COMMIT)
+    result = db.run_cli("apply", sql_dir=sql_dir)
+    assert result.returncode == 1, result.stderr
+    assert "(step hide" in result.stderr and "syntax error" in result.stderr, result.stderr  # as the lexer read it
+    assert db.execute("SELECT to_regclass('app.after_commit'), to_regclass('app.before')") == [(None, None)]
+    assert states(db, sql_dir)["031"] == "pending"
+
+
+def test_the_next_migration_is_read_with_standard_conforming_strings_on_too(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "031_turn_off.sql", "-- appdb:step off transaction=false\n"
+                                                 "SELECT set_config('standard_conforming_strings', 'off', false);\n")
+    add_migration(sql_dir, "032_hide.sql", HIDDEN_COMMIT)
+    result = db.run_cli("apply", sql_dir=sql_dir)
+    assert result.returncode == 1 and "032" in result.stderr and "syntax error" in result.stderr, result.stderr
+    assert db.execute("SELECT to_regclass('app.after_commit')") == [(None,)]
+    assert states(db, sql_dir)["032"] == "pending"
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_what_a_migration_sets_for_its_session_does_not_reach_the_next(db, tmp_path, split):
+    """One apply or one migration at a time: the same files build the same schema."""
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "031_path.sql", "SET search_path = app;\nCREATE TABLE IF NOT EXISTS app.a (i int);\n")
+    add_migration(sql_dir, "032_where.sql", "CREATE TABLE where_am_i (i int);\n")
+    if split:
+        assert db.run_cli("apply", "--only", "031", sql_dir=sql_dir).returncode != 0  # earlier ones first
+        assert db.run_cli("apply", sql_dir=sql_dir).returncode == 0
+    else:
+        assert db.run_cli("apply", sql_dir=sql_dir).returncode == 0
+    assert db.execute("SELECT to_regclass('public.where_am_i') IS NOT NULL, to_regclass('app.where_am_i')") == [
+        (True, None)]
+
+
+@pytest.mark.parametrize("text", [
+    "CREATE TABLE app.t031 (i int);\nSELECT pg_advisory_unlock_all();\n",
+    "CREATE TABLE app.t031 (i int);\n-- appdb:step discard transaction=false\nDISCARD ALL;\n",
+])
+def test_a_step_that_lets_go_of_the_migration_lock_records_nothing_and_stops(db, tmp_path, text):
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "031_unlock.sql", text)
+    add_migration(sql_dir, "032_after.sql", "CREATE TABLE app.t032 (i int);\n")
+    result = db.run_cli("apply", sql_dir=sql_dir)
+    assert result.returncode == 1
+    assert "031, step " in result.stderr and "let go of the migration lock" in result.stderr
+    assert "nothing was recorded" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert states(db, sql_dir)["031"] == "pending" and states(db, sql_dir)["032"] == "pending"
+    assert db.execute("SELECT to_regclass('app.t032')") == [(None,)]
+
+
+def test_a_lock_timeout_under_a_millisecond_is_one_millisecond_never_none(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "031_lt.sql", "CREATE TABLE app.lt AS SELECT current_setting('lock_timeout') AS lt;\n")
+    with db.connect() as conn:
+        runner.apply(conn, migrations(sql_dir), replace(OPTIONS, lock_timeout=0.0004))
+    assert db.execute("SELECT lt FROM app.lt") == [("1ms",)]
+
+
+@pytest.mark.parametrize("flags", [["--lock-timeout", "0.0004"], ["--lock-timeout", "nan"], ["--lock-timeout", "inf"],
+                                   ["--lock-timeout", "1e308"], ["--wait", "nan"], ["--wait", "-1"]])
+def test_seconds_that_would_lift_a_limit_are_a_usage_error(db, flags):
+    result = db.run_cli("apply", *flags)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("appdb: error: ")

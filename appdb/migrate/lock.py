@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 
 # 'appdb' in ASCII: stable across releases, so old and new versions exclude each other.
 LOCK_KEY = 0x6170706462
+# True while this session holds the lock: checked after every step, since a step could let go of
+# it (DISCARD ALL, pg_advisory_unlock_all()) and another run start. A bigint key shows in
+# pg_locks as its high half (classid) and low half (objid), with objsubid 1.
+HELD = (f"EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted "
+        f"AND pid = pg_catalog.pg_backend_pid() AND classid = {LOCK_KEY >> 32} "
+        f"AND objid = {LOCK_KEY & 0xFFFFFFFF} AND objsubid = 1)")
 
 
 def holder(conn: psycopg.Connection) -> str:

@@ -26,6 +26,7 @@ the migration applied last (by ``applied_at``) may be reverted.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -50,7 +51,7 @@ from appdb.migrate.files import (
     parse_steps,
     read_text,
 )
-from appdb.migrate.lock import migration_lock
+from appdb.migrate.lock import HELD, migration_lock
 from appdb.migrate.options import Options
 
 log = logging.getLogger(__name__)
@@ -101,12 +102,16 @@ def apply(
                 for m in _pending(conn, migrations, target)]
     outcomes: list[Outcome] = []
     with migration_lock(conn, options.wait):
-        _conforming_strings(conn)
+        _fresh_session(conn)
         # Looked up once: under the lock only this run writes it, and its first row creates it.
         ledger_exists = ledger.exists(conn)
         for migration in _pending(conn, migrations, target):
             outcome = _apply_one(conn, migration, options, ledger_exists)
             ledger_exists = True
+            # What a migration set for its session (a SET search_path in a transaction=false
+            # step) must not reach the next one: else one run and several (apply --only, one
+            # by one) would build different schemas from the same files.
+            _fresh_session(conn)
             outcomes.append(outcome)
             if progress:
                 progress(outcome)
@@ -242,8 +247,11 @@ def _run_step(
                         conn.execute(step.sql)
                 finally:
                     if not conn.closed and not conn.broken:
-                        conn.execute("; ".join(f"RESET {name}" for name in expected
-                                               if name != "standard_conforming_strings"))
+                        # The next step's text must be read as the lexer read it: the step may
+                        # have turned standard_conforming_strings off for the session.
+                        conn.execute("; ".join([*(f"RESET {name}" for name in expected
+                                                  if name != "standard_conforming_strings"),
+                                                _CONFORMING_FOR_THE_SESSION]))
                 if on_commit:
                     with conn.transaction():
                         expected = _set_timeouts(conn, step, options, local=True)
@@ -268,13 +276,25 @@ def _run_step(
             raise _failure(exc, conn, step, source, migration_id) from None
 
 
+# The server parses a query's whole text before any of it runs, with the session's value:
+# so before every step the session must read strings as the lexer did.
+_CONFORMING_FOR_THE_SESSION = "SELECT pg_catalog.set_config('standard_conforming_strings', 'on', false)"
+
+
 def _conforming_strings(conn: psycopg.Connection) -> None:
     """The session reads strings as the lexer did, whatever a database or role default says.
 
     The server parses a step's whole text before the step's own ``set_config`` runs, so the
     session value is what the first step is read with.
     """
-    conn.execute("SELECT set_config('standard_conforming_strings', 'on', false)")
+    conn.execute(_CONFORMING_FOR_THE_SESSION)
+    if conn.info.transaction_status == TransactionStatus.INTRANS:
+        conn.commit()
+
+
+def _fresh_session(conn: psycopg.Connection) -> None:
+    """The session as it began (``RESET ALL``: search_path, role, every setting), reading strings as the lexer does."""
+    conn.execute(f"RESET ALL; {_CONFORMING_FOR_THE_SESSION}")
     if conn.info.transaction_status == TransactionStatus.INTRANS:
         conn.commit()
 
@@ -282,7 +302,8 @@ def _conforming_strings(conn: psycopg.Connection) -> None:
 def _settings(conn: psycopg.Connection, step: Step, options: Options) -> dict[str, str]:
     """What every step runs with: its timeouts, and whether a revert may lose data."""
     settings = {
-        "lock_timeout": f"{int(options.lock_timeout * 1000)}ms",
+        # Rounded up, never to 0ms: that would mean no limit at all.
+        "lock_timeout": f"{max(1, math.ceil(options.lock_timeout * 1000))}ms",
         "statement_timeout": step.statement_timeout or options.statement_timeout,
         "appdb.allow_data_loss": "on" if options.allow_data_loss else "off",
         # The file was lexed (appdb/migrate/statements.py) as the server reads it with this on;
@@ -316,25 +337,33 @@ def _run_in_transaction(conn: psycopg.Connection, step: Step,
         exc.appdb_offset = len(prefix)  # type: ignore[attr-defined]  # where the step starts, for the line
         raise
     expected = dict(zip(names, cursor.fetchone()))
+    # The settings read back are the last result but one: the session's standard_conforming_strings comes last.
+    found = latest = None
     while cursor.nextset():
-        pass
-    return expected, cursor.fetchone()
+        if cursor.description is not None:
+            found, latest = latest, cursor.fetchone()
+    return expected, found
 
 
 _AROUND: dict[tuple[tuple[str, str], ...], tuple[str, str]] = {}
 
 
 def _around_step(conn: psycopg.Connection, settings: tuple[tuple[str, str], ...]) -> tuple[str, str]:
-    """The text before and after a transactional step: set_config calls, then current_setting reads.
+    """The text before and after a transactional step: set_config calls; then current_setting
+    reads and whether the migration lock is still held; then standard_conforming_strings on for
+    the session, whatever the step did to it, so that the next step is read as the lexer read it.
 
-    Quoted by psycopg (sql.Literal); made once per distinct settings, as every step of a run shares them.
+    Quoted by psycopg (sql.Literal), and schema-qualified (a step may change search_path);
+    made once per distinct settings, as every step of a run shares them.
     """
     if settings not in _AROUND:
         prefix = sql.SQL("SELECT {};\n").format(sql.SQL(", ").join(
-            sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+            sql.SQL("pg_catalog.set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
             for name, value in settings)).as_string(conn)
-        suffix = sql.SQL("\n;SELECT {}").format(sql.SQL(", ").join(
-            sql.SQL("current_setting({})").format(sql.Literal(name)) for name, _ in settings)).as_string(conn)
+        reads = sql.SQL(", ").join(
+            sql.SQL("pg_catalog.current_setting({})").format(sql.Literal(name)) for name, _ in settings)
+        suffix = sql.SQL("\n;SELECT {}, {};\n{}").format(
+            reads, sql.SQL(HELD), sql.SQL(_CONFORMING_FOR_THE_SESSION)).as_string(conn)
         _AROUND[settings] = prefix, suffix
     return _AROUND[settings]
 
@@ -343,7 +372,7 @@ def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local:
     """Set the step's timeouts (transaction-local, or for the session); return them as the server has them."""
     settings = _settings(conn, step, options)
     row = conn.execute(
-        "SELECT " + ", ".join("set_config(%s, %s, %s)" for _ in settings),
+        "SELECT " + ", ".join("pg_catalog.set_config(%s, %s, %s)" for _ in settings),
         [value for name, setting in settings.items() for value in (name, setting, local)],
     ).fetchone()
     return dict(zip(settings, row))
@@ -355,7 +384,9 @@ def _check_still_ours(conn: psycopg.Connection, expected: dict[str, str], migrat
 
     Files may not hold transaction control (refused at load), but a step could still
     end the transaction or lift the timeouts some other way (a ``SET``, a ``RESET ALL``).
-    ``found``: the settings as already read after the step (:func:`_run_in_transaction`).
+    ``found``: the settings as already read after the step, then whether the lock is held
+    (:func:`_run_in_transaction`). The migration lock must still be ours: a step that let go
+    of it (``DISCARD ALL``, ``pg_advisory_unlock_all()``) may have let another run in.
     """
     if conn.info.transaction_status != TransactionStatus.INTRANS:
         raise MigrationError(
@@ -364,7 +395,13 @@ def _check_still_ours(conn: psycopg.Connection, expected: dict[str, str], migrat
         )
     names = list(expected)
     row = found if found is not None else conn.execute(
-        "SELECT " + ", ".join("current_setting(%s)" for _ in names), names).fetchone()
+        "SELECT " + ", ".join("pg_catalog.current_setting(%s)" for _ in names) + f", {HELD}", names).fetchone()
+    if row is None or not row[-1]:
+        raise MigrationError(
+            f"{migration_id}, step {step.name} let go of the migration lock (a DISCARD ALL or an advisory "
+            "unlock?), so another run may have started meanwhile; the run stopped and nothing was recorded: "
+            "remove that from the file"
+        )
     changed = [f"{name} is {now!r}, not {expected[name]!r}" for name, now in zip(names, row) if now != expected[name]]
     if changed:
         raise MigrationError(
