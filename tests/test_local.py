@@ -543,6 +543,7 @@ FAKE_PULUMI = """#!/bin/sh
 case "$1 $2" in
     "stack select") exit 0 ;;
     "stack export") echo '{"deployment": {}}' ;;
+    "config get") case "$3" in appdb:dbPort) echo "$FAKE_PULUMI_PORT" ;; appdb:dbHost) echo 127.0.0.1 ;; esac ;;
     "up "*|"up") printf '%s\\n%s\\n' "$PGPASSWORD" "$APPDB_BACKEND_PASSWORD" > "$FAKE_PULUMI_SAW" ;;
 esac
 """
@@ -578,7 +579,7 @@ def test_deploy_local_hands_the_passwords_over_in_the_environment_never_on_a_com
     port = str(free_port())
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PG", "APPDB_", "PULUMI_", "VIRTUAL_ENV")) and k not in ("DATABASE_URL", "PYTHONPATH")}
-    env.update(APPDB_LOCAL_PORT=port, FAKE_PULUMI_SAW=str(base / "saw"))
+    env.update(APPDB_LOCAL_PORT=port, FAKE_PULUMI_SAW=str(base / "saw"), FAKE_PULUMI_PORT=port)
     # Without any Pulumi CLI, whether or not this machine has one.
     system_path = os.pathsep.join(folder for folder in env.get("PATH", "/usr/bin:/bin").split(os.pathsep)
                                   if not (Path(folder) / "pulumi").exists())
@@ -589,6 +590,14 @@ def test_deploy_local_hands_the_passwords_over_in_the_environment_never_on_a_com
         started = subprocess.run(["bin/appdb", "local", "up"], env=env, cwd=checkout, capture_output=True, text=True,
                                  timeout=120, check=False)
         assert started.returncode == 0, started.stderr
+        # A stack that would connect elsewhere (whatever listens there would get the password): refused.
+        elsewhere = subprocess.run(["bin/deploy-local"], env={**env, "PATH": f"{fake}:{system_path}",
+                                                              "FAKE_PULUMI_PORT": "54322"},
+                                   cwd=checkout, capture_output=True, text=True, timeout=120, check=False)
+        assert elsewhere.returncode == 2, elsewhere.stderr
+        assert (f"deploy-local: error: the local database listens on 127.0.0.1:{port}, but the local stack "
+                "connects to 127.0.0.1:54322") in elsewhere.stderr
+        assert not (base / "saw").exists()
         with_pulumi = traced(["bin/deploy-local"], base / "trace-pulumi", {**env, "PATH": f"{fake}:{system_path}"},
                              checkout)
         assert with_pulumi.returncode == 0, with_pulumi.stderr
