@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pulumi
 
+from appdb.access import GROUP_ROLES, RESERVED_ROLE_PREFIXES, SUPABASE_ROLES
 from appdb.errors import AppdbError
+from appdb.libpq import SSLMODES
+from appdb.local.postgres import SUPPORTED as SUPPORTED_MAJORS
 from appdb.migrate.files import discover
 from components import (
     AppSchema,
@@ -26,6 +29,7 @@ from components import (
     RolesArgs,
     Verification,
     VerificationArgs,
+    validation,
 )
 from components.commands import digest
 
@@ -61,7 +65,7 @@ def read_settings(config: pulumi.Config) -> Settings:
             "backendPassword is not set: 'pulumi config set --secret backendPassword' (dev, prod), "
             "or APPDB_BACKEND_PASSWORD in the environment (bin/deploy-local sets it for the local stack)"
         )
-    return Settings(
+    settings = Settings(
         host=config.require("dbHost"),
         port=config.require_int("dbPort"),
         database=config.require("dbName"),
@@ -78,6 +82,33 @@ def read_settings(config: pulumi.Config) -> Settings:
         adopt_roles=config.require_object("adoptRoles"),
         postgres_major=config.require_int("postgresMajor"),
     )
+    try:
+        check_settings(settings)
+    except ValueError as error:
+        raise pulumi.RunError(f"{error} (the stack file: Pulumi.<stack>.yaml)") from None
+    return settings
+
+
+def check_settings(settings: Settings) -> None:
+    """Each stack key checked where it is read: a bad value is one line that names its key, never a
+    traceback from a component that calls it by another name."""
+    for key, value in (("dbHost", settings.host), ("dbName", settings.database), ("dbUser", settings.user)):
+        if not value.strip():
+            raise ValueError(f"appdb:{key} is empty: set it (pulumi config set {key} VALUE)")
+    validation.port(settings.port, "appdb:dbPort")
+    if settings.sslmode not in SSLMODES:
+        raise ValueError(f"appdb:sslMode: {settings.sslmode!r} is not one of {', '.join(SSLMODES)}")
+    if not 0 < settings.connect_timeout <= 60:
+        raise ValueError(f"appdb:connectTimeout: {settings.connect_timeout!r} must be from 1 to 60 seconds")
+    validation.identifier(settings.admin_role, "appdb:adminRole")
+    validation.identifier(settings.backend_role, "appdb:backendRole")
+    if settings.backend_role in SUPABASE_ROLES or settings.backend_role.startswith(RESERVED_ROLE_PREFIXES) or \
+            settings.backend_role in (settings.admin_role, *GROUP_ROLES.values()):
+        raise ValueError(f"appdb:backendRole: {settings.backend_role!r} is not a login of the backend's own: "
+                         "Supabase, PostgreSQL or this program has a role of that name; choose another (e.g. app_backend)")
+    if settings.postgres_major not in SUPPORTED_MAJORS:
+        raise ValueError(f"appdb:postgresMajor: {settings.postgres_major!r} is not a major Supabase runs "
+                         f"({' or '.join(map(str, SUPPORTED_MAJORS))})")
 
 
 def read_migrations() -> list:

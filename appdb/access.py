@@ -25,6 +25,11 @@ TRANSACTION_POOLER_PORT = 6543
 ANON, AUTHENTICATED = "anon", "authenticated"
 API_ROLES = (ANON, AUTHENTICATED)
 
+# Roles that are Supabase's (or PostgreSQL's), never a login this program makes its own.
+SUPABASE_ROLES = frozenset({ANON, AUTHENTICATED, "service_role", "authenticator", "postgres", "dashboard_user",
+                            "pgbouncer"})
+RESERVED_ROLE_PREFIXES = ("pg_", "supabase_")
+
 WRITER = "app_writer"
 READER = "app_reader"
 GROUP_ROLES = {"writer": WRITER, "reader": READER}

@@ -109,6 +109,26 @@ def test_the_transaction_pooler_port_is_refused(checkout):
         run_program(checkout, "dev", stack_config("dev", dbPort=6543))
 
 
+@pytest.mark.parametrize("key, value, says", [
+    ("sslMode", "bogus", "appdb:sslMode: 'bogus' is not one of disable, allow"),
+    ("connectTimeout", -1, "appdb:connectTimeout: -1 must be from 1 to 60 seconds"),
+    ("adminRole", "rôle", "appdb:adminRole: 'rôle' is not a valid role or schema name"),
+    ("dbHost", " ", "appdb:dbHost is empty"),
+    ("dbName", "", "appdb:dbName is empty"),
+    ("backendRole", "anon", "appdb:backendRole: 'anon' is not a login of the backend's own"),
+    ("backendRole", "app_writer", "appdb:backendRole: 'app_writer' is not a login of the backend's own"),
+    ("backendRole", "supabase_auth_admin", "appdb:backendRole: 'supabase_auth_admin' is not a login"),
+    ("postgresMajor", 16, "appdb:postgresMajor: 16 is not a major Supabase runs (15 or 17)"),
+])
+def test_a_bad_stack_value_is_one_line_that_names_its_key(checkout, key, value, says):
+    """A RunError, which Pulumi prints as the message alone, naming the key in the stack file; no traceback."""
+    with pytest.raises(pulumi.RunError) as caught:
+        run_program(checkout, "dev", stack_config("dev", **{key: value}))
+    message = str(caught.value)
+    assert message.startswith(says) and message.endswith("(the stack file: Pulumi.<stack>.yaml)")
+    assert "\n" not in message
+
+
 # --- rule 3: no secret in plain text ------------------------------------------------
 
 
@@ -620,10 +640,10 @@ def test_adopted_roles_are_imported_and_never_dropped(checkout):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"backendRole": "App-Backend"}, r"login_roles\[0\]\.name: 'App-Backend' is not a valid role"),
-        ({"backendRole": "app_writer"}, "role names used twice: app_writer"),
+        ({"backendRole": "App-Backend"}, r"appdb:backendRole: 'App-Backend' is not a valid role"),
+        ({"backendRole": "app_writer"}, "appdb:backendRole: 'app_writer' is not a login of the backend's own"),
         ({"adoptRoles": ["nobody"]}, r"adopt\[0\]: 'nobody' is not a role this program manages"),
-        ({"adminRole": "postgres; drop"}, "role: 'postgres; drop' is not a valid"),
+        ({"adminRole": "postgres; drop"}, "appdb:adminRole: 'postgres; drop' is not a valid"),
     ],
 )
 def test_bad_names_fail_with_a_message_naming_the_input(checkout, override, message):
