@@ -253,6 +253,7 @@ def cmd_local(args: argparse.Namespace) -> int:
 
     home = Path(args.home or os.environ.get("APPDB_LOCAL_HOME") or DEFAULT_HOME)
     cluster = Cluster(home=home, port=_local_port(args.port, DEFAULT_PORT))
+    cluster.check_home()
     if args.action in ("up", "reset"):
         replaced = cluster.up(seed=args.seed) if args.action == "up" else cluster.reset(seed=args.seed)
         if replaced:

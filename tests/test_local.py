@@ -284,6 +284,90 @@ def test_local_url_without_a_cluster_says_how_to_start_one(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+# --- a folder nobody else can change under `local up` (attack review) -----------------------
+
+
+@pytest.fixture(scope="module")
+def other_user():
+    with throwaway_os_user("appdb_homeprobe") as account:
+        yield account
+
+
+def refused(home: Path, *args: str) -> str:
+    result = run_appdb("local", "up", "--home", str(home), "--port", str(free_port()), *args)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    return line
+
+
+def test_a_home_of_another_user_is_refused_and_nothing_in_it_changes(tmp_path, other_user):
+    home = open_folder("appdb-foreign-") / "local"
+    victim = open_folder("appdb-victim-")
+    try:
+        home.mkdir()
+        os.chown(home, other_user.pw_uid, other_user.pw_gid)
+        (home / "log").symlink_to(victim)  # what that user would plant
+        line = refused(home)
+        assert f"{home} belongs to the OS user appdb_homeprobe" in line
+        assert victim.stat().st_uid == os.geteuid() and mode(victim) == 0o755
+    finally:
+        shutil.rmtree(home.parent, ignore_errors=True)
+        shutil.rmtree(victim, ignore_errors=True)
+
+
+def test_a_home_under_a_folder_others_may_write_to_is_refused(tmp_path):
+    shared = open_folder("appdb-shared-")
+    try:
+        shared.chmod(0o777)  # not sticky: anyone may rename what is in it
+        assert "may be written by others" in refused(shared / "local")
+        shared.chmod(0o1777)  # sticky, as /tmp: fine (refused later only if the server user cannot enter it)
+        result = run_appdb("local", "url", "--home", str(shared / "local"))
+        assert "no local database in" in result.stderr
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_link_or_a_file_inside_home_is_never_followed(tmp_path):
+    base = open_folder("appdb-planted-")
+    victim = open_folder("appdb-victim-")
+    try:
+        home = base / "local"
+        home.mkdir()
+        (home / "log").symlink_to(victim)
+        line = refused(home)
+        assert line == (f"appdb: error: {home / 'log'} is a link or a file, not the local database's own folder: "
+                        "remove it ('bin/appdb local reset' makes the cluster anew)")
+        assert victim.stat().st_uid == os.geteuid() and mode(victim) == 0o755
+    finally:
+        subprocess.run([sys.executable, "-m", "appdb", "local", "down", "--home", str(base / "local")],
+                       capture_output=True, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(victim, ignore_errors=True)
+
+
+@pytest.mark.parametrize("make, says", [
+    ("file", "is not a folder"),
+    ("link", "is a link: point APPDB_LOCAL_HOME (or --home) at the folder itself"),
+    ("dollar", "holds a character pg_ctl passes through a shell"),
+])
+def test_a_home_that_is_no_folder_of_ours_is_one_line_in_every_local_command(tmp_path, make, says):
+    base = open_folder("appdb-odd-home-")
+    try:
+        home = base / ("cmd$(touch pwned)" if make == "dollar" else "local")
+        if make == "file":
+            home.write_text("not a folder\n")
+        elif make == "link":
+            (base / "real").mkdir()
+            home.symlink_to(base / "real")
+        for action in ("up", "url", "password", "down", "reset"):
+            result = run_appdb("local", action, "--home", str(home))
+            assert result.returncode == 2, (action, result.stderr)
+            assert says in result.stderr and len(result.stderr.splitlines()) == 1, (action, result.stderr)
+        assert not (base / "pwned").exists() and not Path("pwned").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_local_down_without_a_cluster_says_nothing_was_stopped(tmp_path):
     """Not 'local database stopped' while the one started with another APPDB_LOCAL_HOME runs on."""
     result = run_appdb("local", "down", env={"APPDB_LOCAL_HOME": str(tmp_path / "none")})

@@ -173,6 +173,20 @@ def blocked_folder(path: Path, account: pwd.struct_passwd) -> tuple[Path, int] |
     return None
 
 
+def _owner(uid: int) -> str:
+    try:
+        return f"the OS user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _folders_above(home: Path) -> list[Path]:
+    """The existing folders above ``home``, as written and as its links resolve: whoever may change either decides."""
+    written = [folder for folder in home.parents if folder.exists()]
+    resolved = [folder for folder in home.resolve().parents if folder.exists()]
+    return list(dict.fromkeys([*written, *resolved]))
+
+
 def _open_to_server(folder: Path, account: pwd.struct_passwd | None) -> None:
     """A folder we just made, that the server's OS user must pass through: group of that user, 0710."""
     if account is not None:
@@ -192,12 +206,21 @@ def _server_folder(folder: Path, account: pwd.struct_passwd | None) -> None:
     """One of the cluster's own folders: the server's OS user's alone (0700), made if missing.
 
     An existing one is also set so: only clusters made by earlier versions had a socket
-    folder others could enter.
+    folder others could enter. Never through a link: its owner and mode are set on the
+    folder itself, or not at all.
     """
     folder.mkdir(mode=0o700, exist_ok=True)
-    if account is not None:
-        os.chown(folder, account.pw_uid, account.pw_gid)
-    os.chmod(folder, 0o700)
+    try:  # the folder itself, opened once: no link followed, nothing swapped in between
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        raise ConfigError(f"{folder} is a link or a file, not the local database's own folder: remove it "
+                          "('bin/appdb local reset' makes the cluster anew)") from None
+    try:
+        if account is not None:
+            os.fchown(fd, account.pw_uid, account.pw_gid)
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
 
 
 def _write_server_file(path: Path, text: str, account: pwd.struct_passwd | None) -> None:
@@ -390,8 +413,54 @@ class Cluster:
                 f"(this wipes it), or set postgresMajor back to {made_by}"
             )
 
+    def check_home(self) -> None:
+        """Refuse, in one line, a folder that someone else could change under us.
+
+        ``local up`` makes folders in ``home`` and (as root) gives them to the server's OS
+        user: a user who may write in ``home``, or rename in a folder above it, could point
+        that at a folder of root's. So ``home``, if it is there, must be a real folder of ours
+        that no one else may write to; every folder above it ours or root's, and writable by
+        others only when sticky (``/tmp``); and its name free of what ``pg_ctl``'s shell reads.
+        """
+        if any(char in str(self.home) for char in '"$`\n\r') or "\\\\" in str(self.home):
+            raise ConfigError(f"the local database's folder {self.home!s} holds a character pg_ctl passes through "
+                              "a shell ($, `, \", two backslashes or a line break): choose another APPDB_LOCAL_HOME")
+        uid = os.geteuid()
+        try:
+            info = os.lstat(self.home)
+        except FileNotFoundError:
+            info = None
+        except OSError as exc:
+            raise ConfigError(f"cannot look at the local database's folder {self.home} ({exc.strerror}): "
+                              "choose another APPDB_LOCAL_HOME") from None
+        if info is not None:
+            if stat.S_ISLNK(info.st_mode):
+                raise ConfigError(f"the local database's folder {self.home} is a link: point APPDB_LOCAL_HOME "
+                                  f"(or --home) at the folder itself ({self.home.resolve()})")
+            if not stat.S_ISDIR(info.st_mode):
+                raise ConfigError(f"the local database's folder {self.home} is not a folder: point APPDB_LOCAL_HOME "
+                                  "(or --home) at a folder, or at a path where one can be made")
+            # As root, a folder of the server's OS user too: clusters made by earlier versions gave it theirs.
+            account = server_account()
+            owners = {uid} if account is None else {uid, account.pw_uid}
+            if info.st_uid not in owners or info.st_mode & 0o022:
+                raise ConfigError(
+                    f"the local database's folder {self.home} belongs to {_owner(info.st_uid)}"
+                    f"{' and others may write to it' if info.st_mode & 0o022 else ''}: use a folder of your own "
+                    "that only you may write to (APPDB_LOCAL_HOME)")
+        for folder in _folders_above(self.home):
+            above = folder.stat()
+            shared = above.st_mode & 0o022 and not above.st_mode & stat.S_ISVTX
+            if above.st_uid not in (uid, 0) or shared:
+                raise ConfigError(
+                    f"{folder}, above the local database's folder {self.home}, "
+                    f"{'belongs to ' + _owner(above.st_uid) if above.st_uid not in (uid, 0) else 'may be written by others'}"
+                    ", who could swap what is in it: keep the local database under folders only you or root may "
+                    "change (APPDB_LOCAL_HOME)")
+
     def check_reachable(self) -> None:
         """As root, refuse (in one line that says what to do) when the server's OS user cannot reach ``home``."""
+        self.check_home()
         account = server_account()
         if account is None:
             return
