@@ -368,6 +368,40 @@ def test_a_home_that_is_no_folder_of_ours_is_one_line_in_every_local_command(tmp
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_the_server_gets_none_of_the_callers_environment_but_what_it_needs(monkeypatch):
+    from appdb.local.throwaway import throwaway_cluster
+
+    monkeypatch.setenv("MY_CLOUD_TOKEN", "ghp_pretend_secret")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://someone:hunter2@elsewhere/db")
+    with throwaway_cluster("appdb-env-") as node:
+        pid = node._postmaster_pid()
+        assert pid is not None
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
+        assert "MY_CLOUD_TOKEN" not in names and "DATABASE_URL" not in names
+        assert b"ghp_pretend_secret" not in b"\0".join(environ)
+
+
+def test_a_stale_pid_file_naming_another_process_is_never_signalled():
+    """After a crash or a reboot, postmaster.pid may name a pid that went to another process."""
+    from appdb.local.throwaway import throwaway_cluster
+
+    with throwaway_cluster("appdb-stale-pid-") as node:
+        node.down()
+        bystander = subprocess.Popen(["sleep", "120"])
+        try:
+            pid_file = node.data_dir / "postmaster.pid"
+            pid_file.write_text(f"{bystander.pid}\n{node.data_dir}\n")
+            assert not node.is_running()
+            node.down()  # nothing to stop
+            node.start()  # starts beside the stale file, which it replaces
+            assert node.is_running() and node._postmaster_pid() != bystander.pid
+            assert bystander.poll() is None, "the bystander was signalled"
+        finally:
+            bystander.kill()
+            bystander.wait()
+
+
 def test_local_down_without_a_cluster_says_nothing_was_stopped(tmp_path):
     """Not 'local database stopped' while the one started with another APPDB_LOCAL_HOME runs on."""
     result = run_appdb("local", "down", env={"APPDB_LOCAL_HOME": str(tmp_path / "none")})

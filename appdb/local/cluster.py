@@ -52,6 +52,7 @@ from appdb.local.postgres import data_major, find_bindir, project_major
 
 log = logging.getLogger(__name__)
 
+PID_FILE = "postmaster.pid"
 DEFAULT_HOME = Path(".appdb/local")
 DEFAULT_PORT = 54322
 SUPERUSER = "supabase_admin"
@@ -171,6 +172,19 @@ def blocked_folder(path: Path, account: pwd.struct_passwd) -> tuple[Path, int] |
         if not info.st_mode & bit:
             return folder, stat.S_IMODE(info.st_mode)
     return None
+
+
+# What the server programs, and so the server, get of our environment: what they need and no
+# more, so a token or a DATABASE_URL exported in this shell never reaches the server's OS user.
+_SERVER_ENVIRONMENT = ("LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR")
+_SERVER_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _server_environment(account: pwd.struct_passwd | None) -> dict[str, str]:
+    env = {key: os.environ[key] for key in _SERVER_ENVIRONMENT if key in os.environ}
+    env["PATH"] = _SERVER_PATH
+    env["HOME"] = account.pw_dir if account is not None else os.environ.get("HOME", "/")
+    return env
 
 
 def _owner(uid: int) -> str:
@@ -301,8 +315,30 @@ class Cluster:
     def is_running(self) -> bool:
         if not self.is_initialised():
             return False
+        if os.path.isdir("/proc/self"):
+            return self._postmaster_pid() is not None
         result = self._run_server_tool("pg_ctl", "-D", str(self.data_dir), "status", check=False)
         return result.returncode == 0
+
+    def _postmaster_pid(self) -> int | None:
+        """The pid in postmaster.pid, when it is this cluster's postmaster: alive and working in this data folder.
+
+        After a crash or a reboot the file can name a pid that went to another process, which
+        pg_ctl (it only asks whether the pid is alive) would stop or signal to reload.
+        """
+        try:
+            pid = int((self.data_dir / PID_FILE).read_text(encoding="ascii", errors="replace").split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+        try:
+            return pid if pid > 0 and os.path.samefile(f"/proc/{pid}/cwd", self.data_dir) else None
+        except OSError:
+            return None
+
+    def _forget_stale_pid_file(self) -> None:
+        """A postmaster.pid that names no postmaster of ours: removed, or the server would not start beside it."""
+        if os.path.isdir("/proc/self") and self._postmaster_pid() is None:
+            (self.data_dir / PID_FILE).unlink(missing_ok=True)
 
     def up(self, seed: bool = False) -> bool:
         """Initialise if needed, start if stopped, and (re)apply the Supabase shape.
@@ -372,6 +408,7 @@ class Cluster:
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
+        self._forget_stale_pid_file()
         result = self._run_server_tool(
             "pg_ctl", "-D", str(self.data_dir), "-l", str(self.logfile), "-w", "-t", "60", "start", check=False
         )
@@ -577,11 +614,11 @@ class Cluster:
         # An existing cluster is run by the programs of the major that made it (a `reset`
         # stops a cluster of another major before making the new one).
         command = [str(find_bindir(data_major(self.data_dir) or self.major) / tool), *args]
-        kwargs: dict = {"capture_output": True, "text": True, "check": False, "cwd": "/"}
         account = server_account()
+        kwargs: dict = {"capture_output": True, "text": True, "check": False, "cwd": "/",
+                        "env": _server_environment(account)}
         if account is not None:
             kwargs.update(user=account.pw_uid, group=account.pw_gid, extra_groups=[])
-            kwargs["env"] = {**os.environ, "HOME": account.pw_dir}
         result = subprocess.run(command, **kwargs)
         if check and result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
