@@ -101,7 +101,9 @@ def main(argv: list[str]) -> int:
     _preload()
     from appdb.cli import main as cli_main
 
-    if path is not None and _parses(argv):
+    # A process that began with 0, 1 or 2 closed has no sys.stdin/stdout/stderr, and a server
+    # forked from it would print nothing for any caller: it runs its command on its own.
+    if path is not None and _parses(argv) and None not in (sys.stdin, sys.stdout, sys.stderr):
         start_server(path)
     return cli_main(argv)
 
@@ -367,8 +369,9 @@ def _preload() -> None:
 
 def start_server(path: str) -> None:
     """Fork a detached server for ``path``; the caller goes on with its own command."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None: the caller started with that descriptor closed
+            stream.flush()
     if os.fork() != 0:
         return
     status = 0

@@ -488,3 +488,21 @@ def test_the_flag_where_it_does_not_belong_is_a_usage_error_and_starts_no_server
     assert done.returncode == 2
     assert done.stderr.startswith("appdb: error: ") and done.stderr.count("\n") == 1
     assert not list(runtime.glob("appdb/*.sock"))
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_caller_with_a_closed_stream_runs_on_its_own_and_starts_no_server(db, applied, runtime, closed):
+    """Such a process has no sys.stdout (or stderr): a server forked from it would print nothing for anyone."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(runtime)}
+    argv = [str(ROOT / "bin" / "appdb"), "revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+    fd = 1 if closed == "stdout" else 2
+    done = subprocess.run(argv, env=env, cwd=runtime, capture_output=True, text=True, timeout=60, check=False,
+                          preexec_fn=lambda: os.close(fd))
+    assert done.returncode == 0, done.stderr
+    assert applied_ids(db) == ["027", "028", "029"]
+    assert not list(runtime.glob("appdb/*.sock"))
+    # The next caller, with its streams, starts one, and its output reaches it.
+    argv[2] = "029"
+    shown = subprocess.run([*argv, "--allow-data-loss"], env=env, cwd=runtime, capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert shown.returncode == 0 and shown.stdout.startswith("029 payment_events: reverted"), shown.stderr
