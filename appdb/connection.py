@@ -169,7 +169,8 @@ def connect(dsn: str | None, application_name: str = "appdb") -> psycopg.Connect
     except psycopg.ProgrammingError:
         raise ConfigError(f"malformed connection string: libpq refused a parameter {_NOT_SHOWN}") from None
     refuse_transaction_pooler(conn)
-    conn.add_notice_handler(_log_notice)
+    secrets = known_secrets(raw)
+    conn.add_notice_handler(lambda diag: _log_notice(diag, secrets))
     return conn
 
 
@@ -225,5 +226,6 @@ def _os_user() -> str:
     return getpass.getuser()
 
 
-def _log_notice(diag: psycopg.errors.Diagnostic) -> None:
-    log.info("server %s: %s", (diag.severity or "notice").lower(), diag.message_primary)
+def _log_notice(diag: psycopg.errors.Diagnostic, secrets: set[str]) -> None:
+    """A server notice, for -v: redacted as every other line is (a migration may RAISE NOTICE anything)."""
+    log.info("server %s: %s", (diag.severity or "notice").lower(), _redact(diag.message_primary or "", secrets))

@@ -25,7 +25,7 @@ import pytest
 from appdb import connection
 from appdb.errors import ConfigError
 from appdb.redact import MIN_RUN, redact, secrets_in
-from tests.helpers import ROOT, SQL_DIR, Database, free_port
+from tests.helpers import ROOT, SQL_DIR, Database, free_port, write_migration
 
 NASTY = [
     "Pc7%zzq-Hw",        # invalid percent-encoding when written raw in a URL
@@ -311,3 +311,17 @@ def test_the_transaction_pooler_reached_through_a_service_file_is_refused_after_
         connection.connect(None)
 
     assert len(opened) == 1 and opened[0].closed, "refused after connecting, and the connection closed"
+
+
+def test_a_server_notice_under_v_is_redacted_like_every_other_line(db, tmp_path):
+    """A migration may RAISE NOTICE anything, the login's password included: -v logs it masked."""
+    password = db.cluster.password()
+    write_migration(tmp_path, "001_notice.sql",
+                    f"DO $$ BEGIN RAISE NOTICE 'the password is {password}'; END $$;\n")
+    from psycopg.conninfo import make_conninfo
+
+    result = db.run_cli("apply", "-v", sql_dir=tmp_path, env={"DATABASE_URL": make_conninfo(**db.tcp_params)})
+    assert result.returncode == 0, result.stderr
+    assert "server notice: the password is " in result.stderr
+    assert password not in result.stderr + result.stdout
+    assert password[:8] not in result.stderr
