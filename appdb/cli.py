@@ -107,15 +107,25 @@ def cmd_apply(args: argparse.Namespace) -> int:
     migrations = _migrations(args)
     options = _options(args)
 
+    done: list[runner.Outcome] = []
+
     def progress(outcome: runner.Outcome) -> None:
+        done.append(outcome)
         if not args.json:
             print(outcome.line(), flush=True)
 
     with _connect(args) as conn:
-        outcomes = runner.apply(conn, migrations, options, only=args.only, dry_run=args.dry_run, progress=progress)
+        try:
+            outcomes = runner.apply(conn, migrations, options, only=args.only, dry_run=args.dry_run,
+                                    progress=progress)
+        except AppdbError:
+            if args.json:  # what was applied before the failure; the error is main's line on stderr
+                _print_json({"dry_run": args.dry_run, "complete": False, "outcomes": [o.as_dict() for o in done]})
+            raise
         current = ledger.status(conn, migrations) if args.json else None
     if args.json:
-        _print_json({"dry_run": args.dry_run, "outcomes": [o.as_dict() for o in outcomes], **current.as_dict()})
+        _print_json({"dry_run": args.dry_run, "complete": True, "outcomes": [o.as_dict() for o in outcomes],
+                     **current.as_dict()})
     elif args.dry_run:
         _print_lines([outcome.line() for outcome in outcomes] or ["nothing to apply"])
     elif not outcomes:

@@ -49,6 +49,20 @@ def test_status_json_lists_every_migration(db):
 def test_apply_json_reports_the_outcomes(db):
     data = json.loads(db.run_cli("apply", "--json").stdout)
     assert [o["id"] for o in data["outcomes"]] == ["027", "028", "029", "030"]
+    assert data["complete"] is True
+
+
+def test_apply_json_that_fails_still_says_what_was_applied_before(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    (sql_dir / "031_broken.sql").write_text("SELEC 1;\n")
+    (sql_dir / "revert" / "031_broken.sql").write_text("-- no-op\n")
+    result = db.run_cli("apply", "--json", sql_dir=sql_dir)
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert data["complete"] is False
+    assert [o["id"] for o in data["outcomes"]] == ["027", "028", "029", "030"]
+    assert "031_broken.sql:1: syntax error" in one_line_error(result)
 
 
 def test_a_malformed_dsn_is_exit_2_and_leaks_no_password(db):
