@@ -495,3 +495,17 @@ def test_verify_json_still_prints_the_report_when_it_fails(db):
     assert (result.returncode, data["ok"]) == (1, False)
     assert [c["name"] for c in data["checks"] if not c["ok"]] == ["billing_logs_rls"]
     assert result.stderr == "appdb: error: verification failed: billing_logs_rls\n"
+
+
+def test_a_membership_supabase_keeps_to_itself_fails_verify(db):
+    """postgres (CREATEROLE) can grant itself pg_execute_server_program on PostgreSQL 15 without supautils."""
+    from appdb.local.cluster import SUPERUSER
+
+    deployed(db)
+    with db.cluster.connect(user=SUPERUSER) as su:
+        su.execute("GRANT pg_execute_server_program TO app_writer")
+        try:
+            assert failing(db)["reserved_roles"].startswith("app_writer is in pg_execute_server_program: ")
+        finally:
+            su.execute("REVOKE pg_execute_server_program FROM app_writer")
+    assert checks(db)["reserved_roles"].ok

@@ -295,6 +295,23 @@ def invalid_indexes(conn: psycopg.Connection, schema: str = SCHEMA) -> list[Inva
     return [InvalidIndex(schema, name, table, ready) for name, table, ready in rows]
 
 
+# Roles that give whoever is in them the server's files and programs, or Supabase's own schemas.
+# On Supabase, supautils stops postgres from granting them; PostgreSQL 16+ does too (CREATEROLE
+# needs ADMIN on a role to grant it); a local PostgreSQL 15 does not, so verify looks.
+RESERVED_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files",
+                  "supabase_admin", "supabase_auth_admin", "supabase_storage_admin")
+
+
+def reserved_memberships(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """(member, reserved role) for every role but a superuser that is directly in a reserved role."""
+    return conn.execute(
+        "SELECT m.rolname, r.rolname FROM pg_catalog.pg_auth_members AS a "
+        "JOIN pg_catalog.pg_roles AS r ON r.oid = a.roleid JOIN pg_catalog.pg_roles AS m ON m.oid = a.member "
+        "WHERE r.rolname = ANY(%s) AND NOT m.rolsuper ORDER BY 1, 2",
+        (list(RESERVED_ROLES),),
+    ).fetchall()
+
+
 # The read-only login of CI's previews and the drift check (docs/delivery.md) reads the
 # ledger to say what is applied: exactly this, and nothing more, besides the owner.
 LEDGER_READER = "appdb_readonly"

@@ -277,6 +277,7 @@ def run(conn: psycopg.Connection, migrations: list[Migration]) -> Report:
         *per_table,
         *(check(facts) for check in schema_wide),
         check_ledger_private(conn),
+        check_reserved_roles(conn),
     ])
 
 
@@ -374,7 +375,19 @@ def check_ledger_private(conn: psycopg.Connection) -> Check:
                              f"(direct grants and PUBLIC checked)")
 
 
+def check_reserved_roles(conn: psycopg.Connection) -> Check:
+    """No role but a superuser is in a role Supabase keeps to itself: a member of
+    pg_execute_server_program runs programs as the server's OS user, one of supabase_auth_admin
+    writes schema auth. Supabase refuses such a grant; locally, on PostgreSQL 15, only this check does."""
+    found = catalog.reserved_memberships(conn)
+    if found:
+        listed = "; ".join(f"{member} is in {role}" for member, role in found)
+        return Check("reserved_roles", False, f"{listed}: Supabase refuses these memberships; revoke them "
+                                              "and take them out of the migration that granted them")
+    return Check("reserved_roles", True, f"no role but a superuser is in {', '.join(catalog.RESERVED_ROLES)}")
+
+
 def check_names() -> list[str]:
     """The name of every check ``run`` can report, in its order: README's table lists exactly these."""
     return ["ledger", "auth_users", *(c.name for e in EXPECTATIONS for c in e.checks),
-            "payment_tables_private", "valid_indexes", "rls", "anon_no_access", "ledger_private"]
+            "payment_tables_private", "valid_indexes", "rls", "anon_no_access", "ledger_private", "reserved_roles"]
