@@ -264,6 +264,13 @@ def cmd_local(args: argparse.Namespace) -> int:
     home = Path(args.home or os.environ.get("APPDB_LOCAL_HOME") or DEFAULT_HOME)
     cluster = Cluster(home=home, port=_local_port(args.port, DEFAULT_PORT))
     cluster.check_home()
+    made_with = cluster.configured_port() if args.action != "reset" else None
+    if made_with is not None and made_with != cluster.port:
+        # It listens where it was made to: a URL with another port would lead elsewhere.
+        if args.port is not None or os.environ.get("APPDB_LOCAL_PORT"):
+            print(f"appdb: notice: the local database in {home} listens on port {made_with}, set when it was made, "
+                  f"not {cluster.port}: 'bin/appdb local reset' makes it anew on {cluster.port}", file=sys.stderr)
+        cluster.port = made_with
     if args.action in ("up", "reset"):
         replaced = cluster.up(seed=args.seed) if args.action == "up" else cluster.reset(seed=args.seed)
         if replaced:

@@ -253,6 +253,19 @@ def test_the_engine_alone_deploys_on_the_local_database_and_creates_the_group_ro
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname IN ('app_writer', 'app_reader')").fetchone()[0] == 2
 
 
+def test_the_local_database_listens_where_it_was_made_whatever_port_a_later_command_says(local):
+    cli, home, port = local
+    other = str(free_port())
+    for args, env in ((["--port", other], None), ([], {"APPDB_LOCAL_PORT": other})):
+        result = cli("local", "url", "--home", str(home), *args, env=env)
+        assert result.returncode == 0, result.stderr
+        assert f"@127.0.0.1:{port}/postgres" in result.stdout
+        assert result.stderr == (f"appdb: notice: the local database in {home} listens on port {port}, set when it "
+                                 f"was made, not {other}: 'bin/appdb local reset' makes it anew on {other}\n")
+    again = cli("local", "up", "--home", str(home), "--port", other)
+    assert again.returncode == 0 and f"127.0.0.1:{port}/postgres" in again.stdout, again.stderr
+
+
 def test_local_up_twice_is_harmless_and_keeps_the_passwords(local):
     cli, home, port = local
     before = Cluster(home=home, port=int(port)).password_file.read_text()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import re
 import secrets
 import shutil
 import stat
@@ -53,6 +54,7 @@ from appdb.local.postgres import data_major, find_bindir, project_major
 log = logging.getLogger(__name__)
 
 PID_FILE = "postmaster.pid"
+_PORT_LINE = re.compile(r"^\s*port\s*=\s*'?(\d{1,5})'?\s*(?:#.*)?$")
 DEFAULT_HOME = Path(".appdb/local")
 DEFAULT_PORT = 54322
 SUPERUSER = "supabase_admin"
@@ -393,6 +395,20 @@ class Cluster:
             handle.write("\n# appdb local\n")
             handle.writelines(f"{key} = {value}\n" for key, value in conf.items())
         self._write_hba()
+
+    def configured_port(self) -> int | None:
+        """The port the cluster was made with (its postgresql.conf, then postgresql.auto.conf); None if not made."""
+        port = None
+        for name in ("postgresql.conf", "postgresql.auto.conf"):
+            try:
+                lines = (self.data_dir / name).read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                match = _PORT_LINE.match(line)
+                if match:
+                    port = int(match.group(1))
+        return port
 
     def secure(self) -> None:
         """An existing cluster brought to the rules: its folders the server user's alone, a password file, our pg_hba.conf.
