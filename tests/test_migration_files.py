@@ -189,26 +189,20 @@ def test_an_unterminated_quote_or_comment_is_refused_in_a_migration_or_a_revert(
 
 
 @pytest.mark.parametrize("where", ["forward", "revert"])
-def test_a_file_that_is_not_utf8_is_one_line_naming_it_with_exit_2(db, tmp_path, where):
+@pytest.mark.parametrize("content, says", [
+    (b"SELECT 1;\n-- caf\xe9 (Latin-1)\n", "2: not UTF-8 (byte 0xe9 at offset 16): save the file as UTF-8"),
+    (b"CREATE TABLE app.n1 (i int); -- \x00\nCREATE TABLE app.n2 (i int);\n",
+     "1: a NUL byte (at offset 32), after which PostgreSQL would see nothing: remove it"),
+], ids=["not-utf8", "nul-byte"])
+def test_a_file_whose_text_cannot_reach_the_server_whole_is_one_line_naming_it(db, tmp_path, where, content, says):
+    """Not UTF-8, or a NUL byte (libpq ends a query's text there: what follows would never run,
+    yet the migration would be recorded): refused at load, exit 2, nothing run."""
     write_migration(tmp_path, "029_a.sql")
     bad = tmp_path / "029_a.sql" if where == "forward" else tmp_path / "revert" / "029_a.sql"
-    bad.write_bytes(b"SELECT 1;\n-- caf\xe9 (Latin-1)\n")
-    result = db.run_cli("status", sql_dir=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        f"appdb: error: {bad}:2: not UTF-8 (byte 0xe9 at offset 16): save the file as UTF-8"]
-
-
-@pytest.mark.parametrize("where", ["forward", "revert"])
-def test_a_nul_byte_is_refused_at_load_naming_the_file_and_line(db, tmp_path, where):
-    """libpq ends a query's text at a NUL: what follows would never run, yet the migration would be recorded."""
-    write_migration(tmp_path, "029_a.sql")
-    bad = tmp_path / "029_a.sql" if where == "forward" else tmp_path / "revert" / "029_a.sql"
-    bad.write_bytes(b"CREATE TABLE app.n1 (i int); -- \x00\nCREATE TABLE app.n2 (i int);\n")
+    bad.write_bytes(content)
     result = db.run_cli("apply", sql_dir=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        f"appdb: error: {bad}:1: a NUL byte (at offset 32), after which PostgreSQL would see nothing: remove it"]
+    assert result.stderr.splitlines() == [f"appdb: error: {bad}:{says}"]
     assert db.execute("SELECT to_regclass('app.n1')") == [(None,)]
 
 
