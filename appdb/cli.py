@@ -263,8 +263,8 @@ def cmd_local(args: argparse.Namespace) -> int:
 
     home = Path(args.home or os.environ.get("APPDB_LOCAL_HOME") or DEFAULT_HOME)
     cluster = Cluster(home=home, port=_local_port(args.port, DEFAULT_PORT))
-    cluster.check_home()
-    made_with = cluster.configured_port() if args.action != "reset" else None
+    cluster.check_home(changes=args.action in ("up", "reset"))
+    made_with = cluster.listening_port() if args.action != "reset" else None
     if made_with is not None and made_with != cluster.port:
         # It listens where it was made to: a URL with another port would lead elsewhere.
         if args.port is not None or os.environ.get("APPDB_LOCAL_PORT"):

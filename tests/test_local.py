@@ -340,6 +340,28 @@ def test_a_home_under_a_folder_others_may_write_to_is_refused(tmp_path):
         shutil.rmtree(shared, ignore_errors=True)
 
 
+def test_a_group_of_the_owners_own_may_write_but_a_shared_one_may_not(other_user):
+    """umask 002 makes 0775 folders; with a user private group that is no one else's write."""
+    base = open_folder("appdb-group-")
+    try:
+        base.chmod(0o775)
+        gid = os.stat(base).st_gid
+        own = all(a.pw_uid == os.geteuid() for a in pwd.getpwall() if a.pw_gid == gid)
+        result = run_appdb("local", "url", "--home", str(base / "local"))
+        assert "no local database in" in result.stderr  # got past the folder checks
+        if own:
+            up = run_appdb("local", "up", "--home", str(base / "local"), "--port", str(free_port()))
+            assert "may be written by others" not in up.stderr
+            run_appdb("local", "down", "--home", str(base / "local"))
+        os.chown(base, -1, other_user.pw_gid)  # a group someone else is in
+        assert "may be written by others" in refused(base / "local")
+        # Reading a URL, or stopping a server, changes nothing there: not refused for it.
+        last = run_appdb("local", "url", "--home", str(base / "local"))
+        assert last.returncode == 0 or "no local database in" in last.stderr, last.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_a_link_or_a_file_inside_home_is_never_followed(tmp_path):
     base = open_folder("appdb-planted-")
     victim = open_folder("appdb-victim-")
@@ -393,6 +415,19 @@ def test_the_server_gets_none_of_the_callers_environment_but_what_it_needs(monke
         names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
         assert "MY_CLOUD_TOKEN" not in names and "DATABASE_URL" not in names
         assert b"ghp_pretend_secret" not in b"\0".join(environ)
+
+
+def test_a_running_server_is_found_on_the_port_it_listens_on_not_one_waiting_for_a_restart():
+    from appdb.local.cluster import SUPERUSER
+    from appdb.local.throwaway import throwaway_cluster
+
+    with throwaway_cluster("appdb-port-", tcp=True) as node:
+        waiting = free_port()
+        with node.connect(user=SUPERUSER) as conn:
+            conn.execute(f"ALTER SYSTEM SET port = {waiting}")
+            conn.execute("SELECT pg_reload_conf()")
+        assert node.configured_port() == waiting
+        assert node.listening_port() == node.port
 
 
 def test_a_stale_pid_file_naming_another_process_is_never_signalled():

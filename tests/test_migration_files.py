@@ -70,8 +70,9 @@ def test_a_migration_without_a_revert_is_refused(tmp_path):
         discover(tmp_path)
 
 
-def test_a_badly_named_file_is_refused(tmp_path):
-    write_migration(tmp_path, "add-things.sql")
+@pytest.mark.parametrize("name", ["add-things.sql", "٠٣١_arabic_digits.sql", "０３１_wide_digits.sql"])
+def test_a_badly_named_file_is_refused(tmp_path, name):
+    write_migration(tmp_path, name)
     with pytest.raises(ConfigError, match="NNN_snake_description.sql"):
         discover(tmp_path)
 
@@ -262,7 +263,7 @@ def test_a_byte_order_mark_does_not_break_the_first_statement(db, tmp_path):
 @pytest.mark.parametrize("value, ok", [
     ("1ms", True), ("30s", True), ("30min", True), ("24h", True), ("86400s", True),
     ("0", False), ("0s", False), ("25h", False), ("86401s", False), ("30", False),
-    ("30m", False), ("1d", False), ("1.5h", False), ("-1s", False),
+    ("30m", False), ("1d", False), ("1.5h", False), ("-1s", False), ("٣٠s", False),
 ])
 def test_statement_timeouts_are_bounded_and_need_a_known_unit(value, ok):
     text = f"-- appdb:step s statement_timeout={value}\nSELECT 1;\n"

@@ -31,7 +31,7 @@ from appdb.errors import AppdbError, ConfigError
 from appdb.redact import SECRET_KEYWORDS, redact
 
 _SERVICE = "appdb_pg_dump"
-_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?", re.ASCII)
 
 
 def find_pg_dump(server_major: int | None = None) -> Path:

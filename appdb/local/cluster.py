@@ -30,6 +30,7 @@ refuses and says what to do. Layout of ``HOME``::
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 import pwd
@@ -54,7 +55,7 @@ from appdb.local.postgres import data_major, find_bindir, project_major
 log = logging.getLogger(__name__)
 
 PID_FILE = "postmaster.pid"
-_PORT_LINE = re.compile(r"^\s*port\s*=\s*'?(\d{1,5})'?\s*(?:#.*)?$")
+_PORT_LINE = re.compile(r"^\s*port\s*(?:=\s*)?'?(\d{1,5})'?\s*(?:#.*)?$", re.ASCII | re.IGNORECASE)
 DEFAULT_HOME = Path(".appdb/local")
 DEFAULT_PORT = 54322
 SUPERUSER = "supabase_admin"
@@ -189,6 +190,25 @@ def _server_environment(account: pwd.struct_passwd | None) -> dict[str, str]:
     return env
 
 
+def _writable_by_others(info: os.stat_result) -> bool:
+    """Writable by anyone but the owner: by all, or by a group someone else is in."""
+    if info.st_mode & stat.S_IWOTH:
+        return True
+    return bool(info.st_mode & stat.S_IWGRP) and not _private_group(info.st_gid, info.st_uid)
+
+
+def _private_group(gid: int, uid: int) -> bool:
+    """Whether ``gid`` is ``uid``'s own group: nobody else is in it, or has it as their group."""
+    try:
+        owner = pwd.getpwuid(uid).pw_name
+        members = set(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        return False
+    if members - {owner}:
+        return False
+    return all(account.pw_uid == uid for account in pwd.getpwall() if account.pw_gid == gid)
+
+
 def _owner(uid: int) -> str:
     try:
         return f"the OS user {pwd.getpwuid(uid).pw_name}"
@@ -235,6 +255,20 @@ def _server_folder(folder: Path, account: pwd.struct_passwd | None) -> None:
         if account is not None:
             os.fchown(fd, account.pw_uid, account.pw_gid)
         os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def _append_to_server_file(path: Path, text: str, account: pwd.struct_passwd | None) -> None:
+    """Append to a file initdb made in the data folder, which the server's OS user owns: never
+    through a link it could have put there, and only to a plain file of that user's."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+    try:
+        info = os.fstat(fd)
+        owner = os.geteuid() if account is None else account.pw_uid
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != owner:
+            raise ConfigError(f"{path} is not the file initdb made: 'bin/appdb local reset' makes the cluster anew")
+        os.write(fd, text.encode("utf-8"))
     finally:
         os.close(fd)
 
@@ -391,13 +425,23 @@ class Cluster:
             "password_encryption": "'scram-sha-256'",
             **self.settings,
         }
-        with (self.data_dir / "postgresql.conf").open("a") as handle:
-            handle.write("\n# appdb local\n")
-            handle.writelines(f"{key} = {value}\n" for key, value in conf.items())
+        text = "\n# appdb local\n" + "".join(f"{key} = {value}\n" for key, value in conf.items())
+        _append_to_server_file(self.data_dir / "postgresql.conf", text, server_account())
         self._write_hba()
 
+    def listening_port(self) -> int | None:
+        """The port the running server listens on (postmaster.pid's fourth line), else the one
+        it would listen on when started (its configuration); None when there is no cluster."""
+        if self._postmaster_pid() is not None:
+            try:
+                lines = (self.data_dir / PID_FILE).read_text(encoding="ascii", errors="replace").split("\n")
+                return int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else self.configured_port()
+            except (OSError, ValueError):
+                pass
+        return self.configured_port()
+
     def configured_port(self) -> int | None:
-        """The port the cluster was made with (its postgresql.conf, then postgresql.auto.conf); None if not made."""
+        """The port in the cluster's configuration (postgresql.conf, then postgresql.auto.conf); None if not made."""
         port = None
         for name in ("postgresql.conf", "postgresql.auto.conf"):
             try:
@@ -466,19 +510,22 @@ class Cluster:
                 f"(this wipes it), or set postgresMajor back to {made_by}"
             )
 
-    def check_home(self) -> None:
-        """Refuse, in one line, a folder that someone else could change under us.
+    def check_home(self, changes: bool = True) -> None:
+        """Refuse, in one line, a folder that is no folder, or (``changes``: for ``up`` and ``reset``)
+        one that someone else could change under us.
 
         ``local up`` makes folders in ``home`` and (as root) gives them to the server's OS
         user: a user who may write in ``home``, or rename in a folder above it, could point
         that at a folder of root's. So ``home``, if it is there, must be a real folder of ours
         that no one else may write to; every folder above it ours or root's, and writable by
-        others only when sticky (``/tmp``); and its name free of what ``pg_ctl``'s shell reads.
+        others only when sticky (``/tmp``). Writable by a group counts as by others unless the
+        group is its owner's alone (a user private group: umask 002 makes 0775 folders). And its
+        name must be free of what ``pg_ctl``'s shell reads. Reading a URL or stopping the server
+        changes nothing there, so a cluster in a folder that fails the rest can still be stopped.
         """
         if any(char in str(self.home) for char in '"$`\n\r') or "\\\\" in str(self.home):
             raise ConfigError(f"the local database's folder {self.home!s} holds a character pg_ctl passes through "
                               "a shell ($, `, \", two backslashes or a line break): choose another APPDB_LOCAL_HOME")
-        uid = os.geteuid()
         try:
             info = os.lstat(self.home)
         except FileNotFoundError:
@@ -486,24 +533,27 @@ class Cluster:
         except OSError as exc:
             raise ConfigError(f"cannot look at the local database's folder {self.home} ({exc.strerror}): "
                               "choose another APPDB_LOCAL_HOME") from None
+        if info is not None and stat.S_ISLNK(info.st_mode):
+            raise ConfigError(f"the local database's folder {self.home} is a link: point APPDB_LOCAL_HOME "
+                              f"(or --home) at the folder itself ({self.home.resolve()})")
+        if info is not None and not stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"the local database's folder {self.home} is not a folder: point APPDB_LOCAL_HOME "
+                              "(or --home) at a folder, or at a path where one can be made")
+        if not changes:
+            return
+        uid = os.geteuid()
         if info is not None:
-            if stat.S_ISLNK(info.st_mode):
-                raise ConfigError(f"the local database's folder {self.home} is a link: point APPDB_LOCAL_HOME "
-                                  f"(or --home) at the folder itself ({self.home.resolve()})")
-            if not stat.S_ISDIR(info.st_mode):
-                raise ConfigError(f"the local database's folder {self.home} is not a folder: point APPDB_LOCAL_HOME "
-                                  "(or --home) at a folder, or at a path where one can be made")
             # As root, a folder of the server's OS user too: clusters made by earlier versions gave it theirs.
             account = server_account()
             owners = {uid} if account is None else {uid, account.pw_uid}
-            if info.st_uid not in owners or info.st_mode & 0o022:
+            if info.st_uid not in owners or _writable_by_others(info):
                 raise ConfigError(
                     f"the local database's folder {self.home} belongs to {_owner(info.st_uid)}"
-                    f"{' and others may write to it' if info.st_mode & 0o022 else ''}: use a folder of your own "
-                    "that only you may write to (APPDB_LOCAL_HOME)")
+                    f"{' and others may write to it' if _writable_by_others(info) else ''}: use a folder of your "
+                    "own that only you may write to (APPDB_LOCAL_HOME)")
         for folder in _folders_above(self.home):
             above = folder.stat()
-            shared = above.st_mode & 0o022 and not above.st_mode & stat.S_ISVTX
+            shared = _writable_by_others(above) and not above.st_mode & stat.S_ISVTX
             if above.st_uid not in (uid, 0) or shared:
                 raise ConfigError(
                     f"{folder}, above the local database's folder {self.home}, "

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SUPPORTED = (15, 17)
 ENV = "APPDB_PG_MAJOR"
 _KEY = "postgresMajor"
-_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)")
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)", re.ASCII)
 
 
 # Where bin/setup installs them when run as root: the server runs as the postgres OS user,

@@ -39,11 +39,12 @@ from pathlib import Path
 from appdb.errors import ConfigError
 from appdb.migrate import statements
 
-FILE_PATTERN = re.compile(r"^(?P<id>\d+)_(?P<name>[a-z0-9][a-z0-9_]*)\.sql$")
+# re.ASCII: \d would also take '٠٣١', a version no other tool and no snapshot can read.
+FILE_PATTERN = re.compile(r"^(?P<id>\d+)_(?P<name>[a-z0-9][a-z0-9_]*)\.sql$", re.ASCII)
 STEP_MARKER = re.compile(r"^--\s*appdb:step\b(?P<rest>.*)$")
 REVERT_DIR = "revert"
 _OPTION = re.compile(r"^(?P<key>[a-z_]+)=(?P<value>\S+)$")
-_DURATION = re.compile(r"^(?P<number>\d+)(?P<unit>[a-z]*)$")
+_DURATION = re.compile(r"^(?P<number>\d+)(?P<unit>[a-z]*)$", re.ASCII)
 _UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
 MAX_STATEMENT_TIMEOUT_MS = 24 * 3_600_000
 BOM = "\ufeff"
