@@ -91,9 +91,11 @@ class Database(pulumi.ComponentResource):
     def command_environment(self) -> dict[str, pulumi.Input[str]]:
         """libpq variables for the command resources; PGPASSWORD stays a secret Output."""
         environment: dict[str, pulumi.Input[str]] = {
-            # An inherited DATABASE_URL would win over the PG* variables: blank it, so the
-            # commands always reach the stack's database, never the one in someone's shell.
+            # An inherited DATABASE_URL would win over the PG* variables, and an inherited
+            # PGHOSTADDR over PGHOST: blank them (libpq reads an empty PGHOSTADDR as unset), so
+            # the commands always reach the stack's database, never the one in someone's shell.
             "DATABASE_URL": "",
+            "PGHOSTADDR": "",
             "PGHOST": self.args.host,
             "PGPORT": str(self.args.port),
             "PGDATABASE": self.args.database,

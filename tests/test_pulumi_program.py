@@ -470,11 +470,18 @@ def test_without_db_password_in_config_the_password_comes_from_the_environment_o
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_commands_reach_the_stack_database_even_with_database_url_in_the_shell(runs, stack):
-    """The engine prefers DATABASE_URL to PG*; an inherited one would migrate another database."""
+    """The engine prefers DATABASE_URL to PG*, and libpq PGHOSTADDR to PGHOST: an inherited one
+    would migrate another database (or send the password elsewhere)."""
     for name, command in runs[stack].commands.items():
         variables = env(command)
-        assert variables["DATABASE_URL"] == "", name
+        assert variables["DATABASE_URL"] == variables["PGHOSTADDR"] == "", name
         assert variables["PGHOST"] and variables["PGUSER"], name
+
+
+def test_an_empty_pghostaddr_is_unset_for_libpq(db):
+    """What the commands' environment relies on: blanking it does not break the connection."""
+    result = db.run_cli("status", env={"PGHOSTADDR": ""})
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("stack", STACKS)
