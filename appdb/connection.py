@@ -171,6 +171,10 @@ def connect(dsn: str | None, application_name: str = "appdb") -> psycopg.Connect
     refuse_transaction_pooler(conn)
     secrets = known_secrets(raw)
     conn.add_notice_handler(lambda diag: _log_notice(diag, secrets))
+    # No statement of psycopg's own is prepared on the server: the runner deallocates every one
+    # between migrations (a migration's PREPARE must not reach the next), and appdb runs each
+    # query a handful of times at most.
+    conn.prepare_threshold = None
     return conn
 
 

@@ -457,19 +457,31 @@ def test_the_next_migration_is_read_with_standard_conforming_strings_on_too(db, 
     assert states(db, sql_dir)["032"] == "pending"
 
 
+SESSION_031 = ("SET search_path = app;\nCREATE TABLE IF NOT EXISTS app.a (i int);\n"
+               "CREATE TEMP TABLE audit_note (i int);\nPREPARE noted AS SELECT 1;\n")
+SESSION_032 = ("CREATE TABLE where_am_i (i int);\nCREATE TABLE IF NOT EXISTS public.audit_note (i int);\n"
+               "INSERT INTO audit_note VALUES (1);\nPREPARE noted AS SELECT 2;\n")
+
+
 @pytest.mark.parametrize("split", [False, True])
-def test_what_a_migration_sets_for_its_session_does_not_reach_the_next(db, tmp_path, split):
-    """One apply or one migration at a time: the same files build the same schema."""
+def test_what_a_migration_leaves_in_its_session_does_not_reach_the_next(db, tmp_path, split):
+    """One apply, or one migration per apply: the same files build the same schema (a SET, a
+    temporary table that would take the next one's INSERT, a prepared statement's name)."""
     sql_dir = copy_sql(tmp_path)
-    add_migration(sql_dir, "031_path.sql", "SET search_path = app;\nCREATE TABLE IF NOT EXISTS app.a (i int);\n")
-    add_migration(sql_dir, "032_where.sql", "CREATE TABLE where_am_i (i int);\n")
-    if split:
-        assert db.run_cli("apply", "--only", "031", sql_dir=sql_dir).returncode != 0  # earlier ones first
+    if split:  # each migration in an apply of its own
         assert db.run_cli("apply", sql_dir=sql_dir).returncode == 0
+        add_migration(sql_dir, "031_session.sql", SESSION_031)
+        assert db.run_cli("apply", sql_dir=sql_dir).returncode == 0
+        add_migration(sql_dir, "032_where.sql", SESSION_032)
+        result = db.run_cli("apply", sql_dir=sql_dir)
     else:
-        assert db.run_cli("apply", sql_dir=sql_dir).returncode == 0
+        add_migration(sql_dir, "031_session.sql", SESSION_031)
+        add_migration(sql_dir, "032_where.sql", SESSION_032)
+        result = db.run_cli("apply", sql_dir=sql_dir)
+    assert result.returncode == 0, result.stderr
     assert db.execute("SELECT to_regclass('public.where_am_i') IS NOT NULL, to_regclass('app.where_am_i')") == [
         (True, None)]
+    assert db.execute("SELECT count(*) FROM public.audit_note") == [(1,)]
 
 
 @pytest.mark.parametrize("text", [

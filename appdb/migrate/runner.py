@@ -293,8 +293,11 @@ def _conforming_strings(conn: psycopg.Connection) -> None:
 
 
 def _fresh_session(conn: psycopg.Connection) -> None:
-    """The session as it began (``RESET ALL``: search_path, role, every setting), reading strings as the lexer does."""
-    conn.execute(f"RESET ALL; {_CONFORMING_FOR_THE_SESSION}")
+    """The session as it began (``RESET ALL``: search_path, role, every setting; no temporary
+    table or prepared statement left), reading strings as the lexer does. Not ``DISCARD ALL``:
+    it would let go of the migration lock. (appdb/connection.py never lets psycopg prepare a
+    statement of its own, so none of psycopg's goes.)"""
+    conn.execute(f"RESET ALL; DISCARD TEMP; DEALLOCATE ALL; {_CONFORMING_FOR_THE_SESSION}")
     if conn.info.transaction_status == TransactionStatus.INTRANS:
         conn.commit()
 
