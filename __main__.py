@@ -106,6 +106,13 @@ def check_settings(settings: Settings) -> None:
             settings.backend_role in (settings.admin_role, *GROUP_ROLES.values()):
         raise ValueError(f"appdb:backendRole: {settings.backend_role!r} is not a login of the backend's own: "
                          "Supabase, PostgreSQL or this program has a role of that name; choose another (e.g. app_backend)")
+    managed = [*GROUP_ROLES.values(), settings.backend_role]
+    if not isinstance(settings.adopt_roles, list) or not all(isinstance(r, str) for r in settings.adopt_roles):
+        raise ValueError(f"appdb:adoptRoles must be a list of role names, such as [\"app_writer\"], "
+                         f"not {settings.adopt_roles!r}")
+    for role in settings.adopt_roles:
+        if role not in managed:
+            raise ValueError(f"appdb:adoptRoles: {role!r} is not a role this program manages ({', '.join(managed)})")
     if settings.postgres_major not in SUPPORTED_MAJORS:
         raise ValueError(f"appdb:postgresMajor: {settings.postgres_major!r} is not a major Supabase runs "
                          f"({' or '.join(map(str, SUPPORTED_MAJORS))})")

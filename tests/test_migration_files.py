@@ -230,7 +230,8 @@ def test_copy_with_stdin_or_stdout_is_refused_at_load(tmp_path, text):
 
 
 def test_copy_from_a_server_file_or_a_table_named_stdin_is_not_refused(tmp_path):
-    write_migration(tmp_path, "029_a.sql", "COPY app.c FROM '/tmp/c.csv';\nCOPY \"stdin\" TO '/tmp/x';\n")
+    write_migration(tmp_path, "029_a.sql", "COPY app.c FROM '/tmp/c.csv';\nCOPY \"stdin\" TO '/tmp/x';\n"
+                                           "COPY (SELECT * FROM stdin) TO '/tmp/y';\n")
     assert discover(tmp_path)[0].id == "029"
 
 

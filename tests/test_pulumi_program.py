@@ -119,6 +119,8 @@ def test_the_transaction_pooler_port_is_refused(checkout):
     ("backendRole", "app_writer", "appdb:backendRole: 'app_writer' is not a login of the backend's own"),
     ("backendRole", "supabase_auth_admin", "appdb:backendRole: 'supabase_auth_admin' is not a login"),
     ("postgresMajor", 16, "appdb:postgresMajor: 16 is not a major Supabase runs (15 or 17)"),
+    ("adoptRoles", [1], "appdb:adoptRoles must be a list of role names"),
+    ("adoptRoles", ["nobody"], "appdb:adoptRoles: 'nobody' is not a role this program manages"),
 ])
 def test_a_bad_stack_value_is_one_line_that_names_its_key(checkout, key, value, says):
     """A RunError, which Pulumi prints as the message alone, naming the key in the stack file; no traceback."""
@@ -649,7 +651,7 @@ def test_adopted_roles_are_imported_and_never_dropped(checkout):
     [
         ({"backendRole": "App-Backend"}, r"appdb:backendRole: 'App-Backend' is not a valid role"),
         ({"backendRole": "app_writer"}, "appdb:backendRole: 'app_writer' is not a login of the backend's own"),
-        ({"adoptRoles": ["nobody"]}, r"adopt\[0\]: 'nobody' is not a role this program manages"),
+        ({"adoptRoles": ["nobody"]}, r"appdb:adoptRoles: 'nobody' is not a role this program manages"),
         ({"adminRole": "postgres; drop"}, "appdb:adminRole: 'postgres; drop' is not a valid"),
     ],
 )

@@ -285,7 +285,13 @@ def refuse_copy_stdio(statements: list[Statement], source: str) -> None:
     for statement in statements:
         if statement.words(1) != ["copy"]:
             continue
-        words = [token.value for token in statement.tokens if token.kind == "word"]
+        # Only outside parentheses: COPY (SELECT * FROM stdin) TO '/file' reads a table named stdin.
+        words, depth = [], 0
+        for token in statement.tokens:
+            if token.kind == "punct":
+                depth += {"(": 1, ")": -1}.get(token.value, 0)
+            elif token.kind == "word" and depth == 0:
+                words.append(token.value)
         pairs = set(zip(words, words[1:]))
         if ("from", "stdin") in pairs or ("to", "stdout") in pairs:
             raise ConfigError(
