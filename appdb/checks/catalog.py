@@ -295,20 +295,25 @@ def invalid_indexes(conn: psycopg.Connection, schema: str = SCHEMA) -> list[Inva
     return [InvalidIndex(schema, name, table, ready) for name, table, ready in rows]
 
 
-# Roles that give whoever is in them the server's files and programs, or Supabase's own schemas.
-# On Supabase, supautils stops postgres from granting them; PostgreSQL 16+ does too (CREATEROLE
-# needs ADMIN on a role to grant it); a local PostgreSQL 15 does not, so verify looks.
-RESERVED_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files",
-                  "supabase_admin", "supabase_auth_admin", "supabase_storage_admin")
+# Roles that give whoever is in them the server's files and programs, or a superuser: on
+# Supabase no other role is ever in one (supautils refuses the grant; PostgreSQL 16+ does too,
+# CREATEROLE needing ADMIN on a role to grant it); a local PostgreSQL 15 does not, so verify looks.
+RESERVED_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files", "supabase_admin")
+# Supabase's own service roles (auth, storage, realtime...): the app's roles and the API roles
+# are never in one. postgres may be, on a project from before Supabase took those memberships back.
+SERVICE_ROLES = ("supabase_auth_admin", "supabase_storage_admin", "supabase_realtime_admin",
+                 "supabase_replication_admin", "supabase_read_only_user", "supabase_etl_admin")
 
 
-def reserved_memberships(conn: psycopg.Connection) -> list[tuple[str, str]]:
-    """(member, reserved role) for every role but a superuser that is directly in a reserved role."""
+def reserved_memberships(conn: psycopg.Connection, app_roles: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(member, role): every role but a superuser directly in a reserved role, and every one of
+    ``app_roles`` in one of Supabase's service roles."""
     return conn.execute(
         "SELECT m.rolname, r.rolname FROM pg_catalog.pg_auth_members AS a "
         "JOIN pg_catalog.pg_roles AS r ON r.oid = a.roleid JOIN pg_catalog.pg_roles AS m ON m.oid = a.member "
-        "WHERE r.rolname = ANY(%s) AND NOT m.rolsuper ORDER BY 1, 2",
-        (list(RESERVED_ROLES),),
+        "WHERE NOT m.rolsuper AND (r.rolname = ANY(%s) OR (r.rolname = ANY(%s) AND m.rolname = ANY(%s))) "
+        "ORDER BY 1, 2",
+        (list(RESERVED_ROLES), list(SERVICE_ROLES), list(app_roles)),
     ).fetchall()
 
 
