@@ -385,10 +385,11 @@ def test_the_caller_sends_nothing_to_a_server_of_another_user(tmp_path: Path, pr
     folder = Path(tempfile.mkdtemp(prefix="appdb-fs-test-", dir="/tmp"))
     os.chown(folder, probe.pw_uid, probe.pw_gid)
     path, got = folder / "theirs.sock", folder / "received"
+    # Bound under another name and renamed once listening: a caller that comes at once is not refused.
     listener = (
-        "import socket, sys\n"
-        "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); __import__('os').chmod(sys.argv[1], 0o666)\n"
-        "s.listen(1); c, _ = s.accept(); c.settimeout(5)\n"
+        "import os, socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1] + '.new'); os.chmod(sys.argv[1] + '.new', 0o666)\n"
+        "s.listen(1); os.rename(sys.argv[1] + '.new', sys.argv[1]); c, _ = s.accept(); c.settimeout(5)\n"
         "data = b''\n"
         "try:\n"
         "    while chunk := c.recv(65536): data += chunk\n"
