@@ -20,7 +20,11 @@ Nobody but the user who started it gets in:
 PostgreSQL refuses to run as root, so when we are root the server programs run as the
 ``postgres`` OS user, which must be able to enter every folder above ``HOME``. ``up``
 never changes the mode of a folder it did not make: when that user cannot get in, it
-refuses and says what to do. Layout of ``HOME``::
+refuses and says what to do. Nor does it work in a folder someone else could change
+under it (:meth:`Cluster.check_home`): as root it hands folders to the server's OS user,
+and a link planted there would choose which. The server programs get a minimal
+environment, and a postmaster.pid is believed only for this cluster's postmaster.
+Layout of ``HOME``::
 
     data/    the cluster                  server's OS user, 0700
     run/     its Unix socket              server's OS user, 0700

@@ -14,9 +14,16 @@ Nothing is recorded unless it is whole:
   ``CONCURRENTLY`` build leaves one, and the retry's ``IF NOT EXISTS`` would keep it.
 - After each transactional step, and before the ledger row is written, the runner
   checks that it is still inside its own transaction with the settings it set
-  (``lock_timeout``, ``statement_timeout``...); otherwise the step is rolled back.
+  (``lock_timeout``, ``statement_timeout``...) and still holds the migration lock;
+  otherwise the step is rolled back and the run stops.
 - The ledger refuses a row while an index the migration builds is INVALID, or its
   revert does not parse (:func:`appdb.migrate.ledger.check_recordable`).
+
+Every step is read as the lexer read it: the session's ``standard_conforming_strings`` is
+on before each one is sent, whatever the step before did. And each migration starts from
+the session as it began (:func:`_fresh_session`): what one sets, or leaves (a temporary
+table, a prepared statement), never reaches the next, so one ``apply`` and one migration
+at a time build the same schema.
 
 Order: a pending migration older than the newest applied one is refused (Flyway's
 ``outOfOrder=false``; the rule lives in appdb/migrate/ledger.py, with the state), and only
