@@ -162,6 +162,7 @@ def connect(dsn: str | None, application_name: str = "appdb") -> psycopg.Connect
     raw = resolve_dsn(dsn)
     params = connection_params(raw)
     params.setdefault("application_name", application_name)
+    _scram_only_on_this_machine(params)
     try:
         conn = psycopg.connect(conninfo.make_conninfo(**params), autocommit=True)
     except psycopg.OperationalError as exc:
@@ -176,6 +177,22 @@ def connect(dsn: str | None, application_name: str = "appdb") -> psycopg.Connect
     # query a handful of times at most.
     conn.prepare_threshold = None
     return conn
+
+
+# Loopback names: a port there may be held by any user of this machine (a stopped local
+# database's, taken over), and whatever answers must not be handed the password.
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _scram_only_on_this_machine(params: dict[str, str]) -> None:
+    """Over TCP to this machine, libpq answers only a SCRAM exchange (``require_auth``, libpq 16+),
+    which never gives the password away: a program another user left on a stopped cluster's port
+    could otherwise ask for it in clear. Left as it is when the DSN or PGREQUIREAUTH says otherwise."""
+    if "require_auth" in params or os.environ.get("PGREQUIREAUTH") or pq.version() < 160000:
+        return
+    hosts = [h.strip() for h in (_setting(params, "hostaddr") or _setting(params, "host")).split(",") if h.strip()]
+    if hosts and all(host in _LOOPBACK for host in hosts):
+        params["require_auth"] = "scram-sha-256"
 
 
 def refuse_transaction_pooler(conn: psycopg.Connection) -> None:
@@ -195,6 +212,10 @@ def _connect_failure(exc: psycopg.OperationalError, params: dict[str, str]) -> s
     where = describe(params)
     if "password authentication failed" in text or "no password supplied" in text:
         return f"authentication failed for {where}: check the user and password"
+    if "authentication method requirement" in text:
+        return (f"could not connect to {where}: it asked for the password other than by SCRAM, which appdb "
+                "answers on this machine only (another user's program may hold that port); if the server is "
+                "yours and uses another method, name it in the connection string (require_auth=...)")
     if "timeout expired" in text:
         return (
             f"could not connect to {where}: no answer within "

@@ -325,3 +325,43 @@ def test_a_server_notice_under_v_is_redacted_like_every_other_line(db, tmp_path)
     assert "server notice: the password is " in result.stderr
     assert password not in result.stderr + result.stdout
     assert password[:8] not in result.stderr
+
+
+def test_a_program_on_a_local_port_that_asks_for_the_password_in_clear_never_gets_it(tmp_path):
+    """As one could, on the port of a stopped local database: appdb answers only SCRAM there."""
+    import socket
+    import threading
+
+    password = "squatted-Pw-1234"
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    received = bytearray()
+
+    def fake_server() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            try:
+                conn.recv(8192)  # the startup packet (or an SSL request: refused)
+                conn.sendall(b"N")
+                conn.recv(8192)
+                conn.sendall(b"R\x00\x00\x00\x08\x00\x00\x00\x03")  # AuthenticationCleartextPassword
+                while chunk := conn.recv(8192):
+                    received.extend(chunk)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=fake_server, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "DATABASE_URL"}
+    env.update(PYTHONPATH=str(ROOT), PGPASSWORD=password, APPDB_SQL_DIR=str(SQL_DIR))
+    done = subprocess.run([sys.executable, "-m", "appdb", "status", "--dsn",
+                           f"host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=prefer"],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    thread.join(10)
+    listener.close()
+    assert done.returncode == 2
+    assert "asked for the password other than by SCRAM" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert password.encode() not in bytes(received)
