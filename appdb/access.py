@@ -25,10 +25,20 @@ TRANSACTION_POOLER_PORT = 6543
 ANON, AUTHENTICATED = "anon", "authenticated"
 API_ROLES = (ANON, AUTHENTICATED)
 
+# The server's key (bypasses RLS), and the login PostgREST switches to the API roles from.
+SERVICE_ROLE, AUTHENTICATOR = "service_role", "authenticator"
 # Roles that are Supabase's (or PostgreSQL's), never a login this program makes its own.
-SUPABASE_ROLES = frozenset({ANON, AUTHENTICATED, "service_role", "authenticator", "postgres", "dashboard_user",
+SUPABASE_ROLES = frozenset({ANON, AUTHENTICATED, SERVICE_ROLE, AUTHENTICATOR, "postgres", "dashboard_user",
                             "pgbouncer"})
 RESERVED_ROLE_PREFIXES = ("pg_", "supabase_")
+# Roles that give whoever is in them the server's files and programs, or a superuser: on
+# Supabase no other role is ever in one (supautils refuses the grant; PostgreSQL 16+ does too,
+# CREATEROLE needing ADMIN on a role to grant it); a local PostgreSQL 15 does not (verify looks).
+RESERVED_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files", "supabase_admin")
+# Supabase's own service roles (auth, storage, realtime...): the app's roles and the API roles
+# are never in one. postgres may be, on a project from before Supabase took those memberships back.
+SERVICE_ROLES = ("supabase_auth_admin", "supabase_storage_admin", "supabase_realtime_admin",
+                 "supabase_replication_admin", "supabase_read_only_user", "supabase_etl_admin")
 
 WRITER = "app_writer"
 READER = "app_reader"
@@ -61,7 +71,7 @@ DEFAULT_ACCESS: tuple[TableAccess, ...] = (
     TableAccess(WRITER, DML, sequence_privileges=SEQUENCE_USE, future=True),
     TableAccess(READER, ("SELECT",), future=True),
     # Supabase's API roles. service_role bypasses RLS and is the server's key.
-    TableAccess("service_role", DML, sequence_privileges=SEQUENCE_USE, future=True),
+    TableAccess(SERVICE_ROLE, DML, sequence_privileges=SEQUENCE_USE, future=True),
     # Signed-in users read their own membership through RLS, and nothing else: payment
     # events and billing logs are read by the backend, never straight from the Data API.
     TableAccess(AUTHENTICATED, ("SELECT",), tables=("memberships",)),

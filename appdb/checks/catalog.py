@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from appdb.access import SCHEMA, TABLE_PRIVILEGES
+from appdb.access import RESERVED_ROLES, SCHEMA, SERVICE_ROLES, TABLE_PRIVILEGES
 
 
 @dataclass(frozen=True)
@@ -293,16 +293,6 @@ def invalid_indexes(conn: psycopg.Connection, schema: str = SCHEMA) -> list[Inva
         (schema,),
     ).fetchall()
     return [InvalidIndex(schema, name, table, ready) for name, table, ready in rows]
-
-
-# Roles that give whoever is in them the server's files and programs, or a superuser: on
-# Supabase no other role is ever in one (supautils refuses the grant; PostgreSQL 16+ does too,
-# CREATEROLE needing ADMIN on a role to grant it); a local PostgreSQL 15 does not, so verify looks.
-RESERVED_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files", "supabase_admin")
-# Supabase's own service roles (auth, storage, realtime...): the app's roles and the API roles
-# are never in one. postgres may be, on a project from before Supabase took those memberships back.
-SERVICE_ROLES = ("supabase_auth_admin", "supabase_storage_admin", "supabase_realtime_admin",
-                 "supabase_replication_admin", "supabase_read_only_user", "supabase_etl_admin")
 
 
 def reserved_memberships(conn: psycopg.Connection, app_roles: tuple[str, ...]) -> list[tuple[str, str]]:

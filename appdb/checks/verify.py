@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from appdb.access import ANON, API_ROLES, AUTHENTICATED, GROUP_ROLES, SCHEMA
+from appdb.access import (
+    ANON,
+    API_ROLES,
+    AUTHENTICATED,
+    AUTHENTICATOR,
+    GROUP_ROLES,
+    RESERVED_ROLES,
+    SCHEMA,
+    SERVICE_ROLE,
+)
 from appdb.checks import catalog
 from appdb.errors import VerificationFailed
 from appdb.migrate import ledger
@@ -380,12 +389,12 @@ def check_reserved_roles(conn: psycopg.Connection) -> Check:
     member of pg_execute_server_program runs programs as the server's OS user) or a superuser's
     rights; no app or API role is in a Supabase service role (supabase_auth_admin writes schema
     auth). Supabase refuses such a grant; locally, on PostgreSQL 15, only this check does."""
-    found = catalog.reserved_memberships(conn, (*GROUP_ROLES.values(), *API_ROLES, "service_role", "authenticator"))
+    found = catalog.reserved_memberships(conn, (*GROUP_ROLES.values(), *API_ROLES, SERVICE_ROLE, AUTHENTICATOR))
     if found:
         listed = "; ".join(f"{member} is in {role}" for member, role in found)
         return Check("reserved_roles", False, f"{listed}: Supabase refuses these memberships; revoke them "
                                               "and take them out of the migration that granted them")
-    return Check("reserved_roles", True, f"no role but a superuser is in {', '.join(catalog.RESERVED_ROLES)}, "
+    return Check("reserved_roles", True, f"no role but a superuser is in {', '.join(RESERVED_ROLES)}, "
                                          "and no app or API role in a Supabase service role")
 
 

@@ -361,18 +361,21 @@ class Cluster:
         return result.returncode == 0
 
     def _postmaster_pid(self) -> int | None:
-        """The pid in postmaster.pid, when it is this cluster's postmaster: alive and working in this data folder.
+        """The pid in postmaster.pid, when it is this cluster's postmaster: alive and working in this data folder."""
+        lines = self._postmaster_lines()
+        return int(lines[0]) if lines else None
+
+    def _postmaster_lines(self) -> list[str] | None:
+        """postmaster.pid's lines (pid, data folder, start time, port...), when it names this cluster's postmaster.
 
         After a crash or a reboot the file can name a pid that went to another process, which
         pg_ctl (it only asks whether the pid is alive) would stop or signal to reload.
         """
         try:
-            pid = int((self.data_dir / PID_FILE).read_text(encoding="ascii", errors="replace").split("\n", 1)[0])
+            lines = (self.data_dir / PID_FILE).read_text(encoding="ascii", errors="replace").split("\n")
+            pid = int(lines[0])
+            return lines if pid > 0 and os.path.samefile(f"/proc/{pid}/cwd", self.data_dir) else None
         except (OSError, ValueError):
-            return None
-        try:
-            return pid if pid > 0 and os.path.samefile(f"/proc/{pid}/cwd", self.data_dir) else None
-        except OSError:
             return None
 
     def _forget_stale_pid_file(self) -> None:
@@ -436,12 +439,9 @@ class Cluster:
     def listening_port(self) -> int | None:
         """The port the running server listens on (postmaster.pid's fourth line), else the one
         it would listen on when started (its configuration); None when there is no cluster."""
-        if self._postmaster_pid() is not None:
-            try:
-                lines = (self.data_dir / PID_FILE).read_text(encoding="ascii", errors="replace").split("\n")
-                return int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else self.configured_port()
-            except (OSError, ValueError):
-                pass
+        lines = self._postmaster_lines()
+        if lines and len(lines) > 3 and lines[3].strip().isascii() and lines[3].strip().isdigit():
+            return int(lines[3])
         return self.configured_port()
 
     def configured_port(self) -> int | None:
@@ -550,10 +550,11 @@ class Cluster:
             # As root, a folder of the server's OS user too: clusters made by earlier versions gave it theirs.
             account = server_account()
             owners = {uid} if account is None else {uid, account.pw_uid}
-            if info.st_uid not in owners or _writable_by_others(info):
+            shared = _writable_by_others(info)
+            if info.st_uid not in owners or shared:
                 raise ConfigError(
                     f"the local database's folder {self.home} belongs to {_owner(info.st_uid)}"
-                    f"{' and others may write to it' if _writable_by_others(info) else ''}: use a folder of your "
+                    f"{' and others may write to it' if shared else ''}: use a folder of your "
                     "own that only you may write to (APPDB_LOCAL_HOME)")
         for folder in _folders_above(self.home):
             above = folder.stat()

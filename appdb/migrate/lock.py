@@ -20,25 +20,23 @@ log = logging.getLogger(__name__)
 
 # 'appdb' in ASCII: stable across releases, so old and new versions exclude each other.
 LOCK_KEY = 0x6170706462
+# The lock in pg_locks: a bigint key shows as its high half (classid) and low half (objid), objsubid 1.
+_IN_PG_LOCKS = (f"locktype = 'advisory' AND granted AND classid = {LOCK_KEY >> 32} "
+                f"AND objid = {LOCK_KEY & 0xFFFFFFFF} AND objsubid = 1")
 # True while this session holds the lock: checked after every step, since a step could let go of
-# it (DISCARD ALL, pg_advisory_unlock_all()) and another run start. A bigint key shows in
-# pg_locks as its high half (classid) and low half (objid), with objsubid 1.
-HELD = (f"EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted "
-        f"AND pid = pg_catalog.pg_backend_pid() AND classid = {LOCK_KEY >> 32} "
-        f"AND objid = {LOCK_KEY & 0xFFFFFFFF} AND objsubid = 1)")
+# it (DISCARD ALL, pg_advisory_unlock_all()) and another run start.
+HELD = f"EXISTS (SELECT FROM pg_catalog.pg_locks WHERE {_IN_PG_LOCKS} AND pid = pg_catalog.pg_backend_pid())"
 
 
 def holder(conn: psycopg.Connection) -> str:
     """Who holds the lock, for the message when we give up."""
     row = conn.execute(
-        """
+        f"""
         SELECT a.pid, coalesce(nullif(a.application_name, ''), '?'), coalesce(a.usename, '?')
-        FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-        WHERE l.locktype = 'advisory' AND l.granted
-          AND l.classid = (%s >> 32)::oid AND l.objid = (%s & 4294967295)::oid
+        FROM (SELECT pid FROM pg_catalog.pg_locks WHERE {_IN_PG_LOCKS}) AS l
+        JOIN pg_catalog.pg_stat_activity AS a USING (pid)
         LIMIT 1
-        """,
-        (LOCK_KEY, LOCK_KEY),
+        """
     ).fetchone()
     return f"pid {row[0]} ({row[1]}, user {row[2]})" if row else "another session"
 

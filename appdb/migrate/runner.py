@@ -294,9 +294,7 @@ def _conforming_strings(conn: psycopg.Connection) -> None:
     The server parses a step's whole text before the step's own ``set_config`` runs, so the
     session value is what the first step is read with.
     """
-    conn.execute(_CONFORMING_FOR_THE_SESSION)
-    if conn.info.transaction_status == TransactionStatus.INTRANS:
-        conn.commit()
+    _for_the_session(conn, _CONFORMING_FOR_THE_SESSION)
 
 
 def _fresh_session(conn: psycopg.Connection) -> None:
@@ -304,7 +302,12 @@ def _fresh_session(conn: psycopg.Connection) -> None:
     table or prepared statement left), reading strings as the lexer does. Not ``DISCARD ALL``:
     it would let go of the migration lock. (appdb/connection.py never lets psycopg prepare a
     statement of its own, so none of psycopg's goes.)"""
-    conn.execute(f"RESET ALL; DISCARD TEMP; DEALLOCATE ALL; {_CONFORMING_FOR_THE_SESSION}")
+    _for_the_session(conn, f"RESET ALL; DISCARD TEMP; DEALLOCATE ALL; {_CONFORMING_FOR_THE_SESSION}")
+
+
+def _for_the_session(conn: psycopg.Connection, text: str) -> None:
+    """Run ``text`` so that it lasts for the session: committed at once on a connection that is not autocommit."""
+    conn.execute(text)
     if conn.info.transaction_status == TransactionStatus.INTRANS:
         conn.commit()
 
