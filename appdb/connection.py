@@ -179,20 +179,37 @@ def connect(dsn: str | None, application_name: str = "appdb") -> psycopg.Connect
     return conn
 
 
-# Loopback names: a port there may be held by any user of this machine (a stopped local
-# database's, taken over), and whatever answers must not be handed the password.
-_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
 def _scram_only_on_this_machine(params: dict[str, str]) -> None:
     """Over TCP to this machine, libpq answers only a SCRAM exchange (``require_auth``, libpq 16+),
-    which never gives the password away: a program another user left on a stopped cluster's port
-    could otherwise ask for it in clear. Left as it is when the DSN or PGREQUIREAUTH says otherwise."""
+    which never gives the password away: a port there may be held by any user of the machine (a
+    stopped local database's, taken over), and a program on it could otherwise ask for the
+    password in clear. Any loopback host counts, from the DSN or PGHOST/PGHOSTADDR. Left as it is
+    when the DSN or PGREQUIREAUTH says otherwise."""
     if "require_auth" in params or os.environ.get("PGREQUIREAUTH") or pq.version() < 160000:
         return
-    hosts = [h.strip() for h in (_setting(params, "hostaddr") or _setting(params, "host")).split(",") if h.strip()]
-    if hosts and all(host in _LOOPBACK for host in hosts):
+    hosts = ",".join(params.get(key) or os.environ.get(variable) or ""
+                     for key, variable in (("host", "PGHOST"), ("hostaddr", "PGHOSTADDR")))
+    if any(_loopback(host) for host in hosts.split(",")):
         params["require_auth"] = "scram-sha-256"
+
+
+def _loopback(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 in any form inet_aton takes (``127.1``), ``::1``, or 0.0.0.0 (this machine too)."""
+    import ipaddress
+    import socket
+
+    host = host.strip().lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+        return address.is_loopback or address.is_unspecified
+    except ValueError:
+        pass
+    try:
+        return socket.inet_aton(host)[0] == 127
+    except OSError:
+        return False
 
 
 def refuse_transaction_pooler(conn: psycopg.Connection) -> None:
@@ -213,7 +230,7 @@ def _connect_failure(exc: psycopg.OperationalError, params: dict[str, str]) -> s
     if "password authentication failed" in text or "no password supplied" in text:
         return f"authentication failed for {where}: check the user and password"
     if "authentication method requirement" in text:
-        return (f"could not connect to {where}: it asked for the password other than by SCRAM, which appdb "
+        return (f"could not connect to {where}: it asked for the password other than by SCRAM (or not at all), which appdb "
                 "answers on this machine only (another user's program may hold that port); if the server is "
                 "yours and uses another method, name it in the connection string (require_auth=...)")
     if "timeout expired" in text:

@@ -514,3 +514,30 @@ def test_seconds_that_would_lift_a_limit_are_a_usage_error(db, flags):
     result = db.run_cli("apply", *flags)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("appdb: error: ")
+
+
+def test_an_open_cursor_or_another_session_user_does_not_reach_the_next_migration(db, tmp_path):
+    """What RESET ALL leaves: a WITH HOLD cursor, LISTEN, SET SESSION AUTHORIZATION (a superuser's)."""
+    from appdb.local.cluster import LOGIN, SUPERUSER
+
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "031_leave.sql", "-- appdb:step leave transaction=false\n"
+                                            "DECLARE left_open CURSOR WITH HOLD FOR SELECT 1;\n")
+    add_migration(sql_dir, "032_listen.sql", "-- appdb:step listen transaction=false\nLISTEN left_listening;\n")
+    add_migration(sql_dir, "033_become.sql", "-- appdb:step become transaction=false\n"
+                                             f"SET SESSION AUTHORIZATION {LOGIN};\n")
+    add_migration(sql_dir, "034_check.sql", f"""DO $$ BEGIN
+    IF EXISTS (SELECT FROM pg_cursors WHERE name = 'left_open') THEN RAISE 'a cursor reached 034'; END IF;
+    IF EXISTS (SELECT FROM pg_listening_channels()) THEN RAISE 'a LISTEN reached 034'; END IF;
+    IF session_user <> '{SUPERUSER}' THEN RAISE '034 ran as %', session_user; END IF;
+END $$;
+CREATE TABLE app.owned (i int);
+""")
+    with db.admin_connect() as conn:  # only a superuser may SET SESSION AUTHORIZATION
+        runner.apply(conn, migrations(SQL_DIR), OPTIONS)
+        # 033 records its row as the user it became: let that user write the ledger here.
+        conn.execute(f"GRANT USAGE ON SCHEMA appdb TO {LOGIN}; GRANT ALL ON appdb.migrations TO {LOGIN}")
+        outcomes = runner.apply(conn, migrations(sql_dir), OPTIONS)
+    assert [o.id for o in outcomes][-1] == "034"
+    assert db.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'app.owned'::regclass") == [
+        (SUPERUSER,)]

@@ -327,8 +327,13 @@ def test_a_server_notice_under_v_is_redacted_like_every_other_line(db, tmp_path)
     assert password[:8] not in result.stderr
 
 
-def test_a_program_on_a_local_port_that_asks_for_the_password_in_clear_never_gets_it(tmp_path):
-    """As one could, on the port of a stopped local database: appdb answers only SCRAM there."""
+@pytest.mark.parametrize("host, env", [
+    ("host=127.0.0.1", {}), ("host=LOCALHOST", {}), ("host=127.1", {}),
+    ("host=127.0.0.1,db.example.com", {}), ("", {"PGHOST": "127.0.0.1"}), ("", {"PGHOSTADDR": "127.0.0.1"}),
+])
+def test_a_program_on_a_local_port_that_asks_for_the_password_in_clear_never_gets_it(tmp_path, host, env):
+    """As one could, on the port of a stopped local database: appdb answers only SCRAM there,
+    however the host is written or given."""
     import socket
     import threading
 
@@ -355,11 +360,11 @@ def test_a_program_on_a_local_port_that_asks_for_the_password_in_clear_never_get
     thread = threading.Thread(target=fake_server, daemon=True)
     thread.start()
     port = listener.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "DATABASE_URL"}
-    env.update(PYTHONPATH=str(ROOT), PGPASSWORD=password, APPDB_SQL_DIR=str(SQL_DIR))
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "DATABASE_URL"}
+    full_env.update(PYTHONPATH=str(ROOT), PGPASSWORD=password, APPDB_SQL_DIR=str(SQL_DIR), **env)
     done = subprocess.run([sys.executable, "-m", "appdb", "status", "--dsn",
-                           f"host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=prefer"],
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+                           f"{host} port={port} user=postgres dbname=postgres sslmode=prefer connect_timeout=3"],
+                          env=full_env, capture_output=True, text=True, timeout=60, check=False)
     thread.join(10)
     listener.close()
     assert done.returncode == 2

@@ -298,11 +298,13 @@ def _conforming_strings(conn: psycopg.Connection) -> None:
 
 
 def _fresh_session(conn: psycopg.Connection) -> None:
-    """The session as it began (``RESET ALL``: search_path, role, every setting; no temporary
-    table or prepared statement left), reading strings as the lexer does. Not ``DISCARD ALL``:
-    it would let go of the migration lock. (appdb/connection.py never lets psycopg prepare a
-    statement of its own, so none of psycopg's goes.)"""
-    _for_the_session(conn, f"RESET ALL; DISCARD TEMP; DEALLOCATE ALL; {_CONFORMING_FOR_THE_SESSION}")
+    """The session as it began (its session user, ``RESET ALL``: search_path, role, every
+    setting; no temporary table, prepared statement, open cursor or LISTEN left), reading
+    strings as the lexer does. Not ``DISCARD ALL``: it would let go of the migration lock.
+    (appdb/connection.py never lets psycopg prepare a statement of its own, so none of
+    psycopg's goes.)"""
+    _for_the_session(conn, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DEALLOCATE ALL; "
+                           f"CLOSE ALL; UNLISTEN *; {_CONFORMING_FOR_THE_SESSION}")
 
 
 def _for_the_session(conn: psycopg.Connection, text: str) -> None:
