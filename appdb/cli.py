@@ -312,7 +312,7 @@ def _local_port(given: int | None, default: int) -> int:
 
 @functools.cache
 def build_parser() -> argparse.ArgumentParser:
-    """Built once a process, and before the fork server forks (appdb/forkserver.py): so nothing
+    """Built once a process, and before the fork server forks (appdb/forkserver/): so nothing
     in it may depend on the environment, whose defaults each command reads when it runs."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dsn", help="connection string (default: DATABASE_URL, else libpq's PG* variables)")
@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     revert.add_argument("--allow-data-loss", action="store_true", help="allow a revert that drops rows")
     revert.add_argument("--fork-server", action="store_true",
                         help="run through a warm appdb shared by a chain of reverts, as Pulumi's deletes are "
-                             "(appdb/forkserver.py); the same result, without Python's start-up each time")
+                             "(appdb/forkserver/); the same result, without Python's start-up each time")
     revert.set_defaults(func=cmd_revert)
 
     verify = sub.add_parser("verify", parents=[common], help="post-deploy checks; exit 1 if any fails")

@@ -150,7 +150,7 @@ def test_a_revert_that_would_lose_rows_fails_up_and_leaves_the_stack_consistent(
     with pytest.raises(auto.CommandError) as failed:
         stack.up(on_output=print)
     assert "refused" in str(failed.value) and "--allow-data-loss" in str(failed.value)
-    # The deletes shared a fork server (appdb/forkserver.py): the first started it, and the
+    # The deletes shared a fork server (appdb/forkserver/): the first started it, and the
     # refusal of the last, served, reached Pulumi's output and failed the deploy all the same.
     assert list((runtime / "appdb").glob("*.sock")), "the reverts started no fork server"
     # The later reverts drop empty tables or nothing and ran, newest first; 027's was refused

@@ -1,4 +1,4 @@
-"""The fork server that Pulumi's chain of reverts shares (appdb/forkserver.py).
+"""The fork server that Pulumi's chain of reverts shares (appdb/forkserver/).
 
 A command it serves must be the command a process of its own would have been: the same
 output on the caller's stdout and stderr, the same exit status, the same database; and
@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 
 from appdb import forkserver
+from appdb.forkserver import address, caller, protocol
 from components.migrations import revert_command
 from tests.helpers import readable_checkout, throwaway_os_user, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = "appdb_fsprobe"
-SERVE = "import sys; from appdb import forkserver as f; f._preload(); f.serve(sys.argv[1], idle=float(sys.argv[2]))"
-CLIENT = "import sys; from appdb.forkserver import run_via_server as r; print(r(sys.argv[1], sys.argv[2:]))"
+SERVE = "import sys; from appdb.forkserver import server as f; f.preload(); f.serve(sys.argv[1], idle=float(sys.argv[2]))"
+CLIENT = "import sys; from appdb.forkserver.caller import run_via_server as r; print(r(sys.argv[1], sys.argv[2:]))"
 
 
 @pytest.fixture
@@ -77,21 +78,40 @@ def test_the_flag_main_checks_is_the_flag_revert_takes():
 
 def test_a_served_command_writes_to_the_callers_streams_and_returns_its_status(db, applied, server, capfd):
     argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
-    assert forkserver.run_via_server(str(server), argv) == 0
+    assert caller.run_via_server(str(server), argv) == 0
     out, err = capfd.readouterr()
     assert out.startswith("030 billing_logs: reverted in ") and err == ""
     assert applied_ids(db) == ["027", "028", "029"]
 
     # A refusal: exit 1, the one line on the caller's stderr, nothing changed.
     refused = ["revert", "027", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
-    assert forkserver.run_via_server(str(server), refused) == 1
+    assert caller.run_via_server(str(server), refused) == 1
     out, err = capfd.readouterr()
     assert err.startswith("appdb: error: cannot revert 027: 029") and err.count("\n") == 1
     assert applied_ids(db) == ["027", "028", "029"]
 
     # A usage error keeps its exit code, 2.
-    assert forkserver.run_via_server(str(server), ["revert", "x", "--dsn", db.dsn, forkserver.FLAG]) == 2
+    assert caller.run_via_server(str(server), ["revert", "x", "--dsn", db.dsn, forkserver.FLAG]) == 2
     assert "is not a number" in capfd.readouterr().err
+
+
+def test_a_served_revert_s_caller_needs_only_what_the_interpreter_has_built_in(db, applied, server):
+    """Each revert of a chain runs the caller before it can reach the server: ``socket``,
+    ``hashlib`` and ``signal`` (with ``enum`` and ``selectors``) were 7 of its 40 ms (issue 20).
+    Started without ``site``, so only appdb's own imports show."""
+    code = ("import sys; from appdb.forkserver.address import socket_path; from appdb.forkserver.caller import "
+            "run_via_server; socket_path(); status = run_via_server(sys.argv[1], sys.argv[2:]); "
+            "print(status, *sorted(sys.modules))")
+    argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+    result = subprocess.run([sys.executable, "-S", "-c", code, str(server), *argv], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    status, *modules = result.stdout.split("\n")[-2].split()
+    assert status == "0", result.stdout + result.stderr
+    assert applied_ids(db) == ["027", "028", "029"]
+    heavy = {"socket", "hashlib", "_hashlib", "signal", "enum", "selectors", "ssl", "psycopg",
+             "appdb.cli", "appdb.errors", "appdb.forkserver.server"}
+    assert heavy.isdisjoint(modules), sorted(heavy.intersection(modules))
+    assert {"appdb.forkserver.caller", "appdb.forkserver.protocol", "_socket"} <= set(modules)
 
 
 def test_a_served_command_runs_in_the_callers_folder_with_the_callers_environment(db, applied, server, tmp_path,
@@ -100,12 +120,12 @@ def test_a_served_command_runs_in_the_callers_folder_with_the_callers_environmen
     monkeypatch.setenv("APPDB_SQL_DIR", str(applied))
     monkeypatch.setenv("DATABASE_URL", db.dsn)
     monkeypatch.chdir(tmp_path)
-    assert forkserver.run_via_server(str(server), ["revert", "030", forkserver.FLAG]) == 0
+    assert caller.run_via_server(str(server), ["revert", "030", forkserver.FLAG]) == 0
     assert applied_ids(db) == ["027", "028", "029"]
     # The same revert file check as ever: an edited revert file is refused, from the caller's folder.
     (applied / "revert" / "029_payment_events.sql").write_text("DROP TABLE app.memberships;\n")
     monkeypatch.setenv("APPDB_SQL_DIR", "sql")
-    assert forkserver.run_via_server(str(server), ["revert", "029", forkserver.FLAG]) == 1
+    assert caller.run_via_server(str(server), ["revert", "029", forkserver.FLAG]) == 1
     assert applied_ids(db) == ["027", "028", "029"]
 
 
@@ -231,7 +251,7 @@ def test_the_server_goes_after_it_is_idle_and_takes_its_socket(tmp_path: Path):
     assert proc.wait(timeout=60) == 0
     assert not path.exists() and not Path(f"{path}.lock").exists()
     # Nobody listening: the caller is told so (None) and runs the command itself.
-    assert forkserver.run_via_server(str(path), ["--version"]) is None
+    assert caller.run_via_server(str(path), ["--version"]) is None
 
 
 def test_only_one_server_per_socket(server):
@@ -255,10 +275,10 @@ def test_a_folder_that_is_not_private_is_passed_over(tmp_path: Path, monkeypatch
     else:
         target.write_text("")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    assert forkserver.private_folder() == f"/tmp/appdb-{os.getuid()}"
+    assert address.private_folder() == f"/tmp/appdb-{os.getuid()}"
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "fresh"))
     (tmp_path / "fresh").mkdir()
-    assert forkserver.private_folder() == str(tmp_path / "fresh" / "appdb")
+    assert address.private_folder() == str(tmp_path / "fresh" / "appdb")
     assert (tmp_path / "fresh" / "appdb").stat().st_mode & 0o777 == 0o700
 
 
@@ -266,14 +286,14 @@ def test_a_folder_too_long_for_a_socket_is_passed_over(tmp_path: Path, monkeypat
     deep = tmp_path / ("x" * 60) / ("y" * 60)
     deep.mkdir(parents=True)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
-    assert forkserver.socket_path().startswith(f"/tmp/appdb-{os.getuid()}/")
+    assert address.socket_path().startswith(f"/tmp/appdb-{os.getuid()}/")
 
 
 def test_another_module_path_or_interpreter_flag_gets_a_server_of_its_own(tmp_path: Path, runtime, monkeypatch):
     """A worker imports lazily from its server's sys.path: `python -m appdb` puts the folder it ran in there."""
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code = "from appdb import forkserver; print(forkserver.socket_path())"
+    code = "from appdb.forkserver import address; print(address.socket_path())"
 
     def path(*flags: str, before: str = "") -> str:
         return subprocess.run([sys.executable, *flags, "-c", before + code], env=env, capture_output=True,
@@ -292,11 +312,11 @@ def test_changed_code_gets_a_server_of_its_own(tmp_path: Path, runtime, monkeypa
     env = {**os.environ, "PYTHONPATH": str(copy)}
 
     def path() -> str:
-        return subprocess.run([sys.executable, "-c", "from appdb import forkserver; print(forkserver.socket_path())"],
+        return subprocess.run([sys.executable, "-c", "from appdb.forkserver import address; print(address.socket_path())"],
                               env=env, capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
 
     before = path()
-    assert before.startswith(str(runtime / "appdb")) and before != forkserver.socket_path()
+    assert before.startswith(str(runtime / "appdb")) and before != address.socket_path()
     runner = copy / "appdb" / "migrate" / "runner.py"
     runner.write_text(runner.read_text() + "\n# edited\n")
     assert path() != before
@@ -311,7 +331,7 @@ def probe():
 
 PROBE_CLIENT = """
 import socket, sys
-from appdb.forkserver import run_via_server
+from appdb.forkserver.caller import run_via_server
 probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 probe.connect(sys.argv[1])  # the socket is open to everyone: the connection itself succeeds
 probe.close()
@@ -354,7 +374,7 @@ def test_a_request_carries_arguments_environment_and_folder_byte_for_byte(argv, 
     monkeypatch.setenv("APPDB_EMPTY", "")
     monkeypatch.setitem(os.environb, b"APPDB_RAW", b"\xff\xfe")
     monkeypatch.chdir(tmp_path)
-    request = forkserver.decode_request(forkserver.encode_request(argv))
+    request = protocol.decode_request(protocol.encode_request(argv))
     assert [os.fsdecode(arg) for arg in request.argv] == argv
     assert request.env == dict(os.environb)
     assert request.cwd == os.getcwdb() and 0 <= request.umask <= 0o777
@@ -363,13 +383,13 @@ def test_a_request_carries_arguments_environment_and_folder_byte_for_byte(argv, 
 @pytest.mark.parametrize("body", [b"", b"1\0/\x0018\x000", b"2\0/\x0018\0\0\0x", b"2\0/\x0018\0\0\0" b"5\0only-one",
                                   b"2\0/\x0018\0x\0\0" b"0", b"2\0/\x001000\0\0\0" b"0"])
 def test_bytes_that_are_not_a_request_are_refused(body):
-    assert forkserver.decode_request(body) is None
+    assert protocol.decode_request(body) is None
 
 
 def test_a_request_carries_the_callers_ignored_and_blocked_signals():
     code = ("import signal, os; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
             "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1]); "
-            "from appdb import forkserver as f; r = f.decode_request(f.encode_request([])); "
+            "from appdb.forkserver import protocol as f; r = f.decode_request(f.encode_request([])); "
             "print(sorted(r.ignored), sorted(r.blocked))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, check=True)
@@ -400,7 +420,7 @@ def test_the_caller_sends_nothing_to_a_server_of_another_user(tmp_path: Path, pr
                               group=probe.pw_gid, extra_groups=[], cwd="/", env={"PATH": "/usr/bin:/bin"})
     try:
         wait_for(path.exists, timeout=30, what="the other user's socket")
-        assert forkserver.run_via_server(str(path), ["revert", "030", "--dsn", "password=secret"]) is None
+        assert caller.run_via_server(str(path), ["revert", "030", "--dsn", "password=secret"]) is None
         assert theirs.wait(timeout=30) == 0
         assert got.read_bytes() == b""
     finally:
@@ -414,9 +434,9 @@ def test_a_folder_in_a_parent_others_may_write_is_passed_over(tmp_path: Path, mo
     shared.mkdir()
     shared.chmod(0o777)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
-    assert forkserver.private_folder() == f"/tmp/appdb-{os.getuid()}"
+    assert address.private_folder() == f"/tmp/appdb-{os.getuid()}"
     shared.chmod(0o1777)  # sticky: only the owner of an entry may rename it
-    assert forkserver.private_folder() == str(shared / "appdb")
+    assert address.private_folder() == str(shared / "appdb")
 
 
 def test_a_caller_in_other_namespaces_is_not_served(db, applied, server):
@@ -435,13 +455,13 @@ def test_a_caller_in_other_namespaces_is_not_served(db, applied, server):
 
 EARLY_INTERRUPT = """
 import os, socket, sys
-from appdb import forkserver as f
+from appdb.forkserver import protocol as f
 client = socket.socket(socket.AF_UNIX)
 client.connect(sys.argv[1])
 body = f.encode_request(sys.argv[2:])
-socket.send_fds(client, [f._HEADER.pack(len(body))], [0, 1, 2])
-client.sendall(body + f._INTERRUPT)  # Ctrl-C at once: before the worker has set anything up
-print(f._STATUS.unpack(f._receive_exactly(client, f._STATUS.size))[0])
+socket.send_fds(client, [f.HEADER.pack(len(body))], [0, 1, 2])
+client.sendall(body + f.INTERRUPT)  # Ctrl-C at once: before the worker has set anything up
+print(f.STATUS.unpack(f.receive_exactly(client, f.STATUS.size))[0])
 """
 
 
@@ -462,7 +482,7 @@ def test_root_never_makes_its_folder_in_another_users_runtime_folder(tmp_path: P
     theirs.mkdir(mode=0o700)
     os.chown(theirs, probe.pw_uid, probe.pw_gid)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(theirs))
-    assert forkserver.private_folder() == f"/tmp/appdb-{os.getuid()}"
+    assert address.private_folder() == f"/tmp/appdb-{os.getuid()}"
     assert list(theirs.iterdir()) == []
 
 

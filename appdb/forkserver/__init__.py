@@ -1,0 +1,106 @@
+"""A fork server for a chain of reverts: one warm interpreter, a fresh process per command.
+
+Why: removing migrations (a code rollback, or ``pulumi destroy``) makes Pulumi delete one
+command resource per migration, newest first, one after the other, and each delete runs
+``./bin/appdb revert ID``. Most of such a process is start-up: importing psycopg alone
+takes about 100 ms, the revert itself a few. A destroy of 100 migrations spent about
+20 s starting Python (issue 20).
+
+How: a revert run with ``--fork-server`` first asks a server for this checkout (a Unix
+socket, named for the interpreter, appdb's code and the caller's identity) to run it.
+The server forks a relay, which forks a worker that takes over the caller's stdin, stdout
+and stderr (passed with SCM_RIGHTS), its environment, folder, umask, signal dispositions
+and arguments, and runs :func:`appdb.cli.main` exactly as a new process would (its own
+connection, lock and ledger reads); the relay sends the worker's exit status back, and it
+becomes the caller's. Without a server the caller runs the command itself, after forking
+one: it has just imported what a revert needs and has not yet connected, so the server
+starts warm and holds no connection. The server exits after ``server.IDLE_SECONDS`` without
+a request, and after ``server.MAX_SECONDS`` in all.
+
+Where each part lives: ``caller`` (hand a command over, take its status), ``address`` (the
+socket's name and private folder), ``identity`` (what a worker takes from its server),
+``protocol`` (the bytes between them) and ``server`` (listen, relay, work). The first four are
+every revert's start-up and import builtins only; ``server`` is loaded only where one starts.
+
+What it must never do, and how it does not:
+
+- Serve another OS user, or talk to one: the socket lives in a folder only its owner can
+  enter, in a parent nobody else can rename it in (else the command runs on its own);
+  the server checks the caller's uid (``SO_PEERCRED``), and the caller the server's,
+  before either sends anything.
+- Lend more rights than the caller has, or other ones: a worker runs with the server's
+  groups, capabilities, seccomp filters, namespaces, root folder and security label, so the
+  server serves only a caller whose are the same (:func:`identity`, from ``/proc``: of seccomp
+  the mode and the number of filters, which a process can only add to), the caller sends
+  only to such a server, and the socket's name covers them too. A sandbox of the same uid
+  (bwrap, ``unshare --net``) is not served.
+- Run stale code or settings: the name covers the interpreter, its flags and module path,
+  the size and mtime of every appdb source file, and the environment Python reads at start-up
+  (``PYTHON*``, locale), so a changed checkout or setting gets a server of its own.
+- Outlive its caller's intent: when the caller dies (Pulumi cancelled), the worker gets
+  SIGTERM, then SIGKILL ``server.KILL_AFTER_SECONDS`` later; its step rolls back. Ctrl-C in
+  the caller is SIGINT to the worker (exit 130, as ever), held until the worker has the
+  caller's dispositions so that none is lost. A worker whose relay dies goes too.
+- Hold a reader up: the server closes every descriptor it inherited at once; pulumi-command
+  waits for the end of its pipes, not for the server.
+- Change a result: a server that cannot be reached, or that closes before a status, is
+  passed over and the command runs in its own process (a revert is safe to run again:
+  it takes the lock and reads the ledger first).
+
+What it does not carry: resource limits and the cgroup are the first caller's, and ``ps``
+shows a worker with the first caller's arguments. The server keeps the first caller's
+environment (``PGPASSWORD`` included) for its life, as that caller did for its own; like any
+process's, ``/proc/PID/environ`` shows it only to the same user and root. Linux only (``SO_PEERCRED``,
+``pidfd_open``, ``/proc``); elsewhere every command runs on its own.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# The flag that asks for a fork server; `revert` accepts it (components/migrations.py sets it).
+FLAG = "--fork-server"
+
+
+def main(argv: list[str]) -> int:
+    """``python -m appdb ARGS``: through a fork server when ARGS ask for one, else directly."""
+    from appdb.forkserver.caller import run_via_server, supported
+
+    # Only `revert` takes the flag: anything else is the CLI's usage error, with no server started.
+    if FLAG not in argv or argv[:1] != ["revert"] or not supported():
+        from appdb.cli import main as cli_main
+
+        return cli_main(argv)
+    from appdb.forkserver.address import socket_path
+
+    path = socket_path()
+    if path is not None:
+        status = run_via_server(path, argv)
+        if status is not None:
+            return status
+    from appdb.forkserver.server import preload, start_server
+
+    preload()
+    from appdb.cli import main as cli_main
+
+    # A process that began with 0, 1 or 2 closed has no sys.stdin/stdout/stderr, and a server
+    # forked from it would print nothing for any caller: it runs its command on its own.
+    if path is not None and _parses(argv) and None not in (sys.stdin, sys.stdout, sys.stderr):
+        start_server(path)
+    return cli_main(argv)
+
+
+def _parses(argv: list[str]) -> bool:
+    """Whether the arguments are a command at all: a usage error starts no server."""
+    import contextlib
+    import io
+
+    from appdb.cli import build_parser
+    from appdb.errors import ConfigError
+
+    try:  # quietly: --help would print, and the command itself prints it once more
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            build_parser().parse_args(argv)
+    except (ConfigError, SystemExit):
+        return False
+    return True

@@ -1,0 +1,68 @@
+"""The caller's side: hand this process's command to a server and take its exit status.
+
+Every revert of a chain runs this before anything else, so it imports builtins only
+(``_socket``, not ``socket``, which brings ``enum`` and ``selectors``): with the address and
+the protocol, the caller's work is Python's start-up and a few system calls.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import _socket
+
+from appdb.forkserver.identity import identity, peer
+from appdb.forkserver.protocol import HEADER, INTERRUPT, STATUS, encode_request, receive_exactly
+
+# The caller's stdin, stdout and stderr: the worker takes them over.
+_STANDARD_FDS = (0, 1, 2)
+
+
+def supported() -> bool:
+    """Peer credentials, fd passing, process fds and /proc: Linux's, all four."""
+    return (hasattr(_socket, "SO_PEERCRED") and hasattr(_socket, "SCM_RIGHTS")
+            and hasattr(_socket.socket, "sendmsg") and hasattr(os, "pidfd_open") and os.path.isdir("/proc/self"))
+
+
+def run_via_server(path: str, argv: list[str]) -> int | None:
+    """The command's exit status from the server; None when no server ran it."""
+    client = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    interrupted = False
+    reply = None
+    try:
+        client.connect(path)
+        server_pid, server_uid, _gid = peer(client)
+        own = identity(os.getpid())
+        if server_uid != os.getuid() or own is None or identity(server_pid) != own:
+            return None  # not a server like us (another user's, a folder swapped under us): send nothing
+        body = encode_request(argv)
+        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in _STANDARD_FDS)  # a C int each
+        client.sendmsg([HEADER.pack(len(body))], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+        client.sendall(body)
+        while True:
+            try:
+                reply = receive_exactly(client, STATUS.size)
+                break
+            except KeyboardInterrupt:
+                # Ctrl-C: the worker gets SIGINT and answers it as a process of its own would.
+                interrupted = True
+                client.sendall(INTERRUPT)
+    except OSError:
+        reply = None
+    except KeyboardInterrupt:
+        interrupted = True  # before the request was out, or while passing one on: closing stops the worker
+    finally:
+        client.close()
+    if reply is None:
+        # Interrupted, the command must not start again here: the one-line answer to Ctrl-C.
+        return interrupted_status() if interrupted else None
+    return STATUS.unpack(reply)[0]
+
+
+def interrupted_status() -> int:
+    """The CLI's own answer to Ctrl-C (appdb.cli.main), where the CLI itself never ran."""
+    from appdb.errors import INTERRUPTED, INTERRUPTED_EXIT
+
+    print(f"appdb: error: {INTERRUPTED}", file=sys.stderr)
+    return INTERRUPTED_EXIT

@@ -1,0 +1,49 @@
+"""Who a process is, as far as a worker is concerned: what it takes from its server, not its caller.
+
+A worker runs with the server's groups, capabilities, seccomp filters, namespaces, root folder
+and security label, so a server serves only a caller whose are the same, and a caller sends
+only to such a server. Both ask here, and both sides import it: it uses builtins only, so the
+caller's start-up stays Python's own.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+# The lines of /proc/PID/status that say what a process may do: a worker gets the server's.
+CREDENTIALS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp",
+               "Seccomp_filters")
+# And its namespaces (/proc/PID/ns): a sandbox of the same uid (bwrap, unshare) has its own.
+NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
+# SO_PEERCRED's answer: pid, uid and gid, three C ints.
+_PEERCRED = struct.Struct("3i")
+
+
+def identity(pid: int) -> list[str] | None:
+    """What a worker takes from its server rather than its caller, for process ``pid``: uids,
+    gids, groups, capabilities, no_new_privs, seccomp (and how many filters), namespaces, root
+    folder and security label. None when /proc will not say (then nobody is served)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            lines = [line for line in status.read().splitlines() if line.split(":", 1)[0] in CREDENTIALS]
+        lines += [f"ns/{name}: {os.readlink(f'/proc/{pid}/ns/{name}')}" for name in NAMESPACES
+                  if os.path.lexists(f"/proc/{pid}/ns/{name}")]
+        root = os.stat(f"/proc/{pid}/root")
+    except OSError:
+        return None
+    lines.append(f"root: {root.st_dev}:{root.st_ino}")
+    try:
+        with open(f"/proc/{pid}/attr/current", "rb") as label:
+            lines.append(f"label: {label.read()!r}")
+    except OSError:
+        lines.append("label: none")  # no security module that keeps one
+    return lines
+
+
+def peer(sock) -> tuple[int, int, int]:  # noqa: ANN001 - socket.socket or _socket.socket alike
+    """pid, uid and gid of the process at the other end of a Unix socket (Linux's SO_PEERCRED)."""
+    import _socket
+
+    pid, uid, gid = _PEERCRED.unpack(sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _PEERCRED.size))
+    return pid, uid, gid

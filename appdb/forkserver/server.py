@@ -1,0 +1,335 @@
+"""The server's side: one warm interpreter that forks a fresh process for each command.
+
+:func:`start_server` forks a detached server from a caller that found none (it has just
+imported what a revert needs and has not yet connected, so the server starts warm and holds
+no connection). :func:`serve` accepts callers on the socket; each gets a relay process, which
+checks who is calling, forks the worker and sends back its exit status; the worker becomes the
+caller's process (its stdin, stdout and stderr, environment, folder, umask, signal
+dispositions and arguments) and runs :func:`appdb.cli.main` exactly as a new process would.
+The package's docstring says what a server must never do, and how it does not.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import NoReturn
+
+from appdb.forkserver.caller import interrupted_status
+from appdb.forkserver.identity import identity, peer
+from appdb.forkserver.protocol import HEADER, INTERRUPT, MAX_REQUEST, STATUS, Request, decode_request, receive_exactly
+
+# How long the server waits for the next command: Pulumi's deletes follow one another
+# within milliseconds, but a busy CI machine can take seconds between two.
+IDLE_SECONDS = 10.0
+# A server never lives longer than this, however busy.
+MAX_SECONDS = 600.0
+# After SIGTERM to a worker whose caller died, how long before SIGKILL.
+KILL_AFTER_SECONDS = 5.0
+# What a revert imports: loaded once in the server, before it forks a worker.
+PRELOAD = ("appdb.cli", "appdb.connection", "appdb.redact", "appdb.migrate.runner")
+_PR_SET_PDEATHSIG = 1
+
+
+def preload() -> None:
+    """Import what a revert needs, once, before any worker is forked."""
+    import ctypes
+    import gc
+    import importlib
+    import signal  # noqa: F401 - the worker sets dispositions
+
+    for module in PRELOAD:
+        importlib.import_module(module)
+    ctypes.CDLL(None, use_errno=True)
+    # The parser holds nothing from the environment (appdb.cli.build_parser): built once here,
+    # no worker builds it again.
+    importlib.import_module("appdb.cli").build_parser()
+    # What is loaded now is shared by every worker: kept out of the collector's reach, a
+    # collection in a worker does not write to (and so copy) the pages it lives in.
+    gc.freeze()
+
+
+def start_server(path: str) -> None:
+    """Fork a detached server for ``path``; the caller goes on with its own command."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None: the caller started with that descriptor closed
+            stream.flush()
+    if os.fork() != 0:
+        return
+    status = 0
+    try:
+        _detach()
+        serve(path)
+    except BaseException:  # noqa: BLE001 - a server that fails only means slower reverts
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def _detach() -> None:
+    """A session of its own, the root folder, /dev/null for 0-2 and nothing else open:
+    a reader of any pipe the caller had (Pulumi's, a shell's) waits for its end, not for us."""
+    os.setsid()
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536)
+
+
+def serve(path: str, idle: float = IDLE_SECONDS, lifetime: float = MAX_SECONDS) -> None:
+    """Listen on ``path`` until ``idle`` seconds pass without a command; one server per path.
+
+    Each command gets a relay process of its own (which forks the worker and reports its
+    status), so the server is at once ready for the next: two stacks reverting from one
+    checkout never wait for each other here, only, as ever, for the migration lock.
+    """
+    import fcntl
+    import time
+
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return  # a kernel older than 5.3: no server, every command on its own
+    lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(lock).st_ino != os.stat(f"{path}.lock", follow_symlinks=False).st_ino:
+            raise OSError("the lock file was replaced: a server that was leaving removed it")
+    except OSError:
+        os.close(lock)
+        return  # another server has this path, or is about to
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    own = identity(os.getpid())
+    try:
+        if os.path.lexists(path):
+            os.unlink(path)  # left by a server that was killed; we hold the lock
+        # Bound under another name and renamed once listening: a caller never finds a socket
+        # that refuses it because listen() has not run yet.
+        staging = f"{path}.{os.getpid()}"
+        if os.path.lexists(staging):
+            os.unlink(staging)  # a killed server's, whose pid we now have
+        old_mask = os.umask(0o177)
+        try:
+            listener.bind(staging)
+        finally:
+            os.umask(old_mask)
+        listener.listen(16)
+        os.rename(staging, path)
+        deadline = time.monotonic() + lifetime
+        while (left := deadline - time.monotonic()) > 0:
+            listener.settimeout(min(idle, left))
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                break
+            with conn:
+                if os.fork() == 0:
+                    _relay(conn, [listener.fileno(), lock], own)
+            _reap()
+    finally:
+        if os.path.lexists(path):
+            os.unlink(path)
+        listener.close()
+        # Still holding the lock: a server that opened this file meanwhile cannot take it and
+        # leaves; one that opens after makes a new file. So no lock file is left behind either.
+        os.unlink(f"{path}.lock")
+        os.close(lock)
+
+
+def _reap() -> None:
+    """Collect the relays that have finished, so none is left a zombie."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _relay(conn: socket.socket, server_fds: list[int], own: list[str] | None) -> None:
+    """In the relay: check the caller, fork its worker, send back the worker's status; then exit."""
+    try:
+        for fd in server_fds:
+            os.close(fd)  # the listener, and the lock: a new server may start while we work
+        conn.settimeout(None)
+        _serve_one(conn, own)
+    except BaseException:  # noqa: BLE001 - the caller, seeing no status, runs the command itself
+        pass
+    finally:
+        os._exit(0)
+
+
+def _serve_one(conn: socket.socket, own: list[str] | None) -> None:
+    import signal
+
+    pid, uid, _gid = peer(conn)
+    if uid != os.getuid() or own is None or identity(pid) != own:
+        return  # another user, or the same one with other groups, capabilities, namespaces...
+    fds: list[int] = []
+    try:
+        header, fds, _flags, _addr = socket.recv_fds(conn, HEADER.size, 3)
+        if len(header) != HEADER.size or len(fds) != 3:
+            return
+        (size,) = HEADER.unpack(header)
+        body = receive_exactly(conn, size) if size <= MAX_REQUEST else None
+        request = decode_request(body) if body is not None else None
+        if request is None:
+            return
+        relay = os.getpid()
+        # The worker writes its status here just before it exits: the caller has it without
+        # waiting for the kernel to tear a large process down (about 1.5 ms a revert).
+        report, report_end = os.pipe()
+        # Signals stay pending in the worker until it has the caller's dispositions: a Ctrl-C
+        # passed on at once is neither lost in the fork nor taken by the server's handlers.
+        mask = signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
+        worker = os.fork()
+        if worker == 0:
+            os.close(report)
+            _work(request, fds, conn, relay, report_end)
+        os.close(report_end)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        status, exited = _wait(worker, conn, report)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    conn.sendall(STATUS.pack(status))
+    if not exited:
+        os.waitpid(worker, 0)  # it has reported and is leaving; no zombie is left for the server
+
+
+def _wait(pid: int, conn: socket.socket, report: int) -> tuple[int, bool]:
+    """The worker's exit status, and whether it has exited yet (it may report just before).
+    The caller's Ctrl-C is SIGINT to the worker; the caller gone (killed) is SIGTERM, and
+    SIGKILL if the worker is still there after KILL_AFTER_SECONDS."""
+    import select
+    import signal
+
+    pidfd = os.pidfd_open(pid)
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.register(report, select.POLLIN)
+        poller.register(conn, select.POLLIN | select.POLLHUP)
+        timeout = None
+        while True:
+            ready = {fd for fd, _event in poller.poll(timeout)}
+            if report in ready:
+                reported = _receive_report(report)
+                if reported is not None:
+                    return reported, False
+                poller.unregister(report)  # closed unsaid: it died, and pidfd tells how
+            if pidfd in ready:
+                break
+            if not ready:  # the grace after SIGTERM is over
+                os.kill(pid, signal.SIGKILL)
+                timeout = None
+                continue
+            if conn.fileno() not in ready:
+                continue
+            data = conn.recv(1)
+            if data == INTERRUPT:
+                os.kill(pid, signal.SIGINT)
+                continue
+            os.kill(pid, signal.SIGTERM)
+            poller.unregister(conn)
+            timeout = int(KILL_AFTER_SECONDS * 1000)
+    finally:
+        os.close(pidfd)
+        os.close(report)
+    _, wait_status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(wait_status)
+    return (code if code >= 0 else 128 - code), True
+
+
+def _receive_report(report: int) -> int | None:
+    """The status a worker wrote before exiting; None if it closed the pipe without one."""
+    data = b""
+    while len(data) < STATUS.size:
+        chunk = os.read(report, STATUS.size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return STATUS.unpack(data)[0]
+
+
+def _work(request: Request, fds: list[int], conn: socket.socket, relay: int, report: int) -> None:
+    """In the worker: become the caller's process, run the command, report and exit with its status."""
+    status = 1
+    try:
+        _die_with(relay)
+        conn.close()
+        for target, fd in zip((0, 1, 2), fds):
+            os.dup2(fd, target)
+        for fd in fds:
+            os.close(fd)
+        _take_signals(request.ignored, request.blocked)
+        os.chdir(request.cwd)
+        os.umask(request.umask)
+        os.environ.clear()
+        os.environb.update(request.env)
+        argv = [os.fsdecode(arg) for arg in request.argv]
+        sys.argv = [sys.argv[0], *argv]
+        from appdb.cli import main as cli_main
+
+        status = cli_main(argv)
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:  # Ctrl-C before the command began: what `appdb` says to one
+        status = interrupted_status()
+    except BaseException:  # noqa: BLE001 - what a process of its own would print
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        _report_and_exit(status, report)
+
+
+def _report_and_exit(status: int, report: int) -> NoReturn:
+    """Flush, let go of the caller's descriptors (its readers, Pulumi's pipes, see their end),
+    tell the relay the status ``os._exit`` gives, and exit. Signals are held from here on: the
+    command is over, and a late Ctrl-C must not skip the report or the exit."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe: nothing more can be said on it
+            pass
+    code = status & 0xFF  # what the exit status would be
+    try:
+        for fd in (0, 1, 2):
+            os.close(fd)
+        os.write(report, STATUS.pack(code))
+    except OSError:
+        pass  # the relay reads the status from the exit instead
+    os._exit(code)
+
+
+def _die_with(relay: int) -> None:
+    """SIGKILL when the relay dies (the OOM killer, a stray kill): nobody would report our status."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != relay:
+        os._exit(1)  # it died before the line above
+
+
+def _take_signals(ignored: set[int], blocked: set[int]) -> None:
+    """The caller's dispositions, as a process of its own would inherit them: what it ignores is
+    ignored, the rest default, SIGINT to Python's KeyboardInterrupt; and its signal mask."""
+    import signal
+
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        wanted = signal.SIG_IGN if int(sig) in ignored else signal.SIG_DFL
+        if sig == signal.SIGINT and wanted is signal.SIG_DFL:
+            wanted = signal.default_int_handler
+        try:
+            signal.signal(sig, wanted)
+        except (OSError, ValueError):
+            pass  # a signal the platform will not let Python set
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
