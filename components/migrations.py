@@ -11,7 +11,7 @@ Before it, one command per migration file, each waiting for the one before, and
 ``migrations-apply`` waits for them all: the plan still shows each migration one by one
 (``+ migration-031`` in a preview is a pending migration), and each one's *delete* is its
 revert (``./bin/appdb revert ID``), as it always was; Pulumi runs those deletes one after
-another, so they pass ``--fork-server`` and share one warm appdb (appdb/forkserver.py)
+another, so they pass ``--fork-server`` and share one warm appdb (appdb/forkserver/)
 instead of each paying Python's start-up. Their create and update cost nothing
 (:data:`RECORDED`, a shell no-op; a separate Python process per migration cost about 0.3 s
 each, issue 20). They come first so that every migration ``migrations-apply`` applies already
@@ -60,7 +60,10 @@ from components.commands import APPDB, digest
 # Every pending migration, in order, in one process: what `migrations-apply` runs.
 APPLY_PENDING = f"{APPDB} apply"
 # A migration command's create and update: `migrations-apply`, which waits for it, applies it.
-RECORDED = "true  # applied by ./bin/appdb apply (migrations-apply); deleting this resource reverts it"
+# Bare: Pulumi writes the whole state after every step, and each migration holds this string
+# four times (create and update, inputs and outputs), so its bytes are paid once per migration
+# in every step of a deploy (issue 20: a destroy's step grows with the state's size).
+RECORDED = "true"
 
 
 class MigrationFile(Protocol):
@@ -116,6 +119,8 @@ class Migrations(pulumi.ComponentResource):
         # migration exists in the state before anything is applied, so a migration that
         # `migrations-apply` applies is always one whose delete reverts it, even when a later
         # migration fails in the same run (reverting one that was never applied is a no-op).
+        # Each waits for the one before alone, the first for the schema and roles: the chain
+        # orders them all, and a dependency is bytes in every step's state write.
         self.commands: list[local.Command] = []
         previous: list[pulumi.Resource] = list(args.after)
         for migration in args.migrations:
@@ -138,7 +143,7 @@ class Migrations(pulumi.ComponentResource):
                 ),
             )
             self.commands.append(command)
-            previous = [*args.after, command]
+            previous = [command]
         # No delete: reverting is each migration's own delete, which runs after this one's
         # update (Pulumi runs creates and updates before deletes).
         self.apply = local.Command(

@@ -43,7 +43,7 @@ VERIFY_REPORT = {"ok": True, "checks": [{"name": "memberships_user_fk", "ok": Tr
 
 # A migration command's create and update (components/migrations.py), pinned: changing the
 # text is an update of every migration command on every stack.
-RECORDED = "true  # applied by ./bin/appdb apply (migrations-apply); deleting this resource reverts it"
+RECORDED = "true"
 
 MIGRATIONS = {
     "027_memberships.sql": "ALTER TABLE app.memberships ADD COLUMN note text;\n",
