@@ -195,6 +195,37 @@ def test_a_worker_whose_caller_is_killed_is_stopped_too(db, applied, server, ign
     assert applied_ids(db) == ["027", "028", "029", "030"]
 
 
+def serving(path: Path) -> int:
+    """The pid of the server the ``server`` fixture started on ``path``."""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if SERVE.encode() in argv and os.fsencode(path) in argv:
+            return int(entry.name)
+    raise AssertionError(f"no server on {path}")
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+def test_a_worker_killed_before_it_could_report_gives_the_status_a_killed_process_has(db, applied, server):
+    """The worker reports its status just before it exits; one that never gets there (the OOM
+    killer) is still answered for, from its exit: 128 + SIGKILL, as a shell reports it."""
+    with db.connect() as holder:
+        caller = blocked_caller(db, applied, server, holder)
+        [relay] = children(serving(server))
+        [worker] = children(relay)
+        os.kill(worker, signal.SIGKILL)
+        out, _err = caller.communicate(timeout=30)
+        assert out.strip() == str(128 + signal.SIGKILL)
+        wait_for(lambda: lock_waiters(holder) == 0, timeout=30, what="the killed worker's session to end")
+    assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
 def test_ctrl_c_in_the_caller_interrupts_the_worker_as_it_would_a_process_of_its_own(db, applied, server):
     with db.connect() as holder:
         caller = blocked_caller(db, applied, server, holder)
