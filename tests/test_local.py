@@ -785,3 +785,31 @@ def test_deploy_local_hands_the_passwords_over_in_the_environment_never_on_a_com
     finally:
         node.down()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_start_that_fails_says_the_server_s_own_reason_in_its_one_line():
+    """A port taken between the probe and the server's bind (seen once in CI) names itself."""
+    import socket
+
+    from appdb.errors import AppdbError
+    from appdb.local.throwaway import throwaway_cluster
+
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        with pytest.raises(AppdbError) as failed:
+            with throwaway_cluster(tcp=True, port=port):
+                pass
+    message = str(failed.value)
+    assert re.match(r"the local PostgreSQL did not start \(could not bind IPv4 address \"127\.0\.0\.1\": "
+                    r"Address already in use\): see /\S+/postgres\.log$", message), message
+    assert "\n" not in message
+
+
+def test_a_free_port_comes_from_below_the_range_outgoing_connections_take_theirs_from():
+    with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ports:
+        ephemeral = int(ports.read().split()[0])
+    taken = {free_port() for _ in range(50)}
+    assert all(1024 <= port < ephemeral for port in taken), sorted(taken)
+    assert len(taken) > 1  # picked at random, not one port for every caller

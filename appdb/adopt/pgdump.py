@@ -16,6 +16,7 @@ our own would not. Three things make it safe to call from a deploy machine:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -78,8 +79,10 @@ def _packaged_pg_dump() -> list[Path]:
     return [Path(folder) / "pginstall" / "bin" / "pg_dump" for folder in spec.submodule_search_locations]
 
 
+@functools.cache
 def major_version(pg_dump: Path) -> int:
-    """The major version pg_dump reports (``pg_dump (PostgreSQL) 15.18``)."""
+    """The major version pg_dump reports (``pg_dump (PostgreSQL) 15.18``); asked once a process
+    (find_pg_dump chooses by it, check_version then says it), not once a caller."""
     out = subprocess.run([str(pg_dump), "--version"], capture_output=True, text=True, check=False)
     match = _VERSION.search(out.stdout)
     if out.returncode != 0 or not match:

@@ -54,12 +54,16 @@ import psycopg
 from psycopg import conninfo, sql
 
 from appdb.errors import AppdbError, ConfigError
+from appdb.redact import redact
 from appdb.local.postgres import data_major, find_bindir, project_major
 
 log = logging.getLogger(__name__)
 
 PID_FILE = "postmaster.pid"
 _PORT_LINE = re.compile(r"^\s*port\s*(?:=\s*)?'?(\d{1,5})'?\s*(?:#.*)?$", re.ASCII | re.IGNORECASE)
+# How much of the server's log a failed start reads for its reason, and how a line says its level.
+_LOG_TAIL_BYTES = 16384
+_LOG_LEVEL = re.compile(r"\b(LOG|WARNING|ERROR|FATAL|PANIC):\s+")
 DEFAULT_HOME = Path(".appdb/local")
 DEFAULT_PORT = 54322
 SUPERUSER = "supabase_admin"
@@ -477,10 +481,28 @@ class Cluster:
             "pg_ctl", "-D", str(self.data_dir), "-l", str(self.logfile), "-w", "-t", "60", "start", check=False
         )
         if result.returncode != 0:
-            raise AppdbError(
-                f"the local PostgreSQL did not start (is port {self.port} in use?): see {self.logfile}"
-            )
+            said = self._why_not_started()
+            raise AppdbError(f"the local PostgreSQL did not start ({said or f'is port {self.port} in use?'}): "
+                             f"see {self.logfile}")
         log.info("local PostgreSQL started on %s:%s", self.listen, self.port)
+
+    def _why_not_started(self) -> str | None:
+        """The server's own last complaint in its log ("could not bind IPv4 address ...: Address
+        already in use"), so a failed start says why in its one line; None if the log will not say.
+        Passwords never reach this log (they are sent as SCRAM verifiers), and it is masked anyway."""
+        try:
+            with open(self.logfile, "rb") as log_file:
+                log_file.seek(max(0, os.fstat(log_file.fileno()).st_size - _LOG_TAIL_BYTES))
+                lines = log_file.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return None
+        starts = [index for index, line in enumerate(lines) if "starting PostgreSQL" in line]
+        for line in lines[starts[-1] if starts else 0:]:  # this attempt's, when the log says where it began
+            match = _LOG_LEVEL.search(line)
+            if match and (match.group(1) in ("FATAL", "PANIC", "ERROR") or line[match.end():].startswith("could not")):
+                secrets = set(read_password_file(self.password_file).values()) if self.password_file.exists() else set()
+                return redact(line[match.end():].strip(), secrets)[:300] or None
+        return None
 
     def reload(self) -> float:
         """Make a running server read its configuration again; returns when it was asked (see _wait_for_reload)."""

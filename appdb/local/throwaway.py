@@ -16,6 +16,7 @@ project's, appdb/local/postgres.py) with ``appdb local up``:
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 from collections.abc import Iterator
@@ -30,10 +31,38 @@ SOCKET_ONLY_PORT = 5432
 
 
 def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    """A loopback TCP port nothing listens on right now, below the kernel's ephemeral range.
+
+    Why not the kernel's own pick (bind to port 0): that comes from the ephemeral range, from
+    which every outgoing connection also takes its local port, so between this probe and the
+    server's bind a client (the tests make thousands) could take it ("is port N in use?", seen
+    once in CI on the PostgreSQL 17 run). A port below the range is never handed out that way.
+    """
+    low, high = _PORTS_BELOW_EPHEMERAL
+    for _ in range(100 if 1024 <= low < high else 0):
+        port = random.randint(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use: another one
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # a crowded machine: the kernel's pick
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _ephemeral_start() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default 32768 where it does not say)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports the kernel never gives an outgoing connection; above the well-known and most registered services'.
+_PORTS_BELOW_EPHEMERAL = (min(20000, _ephemeral_start() - 1000), _ephemeral_start() - 1)
 
 
 @contextmanager
