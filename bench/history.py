@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -390,6 +391,48 @@ def pulumi_project(workdir: Path, extra: int) -> tuple[Path, int]:
     return project, len(shipped) + extra
 
 
+# A bash shim in place of the copy's bin/appdb (--time-deletes): when each command began and
+# ended, from bash's own clock (no process of its own), beside the real script.
+_SHIM = """#!/bin/bash
+echo "start $EPOCHREALTIME $1" >> {log}
+"${{0%/*}}/appdb.timed" "$@"
+status=$?
+echo "end $EPOCHREALTIME" >> {log}
+exit $status
+"""
+
+
+def time_commands(project: Path, log_file: Path) -> None:
+    """Have the copy's ``bin/appdb`` log each command's start and end; the shim's own cost (bash's
+    start, about 1 ms) is counted in the command's time, not in Pulumi's."""
+    appdb = project / "bin" / "appdb"
+    appdb.rename(project / "bin" / "appdb.timed")
+    appdb.write_text(_SHIM.format(log=shlex.quote(str(log_file))))
+    appdb.chmod(0o755)
+
+
+def revert_timings(lines: list[str]) -> dict[str, float | int | None]:
+    """Medians over one step's reverts: each command's time, and Pulumi's between one revert's
+    end and the next one's start (its step: the state write, the next delete's process)."""
+    commands: list[float] = []
+    gaps: list[float] = []
+    began: float | None = None
+    ended: float | None = None
+    for line in lines:
+        kind, _, rest = line.partition(" ")
+        stamp, _, verb = rest.partition(" ")
+        if kind == "start":
+            began = float(stamp) if verb == "revert" else None
+            if began is not None and ended is not None:
+                gaps.append(began - ended)
+            ended = None
+        elif kind == "end" and began is not None:
+            commands.append(float(stamp) - began)
+            ended, began = float(stamp), None
+    return {"reverts": len(commands), "command_ms": median(commands) * 1000 if commands else None,
+            "between_ms": median(gaps) * 1000 if gaps else None}
+
+
 def pulumi_env(state: Path, cluster: Cluster) -> dict[str, str]:
     """As bin/deploy-local runs `pulumi`: the cluster's passwords in PGPASSWORD and APPDB_BACKEND_PASSWORD."""
     from tests.pulumi_engine import PASSPHRASE, toolchain_env
@@ -401,8 +444,9 @@ def pulumi_env(state: Path, cluster: Cluster) -> dict[str, str]:
 
 
 def pulumi_round(cluster: Cluster, cli: Cluster, project: Path, extra: int, round_no: int,
-                 tmp: Path) -> dict[str, float]:
-    """One lifecycle on a fresh database: up, preview, up, destroy; then appdb apply in one process."""
+                 tmp: Path, time_log: Path | None = None) -> tuple[dict[str, float], dict[str, dict]]:
+    """One lifecycle on a fresh database: up, preview, up, destroy; then appdb apply in one process.
+    With ``time_log`` (the shim's, :func:`time_commands`), also each revert's timings."""
     name = f"stack_{extra}_{round_no}"
     forget_stack_roles(cluster)
     fresh_database(cluster, name, template=None)
@@ -411,6 +455,17 @@ def pulumi_round(cluster: Cluster, cli: Cluster, project: Path, extra: int, roun
 
     def pulumi(*args: str) -> float:
         return timed(["pulumi", *args, *stack], env, project)
+
+    deletes: dict[str, dict] = {}
+
+    def logged(step: str, *args: str) -> float:
+        """A timed `pulumi` run whose reverts, when the shim logs them, are timed one by one too."""
+        if time_log is None:
+            return pulumi(*args)
+        before = len(time_log.read_text().splitlines()) if time_log.exists() else 0
+        seconds = pulumi(*args)
+        deletes[step] = revert_timings(time_log.read_text().splitlines()[before:])
+        return seconds
 
     pulumi("stack", "init")
     try:
@@ -425,10 +480,10 @@ def pulumi_round(cluster: Cluster, cli: Cluster, project: Path, extra: int, roun
         # (one delete each, newest first); then they come back for the destroy.
         held = tmp / f"held-{extra}-{round_no}"
         moved = hold_synthetic(project, held)
-        times["rollback"] = pulumi("up", "--yes", "--skip-preview")
+        times["rollback"] = logged("rollback", "up", "--yes", "--skip-preview")
         restore_synthetic(project, held, moved)
         pulumi("up", "--yes", "--skip-preview")
-        times["destroy"] = pulumi("destroy", "--yes", "--skip-preview")
+        times["destroy"] = logged("destroy", "destroy", "--yes", "--skip-preview")
     finally:
         pulumi("stack", "rm", "--yes", "--force", "--preserve-config")
         drop_database(cluster, name)
@@ -438,7 +493,7 @@ def pulumi_round(cluster: Cluster, cli: Cluster, project: Path, extra: int, roun
     times["appdb apply"] = timed([str(project / "bin" / "appdb"), "apply", "--sql-dir", str(project / "sql"),
                                   "--dsn", target.conninfo], clean_env(libpq_password(target)), project)
     drop_database(cli, one)
-    return times
+    return times, deletes
 
 
 def hold_synthetic(project: Path, held: Path) -> list[str]:
@@ -478,22 +533,39 @@ def run_pulumi_table(args: argparse.Namespace, cli: Cluster) -> dict:
     with bench_cluster("pulumi") as cluster, tempfile.TemporaryDirectory(prefix="appdb-history-") as tmp:
         for extra in args.sizes:
             project, total = pulumi_project(Path(tmp) / f"n{extra}", extra)
+            time_log = Path(tmp) / f"n{extra}-commands.log" if args.time_deletes else None
+            if time_log is not None:
+                time_commands(project, time_log)
             samples: dict[str, list[float]] = {step: [] for step in PULUMI_STEPS}
+            per_revert: dict[str, list[dict]] = {}
             errors: list[str] = []
             for round_no in range(args.rounds):
                 try:
-                    got = pulumi_round(cluster, cli, project, extra, round_no, Path(tmp))
+                    got, deletes = pulumi_round(cluster, cli, project, extra, round_no, Path(tmp), time_log)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     errors.append(redact(str(exc)))
                     log(f"through Pulumi, {total} migrations, round {round_no + 1}: FAILED {errors[-1]}")
                     continue
                 for step, seconds in got.items():
                     samples[step].append(seconds)
+                for step, timings in deletes.items():
+                    per_revert.setdefault(step, []).append(timings)
                 log(f"through Pulumi, {total} migrations, round {round_no + 1}/{args.rounds}: "
                     + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in got.items()))
             rows[extra] = {"migrations": total, "extra": extra, "errors": errors, "samples": samples,
                            "median": {step: median(values) for step, values in samples.items()}}
+            if per_revert:
+                rows[extra]["per_revert"] = {step: _median_timings(runs) for step, runs in per_revert.items()}
     return {"pulumi": version, "rows": rows}
+
+
+def _median_timings(runs: list[dict]) -> dict[str, float | int | None]:
+    """Each figure's median over the rounds."""
+    def of(key: str) -> float | None:
+        values = [run[key] for run in runs if run.get(key) is not None]
+        return median(values) if values else None
+    return {"reverts": sum(run["reverts"] for run in runs), "command_ms": of("command_ms"),
+            "between_ms": of("between_ms")}
 
 
 def pulumi_targets(table: dict) -> list[dict]:
@@ -698,6 +770,16 @@ def print_pulumi(table: dict, targets: list[dict]) -> None:
     for row in table["rows"].values():
         cells = [str(row["migrations"]), *(fmt(row["median"].get(step)) for step in PULUMI_STEPS)]
         print("  ".join(f"{c:>14}" for c in cells) + ("  (failed rounds: see JSON)" if row["errors"] else ""))
+    timed_rows = [row for row in table["rows"].values() if row.get("per_revert")]
+    if timed_rows:
+        print("\neach revert, timed inside the step (--time-deletes; medians): the command, then Pulumi's own "
+              "time before the next one")
+        for row in timed_rows:
+            for step, t in row["per_revert"].items():
+                if t["command_ms"] is not None:
+                    between = f"{t['between_ms']:.1f} ms" if t["between_ms"] is not None else "-"
+                    print(f"  {row['migrations']:>5} migrations, {step:<8} {t['reverts']:>5} reverts: command "
+                          f"{t['command_ms']:.1f} ms, between two {between}")
     print_targets(targets)
 
 
@@ -783,6 +865,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "(default: $APPDB_BENCH_PEERS_BIN or /opt/bench-peers/bin)")
     parser.add_argument("--tools", nargs="+", choices=[t.name for t in TOOLS], metavar="TOOL",
                         help="measure only these tools in the CLI table (default: all; names as in the table)")
+    parser.add_argument("--time-deletes", action="store_true",
+                        help="also time each revert inside `rollback` and `destroy` (a bash shim in the copy's "
+                             "bin/appdb): the command's time and Pulumi's between two, steadier than whole runs")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the growth curve (needs matplotlib)")
     parser.add_argument("--from", dest="saved", type=Path, nargs="+", metavar="JSON",
                         help="measure nothing: print (and --plot) saved results; of several files, each "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -164,3 +165,27 @@ def test_tools_can_be_limited_to_the_ones_asked_for():
     assert args.tools == ["psql -1", "appdb"]
     with pytest.raises(SystemExit):
         history.parse(["--tools", "liquibase"])
+
+
+def test_each_revert_is_timed_by_the_shim_and_pulumi_s_time_is_what_lies_between_two(tmp_path):
+    """--time-deletes: the shim in the copy's bin/appdb logs each command; a revert's time is its
+    own, the time between two reverts is Pulumi's; other commands break the chain."""
+    project = tmp_path / "project"
+    (project / "bin").mkdir(parents=True)
+    (project / "bin" / "appdb").write_text("#!/bin/sh\necho \"ran $*\"\nexit 3\n")
+    (project / "bin" / "appdb").chmod(0o755)
+    log_file = tmp_path / "commands.log"
+    history.time_commands(project, log_file)
+    done = subprocess.run([str(project / "bin" / "appdb"), "revert", "031", "--fork-server"], capture_output=True,
+                          text=True, check=False)
+    assert (done.returncode, done.stdout) == (3, "ran revert 031 --fork-server\n")  # the real script, its status
+    start, end = log_file.read_text().splitlines()
+    assert start.startswith("start ") and start.endswith(" revert") and end.startswith("end ")
+
+    lines = ["start 10.000 revert", "end 10.040", "start 10.050 revert", "end 10.090",
+             "start 10.100 verify", "end 10.200", "start 10.300 revert", "end 10.330"]
+    timings = history.revert_timings(lines)
+    assert timings["reverts"] == 3
+    assert timings["command_ms"] == pytest.approx(40.0)
+    assert timings["between_ms"] == pytest.approx(10.0)  # only 10.040 -> 10.050: verify came between the others
+    assert history.revert_timings([]) == {"reverts": 0, "command_ms": None, "between_ms": None}
