@@ -415,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="appdb: %(levelname)s: %(message)s", stream=sys.stderr)
         return args.func(args)
+    except BrokenPipeError:
+        # Whoever read the output stopped (`appdb status | head -1`): nothing more can be said
+        # to them, and no traceback either. Python's own advice: stdout to /dev/null, exit 1.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except AppdbError as exc:
         _print_lines(exc.lines)  # the detail to act on, on stdout, then the one error line
         _error(str(exc), argv)

@@ -226,6 +226,89 @@ def test_a_worker_killed_before_it_could_report_gives_the_status_a_killed_proces
     assert applied_ids(db) == ["027", "028", "029", "030"]
 
 
+@pytest.mark.parametrize(("escapes", "status"), [(KeyboardInterrupt, 130), (RuntimeError, 1)])
+def test_a_worker_never_leaves_through_the_relay_s_code(monkeypatch, escapes, status):
+    """Whatever escapes the command's frame (a Ctrl-C in the instant before the worker holds its
+    signals) ends the worker with 130 or 1, never with the relay's 0: a failed revert must not
+    reach Pulumi as done (attack review)."""
+    from appdb.forkserver import server as serving
+
+    def work(*_args):
+        raise escapes()
+
+    monkeypatch.setattr(serving, "_work", work)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            serving._worker_process(None, [], None, os.getppid(), read_end, write_end)
+        finally:
+            os._exit(0)  # what the relay's code would have done
+    os.close(write_end)
+    os.close(read_end)
+    _, wait_status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(wait_status) == status
+
+
+def test_a_caller_that_began_with_a_stream_closed_is_not_served(db, applied, server):
+    """Its socket would take the free number, and the worker would be handed the caller's own
+    end of it as stdin (a killed caller then goes unnoticed) or stdout (its output read as the
+    protocol's bytes)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+    done = subprocess.run([sys.executable, "-c", CLIENT, str(server), *argv], cwd=ROOT, env=env,
+                          preexec_fn=lambda: os.close(0), capture_output=True, text=True, timeout=60, check=False)
+    assert done.stdout.strip() == "None", done.stderr
+    assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+def test_a_revert_whose_reader_is_gone_ends_as_a_process_of_its_own_does(db, applied, server):
+    """Output to a pipe nobody reads any more (`| head -1` that has had its line): served or not,
+    the revert is done, exit 1, and no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = ("import sys; from appdb.forkserver.caller import run_via_server as r; "
+            "sys.stderr.write(f'status {r(sys.argv[1], sys.argv[2:])}')")
+    served = [sys.executable, "-c", code, str(server), "revert", "030", forkserver.FLAG]
+    alone = [str(ROOT / "bin" / "appdb"), "revert", "029"]
+    results = []
+    for command in (served, alone):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            done = subprocess.run([*command, "--dsn", db.dsn, "--sql-dir", str(applied)], cwd=ROOT,
+                                  env=env, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+                                  check=False)
+        finally:
+            os.close(write_end)
+        assert "Traceback" not in done.stderr, done.stderr
+        results.append(done)
+    assert results[0].stderr.strip() == "status 1"
+    assert results[1].returncode == 1 and results[1].stderr == ""
+    assert applied_ids(db) == ["027", "028"]
+
+
+def test_the_libpq_warm_up_reaches_nothing_whatever_the_environment_says(tmp_path):
+    """It must not connect anywhere: not to PGHOST/PGHOSTADDR, nor to a host a service file names."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        services = tmp_path / "pg_service.conf"
+        services.write_text(f"[other]\nhostaddr=127.0.0.1\nport={port}\n")
+        for extra in ({"PGHOST": "127.0.0.1", "PGHOSTADDR": "127.0.0.1", "PGPORT": str(port)},
+                      {"PGSERVICE": "other", "PGSERVICEFILE": str(services)}):
+            env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+            done = subprocess.run([sys.executable, "-c", "from appdb.forkserver import server; "
+                                   "server._warm_libpq_crypto()"], cwd=ROOT, env=env, capture_output=True,
+                                  text=True, timeout=60, check=False)
+            assert done.returncode == 0, done.stderr
+            listener.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                listener.accept()
+
+
 def test_ctrl_c_in_the_caller_interrupts_the_worker_as_it_would_a_process_of_its_own(db, applied, server):
     with db.connect() as holder:
         caller = blocked_caller(db, applied, server, holder)

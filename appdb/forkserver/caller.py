@@ -7,10 +7,9 @@ the protocol, the caller's work is Python's start-up and a few system calls.
 
 from __future__ import annotations
 
+import _socket
 import os
 import sys
-
-import _socket
 
 from appdb.forkserver.identity import identity, peer
 from appdb.forkserver.protocol import HEADER, INTERRUPT, STATUS, encode_request, receive_exactly
@@ -26,7 +25,13 @@ def supported() -> bool:
 
 
 def run_via_server(path: str, argv: list[str]) -> int | None:
-    """The command's exit status from the server; None when no server ran it."""
+    """The command's exit status from the server; None when no server ran it.
+
+    Not for a process that began with stdin, stdout or stderr closed: the socket would take
+    that number, and the worker would be handed the caller's own end of it as that stream
+    (its output read as the protocol's bytes; a killed caller unnoticed)."""
+    if not all(_is_open(fd) for fd in _STANDARD_FDS):
+        return None
     client = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     interrupted = False
     reply = None
@@ -58,6 +63,14 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
         # Interrupted, the command must not start again here: the one-line answer to Ctrl-C.
         return interrupted_status() if interrupted else None
     return STATUS.unpack(reply)[0]
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def interrupted_status() -> int:

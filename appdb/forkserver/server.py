@@ -12,6 +12,7 @@ The package's docstring says what a server must never do, and how it does not.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from typing import NoReturn
@@ -30,6 +31,13 @@ KILL_AFTER_SECONDS = 5.0
 # What a revert imports: loaded once in the server, before it forks a worker.
 PRELOAD = ("appdb.cli", "appdb.connection", "appdb.redact", "appdb.migrate.runner")
 _PR_SET_PDEATHSIG = 1
+# Every signal, made once: a worker holds them all before it reports (_report_and_exit).
+_EVERY_SIGNAL = frozenset(signal.valid_signals())
+# The warm-up's connection string (_warm_libpq_crypto): a service nobody defines, and a
+# password, so that no password file is read either.
+_NEVER_STARTS = b"service=appdb-warm-up-no-such-service host=/nonexistent password=unused"
+# Python's own exit status when it cannot flush stdout or stderr at the end (a closed pipe).
+_FLUSH_FAILED = 120
 
 
 def preload() -> None:
@@ -37,7 +45,6 @@ def preload() -> None:
     import ctypes
     import gc
     import importlib
-    import signal  # noqa: F401 - the worker sets dispositions
 
     for module in PRELOAD:
         importlib.import_module(module)
@@ -54,15 +61,14 @@ def preload() -> None:
 def _warm_libpq_crypto() -> None:
     """Have libpq load OpenSSL's digests once, here, rather than in every worker's connect
     (about 1 ms each: SCRAM's first SHA-256 loads OpenSSL's provider). It hashes a throwaway
-    password on a connection that never opens: a socket path that does not exist, so nothing
-    is reached, and no password, host or server is involved. Only a speed-up: any failure is
-    passed over."""
+    password on a connection that never starts: it names a service that no service file
+    defines, and libpq gives up on that before it opens any socket, whatever PGHOST,
+    PGHOSTADDR or PGSERVICE say (they would win over a host given here). Only a speed-up:
+    any failure is passed over."""
     try:
         from psycopg import pq
 
-        # A password given: libpq reads no password file for it.
-        unopened = pq.PGconn.connect_start(b"host=/nonexistent/appdb-warm-up port=1 password=unused "
-                                           b"sslmode=disable gssencmode=disable")
+        unopened = pq.PGconn.connect_start(_NEVER_STARTS)
         try:
             unopened.encrypt_password(b"warm-up", b"warm-up", b"scram-sha-256")
         finally:
@@ -182,8 +188,6 @@ def _relay(conn: socket.socket, server_fds: list[int], own: list[str] | None) ->
 
 
 def _serve_one(conn: socket.socket, own: list[str] | None) -> None:
-    import signal
-
     pid, uid, _gid = peer(conn)
     if uid != os.getuid() or own is None or identity(pid) != own:
         return  # another user, or the same one with other groups, capabilities, namespaces...
@@ -206,8 +210,7 @@ def _serve_one(conn: socket.socket, own: list[str] | None) -> None:
         mask = signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
         worker = os.fork()
         if worker == 0:
-            os.close(report)
-            _work(request, fds, conn, relay, report_end)
+            _worker_process(request, fds, conn, relay, report, report_end)
         os.close(report_end)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         status, exited = _wait(worker, conn, report)
@@ -226,7 +229,6 @@ def _wait(pid: int, conn: socket.socket, report: int) -> tuple[int, bool]:
     The caller's Ctrl-C is SIGINT to the worker; the caller gone (killed) is SIGTERM, and
     SIGKILL if the worker is still there after KILL_AFTER_SECONDS."""
     import select
-    import signal
 
     pidfd = os.pidfd_open(pid)
     try:
@@ -276,6 +278,22 @@ def _receive_report(report: int) -> int | None:
     return STATUS.unpack(data)[0]
 
 
+def _worker_process(request: Request, fds: list[int], conn: socket.socket, relay: int, report_read: int,
+                    report: int) -> NoReturn:
+    """The worker's whole life, which never returns into the relay's code it was forked from
+    (that code's exit is 0: a failed revert would reach Pulumi as done). Should anything escape
+    :func:`_work`, a Ctrl-C in the instant before its signals are held, the worker exits 130
+    (what a process of its own says to one), or 1, with no report: the relay takes that status."""
+    code = 1
+    try:
+        os.close(report_read)
+        _work(request, fds, conn, relay, report)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        os._exit(code)
+
+
 def _work(request: Request, fds: list[int], conn: socket.socket, relay: int, report: int) -> None:
     """In the worker: become the caller's process, run the command, report and exit with its status."""
     status = 1
@@ -296,8 +314,12 @@ def _work(request: Request, fds: list[int], conn: socket.socket, relay: int, rep
         from appdb.cli import main as cli_main
 
         status = cli_main(argv)
-    except SystemExit as exc:
-        status = exc.code if isinstance(exc.code, int) else 1
+    except SystemExit as exc:  # as Python itself ends a process on one
+        if exc.code is None or isinstance(exc.code, int):
+            status = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            status = 1
     except KeyboardInterrupt:  # Ctrl-C before the command began: what `appdb` says to one
         status = interrupted_status()
     except BaseException:  # noqa: BLE001 - what a process of its own would print
@@ -310,17 +332,16 @@ def _work(request: Request, fds: list[int], conn: socket.socket, relay: int, rep
 
 def _report_and_exit(status: int, report: int) -> NoReturn:
     """Flush, let go of the caller's descriptors (its readers, Pulumi's pipes, see their end),
-    tell the relay the status ``os._exit`` gives, and exit. Signals are held from here on: the
-    command is over, and a late Ctrl-C must not skip the report or the exit."""
-    import signal
-
-    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    tell the relay the status ``os._exit`` gives, and exit. Signals are held first of all, with
+    a set made in advance (building one takes Python code a Ctrl-C could interrupt): the command
+    is over, and a late Ctrl-C must not skip the report or the exit."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _EVERY_SIGNAL)
+    code = status & 0xFF  # what the exit status would be
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:  # noqa: BLE001 - a closed pipe: nothing more can be said on it
-            pass
-    code = status & 0xFF  # what the exit status would be
+            code = _FLUSH_FAILED
     try:
         for fd in (0, 1, 2):
             os.close(fd)
@@ -333,7 +354,7 @@ def _report_and_exit(status: int, report: int) -> NoReturn:
 def _die_with(relay: int) -> None:
     """SIGKILL when the relay dies (the OOM killer, a stray kill): nobody would report our status."""
     import ctypes
-    import signal
+
 
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != relay:
@@ -343,8 +364,6 @@ def _die_with(relay: int) -> None:
 def _take_signals(ignored: set[int], blocked: set[int]) -> None:
     """The caller's dispositions, as a process of its own would inherit them: what it ignores is
     ignored, the rest default, SIGINT to Python's KeyboardInterrupt; and its signal mask."""
-    import signal
-
     for sig in signal.valid_signals():
         if sig in (signal.SIGKILL, signal.SIGSTOP):
             continue

@@ -54,8 +54,8 @@ import psycopg
 from psycopg import conninfo, sql
 
 from appdb.errors import AppdbError, ConfigError
-from appdb.redact import redact
 from appdb.local.postgres import data_major, find_bindir, project_major
+from appdb.redact import redact
 
 log = logging.getLogger(__name__)
 
