@@ -416,9 +416,15 @@ def main(argv: list[str] | None = None) -> int:
                             format="appdb: %(levelname)s: %(message)s", stream=sys.stderr)
         return args.func(args)
     except BrokenPipeError:
-        # Whoever read the output stopped (`appdb status | head -1`): nothing more can be said
-        # to them, and no traceback either. Python's own advice: stdout to /dev/null, exit 1.
+        # Whoever read the output stopped (`appdb apply | head -1`): no traceback, and no more
+        # output to them (Python's advice: stdout to /dev/null), but one line on stderr, since
+        # the command may have stopped half-way (apply prints each migration as it commits).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        try:
+            _error("the output was closed before appdb finished (its reader stopped), so it stopped there; "
+                   "what was done is in the ledger: see 'appdb status'", argv)
+        except BrokenPipeError:
+            pass  # stderr is gone too: the exit status is all that is left
         return 1
     except AppdbError as exc:
         _print_lines(exc.lines)  # the detail to act on, on stdout, then the one error line

@@ -95,6 +95,18 @@ def test_a_served_command_writes_to_the_callers_streams_and_returns_its_status(d
     assert "is not a number" in capfd.readouterr().err
 
 
+@pytest.mark.parametrize("where", ["environment", "argument"])
+def test_a_caller_that_names_its_own_descriptors_by_path_is_not_served(db, applied, server, where, monkeypatch):
+    """`PGSERVICEFILE=<(...)` is /dev/fd/63, which only the caller has: it runs on its own."""
+    argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+    if where == "environment":
+        monkeypatch.setenv("PGSERVICEFILE", "/dev/fd/63")
+    else:
+        argv[argv.index("--sql-dir") + 1] = "/proc/self/cwd/sql"
+    assert caller.run_via_server(str(server), argv) is None
+    assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
 def test_a_served_revert_s_caller_needs_only_what_the_interpreter_has_built_in(db, applied, server):
     """Each revert of a chain runs the caller before it can reach the server: ``socket``,
     ``hashlib`` and ``signal`` (with ``enum`` and ``selectors``) were 7 of its 40 ms (issue 20).
@@ -234,20 +246,27 @@ def test_a_worker_never_leaves_through_the_relay_s_code(monkeypatch, escapes, st
     from appdb.forkserver import server as serving
 
     def work(*_args):
+        print("030 billing_logs: reverted")  # buffered, as a command's last line is
         raise escapes()
 
     monkeypatch.setattr(serving, "_work", work)
     read_end, write_end = os.pipe()
+    out_read, out_write = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
+            sys.stdout = os.fdopen(out_write, "w")
             serving._worker_process(None, [], None, os.getppid(), read_end, write_end)
         finally:
             os._exit(0)  # what the relay's code would have done
-    os.close(write_end)
-    os.close(read_end)
+    for fd in (write_end, read_end, out_write):
+        os.close(fd)
     _, wait_status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(wait_status) == status
+    with os.fdopen(out_read) as printed:
+        said = printed.read()
+    if escapes is KeyboardInterrupt:  # a late Ctrl-C: what the command printed still gets out
+        assert said == "030 billing_logs: reverted\n"
 
 
 def test_a_caller_that_began_with_a_stream_closed_is_not_served(db, applied, server):
@@ -282,8 +301,10 @@ def test_a_revert_whose_reader_is_gone_ends_as_a_process_of_its_own_does(db, app
             os.close(write_end)
         assert "Traceback" not in done.stderr, done.stderr
         results.append(done)
-    assert results[0].stderr.strip() == "status 1"
-    assert results[1].returncode == 1 and results[1].stderr == ""
+    said = "appdb: error: the output was closed before appdb finished (its reader stopped), so it stopped there"
+    assert results[0].stderr.startswith(said) and results[0].stderr.endswith("\nstatus 1")
+    assert results[1].returncode == 1 and results[1].stderr.startswith(said)
+    assert results[1].stderr.count("\n") == 1
     assert applied_ids(db) == ["027", "028"]
 
 
@@ -307,6 +328,36 @@ def test_the_libpq_warm_up_reaches_nothing_whatever_the_environment_says(tmp_pat
             listener.settimeout(0.3)
             with pytest.raises(TimeoutError):
                 listener.accept()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "process-substitution"])
+def test_the_libpq_warm_up_reads_no_service_file(tmp_path, kind):
+    """A service file that is a pipe: the warm-up (in the first revert of a chain) must neither
+    wait on it (a FIFO nobody writes hung the revert) nor read it up (`PGSERVICEFILE=<(...)`,
+    whose one read the revert's own connection needs)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    probe = ("import os, sys; from appdb.forkserver import server; server._warm_libpq_crypto(); "
+             "print(os.environ['PGSERVICEFILE'] == sys.argv[1], open(sys.argv[1]).read() if sys.argv[2] == 'read' "
+             "else '')")
+    if kind == "fifo":
+        fifo = tmp_path / "pg_service.conf"
+        os.mkfifo(fifo)
+        done = subprocess.run([sys.executable, "-c", probe, str(fifo), "-"], cwd=ROOT,
+                              env={**env, "PGSERVICEFILE": str(fifo), "PGSYSCONFDIR": str(tmp_path)},
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr
+    else:
+        read_end, write_end = os.pipe()
+        os.write(write_end, b"[mine]\nhost=/nowhere\n")
+        os.close(write_end)
+        try:
+            done = subprocess.run([sys.executable, "-c", probe, f"/dev/fd/{read_end}", "read"], cwd=ROOT,
+                                  env={**env, "PGSERVICEFILE": f"/dev/fd/{read_end}"}, pass_fds=(read_end,),
+                                  capture_output=True, text=True, timeout=30, check=False)
+        finally:
+            os.close(read_end)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["True", "[mine]", "host=/nowhere"]
 
 
 def test_ctrl_c_in_the_caller_interrupts_the_worker_as_it_would_a_process_of_its_own(db, applied, server):

@@ -50,7 +50,10 @@ What it must never do, and how it does not:
 What it does not carry: resource limits and the cgroup are the first caller's, and ``ps``
 shows a worker with the first caller's arguments. The server keeps the first caller's
 environment (``PGPASSWORD`` included) for its life, as that caller did for its own; like any
-process's, ``/proc/PID/environ`` shows it only to the same user and root. Linux only (``SO_PEERCRED``,
+process's, ``/proc/PID/environ`` shows it only to the same user and root. Descriptors other
+than stdin, stdout and stderr stay with the caller, so a caller whose arguments or environment
+name one by path (``PGSERVICEFILE=<(...)``, ``/dev/fd/N``, ``/proc/self/...``) runs on its own.
+Linux only (``SO_PEERCRED``,
 ``pidfd_open``, ``/proc``); elsewhere every command runs on its own.
 """
 

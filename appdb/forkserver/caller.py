@@ -16,6 +16,8 @@ from appdb.forkserver.protocol import HEADER, INTERRUPT, STATUS, encode_request,
 
 # The caller's stdin, stdout and stderr: the worker takes them over.
 _STANDARD_FDS = (0, 1, 2)
+# Paths that name a process's own descriptors: only the caller has its others.
+_OWN_DESCRIPTOR_PATHS = ("/dev/fd/", "/proc/self/")
 
 
 def supported() -> bool:
@@ -29,8 +31,9 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
 
     Not for a process that began with stdin, stdout or stderr closed: the socket would take
     that number, and the worker would be handed the caller's own end of it as that stream
-    (its output read as the protocol's bytes; a killed caller unnoticed)."""
-    if not all(_is_open(fd) for fd in _STANDARD_FDS):
+    (its output read as the protocol's bytes; a killed caller unnoticed). Nor for one whose
+    arguments or environment name its own descriptors by path: the worker has no others."""
+    if not all(_is_open(fd) for fd in _STANDARD_FDS) or _names_own_descriptors(argv):
         return None
     client = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     interrupted = False
@@ -63,6 +66,13 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
         # Interrupted, the command must not start again here: the one-line answer to Ctrl-C.
         return interrupted_status() if interrupted else None
     return STATUS.unpack(reply)[0]
+
+
+def _names_own_descriptors(argv: list[str]) -> bool:
+    """Whether an argument or variable names one of this process's descriptors by path
+    (``PGSERVICEFILE=<(...)`` is ``/dev/fd/63``): a worker has only stdin, stdout and stderr."""
+    values = [*argv, *os.environ.values()]
+    return any(marker in value for value in values for marker in _OWN_DESCRIPTOR_PATHS)
 
 
 def _is_open(fd: int) -> bool:

@@ -36,6 +36,9 @@ _EVERY_SIGNAL = frozenset(signal.valid_signals())
 # The warm-up's connection string (_warm_libpq_crypto): a service nobody defines, and a
 # password, so that no password file is read either.
 _NEVER_STARTS = b"service=appdb-warm-up-no-such-service host=/nonexistent password=unused"
+# Where libpq looks for service files, pointed for the warm-up at files that do not exist.
+_SERVICE_FILES = {"PGSERVICEFILE": "/nonexistent/appdb-warm-up/pg_service.conf",
+                  "PGSYSCONFDIR": "/nonexistent/appdb-warm-up"}
 # Python's own exit status when it cannot flush stdout or stderr at the end (a closed pipe).
 _FLUSH_FAILED = 120
 
@@ -61,13 +64,16 @@ def preload() -> None:
 def _warm_libpq_crypto() -> None:
     """Have libpq load OpenSSL's digests once, here, rather than in every worker's connect
     (about 1 ms each: SCRAM's first SHA-256 loads OpenSSL's provider). It hashes a throwaway
-    password on a connection that never starts: it names a service that no service file
-    defines, and libpq gives up on that before it opens any socket, whatever PGHOST,
-    PGHOSTADDR or PGSERVICE say (they would win over a host given here). Only a speed-up:
-    any failure is passed over."""
+    password on a connection that never starts: it names a service, and for that moment the
+    service files are ones that do not exist, so libpq gives up before it reads any file or
+    opens any socket, whatever PGHOST, PGHOSTADDR or PGSERVICE say (they would win over a host
+    given here), and a service file that is a pipe is neither read up nor waited on. Only a
+    speed-up: any failure is passed over."""
+    saved = {name: os.environ.get(name) for name in _SERVICE_FILES}
     try:
         from psycopg import pq
 
+        os.environ.update(_SERVICE_FILES)
         unopened = pq.PGconn.connect_start(_NEVER_STARTS)
         try:
             unopened.encrypt_password(b"warm-up", b"warm-up", b"scram-sha-256")
@@ -75,6 +81,12 @@ def _warm_libpq_crypto() -> None:
             unopened.finish()
     except Exception:  # noqa: BLE001 - a libpq without it: workers initialise it themselves
         pass
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def start_server(path: str) -> None:
@@ -290,6 +302,8 @@ def _worker_process(request: Request, fds: list[int], conn: socket.socket, relay
         _work(request, fds, conn, relay, report)
     except KeyboardInterrupt:
         code = 130
+        _hold_signals()
+        _flush()  # what the command printed still reaches its reader, as at a process's own end
     finally:
         os._exit(code)
 
@@ -335,13 +349,10 @@ def _report_and_exit(status: int, report: int) -> NoReturn:
     tell the relay the status ``os._exit`` gives, and exit. Signals are held first of all, with
     a set made in advance (building one takes Python code a Ctrl-C could interrupt): the command
     is over, and a late Ctrl-C must not skip the report or the exit."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, _EVERY_SIGNAL)
+    _hold_signals()
     code = status & 0xFF  # what the exit status would be
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001 - a closed pipe: nothing more can be said on it
-            code = _FLUSH_FAILED
+    if not _flush():
+        code = _FLUSH_FAILED
     try:
         for fd in (0, 1, 2):
             os.close(fd)
@@ -351,10 +362,31 @@ def _report_and_exit(status: int, report: int) -> NoReturn:
     os._exit(code)
 
 
+def _hold_signals() -> None:
+    """Block every signal. Python runs a handler already due when the mask changes, so a Ctrl-C
+    on its way may still raise here, once: the mask is set by then, and setting it again ends it."""
+    while True:
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, _EVERY_SIGNAL)
+            return
+        except KeyboardInterrupt:
+            continue
+
+
+def _flush() -> bool:
+    """Flush stdout and stderr; False if either could not be written (a closed pipe)."""
+    flushed = True
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe: nothing more can be said on it
+            flushed = False
+    return flushed
+
+
 def _die_with(relay: int) -> None:
     """SIGKILL when the relay dies (the OOM killer, a stray kill): nobody would report our status."""
     import ctypes
-
 
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != relay:
