@@ -500,9 +500,16 @@ class Cluster:
         for line in lines[starts[-1] if starts else 0:]:  # this attempt's, when the log says where it began
             match = _LOG_LEVEL.search(line)
             if match and (match.group(1) in ("FATAL", "PANIC", "ERROR") or line[match.end():].startswith("could not")):
-                secrets = set(read_password_file(self.password_file).values()) if self.password_file.exists() else set()
-                return redact(line[match.end():].strip(), secrets)[:300] or None
+                return redact(line[match.end():].strip(), self._known_passwords())[:300] or None
         return None
+
+    def _known_passwords(self) -> set[str]:
+        """The passwords of the password file, to mask; none when it cannot be read (the start's
+        own failure is the message, not this)."""
+        try:
+            return set(read_password_file(self.password_file).values())
+        except (AppdbError, OSError, UnicodeDecodeError):
+            return set()
 
     def reload(self) -> float:
         """Make a running server read its configuration again; returns when it was asked (see _wait_for_reload)."""
