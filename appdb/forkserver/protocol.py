@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+from _collections_abc import Callable  # what collections.abc re-exports; os has loaded it already
 
 HEADER = struct.Struct("!I")
 STATUS = struct.Struct("!i")
@@ -59,10 +60,15 @@ def decode_request(body: bytes) -> Request | None:
 
 
 def receive_exactly(sock, size: int) -> bytes | None:  # noqa: ANN001 - socket.socket or _socket.socket
-    """``size`` bytes, or None when the other end closes first."""
+    """``size`` bytes from a socket, or None when the other end closes first."""
+    return read_exactly(sock.recv, size)
+
+
+def read_exactly(read: Callable[[int], bytes], size: int) -> bytes | None:
+    """``size`` bytes from ``read`` (a socket's ``recv``, a pipe's ``os.read``), or None at its end first."""
     data = b""
     while len(data) < size:
-        chunk = sock.recv(size - len(data))
+        chunk = read(size - len(data))
         if not chunk:
             return None
         data += chunk

@@ -19,7 +19,16 @@ from typing import NoReturn
 
 from appdb.forkserver.caller import interrupted_status
 from appdb.forkserver.identity import identity, peer
-from appdb.forkserver.protocol import HEADER, INTERRUPT, MAX_REQUEST, STATUS, Request, decode_request, receive_exactly
+from appdb.forkserver.protocol import (
+    HEADER,
+    INTERRUPT,
+    MAX_REQUEST,
+    STATUS,
+    Request,
+    decode_request,
+    read_exactly,
+    receive_exactly,
+)
 
 # How long the server waits for the next command: Pulumi's deletes follow one another
 # within milliseconds, but a busy CI machine can take seconds between two.
@@ -281,13 +290,8 @@ def _wait(pid: int, conn: socket.socket, report: int) -> tuple[int, bool]:
 
 def _receive_report(report: int) -> int | None:
     """The status a worker wrote before exiting; None if it closed the pipe without one."""
-    data = b""
-    while len(data) < STATUS.size:
-        chunk = os.read(report, STATUS.size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return STATUS.unpack(data)[0]
+    data = read_exactly(lambda size: os.read(report, size), STATUS.size)
+    return STATUS.unpack(data)[0] if data is not None else None
 
 
 def _worker_process(request: Request, fds: list[int], conn: socket.socket, relay: int, report_read: int,
