@@ -813,3 +813,47 @@ def test_a_free_port_comes_from_below_the_range_outgoing_connections_take_theirs
     taken = {free_port() for _ in range(50)}
     assert all(1024 <= port < ephemeral for port in taken), sorted(taken)
     assert len(taken) > 1  # picked at random, not one port for every caller
+
+
+def test_a_failed_start_gives_this_attempt_s_reason_never_an_older_line_of_the_log():
+    """A bad setting stops the server before it logs that it is starting: the reason must be the
+    configuration error, not an earlier run's ERROR (which may quote a password) (attack review)."""
+    from appdb.errors import AppdbError
+    from appdb.local.cluster import SUPERUSER
+    from appdb.local.throwaway import throwaway_cluster
+
+    with throwaway_cluster(tcp=True) as cluster:
+        with cluster.connect(user=SUPERUSER) as conn:
+            with pytest.raises(psycopg.errors.SyntaxError):
+                conn.execute("ALTER ROLE postgres PASSWORD Sup3rSecretPw9")
+        cluster.down()
+        server_file = cluster.data_dir / "postgresql.conf"
+        subprocess.run(["sh", "-c", f"echo \"shared_buffers = 'bogus'\" >> '{server_file}'"], check=True)
+        with pytest.raises(AppdbError) as failed:
+            cluster.start()
+    message = str(failed.value)
+    assert "Sup3rSecretPw9" not in message and "syntax error" not in message, message
+    assert "shared_buffers" in message or "configuration file" in message, message
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo", "endless"])
+def test_a_failed_start_reads_its_log_only_as_the_server_s_plain_file(tmp_path, kind):
+    """The log is the server's OS user's, so what it makes of it must not choose what root reads:
+    not another file through a link, not a pipe that never ends or never opens (attack review)."""
+    from appdb.local.cluster import Cluster, server_account
+
+    cluster = Cluster(home=tmp_path / "home", port=free_port())
+    cluster.log_dir.mkdir(parents=True)
+    account = server_account()
+    owner = (account.pw_uid, account.pw_gid) if account else (os.getuid(), os.getgid())
+    elsewhere = tmp_path / "root-only"
+    elsewhere.write_text("2026-12-07 UTC [1] FATAL:  root-only-content\n")
+    os.chown(elsewhere, *owner)  # even a file of the server's user is read only where the log is
+    if kind == "link":
+        cluster.logfile.symlink_to(elsewhere)
+    elif kind == "fifo":
+        os.mkfifo(cluster.logfile)
+    else:
+        cluster.logfile.symlink_to("/dev/zero")
+    os.lchown(cluster.logfile, *owner)
+    assert cluster._why_not_started(0) is None

@@ -477,31 +477,55 @@ class Cluster:
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         self._forget_stale_pid_file()
+        began = self._log_size()
         result = self._run_server_tool(
             "pg_ctl", "-D", str(self.data_dir), "-l", str(self.logfile), "-w", "-t", "60", "start", check=False
         )
         if result.returncode != 0:
-            said = self._why_not_started()
+            said = self._why_not_started(began)
             raise AppdbError(f"the local PostgreSQL did not start ({said or f'is port {self.port} in use?'}): "
                              f"see {self.logfile}")
         log.info("local PostgreSQL started on %s:%s", self.listen, self.port)
 
-    def _why_not_started(self) -> str | None:
-        """The server's own last complaint in its log ("could not bind IPv4 address ...: Address
-        already in use"), so a failed start says why in its one line; None if the log will not say.
-        Passwords never reach this log (they are sent as SCRAM verifiers), and it is masked anyway."""
+    def _log_size(self) -> int:
+        """Where this start's lines will begin in the server's log (pg_ctl appends to it)."""
         try:
-            with open(self.logfile, "rb") as log_file:
-                log_file.seek(max(0, os.fstat(log_file.fileno()).st_size - _LOG_TAIL_BYTES))
-                lines = log_file.read().decode("utf-8", "replace").splitlines()
+            return os.lstat(self.logfile).st_size
         except OSError:
-            return None
-        starts = [index for index, line in enumerate(lines) if "starting PostgreSQL" in line]
-        for line in lines[starts[-1] if starts else 0:]:  # this attempt's, when the log says where it began
+            return 0
+
+    def _why_not_started(self, since: int) -> str | None:
+        """The server's first complaint written after ``since`` (this attempt's lines only: an
+        older run's error, a statement with a password in it, is never taken for this failure),
+        so a failed start says why in its one line ("could not bind IPv4 address ...: Address
+        already in use"); None if the log will not say. The log is the server's OS user's, so it
+        is read only as a plain file of that user's, never through a link or from a pipe, and
+        at most :data:`_LOG_TAIL_BYTES` of it; what it says is masked."""
+        for line in self._log_since(since):
             match = _LOG_LEVEL.search(line)
             if match and (match.group(1) in ("FATAL", "PANIC", "ERROR") or line[match.end():].startswith("could not")):
                 return redact(line[match.end():].strip(), self._known_passwords())[:300] or None
         return None
+
+    def _log_since(self, since: int) -> list[str]:
+        """The log's lines from offset ``since``, at most _LOG_TAIL_BYTES of them; none if it is not a plain file of
+        the server's OS user's (or ours, when we are that user)."""
+        try:
+            fd = os.open(self.logfile, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return []
+        try:
+            info = os.fstat(fd)
+            account = server_account()
+            owner = os.geteuid() if account is None else account.pw_uid
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != owner or info.st_size < since:
+                return []
+            os.lseek(fd, since, os.SEEK_SET)
+            return os.read(fd, _LOG_TAIL_BYTES).decode("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+        finally:
+            os.close(fd)
 
     def _known_passwords(self) -> set[str]:
         """The passwords of the password file, to mask; none when it cannot be read (the start's
