@@ -16,7 +16,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from appdb import __version__
 from appdb.access import SCHEMA
@@ -120,7 +120,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
                                     progress=progress)
         except AppdbError:
             if args.json:  # what was applied before the failure; the error is main's line on stderr
-                _print_json({"dry_run": args.dry_run, "complete": False, "outcomes": [o.as_dict() for o in done]})
+                _to_stdout(lambda: _print_json({"dry_run": args.dry_run, "complete": False,
+                                                "outcomes": [o.as_dict() for o in done]}))
             raise
         current = ledger.status(conn, migrations) if args.json else None
     if args.json:
@@ -411,23 +412,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
+        try:
+            return _run(argv)
+        finally:
+            # Output to a pipe waits in a buffer: written here, a reader that has gone is found
+            # here, and not at the interpreter's exit (a warning and status 120).
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except BrokenPipeError:
+        # Whoever read the output stopped (`appdb apply | head -1`): no traceback, and no more
+        # output to them, but one line on stderr, since the command may have stopped half-way
+        # (apply prints each migration as it commits).
+        _drop_stdout()
+        _error("the output was closed before appdb finished (its reader stopped), so it stopped there; "
+               "what was done is in the ledger: see 'appdb status'", argv)
+        return 1
+
+
+def _run(argv: list[str]) -> int:
+    try:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="appdb: %(levelname)s: %(message)s", stream=sys.stderr)
         return args.func(args)
-    except BrokenPipeError:
-        # Whoever read the output stopped (`appdb apply | head -1`): no traceback, and no more
-        # output to them (Python's advice: stdout to /dev/null), but one line on stderr, since
-        # the command may have stopped half-way (apply prints each migration as it commits).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        try:
-            _error("the output was closed before appdb finished (its reader stopped), so it stopped there; "
-                   "what was done is in the ledger: see 'appdb status'", argv)
-        except BrokenPipeError:
-            pass  # stderr is gone too: the exit status is all that is left
-        return 1
     except AppdbError as exc:
-        _print_lines(exc.lines)  # the detail to act on, on stdout, then the one error line
+        lines = exc.lines
+        _to_stdout(lambda: _print_lines(lines))  # the detail to act on, on stdout, then the one error line
         _error(str(exc), argv)
         return exc.exit_code
     except Exception as exc:
@@ -443,6 +453,28 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED_EXIT
 
 
+def _to_stdout(write: Callable[[], None]) -> None:
+    """Write what goes with an error; a reader that has gone must not take the error's own line with it."""
+    try:
+        write()
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+
+
+def _drop_stdout() -> None:
+    """stdout to /dev/null (Python's advice for a reader that has gone): nothing more is written to it, and
+    what waits in its buffer goes nowhere instead of failing again at exit."""
+    _to_devnull(1)
+
+
+def _to_devnull(fd: int) -> None:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+
+
 def _error(message: str, argv: list[str]) -> None:
     """The one line on stderr, without any secret of the arguments, DATABASE_URL or PGPASSWORD.
 
@@ -455,4 +487,7 @@ def _error(message: str, argv: list[str]) -> None:
     dsn = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--dsn"), None)
     dsn = dsn or next((arg.removeprefix("--dsn=") for arg in argv if arg.startswith("--dsn=")), None)
     secrets = known_secrets(dsn).union(*(secrets_in(arg) for arg in argv))
-    print(f"appdb: error: {redact(' '.join(message.split()), secrets)}", file=sys.stderr)
+    try:
+        print(f"appdb: error: {redact(' '.join(message.split()), secrets)}", file=sys.stderr, flush=True)
+    except BrokenPipeError:
+        _to_devnull(2)  # stderr's reader has gone too: the exit status is all that is left

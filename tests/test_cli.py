@@ -304,3 +304,43 @@ def test_bin_appdb_runs_through_a_symlink_and_refuses_a_copy_in_one_line(tmp_pat
     assert done.returncode == 2
     assert done.stderr == (f"appdb: error: {tmp_path / 'elsewhere'} has no appdb/ next to bin/: run bin/appdb "
                            "from a checkout of the project\n")
+
+
+def _to_a_reader_that_has_gone(db, *args: str, sql_dir: Path | None = None, unbuffered: bool = False):
+    """``python -m appdb ARGS`` with stdout a pipe whose reader has already closed it."""
+    import sys
+
+    from tests.helpers import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "PYTHONUNBUFFERED"}
+    env.update({"DATABASE_URL": db.dsn, "APPDB_SQL_DIR": str(sql_dir or SQL_DIR), "PYTHONPATH": str(ROOT)})
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "appdb", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("args", [("status",), ("status", "--json"), ("apply",)])
+def test_a_reader_that_has_gone_gets_one_line_and_exit_1_however_stdout_is_buffered(db, args):
+    """Small output waits in Python's buffer: the reader's absence must be found while appdb can still
+    say so, not at the interpreter's exit (a warning and status 120) (attack review)."""
+    result = _to_a_reader_that_has_gone(db, *args)
+    assert result.returncode == 1
+    assert one_line_error(result).startswith("appdb: error: the output was closed before appdb finished")
+
+
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_a_failed_apply_says_its_own_error_even_when_its_reader_has_gone(db, tmp_path, unbuffered):
+    """The JSON of what was applied cannot be written: the migration's error line still is (attack review)."""
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    (sql_dir / "031_boom.sql").write_text("SELECT 1/0;\n")
+    (sql_dir / "revert" / "031_boom.sql").write_text("SELECT 1;\n")
+    result = _to_a_reader_that_has_gone(db, "apply", "--json", sql_dir=sql_dir, unbuffered=unbuffered)
+    assert result.returncode == 1
+    assert "division by zero" in one_line_error(result)
