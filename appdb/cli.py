@@ -413,7 +413,26 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         try:
-            return _run(argv)
+            args = build_parser().parse_args(argv)
+            logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                                format="appdb: %(levelname)s: %(message)s", stream=sys.stderr)
+            return args.func(args)
+        except AppdbError as exc:
+            lines = exc.lines
+            _to_stdout(lambda: _print_lines(lines))  # the detail to act on, on stdout, then the one error line
+            _error(str(exc), argv)
+            return exc.exit_code
+        except Exception as exc:
+            import psycopg
+
+            if not isinstance(exc, psycopg.Error):
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            _error(f"database error: {first}", argv)
+            return 1
+        except KeyboardInterrupt:
+            print(f"appdb: error: {INTERRUPTED}", file=sys.stderr)
+            return INTERRUPTED_EXIT
         finally:
             # Output to a pipe waits in a buffer: written here, a reader that has gone is found
             # here, and not at the interpreter's exit (a warning and status 120).
@@ -427,30 +446,6 @@ def main(argv: list[str] | None = None) -> int:
         _error("the output was closed before appdb finished (its reader stopped), so it stopped there; "
                "what was done is in the ledger: see 'appdb status'", argv)
         return 1
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                            format="appdb: %(levelname)s: %(message)s", stream=sys.stderr)
-        return args.func(args)
-    except AppdbError as exc:
-        lines = exc.lines
-        _to_stdout(lambda: _print_lines(lines))  # the detail to act on, on stdout, then the one error line
-        _error(str(exc), argv)
-        return exc.exit_code
-    except Exception as exc:
-        import psycopg
-
-        if not isinstance(exc, psycopg.Error):
-            raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        _error(f"database error: {first}", argv)
-        return 1
-    except KeyboardInterrupt:
-        print(f"appdb: error: {INTERRUPTED}", file=sys.stderr)
-        return INTERRUPTED_EXIT
 
 
 def _to_stdout(write: Callable[[], None]) -> None:
