@@ -416,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                                 format="appdb: %(levelname)s: %(message)s", stream=sys.stderr)
+            if not args.verbose:
+                # psycopg's own warnings are about its clean-up ("error ignored in rollback" after a
+                # Ctrl-C mid-query): beside the one error line, noise; -v shows them.
+                logging.getLogger("psycopg").setLevel(logging.ERROR)
             return args.func(args)
         except AppdbError as exc:
             lines = exc.lines

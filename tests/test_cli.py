@@ -344,3 +344,24 @@ def test_a_failed_apply_says_its_own_error_even_when_its_reader_has_gone(db, tmp
     result = _to_a_reader_that_has_gone(db, "apply", "--json", sql_dir=sql_dir, unbuffered=unbuffered)
     assert result.returncode == 1
     assert "division by zero" in one_line_error(result)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_psycopg_s_clean_up_warnings_stay_out_of_the_one_line_unless_verbose(verbose):
+    """A Ctrl-C in the middle of a query leaves psycopg to warn "error ignored in rollback on
+    <connection>" beside appdb's own line (seen once in CI); -v still shows such warnings."""
+    import sys
+
+    from tests.helpers import ROOT
+
+    code = ("import logging, sys\nfrom appdb.cli import main\n"
+            "status = main(['status', '--dsn', 'host=/nonexistent/appdb-test port=1', *sys.argv[1:]])\n"
+            "logging.getLogger('psycopg').warning('error ignored in rollback on <psycopg.Connection>')\n"
+            "sys.exit(status)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "DATABASE_URL"}
+    result = subprocess.run([sys.executable, "-c", code, *(["-v"] if verbose else [])], cwd=ROOT,
+                            env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert ("error ignored in rollback" in result.stderr) == verbose
+    if not verbose:
+        assert one_line_error(result).startswith("appdb: error: could not connect")
