@@ -59,7 +59,13 @@ Linux only (``SO_PEERCRED``,
 
 from __future__ import annotations
 
+import os
 import sys
+
+# typing is 2 ms to import, and every revert of a chain starts here: the annotation only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 # The flag that asks for a fork server; `revert` accepts it (components/migrations.py sets it).
 FLAG = "--fork-server"
@@ -80,7 +86,7 @@ def main(argv: list[str]) -> int:
     if path is not None:
         status = run_via_server(path, argv)
         if status is not None:
-            return status
+            _leave(status)
     from appdb.forkserver.server import preload, start_server
 
     preload()
@@ -91,6 +97,19 @@ def main(argv: list[str]) -> int:
     if path is not None and _parses(argv) and None not in (sys.stdin, sys.stdout, sys.stderr):
         start_server(path)
     return cli_main(argv)
+
+
+def _leave(status: int) -> NoReturn:
+    """End the caller at once with its command's status. It only handed the command over: the
+    worker wrote the output to the same descriptors, and nothing here has a clean-up to run. An
+    interpreter's orderly shutdown is about 1.5 ms of every revert in a chain (issue 20)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()  # Ctrl-C's one line (interrupted_status), should it still wait there
+        except Exception:  # noqa: BLE001 - a closed stream: the status is what remains to say
+            pass
+    os._exit(status)
 
 
 def _parses(argv: list[str]) -> bool:

@@ -15,7 +15,7 @@ import os
 import stat
 import sys
 
-from appdb.forkserver.identity import identity
+from appdb.forkserver.identity import own_identity
 
 # sun_path holds 108 bytes on Linux (104 on the BSDs); a longer folder is passed over.
 _MAX_SOCKET_PATH = 104
@@ -76,7 +76,7 @@ def _server_key() -> str:
     startup = sorted(f"{key}={value}" for key, value in os.environ.items()
                      if key.startswith("PYTHON") or key.startswith("LC_") or key == "LANG")
     return "\0".join([sys.executable, repr(sys.flags), repr(sys.path), _code_stamp(),
-                      *(identity(os.getpid()) or ["unknown"]), *startup])
+                      *(own_identity() or ["unknown"]), *startup])
 
 
 def _code_stamp() -> str:

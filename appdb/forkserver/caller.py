@@ -11,7 +11,7 @@ import _socket
 import os
 import sys
 
-from appdb.forkserver.identity import identity, peer
+from appdb.forkserver.identity import identity, own_identity, peer
 from appdb.forkserver.protocol import HEADER, INTERRUPT, STATUS, encode_request, receive_exactly
 
 # The caller's stdin, stdout and stderr: the worker takes them over.
@@ -41,7 +41,7 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
     try:
         client.connect(path)
         server_pid, server_uid, _gid = peer(client)
-        own = identity(os.getpid())
+        own = own_identity()
         if server_uid != os.getuid() or own is None or identity(server_pid) != own:
             return None  # not a server like us (another user's, a folder swapped under us): send nothing
         body = encode_request(argv)

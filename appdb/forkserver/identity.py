@@ -41,6 +41,20 @@ def identity(pid: int) -> list[str] | None:
     return lines
 
 
+# This process's identity and the pid it was read for: a fork is another process.
+_own: tuple[int, list[str] | None] | None = None
+
+
+def own_identity() -> list[str] | None:
+    """:func:`identity` of this process, read once: a caller needs it twice (for its socket's
+    name and to check its server), and every read is a dozen system calls."""
+    global _own
+    pid = os.getpid()
+    if _own is None or _own[0] != pid:
+        _own = (pid, identity(pid))
+    return _own[1]
+
+
 def peer(sock) -> tuple[int, int, int]:  # noqa: ANN001 - socket.socket or _socket.socket alike
     """pid, uid and gid of the process at the other end of a Unix socket (Linux's SO_PEERCRED)."""
     import _socket
