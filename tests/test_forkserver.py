@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -224,18 +225,55 @@ def children(pid: int) -> list[int]:
         return [int(child) for child in listing.read().split()]
 
 
+def in_session(sid: int) -> list[int]:
+    """The processes of session ``sid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            # After the command's closing parenthesis: state, ppid, pgrp, session.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            continue
+        if int(fields[3]) == sid:
+            found.append(int(entry.name))
+    return found
+
+
+def workers(server: Path) -> list[int]:
+    """The server's workers: each relay's one child, busy or forked ahead for the next command."""
+    return [worker for relay in children(serving(server)) for worker in children(relay)]
+
+
+def worker_of(caller: subprocess.Popen, server: Path) -> int:
+    """The worker running ``caller``'s command: the one whose stdout is the caller's."""
+    stdout = os.readlink(f"/proc/{caller.pid}/fd/1")
+    [worker] = [pid for pid in workers(server) if os.readlink(f"/proc/{pid}/fd/1") == stdout]
+    return worker
+
+
 def test_a_worker_killed_before_it_could_report_gives_the_status_a_killed_process_has(db, applied, server):
     """The worker reports its status just before it exits; one that never gets there (the OOM
     killer) is still answered for, from its exit: 128 + SIGKILL, as a shell reports it."""
     with db.connect() as holder:
         caller = blocked_caller(db, applied, server, holder)
-        [relay] = children(serving(server))
-        [worker] = children(relay)
-        os.kill(worker, signal.SIGKILL)
+        os.kill(worker_of(caller, server), signal.SIGKILL)
         out, _err = caller.communicate(timeout=30)
         assert out.strip() == str(128 + signal.SIGKILL)
         wait_for(lambda: lock_waiters(holder) == 0, timeout=30, what="the killed worker's session to end")
     assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+def test_a_worker_signalled_while_it_waits_for_a_command_is_not_given_one(db, applied, server):
+    """The next command's worker is forked ahead and waits with every signal held: one sent to
+    it meanwhile (`pkill -f appdb`) would strike at the command's first step. A new worker
+    runs the command instead, and the signalled one is gone."""
+    wait_for(lambda: len(workers(server)) == 1, timeout=30, what="the worker forked ahead")
+    [waiting] = workers(server)
+    os.kill(waiting, signal.SIGTERM)
+    argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+    assert caller.run_via_server(str(server), argv) == 0
+    assert applied_ids(db) == ["027", "028", "029"]
+    assert not Path(f"/proc/{waiting}").exists()
 
 
 @pytest.mark.parametrize(("escapes", "status"), [(KeyboardInterrupt, 130), (RuntimeError, 1)])
@@ -252,15 +290,21 @@ def test_a_worker_never_leaves_through_the_relay_s_code(monkeypatch, escapes, st
     monkeypatch.setattr(serving, "_work", work)
     read_end, write_end = os.pipe()
     out_read, out_write = os.pipe()
+    relay_end, worker_end = socket.socketpair()
     pid = os.fork()
     if pid == 0:
         try:
             sys.stdout = os.fdopen(out_write, "w")
-            serving._worker_process(None, [], None, os.getppid(), read_end, write_end)
+            serving._worker_process(worker_end, [relay_end], os.getppid(), read_end, write_end)
         finally:
             os._exit(0)  # what the relay's code would have done
     for fd in (write_end, read_end, out_write):
         os.close(fd)
+    worker_end.close()
+    body = protocol.encode_request(["revert", "030"])
+    socket.send_fds(relay_end, [protocol.HEADER.pack(len(body))], [0, 1, 2])
+    relay_end.sendall(body)
+    relay_end.close()
     _, wait_status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(wait_status) == status
     with os.fdopen(out_read) as printed:
@@ -412,9 +456,11 @@ def test_the_server_goes_after_it_is_idle_and_takes_its_socket(tmp_path: Path):
     folder.mkdir(mode=0o700)
     path = folder / "idle.sock"
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(path), "0.3"], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
     assert proc.wait(timeout=60) == 0
     assert not path.exists() and not Path(f"{path}.lock").exists()
+    # The relay and worker it had forked for the next command go with it.
+    wait_for(lambda: not in_session(proc.pid), timeout=30, what="the waiting relay and worker to leave")
     # Nobody listening: the caller is told so (None) and runs the command itself.
     assert caller.run_via_server(str(path), ["--version"]) is None
 

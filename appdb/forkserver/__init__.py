@@ -8,11 +8,12 @@ takes about 100 ms, the revert itself a few. A destroy of 100 migrations spent a
 
 How: a revert run with ``--fork-server`` first asks a server for this checkout (a Unix
 socket, named for the interpreter, appdb's code and the caller's identity) to run it.
-The server forks a relay, which forks a worker that takes over the caller's stdin, stdout
-and stderr (passed with SCM_RIGHTS), its environment, folder, umask, signal dispositions
-and arguments, and runs :func:`appdb.cli.main` exactly as a new process would (its own
-connection, lock and ledger reads); the relay sends the worker's exit status back, and it
-becomes the caller's. Without a server the caller runs the command itself, after forking
+The server hands the caller to a relay, which passes the command to its worker; the worker
+takes over the caller's stdin, stdout and stderr (passed with SCM_RIGHTS), its environment,
+folder, umask, signal dispositions and arguments, and runs :func:`appdb.cli.main` exactly as a
+new process would (its own connection, lock and ledger reads); the relay sends the worker's
+exit status back, and it becomes the caller's. Each relay and its worker are forked ahead,
+while the command before runs, and serve one command. Without a server the caller runs the command itself, after forking
 one: it has just imported what a revert needs and has not yet connected, so the server
 starts warm and holds no connection. The server exits after ``server.IDLE_SECONDS`` without
 a request, and after ``server.MAX_SECONDS`` in all.

@@ -2,9 +2,10 @@
 
 :func:`start_server` forks a detached server from a caller that found none (it has just
 imported what a revert needs and has not yet connected, so the server starts warm and holds
-no connection). :func:`serve` accepts callers on the socket; each gets a relay process, which
-checks who is calling, forks the worker and sends back its exit status; the worker becomes the
-caller's process (its stdin, stdout and stderr, environment, folder, umask, signal
+no connection). :func:`serve` accepts callers on the socket and hands each to a relay process,
+forked ahead with its worker (two forks of a large process are not in a revert's time), which
+checks who is calling, passes the command to the worker and sends back its exit status; the
+worker becomes the caller's process (its stdin, stdout and stderr, environment, folder, umask, signal
 dispositions and arguments) and runs :func:`appdb.cli.main` exactly as a new process would.
 The package's docstring says what a server must never do, and how it does not.
 """
@@ -129,9 +130,10 @@ def _detach() -> None:
 def serve(path: str, idle: float = IDLE_SECONDS, lifetime: float = MAX_SECONDS) -> None:
     """Listen on ``path`` until ``idle`` seconds pass without a command; one server per path.
 
-    Each command gets a relay process of its own (which forks the worker and reports its
-    status), so the server is at once ready for the next: two stacks reverting from one
-    checkout never wait for each other here, only, as ever, for the migration lock.
+    Each command gets a relay process of its own (with its worker, which it reports the status
+    of), so the server is at once ready for the next: two stacks reverting from one checkout
+    never wait for each other here, only, as ever, for the migration lock. The relay is forked
+    before the command comes, and a relay that waits when the server goes leaves with it.
     """
     import fcntl
     import time
@@ -150,6 +152,7 @@ def serve(path: str, idle: float = IDLE_SECONDS, lifetime: float = MAX_SECONDS) 
         return  # another server has this path, or is about to
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     own = identity(os.getpid())
+    spare: socket.socket | None = None
     try:
         if os.path.lexists(path):
             os.unlink(path)  # left by a server that was killed; we hold the lock
@@ -166,17 +169,22 @@ def serve(path: str, idle: float = IDLE_SECONDS, lifetime: float = MAX_SECONDS) 
         listener.listen(16)
         os.rename(staging, path)
         deadline = time.monotonic() + lifetime
+        server_fds = [listener.fileno(), lock]
         while (left := deadline - time.monotonic()) > 0:
+            # The next command's relay and worker are forked now, while nobody waits for them.
+            spare = spare or _start_relay(server_fds, own)
             listener.settimeout(min(idle, left))
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
                 break
             with conn:
-                if os.fork() == 0:
-                    _relay(conn, [listener.fileno(), lock], own)
+                _hand_over(conn, spare, server_fds, own)
+            spare = None  # taken, or gone
             _reap()
     finally:
+        if spare is not None:
+            spare.close()  # an idle relay sees the end of its channel and leaves, its worker with it
         if os.path.lexists(path):
             os.unlink(path)
         listener.close()
@@ -195,54 +203,166 @@ def _reap() -> None:
         pass
 
 
-def _relay(conn: socket.socket, server_fds: list[int], own: list[str] | None) -> None:
-    """In the relay: check the caller, fork its worker, send back the worker's status; then exit."""
+def _start_relay(server_fds: list[int], own: list[str] | None) -> socket.socket | None:
+    """Fork a relay, with its worker, to wait for the next caller; the channel that hands it one.
+    None if no process can be forked now (the next caller then runs its command on its own)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        pid = os.fork()
+    except OSError:
+        ours.close()
+        theirs.close()
+        return None
+    if pid == 0:
+        ours.close()
+        _relay(theirs, server_fds, own)
+    theirs.close()
+    return ours
+
+
+def _hand_over(conn: socket.socket, spare: socket.socket | None, server_fds: list[int],
+               own: list[str] | None) -> None:
+    """Give an accepted caller to the waiting relay (to a new one should that one be gone), and
+    close the channel: the relay is the caller's now, and the server forks its next one."""
+    for _attempt in range(2):
+        if spare is None:
+            spare = _start_relay(server_fds, own)
+            if spare is None:
+                return  # the caller sees the socket close without a status, and runs its command itself
+        try:
+            socket.send_fds(spare, [b"C"], [conn.fileno()])
+            return
+        except OSError:
+            pass  # that relay is gone (killed while it waited): another one, once
+        finally:
+            spare.close()
+            spare = None
+
+
+def _relay(channel: socket.socket, server_fds: list[int], own: list[str] | None) -> NoReturn:
+    """In a relay: fork the worker, wait for a caller, check it, pass its command to the worker
+    and send back the worker's status; then exit. Forked ahead of its caller, with its worker,
+    so that neither fork is in a revert's time (about 2.5 ms a revert, issue 20)."""
     try:
         for fd in server_fds:
             os.close(fd)  # the listener, and the lock: a new server may start while we work
-        conn.settimeout(None)
-        _serve_one(conn, own)
+        worker = _start_worker([channel])
+        conn = _receive_caller(channel)
+        channel.close()
+        if conn is not None:
+            _serve_one(conn, own, worker)
     except BaseException:  # noqa: BLE001 - the caller, seeing no status, runs the command itself
         pass
     finally:
-        os._exit(0)
+        os._exit(0)  # a worker still waiting sees its channel end, and leaves too
 
 
-def _serve_one(conn: socket.socket, own: list[str] | None) -> None:
+def _receive_caller(channel: socket.socket) -> socket.socket | None:
+    """The caller's connection, from the server; None when the server has closed the channel."""
+    _data, fds, _flags, _addr = socket.recv_fds(channel, 1, 1)
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        return None
+    conn = socket.socket(fileno=fds[0])
+    conn.setblocking(True)  # the listener's timeout is not the caller's: a revert takes what it takes
+    return conn
+
+
+class _Worker:
+    """A worker forked ahead of its command: its pid, the channel its command goes down, and
+    the pipe it writes its exit status to (see _report_and_exit)."""
+
+    def __init__(self, pid: int, channel: socket.socket, report: int) -> None:
+        self.pid, self.channel, self.report = pid, channel, report
+
+
+def _start_worker(inherited: list[socket.socket]) -> _Worker:
+    """Fork the worker, every signal held: one that comes before the worker has its caller's
+    dispositions stays pending until then, neither lost nor taken by the server's handlers.
+    ``inherited``: the relay's sockets, which the worker closes."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The worker writes its status here just before it exits: the caller has it without
+    # waiting for the kernel to tear a large process down (about 1.5 ms a revert).
+    report, report_end = os.pipe()
+    relay = os.getpid()
+    mask = signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
+    pid = os.fork()
+    if pid == 0:
+        _worker_process(theirs, [ours, *inherited], relay, report, report_end)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    theirs.close()
+    os.close(report_end)
+    return _Worker(pid, ours, report)
+
+
+def _serve_one(conn: socket.socket, own: list[str] | None, worker: _Worker) -> None:
     pid, uid, _gid = peer(conn)
     if uid != os.getuid() or own is None or identity(pid) != own:
         return  # another user, or the same one with other groups, capabilities, namespaces...
-    fds: list[int] = []
+    if not _ready(worker.pid):  # signalled while it waited: it would die at its command's first step
+        worker = _replace(worker, conn)
+    received = _receive_request(conn)
+    if received is None:
+        return
+    body, fds = received
     try:
-        header, fds, _flags, _addr = socket.recv_fds(conn, HEADER.size, 3)
-        if len(header) != HEADER.size or len(fds) != 3:
-            return
-        (size,) = HEADER.unpack(header)
-        body = receive_exactly(conn, size) if size <= MAX_REQUEST else None
-        request = decode_request(body) if body is not None else None
-        if request is None:
-            return
-        relay = os.getpid()
-        # The worker writes its status here just before it exits: the caller has it without
-        # waiting for the kernel to tear a large process down (about 1.5 ms a revert).
-        report, report_end = os.pipe()
-        # Signals stay pending in the worker until it has the caller's dispositions: a Ctrl-C
-        # passed on at once is neither lost in the fork nor taken by the server's handlers.
-        mask = signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
-        worker = os.fork()
-        if worker == 0:
-            _worker_process(request, fds, conn, relay, report, report_end)
-        os.close(report_end)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        status, exited = _wait(worker, conn, report)
+        _send_request(worker.channel, body, fds)
     finally:
         for fd in fds:
             os.close(fd)
+    worker.channel.close()
+    status, exited = _wait(worker.pid, conn, worker.report)
     try:
         conn.sendall(STATUS.pack(status))
     finally:
         if not exited:
-            os.waitpid(worker, 0)  # it has reported and is leaving: reaped here, whatever the caller did
+            os.waitpid(worker.pid, 0)  # it has reported and is leaving: reaped here, whatever the caller did
+
+
+def _replace(worker: _Worker, conn: socket.socket) -> _Worker:
+    """A new worker for one that cannot serve, which is killed and reaped."""
+    os.kill(worker.pid, signal.SIGKILL)
+    os.waitpid(worker.pid, 0)
+    worker.channel.close()
+    os.close(worker.report)
+    return _start_worker([conn])
+
+
+def _receive_request(sock: socket.socket) -> tuple[bytes, list[int]] | None:
+    """A command as a caller sends it: its body (checked) and its stdin, stdout and stderr.
+    None, with nothing left open, for anything else."""
+    fds: list[int] = []
+    try:
+        header, fds, _flags, _addr = socket.recv_fds(sock, HEADER.size, 3)
+        if len(header) == HEADER.size and len(fds) == 3:
+            (size,) = HEADER.unpack(header)
+            body = receive_exactly(sock, size) if size <= MAX_REQUEST else None
+            if body is not None and decode_request(body) is not None:
+                return body, fds
+    except OSError:
+        pass
+    for fd in fds:
+        os.close(fd)
+    return None
+
+
+def _send_request(sock: socket.socket, body: bytes, fds: list[int]) -> None:
+    """Pass a command on to the worker, in the caller's own framing."""
+    socket.send_fds(sock, [HEADER.pack(len(body))], fds)
+    sock.sendall(body)
+
+
+def _ready(pid: int) -> bool:
+    """Whether a waiting worker has no signal pending (``/proc``): all are held while it waits,
+    so one sent to it then (``pkill``) would strike once it has the caller's dispositions."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            pending = [line.split(":", 1)[1].strip() for line in status
+                       if line.startswith(("SigPnd:", "ShdPnd:"))]
+    except OSError:
+        return False
+    return len(pending) == 2 and all(int(mask, 16) == 0 for mask in pending)
 
 
 def _wait(pid: int, conn: socket.socket, report: int) -> tuple[int, bool]:
@@ -294,16 +414,29 @@ def _receive_report(report: int) -> int | None:
     return STATUS.unpack(data)[0] if data is not None else None
 
 
-def _worker_process(request: Request, fds: list[int], conn: socket.socket, relay: int, report_read: int,
+def _worker_process(channel: socket.socket, relay_fds: list[socket.socket], relay: int, report_read: int,
                     report: int) -> NoReturn:
     """The worker's whole life, which never returns into the relay's code it was forked from
-    (that code's exit is 0: a failed revert would reach Pulumi as done). Should anything escape
-    :func:`_work`, a Ctrl-C in the instant before its signals are held, the worker exits 130
-    (what a process of its own says to one), or 1, with no report: the relay takes that status."""
+    (that code's exit is 0: a failed revert would reach Pulumi as done). It waits for its
+    command; should anything escape :func:`_work`, a Ctrl-C in the instant before its signals
+    are held, the worker exits 130 (what a process of its own says to one), or 1, with no
+    report: the relay takes that status. A relay that leaves with no command for it (its server
+    closed) ends it too: exit 0, nobody waits for it."""
     code = 1
     try:
+        for sock in relay_fds:
+            sock.close()
         os.close(report_read)
-        _work(request, fds, conn, relay, report)
+        _die_with(relay)
+        received = _receive_request(channel)
+        channel.close()
+        if received is None:
+            code = 0
+            return
+        body, fds = received
+        request = decode_request(body)
+        assert request is not None  # the relay checked it
+        _work(request, fds, relay, report)
     except KeyboardInterrupt:
         code = 130
         _hold_signals()
@@ -312,12 +445,10 @@ def _worker_process(request: Request, fds: list[int], conn: socket.socket, relay
         os._exit(code)
 
 
-def _work(request: Request, fds: list[int], conn: socket.socket, relay: int, report: int) -> None:
+def _work(request: Request, fds: list[int], relay: int, report: int) -> None:
     """In the worker: become the caller's process, run the command, report and exit with its status."""
     status = 1
     try:
-        _die_with(relay)
-        conn.close()
         for target, fd in zip((0, 1, 2), fds):
             os.dup2(fd, target)
         for fd in fds:
