@@ -1,7 +1,7 @@
 """``python -m appdb`` and ``bin/appdb``: the command line; a chain of reverts goes through the fork server.
 
 The flag is spelled here (it is ``appdb.forkserver.FLAG``) so that no other command pays
-for importing the fork server's modules.
+for importing the fork server's modules; and a served revert's caller pays for no ``site``.
 """
 
 import sys
@@ -12,8 +12,19 @@ def main() -> int:
     if "--fork-server" in argv:
         from appdb.forkserver import main as run
     else:
+        load_site()
         from appdb.cli import main as run
     return run(argv)
+
+
+def load_site() -> None:
+    """Do what Python's start-up leaves to ``site`` (the virtualenv's packages, psycopg among
+    them), where it was skipped: bin/appdb starts Python with -S, since a served revert's caller
+    needs builtins only. Anything that runs a command itself calls this first."""
+    if sys.flags.no_site and "site" not in sys.modules:
+        import site
+
+        site.main()
 
 
 if __name__ == "__main__":

@@ -290,6 +290,20 @@ def test_bin_appdb_imports_nothing_from_the_folder_it_runs_in(tmp_path, name, py
     assert result.stdout.startswith("usage: appdb new")
 
 
+def test_bin_appdb_still_loads_site_for_every_command_it_runs_itself(tmp_path):
+    """bin/appdb starts Python with -S (a served revert's caller needs builtins only); a command
+    it runs still has what `site` gives: the virtualenv's packages (psycopg, to reach a port
+    nobody listens on) and a sitecustomize on PYTHONPATH."""
+    (tmp_path / "sitecustomize.py").write_text("import sys; sys.stderr.write('sitecustomize ran\\n')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    for fork_server in ([], ["--fork-server"]):  # `status` with the flag: the CLI's usage error
+        result = subprocess.run([str(BIN_APPDB), "status", "--dsn", "postgresql://nobody@127.0.0.1:1/none",
+                                 *fork_server], env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert result.stderr.startswith("sitecustomize ran\n"), result.stderr
+        assert "Traceback" not in result.stderr and result.returncode in (1, 2), result.stderr
+    # A revert that no server ran loads it too: tests/test_forkserver.py's chain through bin/appdb.
+
+
 def test_bin_appdb_runs_through_a_symlink_and_refuses_a_copy_in_one_line(tmp_path):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "appdb").symlink_to(BIN_APPDB)

@@ -74,10 +74,12 @@ FLAG = "--fork-server"
 
 def main(argv: list[str]) -> int:
     """``python -m appdb ARGS``: through a fork server when ARGS ask for one, else directly."""
+    from appdb.__main__ import load_site
     from appdb.forkserver.caller import run_via_server, supported
 
     # Only `revert` takes the flag: anything else is the CLI's usage error, with no server started.
     if FLAG not in argv or argv[:1] != ["revert"] or not supported():
+        load_site()
         from appdb.cli import main as cli_main
 
         return cli_main(argv)
@@ -88,6 +90,8 @@ def main(argv: list[str]) -> int:
         status = run_via_server(path, argv)
         if status is not None:
             _leave(status)
+    # Not served: this process runs the command (and starts a server) with everything loaded.
+    load_site()
     from appdb.forkserver.server import preload, start_server
 
     preload()
