@@ -266,7 +266,7 @@ def test_only_main_prints_the_error_line_and_the_library_never_prints():
         path = SQL_DIR.parent / (name.replace(".", "/") + ".py")
         # The fork server is an entry point too: it answers Ctrl-C where the CLI never ran, and
         # its worker ends as Python ends a process (a SystemExit's message on stderr).
-        if path.exists() and name not in ("appdb.cli", "appdb.forkserver.caller", "appdb.forkserver.server"):
+        if path.exists() and name not in ("appdb.cli", "appdb.forkserver.caller", "appdb.forkserver.worker"):
             assert "print(" not in path.read_text(encoding="utf-8"), name
 
 

@@ -122,7 +122,8 @@ def test_a_served_revert_s_caller_needs_only_what_the_interpreter_has_built_in(d
     assert status == "0", result.stdout + result.stderr
     assert applied_ids(db) == ["027", "028", "029"]
     heavy = {"socket", "hashlib", "_hashlib", "signal", "enum", "selectors", "ssl", "psycopg",
-             "appdb.cli", "appdb.errors", "appdb.forkserver.server"}
+             "appdb.cli", "appdb.errors", "appdb.forkserver.server", "appdb.forkserver.relay",
+             "appdb.forkserver.worker"}
     assert heavy.isdisjoint(modules), sorted(heavy.intersection(modules))
     assert {"appdb.forkserver.caller", "appdb.forkserver.protocol", "_socket"} <= set(modules)
 
@@ -276,12 +277,106 @@ def test_a_worker_signalled_while_it_waits_for_a_command_is_not_given_one(db, ap
     assert not Path(f"/proc/{waiting}").exists()
 
 
+@pytest.mark.parametrize("which", ["worker", "relay"])
+def test_a_stopped_process_forked_ahead_is_not_given_the_command(db, applied, server, which):
+    """SIGSTOP cannot be held (`kill -STOP`, a debugger, a profiler): a stopped relay or worker
+    given the command would hang its caller, and Pulumi's delete with it (attack review). A new
+    one serves it instead."""
+    wait_for(lambda: len(workers(server)) == 1, timeout=30, what="the relay and worker forked ahead")
+    [relay] = children(serving(server))
+    [worker] = children(relay)
+    stopped = worker if which == "worker" else relay
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+        result = subprocess.run([sys.executable, "-c", CLIENT, str(server), *argv], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert result.stdout.splitlines()[-1] == "0", result.stdout + result.stderr
+        assert applied_ids(db) == ["027", "028", "029"]
+        wait_for(lambda: not Path(f"/proc/{stopped}").exists(), timeout=30, what="the stopped one to be gone")
+    finally:
+        if Path(f"/proc/{stopped}").exists():
+            os.kill(stopped, signal.SIGCONT)
+
+
+def test_a_worker_holds_nothing_but_its_command_s_descriptors_even_when_its_relay_was_replaced(db, applied,
+                                                                                               server):
+    """The waiting relay killed: the server forks another while it holds the caller's socket,
+    which that relay, and so its worker, must not keep (attack review). A worker has its
+    caller's 0-2, its database connection and its report pipe, nothing else."""
+    wait_for(lambda: len(workers(server)) == 1, timeout=30, what="the relay forked ahead")
+    [relay] = children(serving(server))
+    os.kill(relay, signal.SIGKILL)
+    with db.connect() as holder:
+        caller = blocked_caller(db, applied, server, holder)
+        worker = worker_of(caller, server)
+        fd_dir = Path(f"/proc/{worker}/fd")
+        extra = sorted(os.readlink(fd_dir / name).split(":")[0] for name in os.listdir(fd_dir) if int(name) > 2)
+        assert extra == ["pipe", "socket"], extra
+        holder.execute("SELECT pg_advisory_unlock_all()")
+        out, err = caller.communicate(timeout=60)
+    assert out.splitlines()[-1] == "0", out + err
+
+
+def test_no_process_is_left_unreaped_when_callers_go_unserved(tmp_path: Path):
+    """A relay whose caller sends nothing (or is refused) ends its worker and reaps it, and the
+    server reaps its relays, the one still waiting too when it leaves: nothing is left to a
+    PID 1 that never reaps (`pulumi` in a container without --init; attack review). Orphans
+    would come to this subreaper."""
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    path = folder / "reap.sock"
+    script = f"""
+import ctypes, os, socket, subprocess, sys, time
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+server = subprocess.Popen([sys.executable, "-c", {SERVE!r}, {str(path)!r}, "1.5"])
+while not os.path.exists({str(path)!r}):
+    time.sleep(0.05)
+for _ in range(5):
+    with socket.socket(socket.AF_UNIX) as caller:
+        caller.connect({str(path)!r})
+    time.sleep(0.1)
+assert server.wait(timeout=60) == 0
+time.sleep(0.5)
+orphans = []
+while True:
+    try:
+        pid, _status = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        break
+    if pid == 0:
+        time.sleep(0.1)
+        continue
+    orphans.append(pid)
+print("orphans", len(orphans))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.stdout.strip() == "orphans 0", result.stdout + result.stderr
+
+
+def test_a_caller_that_cannot_fork_a_server_runs_its_revert_itself(db, applied, runtime):
+    """Under a pids limit (a container, CI), no server can be forked: the revert runs in the
+    caller's own process, as it would without the flag, not a traceback (attack review)."""
+    code = ("import os, sys\n"
+            "def refuse():\n"
+            "    raise BlockingIOError(11, 'Resource temporarily unavailable')\n"
+            "os.fork = refuse\n"
+            "from appdb import forkserver\n"
+            "sys.exit(forkserver.main(sys.argv[1:]))")
+    argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+    result = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(runtime)})
+    assert result.returncode == 0 and result.stdout.startswith("030 billing_logs: reverted"), result.stderr
+    assert applied_ids(db) == ["027", "028", "029"]
+
+
 @pytest.mark.parametrize(("escapes", "status"), [(KeyboardInterrupt, 130), (RuntimeError, 1)])
 def test_a_worker_never_leaves_through_the_relay_s_code(monkeypatch, escapes, status):
     """Whatever escapes the command's frame (a Ctrl-C in the instant before the worker holds its
     signals) ends the worker with 130 or 1, never with the relay's 0: a failed revert must not
     reach Pulumi as done (attack review)."""
-    from appdb.forkserver import server as serving
+    from appdb.forkserver import worker as serving
 
     def work(*_args):
         print("030 billing_logs: reverted")  # buffered, as a command's last line is

@@ -20,8 +20,10 @@ a request, and after ``server.MAX_SECONDS`` in all.
 
 Where each part lives: ``caller`` (hand a command over, take its status), ``address`` (the
 socket's name and private folder), ``identity`` (what a worker takes from its server),
-``protocol`` (the bytes between them) and ``server`` (listen, relay, work). The first four are
-every revert's start-up and import builtins only; ``server`` is loaded only where one starts.
+``protocol`` (the bytes between them), ``server`` (listen, hand each caller over), ``relay``
+(check the caller, pass its command on, send back its status) and ``worker`` (become the
+caller's process and run the command). The first four are every revert's start-up and import
+builtins only; the others are loaded only where a server starts.
 
 What it must never do, and how it does not:
 
@@ -39,7 +41,7 @@ What it must never do, and how it does not:
   the size and mtime of every appdb source file, and the environment Python reads at start-up
   (``PYTHON*``, locale), so a changed checkout or setting gets a server of its own.
 - Outlive its caller's intent: when the caller dies (Pulumi cancelled), the worker gets
-  SIGTERM, then SIGKILL ``server.KILL_AFTER_SECONDS`` later; its step rolls back. Ctrl-C in
+  SIGTERM, then SIGKILL ``relay.KILL_AFTER_SECONDS`` later; its step rolls back. Ctrl-C in
   the caller is SIGINT to the worker (exit 130, as ever), held until the worker has the
   caller's dispositions so that none is lost. A worker whose relay dies goes too.
 - Hold a reader up: the server closes every descriptor it inherited at once; pulumi-command

@@ -41,6 +41,32 @@ def identity(pid: int) -> list[str] | None:
     return lines
 
 
+# Process states (/proc/PID/status) of a process that can take a command: running, sleeping,
+# in an uninterruptible wait. Not stopped or traced (T, t), nor dead (Z, X).
+_LIVE_STATES = ("R", "S", "D")
+
+
+def fit_to_serve(pid: int) -> bool:
+    """Whether a process forked ahead of its command (a relay, a worker) can still be given one:
+    it is there, not stopped (SIGSTOP cannot be held, and a stopped process would hang its
+    caller), and has no signal pending (a worker holds them all while it waits, so one sent
+    then, ``pkill``, would strike once it has its caller's dispositions)."""
+    fields: dict[str, str] = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in ("State", "SigPnd", "ShdPnd"):
+                    fields[key] = value.strip()
+    except OSError:
+        return False
+    try:
+        unsignalled = all(int(fields[key], 16) == 0 for key in ("SigPnd", "ShdPnd"))
+    except (KeyError, ValueError):
+        return False
+    return fields.get("State", "")[:1] in _LIVE_STATES and unsignalled
+
+
 # This process's identity and the pid it was read for: a fork is another process.
 _own: tuple[int, list[str] | None] | None = None
 

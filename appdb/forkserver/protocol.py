@@ -92,3 +92,31 @@ def _numbers(values: set[int]) -> bytes:
 
 def _parse_numbers(field: bytes) -> set[int]:
     return {int(value) for value in field.split(b",")} if field else set()
+
+
+def receive_request(sock) -> tuple[bytes, list[int]] | None:  # noqa: ANN001 - socket.socket
+    """A request as a caller sends it: its body (checked) and its stdin, stdout and stderr.
+    None, with nothing left open, for anything else. The server's side only (``socket``)."""
+    import socket
+
+    fds: list[int] = []
+    try:
+        header, fds, _flags, _addr = socket.recv_fds(sock, HEADER.size, 3)
+        if len(header) == HEADER.size and len(fds) == 3:
+            (size,) = HEADER.unpack(header)
+            body = receive_exactly(sock, size) if size <= MAX_REQUEST else None
+            if body is not None and decode_request(body) is not None:
+                return body, fds
+    except OSError:
+        pass
+    for fd in fds:
+        os.close(fd)
+    return None
+
+
+def send_request(sock, body: bytes, fds: list[int]) -> None:  # noqa: ANN001 - socket.socket
+    """Pass a request on (a relay to its worker), framed as its caller framed it."""
+    import socket
+
+    socket.send_fds(sock, [HEADER.pack(len(body))], fds)
+    sock.sendall(body)
