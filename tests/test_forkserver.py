@@ -355,6 +355,79 @@ print("orphans", len(orphans))
     assert result.stdout.strip() == "orphans 0", result.stdout + result.stderr
 
 
+def test_a_stopped_server_is_passed_over(db, applied, server):
+    """A stopped server (`kill -STOP`, a debugger, a frozen cgroup) still takes connections into
+    its backlog, and would hold the command, and its caller, for ever: the caller sends it
+    nothing and runs the command itself (attack review)."""
+    stopped = serving(server)
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+        result = subprocess.run([sys.executable, "-c", CLIENT, str(server), *argv], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert result.stdout.splitlines()[-1] == "None", result.stdout + result.stderr
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+def test_no_server_is_started_where_site_changes_what_a_caller_would_send(db, applied, runtime, tmp_path):
+    """A served caller skips `site` (bin/appdb's -S): a sitecustomize that sets a variable
+    (PGTZ here; PGSSLMODE would weaken TLS) would be missing from its command. So no server
+    starts, and every revert sees what a process of its own does (attack review)."""
+    (tmp_path / "sitecustomize.py").write_text("import os\nos.environ['PGTZ'] = 'Asia/Tokyo'\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "XDG_RUNTIME_DIR": str(runtime)}
+    for _run in range(2):  # the second would be served, were there a server
+        result = subprocess.run([str(ROOT / "bin" / "appdb"), "revert", "027", "--dsn", db.dsn, "--sql-dir",
+                                 str(applied), forkserver.FLAG], env=env, capture_output=True, text=True, timeout=60)
+        # Refused (028 came after it), with when 028 was applied, in the session's time zone.
+        assert result.returncode == 1 and "+09:00" in result.stderr, result.stderr
+    assert not list(runtime.glob("**/*.sock"))
+    assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+def test_a_server_that_goes_idle_waits_for_the_command_still_running(db, applied, tmp_path: Path):
+    """A revert longer than the idle time (waiting for the lock): the server stops listening, and
+    waits for that command's relay before it exits, so the relay is not left to a PID 1 that may
+    never reap it (attack review). Orphans would come to this subreaper."""
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    path = folder / "long.sock"
+    argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+    script = f"""
+import ctypes, os, subprocess, sys, time
+import psycopg
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+server = subprocess.Popen([sys.executable, "-c", {SERVE!r}, {str(path)!r}, "0.5"])
+while not os.path.exists({str(path)!r}):
+    time.sleep(0.05)
+with psycopg.connect({db.dsn!r}, autocommit=True) as holder:
+    holder.execute("SELECT pg_advisory_lock(%s)", ({0x6170706462},))
+    caller = subprocess.Popen([sys.executable, "-c", {CLIENT!r}, {str(path)!r}, *{argv!r}, "--wait", "60"],
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(2)  # the server's idle time passes while the revert waits
+    holder.execute("SELECT pg_advisory_unlock_all()")
+    print("caller", caller.communicate(timeout=60)[0].strip().splitlines()[-1])
+assert server.wait(timeout=60) == 0
+time.sleep(0.5)
+orphans = 0
+while True:
+    try:
+        pid, _status = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        break
+    if pid == 0:
+        time.sleep(0.1)
+        continue
+    orphans += 1
+print("orphans", orphans)
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.stdout.split("\n")[-3:] == ["caller 0", "orphans 0", ""], result.stdout + result.stderr
+    assert applied_ids(db) == ["027", "028", "029"]
+
+
 def test_a_caller_that_cannot_fork_a_server_runs_its_revert_itself(db, applied, runtime):
     """Under a pids limit (a container, CI), no server can be forked: the revert runs in the
     caller's own process, as it would without the flag, not a traceback (attack review)."""

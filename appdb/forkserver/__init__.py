@@ -45,10 +45,13 @@ What it must never do, and how it does not:
   the caller is SIGINT to the worker (exit 130, as ever), held until the worker has the
   caller's dispositions so that none is lost. A worker whose relay dies goes too.
 - Hold a reader up: the server closes every descriptor it inherited at once; pulumi-command
-  waits for the end of its pipes, not for the server.
+  waits for the end of its pipes, not for the server. Nor hang a caller: a stopped server
+  (``kill -STOP``, a debugger) is passed over, and a stopped relay or worker replaced.
 - Change a result: a server that cannot be reached, or that closes before a status, is
   passed over and the command runs in its own process (a revert is safe to run again:
-  it takes the lock and reads the ledger first).
+  it takes the lock and reads the ledger first). A served caller skips ``site`` (bin/appdb's
+  ``-S``), so where ``site`` changes the environment, folder or umask (a ``sitecustomize``),
+  no server is started.
 
 What it does not carry: resource limits and the cgroup are the first caller's, and ``ps``
 shows a worker with the first caller's arguments. The server keeps the first caller's
@@ -56,6 +59,7 @@ environment (``PGPASSWORD`` included) for its life, as that caller did for its o
 process's, ``/proc/PID/environ`` shows it only to the same user and root. Descriptors other
 than stdin, stdout and stderr stay with the caller, so a caller whose arguments or environment
 name one by path (``PGSERVICEFILE=<(...)``, ``/dev/fd/N``, ``/proc/self/...``) runs on its own.
+The server itself is a daemon, left to PID 1 when it exits, as any is; the relays it waits for.
 Linux only (``SO_PEERCRED``,
 ``pidfd_open``, ``/proc``); elsewhere every command runs on its own.
 """
@@ -93,6 +97,7 @@ def main(argv: list[str]) -> int:
         if status is not None:
             _leave(status)
     # Not served: this process runs the command (and starts a server) with everything loaded.
+    unloaded = _request_state()
     load_site()
     from appdb.forkserver.server import preload, start_server
 
@@ -101,9 +106,24 @@ def main(argv: list[str]) -> int:
 
     # A process that began with 0, 1 or 2 closed has no sys.stdin/stdout/stderr, and a server
     # forked from it would print nothing for any caller: it runs its command on its own.
-    if path is not None and _parses(argv) and None not in (sys.stdin, sys.stdout, sys.stderr):
+    if (path is not None and _parses(argv) and None not in (sys.stdin, sys.stdout, sys.stderr)
+            and _request_state() == unloaded):
         start_server(path)
     return cli_main(argv)
+
+
+def _request_state() -> tuple:
+    """What a caller sends its worker and ``site`` could change: environment, folder, umask.
+    A served caller skips ``site`` (bin/appdb's -S), so a ``sitecustomize`` or ``.pth`` line that
+    changes one of them (``PGSSLMODE``, say) would be missing from its command: where site
+    changes any, no server is started, and every revert runs as a process of its own."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    try:
+        folder = os.getcwd()
+    except OSError:
+        folder = None
+    return dict(os.environb), folder, umask
 
 
 def _leave(status: int) -> NoReturn:

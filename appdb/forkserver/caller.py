@@ -11,7 +11,7 @@ import _socket
 import os
 import sys
 
-from appdb.forkserver.identity import identity, own_identity, peer
+from appdb.forkserver.identity import identity, own_identity, peer, running
 from appdb.forkserver.protocol import HEADER, INTERRUPT, STATUS, encode_request, receive_exactly
 
 # The caller's stdin, stdout and stderr: the worker takes them over.
@@ -44,6 +44,8 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
         own = own_identity()
         if server_uid != os.getuid() or own is None or identity(server_pid) != own:
             return None  # not a server like us (another user's, a folder swapped under us): send nothing
+        if not running(server_pid):
+            return None  # stopped (kill -STOP, a debugger): it would hold the command, and us, for ever
         body = encode_request(argv)
         fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in _STANDARD_FDS)  # a C int each
         client.sendmsg([HEADER.pack(len(body))], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
@@ -55,7 +57,10 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
             except KeyboardInterrupt:
                 # Ctrl-C: the worker gets SIGINT and answers it as a process of its own would.
                 interrupted = True
-                client.sendall(INTERRUPT)
+                try:
+                    client.sendall(INTERRUPT)
+                except OSError:
+                    pass  # the relay has closed: a status it sent first is still to be read
     except OSError:
         reply = None
     except KeyboardInterrupt:

@@ -46,11 +46,29 @@ def identity(pid: int) -> list[str] | None:
 _LIVE_STATES = ("R", "S", "D")
 
 
+def running(pid: int) -> bool:
+    """Whether a process is there and not stopped: a caller sends nothing to a server that is
+    (``kill -STOP``, a debugger, a frozen cgroup), which would hold its command for ever."""
+    fields = _status_fields(pid)
+    return fields is not None and fields.get("State", "")[:1] in _LIVE_STATES
+
+
 def fit_to_serve(pid: int) -> bool:
     """Whether a process forked ahead of its command (a relay, a worker) can still be given one:
-    it is there, not stopped (SIGSTOP cannot be held, and a stopped process would hang its
+    it is :func:`running` (SIGSTOP cannot be held, and a stopped process would hang its
     caller), and has no signal pending (a worker holds them all while it waits, so one sent
     then, ``pkill``, would strike once it has its caller's dispositions)."""
+    fields = _status_fields(pid)
+    if fields is None or fields.get("State", "")[:1] not in _LIVE_STATES:
+        return False
+    try:
+        return all(int(fields[key], 16) == 0 for key in ("SigPnd", "ShdPnd"))
+    except (KeyError, ValueError):
+        return False
+
+
+def _status_fields(pid: int) -> dict[str, str] | None:
+    """State and pending signals from /proc/PID/status; None when it cannot be read."""
     fields: dict[str, str] = {}
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
@@ -59,12 +77,8 @@ def fit_to_serve(pid: int) -> bool:
                 if key in ("State", "SigPnd", "ShdPnd"):
                     fields[key] = value.strip()
     except OSError:
-        return False
-    try:
-        unsignalled = all(int(fields[key], 16) == 0 for key in ("SigPnd", "ShdPnd"))
-    except (KeyError, ValueError):
-        return False
-    return fields.get("State", "")[:1] in _LIVE_STATES and unsignalled
+        return None
+    return fields
 
 
 # This process's identity and the pid it was read for: a fork is another process.

@@ -162,14 +162,13 @@ def serve(path: str, idle: float = IDLE_SECONDS, lifetime: float = MAX_SECONDS) 
                 conn, _ = listener.accept()
             except TimeoutError:
                 break
+            taken, spare = spare, None  # whatever happens next, it is this caller's or gone
             with conn:
-                _hand_over(conn, spare, server_fds, own)
-            spare = None  # taken, or gone
+                _hand_over(conn, taken, server_fds, own)
             _reap()
     finally:
         if spare is not None:
             spare.leave()
-        _reap()
         if os.path.lexists(path):
             os.unlink(path)
         listener.close()
@@ -177,12 +176,16 @@ def serve(path: str, idle: float = IDLE_SECONDS, lifetime: float = MAX_SECONDS) 
         # leaves; one that opens after makes a new file. So no lock file is left behind either.
         os.unlink(f"{path}.lock")
         os.close(lock)
+        # Relays still at work (a revert longer than the idle time) end with their commands:
+        # waited for here, so none is left to a PID 1 that may never reap it.
+        _reap(block=True)
 
 
-def _reap() -> None:
-    """Collect the relays that have finished, so none is left a zombie."""
+def _reap(block: bool = False) -> None:
+    """Collect the relays that have finished, so none is left a zombie; ``block``: all of them,
+    waiting for those still at work."""
     try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+        while os.waitpid(-1, 0 if block else os.WNOHANG)[0] > 0:
             pass
     except ChildProcessError:
         pass
@@ -219,7 +222,10 @@ class _Spare:
 def _start_relay(server_fds: list[int], own: list[str] | None) -> _Spare | None:
     """Fork a relay, with its worker, to wait for the next caller. None if no process can be
     forked now (the next caller then runs its command on its own)."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError:
+        return None  # out of descriptors
     try:
         pid = os.fork()
     except OSError:
