@@ -35,7 +35,11 @@ def relay(channel: socket.socket, server_fds: list[int], own: list[str] | None) 
         channel.close()
         if conn is not None:
             with conn:
-                worker = _serve(conn, own, worker)
+                if _accepted(conn, own):
+                    if not fit_to_serve(worker.pid):  # stopped, or signalled, while it waited
+                        dismiss(worker)
+                        worker = start_worker([conn])
+                    _serve(conn, worker)
     except BaseException:  # noqa: BLE001 - the caller, seeing no status, runs the command itself
         pass
     finally:
@@ -58,18 +62,18 @@ def _receive_caller(channel: socket.socket) -> socket.socket | None:
     return conn
 
 
-def _serve(conn: socket.socket, own: list[str] | None, worker: Worker) -> Worker:
-    """Check the caller, pass its command to the worker, send back the status. Returns the
-    worker it used: a new one if the one forked ahead cannot serve (stopped, or signalled)."""
+def _accepted(conn: socket.socket, own: list[str] | None) -> bool:
+    """Whether the caller is one the worker may serve: the same user, with the same groups,
+    capabilities, namespaces... as the server (appdb.forkserver.identity)."""
     pid, uid, _gid = peer(conn)
-    if uid != os.getuid() or own is None or identity(pid) != own:
-        return worker  # another user, or the same one with other groups, capabilities, namespaces...
-    if not fit_to_serve(worker.pid):
-        dismiss(worker)
-        worker = start_worker([conn])
+    return uid == os.getuid() and own is not None and identity(pid) == own
+
+
+def _serve(conn: socket.socket, worker: Worker) -> None:
+    """Pass the caller's command to the worker and send back its status."""
     received = receive_request(conn)
     if received is None:
-        return worker
+        return
     body, fds = received
     try:
         send_request(worker.channel, body, fds)
@@ -85,7 +89,6 @@ def _serve(conn: socket.socket, own: list[str] | None, worker: Worker) -> Worker
         if not exited:
             os.waitpid(worker.pid, 0)  # it has reported and is leaving: reaped here, whatever the caller did
         worker.reaped = True
-    return worker
 
 
 def _wait(pid: int, conn: socket.socket, report: int) -> tuple[int, bool]:
