@@ -35,6 +35,7 @@ missed. Not part of the test suite: a benchmark prints its targets, it never ass
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -368,6 +369,27 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def machine_pace(starts: int = 15) -> dict[str, float]:
+    """A fixed piece of work, timed: Python's start-up (the median of ``starts``) and hashing
+    16 MB. Figures from two runs compare only where these do: on a shared machine the same
+    code's no-op preview took 1.01 s at 06:00 and 1.50 s at 06:45 (docs/performance.md)."""
+    times = []
+    for _ in range(starts):
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-S", "-c", "pass"], check=True)
+        times.append(time.perf_counter() - began)
+    data = bytes(16 << 20)
+    began = time.perf_counter()
+    hashlib.sha256(data).digest()
+    hashing = time.perf_counter() - began
+    return {"python_start_ms": round(statistics.median(times) * 1000, 2), "sha256_16mb_ms": round(hashing * 1000, 2)}
+
+
+def pace_line(pace: dict[str, float]) -> str:
+    """The pace in words, as the tables print it."""
+    return f"Python starts in {pace['python_start_ms']:.1f} ms, 16 MB hash in {pace['sha256_16mb_ms']:.1f} ms"
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -532,6 +554,7 @@ def run_pulumi_table(args: argparse.Namespace, cli: Cluster) -> dict:
     rows: dict[int, dict] = {}
     with bench_cluster("pulumi") as cluster, tempfile.TemporaryDirectory(prefix="appdb-history-") as tmp:
         for extra in args.sizes:
+            pace = machine_pace()
             project, total = pulumi_project(Path(tmp) / f"n{extra}", extra)
             time_log = Path(tmp) / f"n{extra}-commands.log" if args.time_deletes else None
             if time_log is not None:
@@ -553,7 +576,7 @@ def run_pulumi_table(args: argparse.Namespace, cli: Cluster) -> dict:
                 log(f"through Pulumi, {total} migrations, round {round_no + 1}/{args.rounds}: "
                     + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in got.items()))
             rows[extra] = {"migrations": total, "extra": extra, "errors": errors, "samples": samples,
-                           "median": {step: median(values) for step, values in samples.items()}}
+                           "median": {step: median(values) for step, values in samples.items()}, "pace": pace}
             if per_revert:
                 rows[extra]["per_revert"] = {step: _median_timings(runs) for step, runs in per_revert.items()}
     return {"pulumi": version, "rows": rows}
@@ -770,6 +793,11 @@ def print_pulumi(table: dict, targets: list[dict]) -> None:
     for row in table["rows"].values():
         cells = [str(row["migrations"]), *(fmt(row["median"].get(step)) for step in PULUMI_STEPS)]
         print("  ".join(f"{c:>14}" for c in cells) + ("  (failed rounds: see JSON)" if row["errors"] else ""))
+    paced = [row for row in table["rows"].values() if row.get("pace")]
+    if paced:
+        print("\nthe machine's pace before each size (compare runs only where it matches):")
+        for row in paced:
+            print(f"  {row['migrations']:>5} migrations: {pace_line(row['pace'])}")
     timed_rows = [row for row in table["rows"].values() if row.get("per_revert")]
     if timed_rows:
         print("\neach revert, timed inside the step (--time-deletes; medians): the command, then Pulumi's own "
@@ -923,6 +951,7 @@ def main(argv: list[str] | None = None) -> int:
     pulumi_table: dict = {}
     cli_table: dict = {}
     shipped: dict = {}
+    pace = {"before": machine_pace()}
     with bench_cluster("cli") as cli, tempfile.TemporaryDirectory(prefix="appdb-history-") as tmp:
         make_template(cli)
         with cli.connect(user=SUPERUSER) as conn:
@@ -932,7 +961,9 @@ def main(argv: list[str] | None = None) -> int:
         if "cli" in args.tables:
             cli_table = run_cli_table(args, cli, Path(tmp))
             shipped = run_shipped(args, cli)
+    pace["after"] = machine_pace()
     targets = report(args, pulumi_table, cli_table, shipped)
+    print(f"\nthe machine's pace: before, {pace_line(pace['before'])}; after, {pace_line(pace['after'])}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"history-{stamp}.json"
@@ -940,7 +971,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": stamp,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "postgres": server, "server_settings": SERVER_SETTINGS,
-                    "load_average": os.getloadavg()},
+                    "load_average": os.getloadavg(), "pace": pace},
         "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "pulumi": pulumi_table, "cli": cli_table, "shipped": shipped, "targets": targets,
     }, indent=2, default=str))

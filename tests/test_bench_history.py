@@ -189,3 +189,15 @@ def test_each_revert_is_timed_by_the_shim_and_pulumi_s_time_is_what_lies_between
     assert timings["command_ms"] == pytest.approx(40.0)
     assert timings["between_ms"] == pytest.approx(10.0)  # only 10.040 -> 10.050: verify came between the others
     assert history.revert_timings([]) == {"reverts": 0, "command_ms": None, "between_ms": None}
+
+
+def test_the_machine_s_pace_is_timed_and_printed_beside_each_size(capsys):
+    """Whole runs move with a shared machine (the same code's no-op preview took half as long
+    again within a morning): each size carries a fixed piece of work, timed, to compare runs by."""
+    pace = history.machine_pace(starts=3)
+    assert pace["python_start_ms"] > 0 and pace["sha256_16mb_ms"] > 0
+    table = {"pulumi": "v3.276.0", "rows": {0: {"migrations": 4, "errors": [], "median": {}, "pace": pace}}}
+    history.print_pulumi(table, [])
+    out = capsys.readouterr().out
+    assert "the machine's pace before each size" in out
+    assert f"4 migrations: Python starts in {pace['python_start_ms']:.1f} ms" in out
