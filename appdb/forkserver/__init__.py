@@ -97,8 +97,12 @@ def main(argv: list[str]) -> int:
         if status is not None:
             _leave(status)
     # Not served: this process runs the command (and starts a server) with everything loaded.
-    unloaded = _request_state()
+    unloaded = _request(argv)
     load_site()
+    # A served caller skips site (bin/appdb's -S): where site changes what a caller sends (a
+    # sitecustomize setting PGSSLMODE, say), a served command would lack it. No server, then:
+    # every revert runs as a process of its own.
+    site_changes_requests = _request(argv) != unloaded
     from appdb.forkserver.server import preload, start_server
 
     preload()
@@ -107,23 +111,20 @@ def main(argv: list[str]) -> int:
     # A process that began with 0, 1 or 2 closed has no sys.stdin/stdout/stderr, and a server
     # forked from it would print nothing for any caller: it runs its command on its own.
     if (path is not None and _parses(argv) and None not in (sys.stdin, sys.stdout, sys.stderr)
-            and _request_state() == unloaded):
+            and not site_changes_requests):
         start_server(path)
     return cli_main(argv)
 
 
-def _request_state() -> tuple:
-    """What a caller sends its worker and ``site`` could change: environment, folder, umask.
-    A served caller skips ``site`` (bin/appdb's -S), so a ``sitecustomize`` or ``.pth`` line that
-    changes one of them (``PGSSLMODE``, say) would be missing from its command: where site
-    changes any, no server is started, and every revert runs as a process of its own."""
-    umask = os.umask(0o022)
-    os.umask(umask)
+def _request(argv: list[str]) -> bytes | None:
+    """What this process would send a server (environment, folder, umask, signals); None
+    where it could not (its folder is gone)."""
+    from appdb.forkserver.protocol import encode_request
+
     try:
-        folder = os.getcwd()
+        return encode_request(argv)
     except OSError:
-        folder = None
-    return dict(os.environb), folder, umask
+        return None
 
 
 def _leave(status: int) -> NoReturn:

@@ -11,7 +11,7 @@ import _socket
 import os
 import sys
 
-from appdb.forkserver.identity import identity, own_identity, peer, running
+from appdb.forkserver.identity import identity, own_identity, peer
 from appdb.forkserver.protocol import HEADER, INTERRUPT, STATUS, encode_request, receive_exactly
 
 # The caller's stdin, stdout and stderr: the worker takes them over.
@@ -42,10 +42,10 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
         client.connect(path)
         server_pid, server_uid, _gid = peer(client)
         own = own_identity()
-        if server_uid != os.getuid() or own is None or identity(server_pid) != own:
-            return None  # not a server like us (another user's, a folder swapped under us): send nothing
-        if not running(server_pid):
-            return None  # stopped (kill -STOP, a debugger): it would hold the command, and us, for ever
+        if server_uid != os.getuid() or own is None or identity(server_pid, running=True) != own:
+            # Not a server like us (another user's, a folder swapped under us), or stopped
+            # (kill -STOP, a debugger: it would hold the command, and us, for ever): send nothing.
+            return None
         body = encode_request(argv)
         fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in _STANDARD_FDS)  # a C int each
         client.sendmsg([HEADER.pack(len(body))], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])

@@ -20,13 +20,17 @@ NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 _PEERCRED = struct.Struct("3i")
 
 
-def identity(pid: int) -> list[str] | None:
+def identity(pid: int, running: bool = False) -> list[str] | None:
     """What a worker takes from its server rather than its caller, for process ``pid``: uids,
     gids, groups, capabilities, no_new_privs, seccomp (and how many filters), namespaces, root
-    folder and security label. None when /proc will not say (then nobody is served)."""
+    folder and security label. None when /proc will not say (then nobody is served), and, with
+    ``running``, when the process is stopped or gone: a caller sends nothing to a server that is
+    (``kill -STOP``, a debugger, a frozen cgroup), which would hold its command for ever."""
+    status = _status(pid)
+    if status is None or (running and not _live(status)):
+        return None
+    lines = [f"{key}: {status[key]}" for key in CREDENTIALS if key in status]
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
-            lines = [line for line in status.read().splitlines() if line.split(":", 1)[0] in CREDENTIALS]
         lines += [f"ns/{name}: {os.readlink(f'/proc/{pid}/ns/{name}')}" for name in NAMESPACES
                   if os.path.lexists(f"/proc/{pid}/ns/{name}")]
         root = os.stat(f"/proc/{pid}/root")
@@ -41,44 +45,37 @@ def identity(pid: int) -> list[str] | None:
     return lines
 
 
+def fit_to_serve(pid: int) -> bool:
+    """Whether a process forked ahead of its command (a relay, a worker) can still be given one:
+    it is there and not stopped (SIGSTOP cannot be held, and a stopped process would hang its
+    caller), and has no signal pending (a worker holds them all while it waits, so one sent
+    then, ``pkill``, would strike once it has its caller's dispositions)."""
+    status = _status(pid)
+    if status is None or not _live(status):
+        return False
+    try:
+        return all(int(status[key], 16) == 0 for key in ("SigPnd", "ShdPnd"))
+    except (KeyError, ValueError):
+        return False
+
+
 # Process states (/proc/PID/status) of a process that can take a command: running, sleeping,
 # in an uninterruptible wait. Not stopped or traced (T, t), nor dead (Z, X).
 _LIVE_STATES = ("R", "S", "D")
 
 
-def running(pid: int) -> bool:
-    """Whether a process is there and not stopped: a caller sends nothing to a server that is
-    (``kill -STOP``, a debugger, a frozen cgroup), which would hold its command for ever."""
-    fields = _status_fields(pid)
-    return fields is not None and fields.get("State", "")[:1] in _LIVE_STATES
+def _live(status: dict[str, str]) -> bool:
+    return status.get("State", "")[:1] in _LIVE_STATES
 
 
-def fit_to_serve(pid: int) -> bool:
-    """Whether a process forked ahead of its command (a relay, a worker) can still be given one:
-    it is :func:`running` (SIGSTOP cannot be held, and a stopped process would hang its
-    caller), and has no signal pending (a worker holds them all while it waits, so one sent
-    then, ``pkill``, would strike once it has its caller's dispositions)."""
-    fields = _status_fields(pid)
-    if fields is None or fields.get("State", "")[:1] not in _LIVE_STATES:
-        return False
-    try:
-        return all(int(fields[key], 16) == 0 for key in ("SigPnd", "ShdPnd"))
-    except (KeyError, ValueError):
-        return False
-
-
-def _status_fields(pid: int) -> dict[str, str] | None:
-    """State and pending signals from /proc/PID/status; None when it cannot be read."""
-    fields: dict[str, str] = {}
+def _status(pid: int) -> dict[str, str] | None:
+    """/proc/PID/status, read once, as its fields; None when it cannot be read."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
-            for line in status:
-                key, _, value = line.partition(":")
-                if key in ("State", "SigPnd", "ShdPnd"):
-                    fields[key] = value.strip()
+            lines = status.read().splitlines()
     except OSError:
         return None
-    return fields
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
 
 
 # This process's identity and the pid it was read for: a fork is another process.
