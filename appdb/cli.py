@@ -117,7 +117,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         try:
             outcomes = runner.apply(conn, migrations, options, only=args.only, dry_run=args.dry_run,
-                                    progress=progress)
+                                    progress=progress, group=args.group)
         except AppdbError:
             if args.json:  # what was applied before the failure; the error is main's line on stderr
                 _to_stdout(lambda: _print_json({"dry_run": args.dry_run, "complete": False,
@@ -340,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     apply = sub.add_parser("apply", parents=[common, locking, waiting], help="apply pending migrations in order")
     apply.add_argument("--only", metavar="ID", help="apply just this migration")
     apply.add_argument("--dry-run", action="store_true", help="say what would be applied; change nothing")
+    apply.add_argument("--group", action="store_true",
+                       help="commit consecutive migrations together, all or none (a transaction=false step "
+                            "ends a group): far fewer commits, but locks held to each commit, so for a new "
+                            "database or a quiet window")
     apply.add_argument("--json", action="store_true")
     apply.set_defaults(func=cmd_apply)
 

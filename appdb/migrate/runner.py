@@ -25,6 +25,13 @@ the session as it began (:func:`_fresh_session`): what one sets, or leaves (a te
 table, a prepared statement), never reaches the next, so one ``apply`` and one migration
 at a time build the same schema.
 
+``apply --group`` runs each run of consecutive pending migrations, with their ledger rows, in
+one transaction instead (Flyway's ``group``; Alembic's default; ``psql -1``): all of a group or
+none of it, with each migration's settings, checks and fresh session inside, and a lock timeout
+anywhere retries the group. A migration with a ``transaction=false`` step ends a group and runs
+as it would alone, and a group holds at most :data:`GROUP_MAX`. A group's locks are held to its
+commit: for a new database or a quiet window.
+
 Order: a pending migration older than the newest applied one is refused (Flyway's
 ``outOfOrder=false``; the rule lives in appdb/migrate/ledger.py, with the state), and only
 the migration applied last (by ``applied_at``) may be reverted.
@@ -101,8 +108,14 @@ def apply(
     only: str | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
+    group: bool = False,
 ) -> list[Outcome]:
-    """Apply what is pending, in order (with ``only``, just that one); return what was done."""
+    """Apply what is pending, in order (with ``only``, just that one); return what was done.
+
+    ``group``: each run of consecutive migrations that the files allow in one transaction
+    commits as one (:func:`groups`, :func:`_apply_group`); ``progress`` hears of a group's
+    migrations once it has committed.
+    """
     target = find(migrations, only) if only is not None else None
     if dry_run:
         return [Outcome(m.id, m.name, WOULD_APPLY, steps=tuple(s.name for s in m.steps))
@@ -112,17 +125,47 @@ def apply(
         _fresh_session(conn)
         # Looked up once: under the lock only this run writes it, and its first row creates it.
         ledger_exists = ledger.exists(conn)
-        for migration in _pending(conn, migrations, target):
-            outcome = _apply_one(conn, migration, options, ledger_exists)
+        pending = _pending(conn, migrations, target)
+        for batch in groups(pending) if group else [[migration] for migration in pending]:
+            if group and _transactional(batch[0]):
+                done = _apply_group(conn, batch, options, ledger_exists)
+            else:
+                done = [_apply_one(conn, batch[0], options, ledger_exists)]
             ledger_exists = True
             # What a migration set for its session (a SET search_path in a transaction=false
             # step) must not reach the next one: else one run and several (apply --only, one
             # by one) would build different schemas from the same files.
             _fresh_session(conn)
-            outcomes.append(outcome)
-            if progress:
-                progress(outcome)
+            for outcome in done:
+                outcomes.append(outcome)
+                if progress:
+                    progress(outcome)
     return outcomes
+
+
+# The most migrations one --group transaction holds. Every object a migration makes or alters is a
+# lock held to the commit, from one table the whole server shares: max_locks_per_transaction (64)
+# times max_connections slots, a few thousand on a small Supabase instance. A group that outgrew it
+# would fail with "out of shared memory"; a commit every hundred migrations costs a few milliseconds.
+GROUP_MAX = 100
+
+
+def groups(pending: list[Migration]) -> list[list[Migration]]:
+    """``apply --group``'s transactions: the pending migrations in order, cut before and after each
+    one with a ``transaction=false`` step (which runs as it would without ``--group``), and after
+    every :data:`GROUP_MAX`."""
+    batches: list[list[Migration]] = []
+    for migration in pending:
+        if (_transactional(migration) and batches and _transactional(batches[-1][0])
+                and len(batches[-1]) < GROUP_MAX):
+            batches[-1].append(migration)
+        else:
+            batches.append([migration])
+    return batches
+
+
+def _transactional(migration: Migration) -> bool:
+    return all(step.transactional for step in migration.steps)
 
 
 def _pending(conn: psycopg.Connection, migrations: list[Migration], target: Migration | None) -> list[Migration]:
@@ -160,6 +203,66 @@ def _apply_one(conn: psycopg.Connection, migration: Migration, options: Options,
         last = index == len(migration.steps) - 1
         log.info("%s: step %s", migration.id, step.name)
         _run_step(conn, step, f"{label}", migration.id, options, record if last else None)
+    return Outcome(migration.id, migration.name, "applied", time.monotonic() - started,
+                   tuple(s.name for s in migration.steps))
+
+
+def _apply_group(conn: psycopg.Connection, batch: list[Migration], options: Options,
+                 ledger_exists: bool) -> list[Outcome]:
+    """Migrations and their ledger rows in one transaction: all of them, or none.
+
+    Why: a history brought under code onto a new database is otherwise a thousand small
+    transactions, and each commit costs the server more than its DDL (issue 20). Each
+    migration still runs as it would alone: its steps with their settings and checks
+    (:func:`_run_in_transaction`, :func:`_check_still_ours`), from a fresh session. A lock
+    timeout or deadlock anywhere rolls back the group and retries it from its first, with a
+    step's backoff.
+    """
+    which = batch[0].id if len(batch) == 1 else f"{batch[0].id} to {batch[-1].id}"
+    for attempt in range(options.lock_retries + 1):
+        at: list[tuple[Migration, Step]] = []  # where it is, for the error
+        try:
+            with conn.transaction():
+                outcomes = [_apply_within(conn, migration, options, ledger_exists or index > 0, at)
+                            for index, migration in enumerate(batch)]
+                # Once, not after every step: reading pg_locks costs as many locks as the
+                # transaction holds (thousands, by the end of a long history); and until the commit
+                # nothing of it is visible, so a run let in by a lost lock waits for this one.
+                if not conn.execute(f"SELECT {HELD}").fetchone()[0]:
+                    raise MigrationError(
+                        f"a migration of {which} let go of the migration lock (a DISCARD ALL or an advisory "
+                        "unlock?), so another run may have started meanwhile; none of them was applied: remove "
+                        "that from the file"
+                    )
+                at.clear()  # what fails from here fails the commit, not a step
+            return outcomes
+        except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
+            migration, step = at[-1] if at else (batch[-1], batch[-1].steps[-1])
+            _pause_or_give_up(exc, attempt, options, migration.id, step)
+        except psycopg.Error as exc:
+            if not at:
+                raise MigrationError(
+                    f"the transaction of {which} failed at its commit ({_message(exc)}, SQLSTATE "
+                    f"{exc.diag.sqlstate}): a deferred constraint or trigger of one of them; none of them was applied"
+                ) from None
+            migration, step = at[-1]
+            failure = _failure(exc, conn, step, _label(migration.path), migration.id)
+            raise type(failure)(f"{failure}; none of {which} (one transaction, --group) was applied") from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _apply_within(conn: psycopg.Connection, migration: Migration, options: Options, ledger_exists: bool,
+                  at: list[tuple[Migration, Step]]) -> Outcome:
+    """One migration inside the caller's transaction, from a fresh session; ``at`` follows its steps."""
+    started = time.monotonic()
+    if at:
+        _fresh_session_within(conn)
+    for step in migration.steps:
+        at.append((migration, step))
+        log.info("%s: step %s", migration.id, step.name)
+        expected, found = _run_in_transaction(conn, step, options, lock_checked=False)
+        _check_still_ours(conn, expected, migration.id, step, found)
+    ledger.record(conn, migration, int((time.monotonic() - started) * 1000), ledger_exists=ledger_exists)
     return Outcome(migration.id, migration.name, "applied", time.monotonic() - started,
                    tuple(s.name for s in migration.steps))
 
@@ -267,20 +370,26 @@ def _run_step(
             return
         except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
             # Either way the server rolled the whole step back, so it is safe to run again.
-            reason = "deadlock" if isinstance(exc, errors.DeadlockDetected) else "lock timeout"
-            if attempt >= options.lock_retries:
-                raise LockTimeout(
-                    f"{migration_id}, step {step.name}: {reason}: could not get a lock within "
-                    f"{options.lock_timeout:g} s on any of {options.lock_retries + 1} tries "
-                    f"({exc.diag.message_primary}); a long transaction holds it: end it, or retry later "
-                    "with more --lock-retries"
-                ) from None
-            pause = min(0.2 * 2**attempt, 3.0) * (0.5 + random.random())
-            log.warning("%s, step %s: %s, retry %d of %d in %.1f s",
-                        migration_id, step.name, reason, attempt + 1, options.lock_retries, pause)
-            time.sleep(pause)
+            _pause_or_give_up(exc, attempt, options, migration_id, step)
         except psycopg.Error as exc:
             raise _failure(exc, conn, step, source, migration_id) from None
+
+
+def _pause_or_give_up(exc: psycopg.Error, attempt: int, options: Options, migration_id: str, step: Step) -> None:
+    """After a lock timeout or deadlock: wait before the next try (backoff with jitter), or, after
+    the last, raise :class:`LockTimeout`."""
+    reason = "deadlock" if isinstance(exc, errors.DeadlockDetected) else "lock timeout"
+    if attempt >= options.lock_retries:
+        raise LockTimeout(
+            f"{migration_id}, step {step.name}: {reason}: could not get a lock within "
+            f"{options.lock_timeout:g} s on any of {options.lock_retries + 1} tries "
+            f"({exc.diag.message_primary}); a long transaction holds it: end it, or retry later "
+            "with more --lock-retries"
+        ) from None
+    pause = min(0.2 * 2**attempt, 3.0) * (0.5 + random.random())
+    log.warning("%s, step %s: %s, retry %d of %d in %.1f s",
+                migration_id, step.name, reason, attempt + 1, options.lock_retries, pause)
+    time.sleep(pause)
 
 
 # The server parses a query's whole text before any of it runs, with the session's value:
@@ -303,8 +412,17 @@ def _fresh_session(conn: psycopg.Connection) -> None:
     strings as the lexer does. Not ``DISCARD ALL``: it would let go of the migration lock.
     (appdb/connection.py never lets psycopg prepare a statement of its own, so none of
     psycopg's goes.)"""
-    _for_the_session(conn, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DEALLOCATE ALL; "
-                           f"CLOSE ALL; UNLISTEN *; {_CONFORMING_FOR_THE_SESSION}")
+    _for_the_session(conn, _FRESH_SESSION)
+
+
+_FRESH_SESSION = ("SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DEALLOCATE ALL; "
+                  f"CLOSE ALL; UNLISTEN *; {_CONFORMING_FOR_THE_SESSION}")
+
+
+def _fresh_session_within(conn: psycopg.Connection) -> None:
+    """:func:`_fresh_session` inside the caller's transaction (``--group``), which it
+    leaves open: between two migrations of one transaction, as a commit is between two of a run."""
+    conn.execute(_FRESH_SESSION)
 
 
 def _for_the_session(conn: psycopg.Connection, text: str) -> None:
@@ -332,8 +450,8 @@ def _settings(conn: psycopg.Connection, step: Step, options: Options) -> dict[st
     return settings
 
 
-def _run_in_transaction(conn: psycopg.Connection, step: Step,
-                        options: Options) -> tuple[dict[str, str], tuple[str, ...]]:
+def _run_in_transaction(conn: psycopg.Connection, step: Step, options: Options,
+                        lock_checked: bool = True) -> tuple[dict[str, str], tuple[str, ...]]:
     """Set the settings locally, run the step, read the settings back: one round trip, not three.
 
     One simple-protocol query, ``SELECT set_config(...);`` + the step + ``SELECT
@@ -342,10 +460,12 @@ def _run_in_transaction(conn: psycopg.Connection, step: Step,
     runs any of it. Returns the settings as the server set them and as they are after the
     step, for :func:`_check_still_ours`. Only for transactional steps: a ``transaction=false``
     step runs alone, as PostgreSQL runs several statements of one query in one transaction.
+    ``lock_checked=False``: the caller checks the migration lock itself, before its commit
+    (:func:`_apply_group`), and the lock reads as held here.
     """
     settings = _settings(conn, step, options)
     names = list(settings)
-    prefix, suffix = _around_step(conn, tuple(settings.items()))
+    prefix, suffix = _around_step(conn, tuple(settings.items()), lock_checked)
     try:
         cursor = conn.execute(prefix + step.sql + suffix)
     except psycopg.Error as exc:
@@ -360,10 +480,11 @@ def _run_in_transaction(conn: psycopg.Connection, step: Step,
     return expected, found
 
 
-_AROUND: dict[tuple[tuple[str, str], ...], tuple[str, str]] = {}
+_AROUND: dict[tuple[tuple[tuple[str, str], ...], bool], tuple[str, str]] = {}
 
 
-def _around_step(conn: psycopg.Connection, settings: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+def _around_step(conn: psycopg.Connection, settings: tuple[tuple[str, str], ...],
+                 lock_checked: bool = True) -> tuple[str, str]:
     """The text before and after a transactional step: set_config calls; then current_setting
     reads and whether the migration lock is still held; then standard_conforming_strings on for
     the session, whatever the step did to it, so that the next step is read as the lexer read it.
@@ -371,16 +492,16 @@ def _around_step(conn: psycopg.Connection, settings: tuple[tuple[str, str], ...]
     Quoted by psycopg (sql.Literal), and schema-qualified (a step may change search_path);
     made once per distinct settings, as every step of a run shares them.
     """
-    if settings not in _AROUND:
+    if (settings, lock_checked) not in _AROUND:
         prefix = sql.SQL("SELECT {};\n").format(sql.SQL(", ").join(
             sql.SQL("pg_catalog.set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
             for name, value in settings)).as_string(conn)
         reads = sql.SQL(", ").join(
             sql.SQL("pg_catalog.current_setting({})").format(sql.Literal(name)) for name, _ in settings)
         suffix = sql.SQL("\n;SELECT {}, {};\n{}").format(
-            reads, sql.SQL(HELD), sql.SQL(_CONFORMING_FOR_THE_SESSION)).as_string(conn)
-        _AROUND[settings] = prefix, suffix
-    return _AROUND[settings]
+            reads, sql.SQL(HELD if lock_checked else "true"), sql.SQL(_CONFORMING_FOR_THE_SESSION)).as_string(conn)
+        _AROUND[settings, lock_checked] = prefix, suffix
+    return _AROUND[settings, lock_checked]
 
 
 def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local: bool) -> dict[str, str]:
@@ -445,7 +566,7 @@ def _drop_invalid_leftovers(conn: psycopg.Connection, step: Step, source: str, m
 def _failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, source: str, migration_id: str) -> MigrationError:
     """One line that says where it failed and why; the step's transaction is already rolled back."""
     diag = exc.diag
-    message = diag.message_primary or str(exc).strip().splitlines()[0]
+    message = _message(exc)
     if conn.broken or isinstance(exc, errors.AdminShutdown):
         return MigrationError(
             f"{migration_id}, step {step.name}: the connection to the server was lost ({message}); "
@@ -461,6 +582,11 @@ def _failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, source: s
         line += step.sql[:offset].count("\n")
     hint = f"; hint: {diag.message_hint}" if diag.message_hint else ""
     return MigrationError(f"{source}:{line}: {message}{hint} (step {step.name}, SQLSTATE {diag.sqlstate})")
+
+
+def _message(exc: psycopg.Error) -> str:
+    """The server's one-line message, else the first line of psycopg's."""
+    return exc.diag.message_primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _label(path: Path) -> str:

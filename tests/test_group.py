@@ -1,0 +1,212 @@
+"""`apply --group`: consecutive pending migrations and their ledger rows in one transaction.
+
+All of a group or none of it: a failure, a lock never granted, a lost migration lock or a
+failed commit leaves the group's migrations unapplied, and what committed before it stays; a
+lock timeout retries the group; a migration with a transaction=false step runs on its own;
+each migration still starts from a fresh session; nothing is reported before its commit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from appdb.migrate import ledger, runner
+from appdb.migrate.files import discover
+from tests.helpers import ROOT, migrations_part, one_line_error, wait_for
+from tests.test_faults import cli_env, ledger_ids
+from tests.test_runner import SESSION_031, SESSION_032, add_migration, copy_sql, states
+
+OPTIONS = runner.Options(lock_timeout=5)
+SHIPPED = ["027", "028", "029", "030"]
+CONCURRENT = "-- appdb:step build transaction=false\nCREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON app.t031 (i);\n"
+
+
+def shipped_then(db, tmp_path: Path, *texts: str) -> Path:
+    """The shipped migrations applied (029 has a transaction=false step), then 031, 032... pending:
+    031 makes app.t031 and an index, each later one runs its text."""
+    assert db.run_cli("apply").returncode == 0
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "031_first.sql", "CREATE TABLE app.t031 (i int);\nCREATE INDEX t031_i ON app.t031 (i);\n",
+                  "DROP TABLE app.t031;\n")
+    for number, text in enumerate(texts, start=32):
+        add_migration(sql_dir, f"0{number}_more.sql", text)
+    return sql_dir
+
+
+def assert_none_of_the_group_applied(db, sql_dir: Path) -> None:
+    assert {s: v for s, v in states(db, sql_dir).items() if s not in SHIPPED} == {
+        m.id: "pending" for m in discover(sql_dir) if m.id not in SHIPPED}
+    assert ledger_ids(db) == SHIPPED
+    assert db.execute("SELECT to_regclass('app.t031')") == [(None,)]
+
+
+def test_groups_are_cut_around_each_migration_with_a_step_outside_a_transaction(tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "031_first.sql", "SELECT 1;\n")
+    add_migration(sql_dir, "032_build.sql", CONCURRENT.format(name="t031_j"))
+    add_migration(sql_dir, "033_last.sql", "SELECT 1;\n")
+    assert [[m.id for m in batch] for batch in runner.groups(discover(sql_dir))] == [
+        ["027", "028"], ["029"], ["030"], ["031"], ["032"], ["033"]]
+    assert runner.groups([]) == []
+
+
+def test_a_group_holds_at_most_group_max_migrations_as_its_locks_share_one_table(tmp_path):
+    from dataclasses import replace
+
+    [first] = discover(copy_sql(tmp_path))[:1]
+    many = [replace(first, id=f"{n:04d}") for n in range(1, 2 * runner.GROUP_MAX + 51)]
+    assert [len(batch) for batch in runner.groups(many)] == [runner.GROUP_MAX, runner.GROUP_MAX, 50]
+    assert [m for batch in runner.groups(many) for m in batch] == many
+
+
+def test_every_migration_is_applied_and_reported_only_once_its_group_has_committed(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "031_first.sql", "CREATE TABLE app.t031 (i int);\n")
+    add_migration(sql_dir, "032_second.sql", "CREATE TABLE app.t032 (i int);\n")
+    seen_committed: list[list[str]] = []
+
+    def progress(outcome: runner.Outcome) -> None:
+        seen_committed.append(ledger_ids(db))  # from another session: only what has committed
+
+    with db.connect() as conn:
+        outcomes = runner.apply(conn, discover(sql_dir), OPTIONS, progress=progress, group=True)
+        entries = ledger.read(conn)
+
+    assert [o.id for o in outcomes] == [*SHIPPED, "031", "032"]
+    assert all(o.action == "applied" for o in outcomes)
+    everything = [*SHIPPED, "031", "032"]
+    assert seen_committed == [SHIPPED[:2]] * 2 + [SHIPPED[:3], SHIPPED] + [everything] * 2
+    assert sorted(e.id for e in entries.values()) == everything
+    assert db.execute("SELECT to_regclass('app.t031') IS NOT NULL, to_regclass('app.t032') IS NOT NULL") == [
+        (True, True)]
+
+
+def test_it_builds_the_same_schema_as_a_transaction_a_migration(db):
+    assert db.run_cli("apply", "--group").returncode == 0
+    together = migrations_part(db)
+    for migration_id in reversed(SHIPPED):
+        assert db.run_cli("revert", migration_id, "--allow-data-loss").returncode == 0
+    assert db.run_cli("apply").returncode == 0
+    assert migrations_part(db) == together
+
+
+def test_a_failing_migration_applies_none_of_its_group_and_names_its_file_and_line(db, tmp_path):
+    sql_dir = shipped_then(db, tmp_path, "CREATE TABLE app.t032 (i int);\nSELECT nothing FROM app.t031;\n")
+    result = db.run_cli("apply", "--group", "--json", sql_dir=sql_dir)
+
+    line = one_line_error(result)
+    assert result.returncode == 1
+    assert "032_more.sql:2: column \"nothing\" does not exist" in line
+    assert "none of 031 to 032 (one transaction, --group) was applied" in line
+    assert json.loads(result.stdout) == {"dry_run": False, "complete": False, "outcomes": []}
+    assert_none_of_the_group_applied(db, sql_dir)
+
+
+def test_what_committed_before_the_failing_group_stays_and_is_reported(db, tmp_path):
+    sql_dir = shipped_then(db, tmp_path, CONCURRENT.format(name="t031_j"), "SELECT 1;\n", "SELECT 1/0;\n")
+    result = db.run_cli("apply", "--group", "--json", sql_dir=sql_dir)
+
+    line = one_line_error(result)
+    assert result.returncode == 1 and "034_more.sql:1: division by zero" in line and "none of 033 to 034" in line
+    assert [o["id"] for o in json.loads(result.stdout)["outcomes"]] == ["031", "032"]
+    assert ledger_ids(db) == [*SHIPPED, "031", "032"]
+    assert db.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'app.t031_j'::regclass") == [(True,)]
+
+
+def test_a_lock_timeout_anywhere_retries_the_group_and_each_migration_runs_once(db, tmp_path):
+    sql_dir = shipped_then(db, tmp_path, "CREATE TABLE app.t032 (i int);\nLOCK TABLE app.held IN ACCESS EXCLUSIVE MODE;\n")
+    db.execute("CREATE TABLE app.held (i int)")
+    with db.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE app.held IN ACCESS SHARE MODE")
+        release = threading.Timer(2.0, lambda: holder.execute("ROLLBACK"))
+        release.start()
+        try:
+            result = db.run_cli("apply", "--group", "--lock-timeout", "0.2", "--lock-retries", "20", "-v",
+                                sql_dir=sql_dir)
+        finally:
+            release.join()
+
+    assert result.returncode == 0, result.stderr
+    assert "032, step main: lock timeout, retry" in result.stderr
+    assert ledger_ids(db) == [*SHIPPED, "031", "032"]
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["031 first", "032 more"]
+    assert db.execute("SELECT count(*) FROM pg_index WHERE indexrelid = 'app.t031_i'::regclass") == [(1,)]
+
+
+def test_a_lock_never_granted_gives_up_with_none_of_the_group_applied(db, tmp_path):
+    sql_dir = shipped_then(db, tmp_path, "LOCK TABLE app.held IN ACCESS EXCLUSIVE MODE;\n")
+    db.execute("CREATE TABLE app.held (i int)")
+    with db.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE app.held IN ACCESS SHARE MODE")
+        result = db.run_cli("apply", "--group", "--lock-timeout", "0.1", "--lock-retries", "2", sql_dir=sql_dir)
+        holder.execute("ROLLBACK")
+
+    line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and line.startswith("appdb: error: 032, step main: lock timeout"), result.stderr
+    assert_none_of_the_group_applied(db, sql_dir)
+
+
+def test_what_a_migration_leaves_in_its_session_does_not_reach_the_next_in_one_transaction(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "031_session.sql", SESSION_031)
+    add_migration(sql_dir, "032_where.sql", SESSION_032)
+    result = db.run_cli("apply", "--group", sql_dir=sql_dir)
+    assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT to_regclass('public.where_am_i') IS NOT NULL, to_regclass('app.where_am_i')") == [
+        (True, None)]
+    assert db.execute("SELECT count(*) FROM public.audit_note") == [(1,)]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("CREATE TABLE app.t032 (i int);\nSELECT pg_advisory_unlock_all();\n",
+     "a migration of 031 to 032 let go of the migration lock"),
+    ("CREATE TABLE app.t032 (i int);\nSET LOCAL lock_timeout = 0;\n", "032, step main changed the runner's settings"),
+    ("CREATE TABLE app.t032 (i int);\nRESET ALL;\n", "032, step main changed the runner's settings"),
+])
+def test_a_migration_that_lets_go_of_the_lock_or_the_settings_applies_none_of_its_group(db, tmp_path, text, message):
+    sql_dir = shipped_then(db, tmp_path, text)
+    result = db.run_cli("apply", "--group", sql_dir=sql_dir)
+    line = one_line_error(result)
+    assert result.returncode == 1 and message in line
+    assert_none_of_the_group_applied(db, sql_dir)
+
+
+def test_a_deferred_check_that_fails_at_the_commit_applies_none_of_the_group(db, tmp_path):
+    sql_dir = shipped_then(db, tmp_path, """CREATE TABLE app.parent (id int PRIMARY KEY);
+CREATE TABLE app.child (parent_id int REFERENCES app.parent DEFERRABLE INITIALLY DEFERRED);
+INSERT INTO app.child VALUES (1);
+""")
+    result = db.run_cli("apply", "--group", sql_dir=sql_dir)
+    line = one_line_error(result)
+    assert result.returncode == 1
+    assert "031 to 032 failed at its commit" in line and "23503" in line and "none of them was applied" in line
+    assert_none_of_the_group_applied(db, sql_dir)
+    assert db.execute("SELECT to_regclass('app.child')") == [(None,)]
+
+
+def test_three_runs_at_once_apply_each_migration_once(db, tmp_path):
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "031_slow.sql", "SELECT pg_sleep(1);\nCREATE TABLE app.t031 (i int);\n")
+    runs = [subprocess.Popen([sys.executable, "-m", "appdb", "apply", "--group"], env=cli_env(db, sql_dir), cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    wait_for(lambda: all(run.poll() is not None for run in runs), timeout=60, what="the three runs to end")
+    outputs = [run.communicate() for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], outputs
+    applied = [line for out, _ in outputs for line in out.splitlines() if ": applied in " in line]
+    assert len(applied) == 5 and ledger_ids(db) == [*SHIPPED, "031"]
+
+
+def test_without_group_each_migration_still_commits_on_its_own(db, tmp_path):
+    """The default is unchanged: a failure in 032 leaves 031 applied."""
+    sql_dir = shipped_then(db, tmp_path, "SELECT 1/0;\n")
+    result = db.run_cli("apply", sql_dir=sql_dir)
+    assert result.returncode == 1 and "none of" not in result.stderr
+    assert ledger_ids(db) == [*SHIPPED, "031"]
