@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -136,6 +137,21 @@ def test_cli_targets_compare_appdb_with_psql_and_the_go_tools_and_skip_what_was_
     assert targets["`apply --only 030`, shipped schema <= 60 ms"]["met"] is False
     assert targets["`status`, shipped schema <= 60 ms"]["met"] is True
     assert targets["`verify`, shipped schema <= 100 ms"]["met"] is False
+
+
+def test_apply_with_group_is_measured_as_a_tool_of_its_own_and_held_to_the_same_targets():
+    tools = {tool.name: tool for tool in history.TOOLS}
+    target = history.Target("127.0.0.1", 5432, "db", "secret")
+    grouped = tools["appdb --group"].command("bin/appdb", Path("/m"), target)
+    assert grouped == [*tools["appdb"].command("bin/appdb", Path("/m"), target), "--group"]
+    assert tools["appdb --group"].noop("bin/appdb", Path("/m"), target)[-1] != "--group"
+    table = {"apply": {"appdb": {1000: 3.0}, "appdb --group": {1000: 1.7}, "psql -1": {1000: 1.5},
+                       "goose": {1000: 2.8}}}
+    targets = {t["target"]: t for t in history.cli_targets(table, {})}
+    assert targets["`appdb apply` of 1000 <= 1.2x psql -1"]["met"] is False
+    assert targets["`appdb apply --group` of 1000 <= 1.2x psql -1"]["met"] is True
+    assert targets["`appdb apply --group` of 1000 ahead of goose (2.80 s)"]["met"] is True
+    assert history._slug("appdb --group") == "appdb_group" and history._slug("psql -1") == "psql_1"
 
 
 
