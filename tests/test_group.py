@@ -210,3 +210,19 @@ def test_without_group_each_migration_still_commits_on_its_own(db, tmp_path):
     result = db.run_cli("apply", sql_dir=sql_dir)
     assert result.returncode == 1 and "none of" not in result.stderr
     assert ledger_ids(db) == [*SHIPPED, "031"]
+
+
+def test_the_next_migration_of_a_group_is_read_with_standard_conforming_strings_on(db, tmp_path):
+    """Its fresh session shares its query: the text is still parsed with standard strings on, as
+    the lexer read it, whatever the migration before did to the session behind a local 'on'."""
+    from tests.test_runner import HIDDEN_COMMIT
+
+    turn_off = ("SELECT set_config('standard_conforming_strings', 'off', false), "
+                "set_config('standard_conforming_strings', 'on', true);\n")
+    sql_dir = shipped_then(db, tmp_path, turn_off, HIDDEN_COMMIT)
+    result = db.run_cli("apply", "--group", sql_dir=sql_dir)
+    line = one_line_error(result)
+    assert result.returncode == 1 and "033_more.sql" in line and "syntax error" in line, line
+    assert "none of 031 to 033" in line
+    assert db.execute("SELECT to_regclass('app.after_commit')") == [(None,)]
+    assert_none_of_the_group_applied(db, sql_dir)

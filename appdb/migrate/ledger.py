@@ -97,7 +97,15 @@ def check_recordable(conn: psycopg.Connection, migration: Migration) -> None:
 
 def record(conn: psycopg.Connection, migration: Migration, duration_ms: int, applied_by: str | None = None,
            ledger_exists: bool | None = None) -> None:
-    """Write the row; the caller's transaction decides whether it sticks.
+    """Write the row; the caller's transaction decides whether it sticks (:func:`record_all`)."""
+    record_all(conn, [(migration, duration_ms)], applied_by, ledger_exists)
+
+
+def record_all(conn: psycopg.Connection, rows: list[tuple[Migration, int]], applied_by: str | None = None,
+               ledger_exists: bool | None = None) -> None:
+    """Write a row for each (migration, duration in ms), in one statement; the caller's
+    transaction decides whether they stick. ``apply --group`` writes a group's rows at once:
+    a round trip and a plan each would be a fifth of a small migration's time (issue 20).
 
     ``applied_by`` defaults to the login; ``appdb baseline`` says it recorded without running.
     ``ledger_exists``: what the caller, holding the migration lock, already knows (None: look).
@@ -108,24 +116,37 @@ def record(conn: psycopg.Connection, migration: Migration, duration_ms: int, app
     transaction, so a failed first apply leaves no trace; the migration lock keeps two runs
     from creating it at once.
     """
-    check_recordable(conn, migration)
+    for migration, _ in rows:
+        check_recordable(conn, migration)
     if not (exists(conn) if ledger_exists is None else ledger_exists):
         conn.execute(_ddl())
     written = conn.execute(
         "INSERT INTO appdb.migrations (id, name, checksum, revert_sql, duration_ms, applied_by) "
-        "SELECT %(id)s, %(name)s, %(checksum)s, %(revert_sql)s, %(duration_ms)s, coalesce(%(applied_by)s, current_user) "
-        "WHERE NOT EXISTS (SELECT FROM appdb.migrations WHERE ltrim(id, '0') = ltrim(%(id)s, '0'))",
-        {"id": migration.id, "name": migration.name, "checksum": migration.checksum,
-         "revert_sql": migration.revert_sql, "duration_ms": duration_ms, "applied_by": applied_by},
+        "SELECT r.id, r.name, r.checksum, r.revert_sql, r.duration_ms, coalesce(%(applied_by)s, current_user) "
+        "FROM unnest(%(ids)s::text[], %(names)s::text[], %(checksums)s::text[], %(reverts)s::text[], "
+        "%(durations)s::bigint[]) AS r(id, name, checksum, revert_sql, duration_ms) "
+        "WHERE NOT EXISTS (SELECT FROM appdb.migrations AS m WHERE ltrim(m.id, '0') = ltrim(r.id, '0'))",
+        {"ids": [m.id for m, _ in rows], "names": [m.name for m, _ in rows],
+         "checksums": [m.checksum for m, _ in rows], "reverts": [m.revert_sql for m, _ in rows],
+         "durations": [ms for _, ms in rows], "applied_by": applied_by},
     ).rowcount
-    if written != 1:
-        row = conn.execute("SELECT id FROM appdb.migrations WHERE ltrim(id, '0') = ltrim(%s, '0')",
-                           (migration.id,)).fetchone()
-        other = row[0] if row else "?"
-        raise Refused(
-            f"{migration.id} was not recorded: the ledger already holds version {migration.sort_key} "
-            f"as {other}; {migration.id} and {other} are one migration"
-        )
+    if written != len(rows):
+        _refuse_another_spelling(conn, [m for m, _ in rows])
+
+
+def _refuse_another_spelling(conn: psycopg.Connection, migrations: list[Migration]) -> None:
+    """Name the migration whose version the ledger already holds as another id."""
+    ids = [m.id for m in migrations]
+    found = conn.execute(
+        "SELECT ltrim(id, '0'), id FROM appdb.migrations WHERE ltrim(id, '0') = ANY(%s::text[]) AND id <> ALL(%s::text[])",
+        ([i.lstrip("0") for i in ids], ids)).fetchall()
+    others = dict(found)
+    migration = next((m for m in migrations if m.id.lstrip("0") in others), migrations[0])
+    other = others.get(migration.id.lstrip("0"), "?")
+    raise Refused(
+        f"{migration.id} was not recorded: the ledger already holds version {migration.sort_key} "
+        f"as {other}; {migration.id} and {other} are one migration"
+    )
 
 
 def forget(conn: psycopg.Connection, entry: Entry) -> None:

@@ -223,8 +223,8 @@ def _apply_group(conn: psycopg.Connection, batch: list[Migration], options: Opti
         at: list[tuple[Migration, Step]] = []  # where it is, for the error
         try:
             with conn.transaction():
-                outcomes = [_apply_within(conn, migration, options, ledger_exists or index > 0, at)
-                            for index, migration in enumerate(batch)]
+                outcomes = [_apply_within(conn, migration, options, at) for migration in batch]
+                _record_group(conn, batch, outcomes, options, ledger_exists)
                 # Once, not after every step: reading pg_locks costs as many locks as the
                 # transaction holds (thousands, by the end of a long history); and until the commit
                 # nothing of it is visible, so a run let in by a lost lock waits for this one.
@@ -251,18 +251,18 @@ def _apply_group(conn: psycopg.Connection, batch: list[Migration], options: Opti
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _apply_within(conn: psycopg.Connection, migration: Migration, options: Options, ledger_exists: bool,
+def _apply_within(conn: psycopg.Connection, migration: Migration, options: Options,
                   at: list[tuple[Migration, Step]]) -> Outcome:
-    """One migration inside the caller's transaction, from a fresh session; ``at`` follows its steps."""
+    """One migration inside the caller's transaction, from a fresh session; ``at`` follows its
+    steps. Its ledger row comes with its group's (:func:`_record_group`)."""
     started = time.monotonic()
-    if at:
-        _fresh_session_within(conn)
-    for step in migration.steps:
+    for index, step in enumerate(migration.steps):
+        # A fresh session before each migration but the group's first, in its first step's query.
+        fresh = index == 0 and bool(at)
         at.append((migration, step))
         log.info("%s: step %s", migration.id, step.name)
-        expected, found = _run_in_transaction(conn, step, options, lock_checked=False)
+        expected, found = _run_in_transaction(conn, step, options, lock_checked=False, fresh=fresh)
         _check_still_ours(conn, expected, migration.id, step, found)
-    ledger.record(conn, migration, int((time.monotonic() - started) * 1000), ledger_exists=ledger_exists)
     return Outcome(migration.id, migration.name, "applied", time.monotonic() - started,
                    tuple(s.name for s in migration.steps))
 
@@ -419,9 +419,19 @@ _FRESH_SESSION = ("SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; D
                   f"CLOSE ALL; UNLISTEN *; {_CONFORMING_FOR_THE_SESSION}")
 
 
+def _record_group(conn: psycopg.Connection, batch: list[Migration], outcomes: list[Outcome], options: Options,
+                  ledger_exists: bool) -> None:
+    """The group's ledger rows, in one statement, as the login that runs appdb and with a
+    step's timeouts (the last migration may have changed role or settings for its session)."""
+    _fresh_session_within(conn)
+    _set_timeouts(conn, batch[-1].steps[-1], options, local=True)
+    ledger.record_all(conn, [(migration, int(outcome.seconds * 1000)) for migration, outcome in zip(batch, outcomes)],
+                      ledger_exists=ledger_exists)
+
+
 def _fresh_session_within(conn: psycopg.Connection) -> None:
-    """:func:`_fresh_session` inside the caller's transaction (``--group``), which it
-    leaves open: between two migrations of one transaction, as a commit is between two of a run."""
+    """:func:`_fresh_session` inside the caller's transaction (``--group``), which it leaves
+    open: before a group's ledger rows (between two of its migrations, the step's query does it)."""
     conn.execute(_FRESH_SESSION)
 
 
@@ -450,8 +460,8 @@ def _settings(conn: psycopg.Connection, step: Step, options: Options) -> dict[st
     return settings
 
 
-def _run_in_transaction(conn: psycopg.Connection, step: Step, options: Options,
-                        lock_checked: bool = True) -> tuple[dict[str, str], tuple[str, ...]]:
+def _run_in_transaction(conn: psycopg.Connection, step: Step, options: Options, lock_checked: bool = True,
+                        fresh: bool = False) -> tuple[dict[str, str], tuple[str, ...]]:
     """Set the settings locally, run the step, read the settings back: one round trip, not three.
 
     One simple-protocol query, ``SELECT set_config(...);`` + the step + ``SELECT
@@ -461,16 +471,25 @@ def _run_in_transaction(conn: psycopg.Connection, step: Step, options: Options,
     step, for :func:`_check_still_ours`. Only for transactional steps: a ``transaction=false``
     step runs alone, as PostgreSQL runs several statements of one query in one transaction.
     ``lock_checked=False``: the caller checks the migration lock itself, before its commit
-    (:func:`_apply_group`), and the lock reads as held here.
+    (:func:`_apply_group`), and the lock reads as held here. ``fresh``: the session is made
+    fresh first, in the same query (the next migration of a group): the text is parsed with
+    standard_conforming_strings on, as the step before left it, and the fresh session turns
+    it on again before the step runs.
     """
     settings = _settings(conn, step, options)
     names = list(settings)
     prefix, suffix = _around_step(conn, tuple(settings.items()), lock_checked)
+    if fresh:
+        prefix = f"{_FRESH_SESSION};\n{prefix}"
     try:
         cursor = conn.execute(prefix + step.sql + suffix)
     except psycopg.Error as exc:
         exc.appdb_offset = len(prefix)  # type: ignore[attr-defined]  # where the step starts, for the line
         raise
+    if fresh:  # past the fresh session's statements, the last of which returns a row
+        while cursor.description is None and cursor.nextset():
+            pass
+        cursor.nextset()
     expected = dict(zip(names, cursor.fetchone()))
     # The settings read back are the last result but one: the session's standard_conforming_strings comes last.
     found = latest = None
