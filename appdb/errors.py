@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 # What appdb says, and exits with, when Ctrl-C stops it: the runner's transaction rolls back.
-INTERRUPTED = "interrupted; the step in progress was rolled back"
+INTERRUPTED = "interrupted; the step in progress was rolled back (with apply --group, its whole group)"
 INTERRUPTED_EXIT = 130
 
 

@@ -151,6 +151,7 @@ def test_a_lock_never_granted_gives_up_with_none_of_the_group_applied(db, tmp_pa
 
     line = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 1 and line.startswith("appdb: error: 032, step main: lock timeout"), result.stderr
+    assert line.endswith("none of 031 to 032 (one transaction, --group) was applied")
     assert_none_of_the_group_applied(db, sql_dir)
 
 
@@ -226,3 +227,110 @@ def test_the_next_migration_of_a_group_is_read_with_standard_conforming_strings_
     assert "none of 031 to 033" in line
     assert db.execute("SELECT to_regclass('app.after_commit')") == [(None,)]
     assert_none_of_the_group_applied(db, sql_dir)
+
+
+# --- attack review of --group (2026-12-07) ---------------------------------------------------
+
+
+def test_a_run_let_in_by_a_lost_lock_keeps_its_work_and_this_one_says_why_it_stopped(db, tmp_path):
+    """031 lets go of the lock and waits (only while app.marker is missing): another run takes the
+    lock meanwhile and applies 031 and 032. The group must notice before it writes its rows."""
+    sql_dir = shipped_then(db, tmp_path, "CREATE TABLE IF NOT EXISTS app.t032 (i int);\n")
+    (sql_dir / "031_first.sql").write_text(
+        "SELECT pg_advisory_unlock_all() WHERE to_regclass('app.marker') IS NULL;\n"
+        "SELECT pg_sleep(3) WHERE to_regclass('app.marker') IS NULL;\n"
+        "CREATE TABLE IF NOT EXISTS app.t031 (i int);\n")
+    first = subprocess.Popen([sys.executable, "-m", "appdb", "apply", "--group"], env=cli_env(db, sql_dir), cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = "
+                                "'appdb' AND query LIKE '%%pg_sleep%%'", (db.name,))[0][0], what="031 to wait")
+    db.execute("CREATE TABLE app.marker ()")
+    second = db.run_cli("apply", sql_dir=sql_dir)
+    out, err = first.communicate(timeout=60)
+
+    assert second.returncode == 0, second.stderr
+    assert first.returncode == 1 and "let go of the migration lock" in err and "none of 031 to 032" in err, err
+    assert out == ""
+    assert ledger_ids(db) == [*SHIPPED, "031", "032"]
+
+
+def test_a_connection_lost_during_the_commit_says_the_outcome_is_unknown(db, tmp_path):
+    """A deferred trigger ends its own session at the commit: the answer never comes."""
+    sql_dir = shipped_then(db, tmp_path, """CREATE FUNCTION app.goodbye() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$;
+CREATE TABLE app.t032 (i int);
+CREATE CONSTRAINT TRIGGER bye AFTER INSERT ON app.t032 DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION app.goodbye();
+INSERT INTO app.t032 VALUES (1);
+""")
+    result = db.run_cli("apply", "--group", sql_dir=sql_dir)
+    line = one_line_error(result)
+    assert result.returncode == 1
+    assert "connection to the server was lost during the commit of 031 to 032" in line and "appdb status" in line
+    assert "SQLSTATE None" not in line
+    assert_none_of_the_group_applied(db, sql_dir)  # here it did not commit; status is what tells
+
+
+def test_a_cursor_left_open_over_a_temporary_table_does_not_fail_the_next_migration(db, tmp_path):
+    sql_dir = shipped_then(db, tmp_path, "CREATE TEMP TABLE tt (i int);\nDECLARE c CURSOR FOR SELECT * FROM tt;\n",
+                           "CREATE TABLE app.t033 (i int);\n")
+    result = db.run_cli("apply", "--group", sql_dir=sql_dir)
+    assert result.returncode == 0, result.stderr
+    assert ledger_ids(db) == [*SHIPPED, "031", "032", "033"]
+
+
+def test_a_group_ends_after_a_migration_whose_effect_lasts_until_its_commit(db, tmp_path):
+    """An enum's new value cannot be used before its commit, and no RESET undoes SET CONSTRAINTS:
+    each such migration ends its group, so the next sees it as it would without --group."""
+    db.execute("CREATE TYPE app.mood AS ENUM ('a')")
+    sql_dir = shipped_then(
+        db, tmp_path,
+        "ALTER TYPE app.mood ADD VALUE 'b';\n",
+        "CREATE TABLE app.moods (m app.mood);\nINSERT INTO app.moods VALUES ('b');\n",
+        "CREATE TABLE app.parent (id int PRIMARY KEY);\n"
+        "CREATE TABLE app.child (parent_id int REFERENCES app.parent DEFERRABLE INITIALLY DEFERRED);\n",
+        "SET CONSTRAINTS ALL IMMEDIATE;\n",
+        "INSERT INTO app.child VALUES (1);\nINSERT INTO app.parent VALUES (1);\n")
+    pending = [m for m in discover(sql_dir) if m.id not in SHIPPED]
+    assert [[m.id for m in batch] for batch in runner.groups(pending)] == [["031", "032"], ["033", "034", "035"],
+                                                                            ["036"]]
+    result = db.run_cli("apply", "--group", sql_dir=sql_dir)
+    assert result.returncode == 0, result.stderr
+    assert ledger_ids(db) == [*SHIPPED, "031", "032", "033", "034", "035", "036"]
+
+
+@pytest.mark.parametrize("text, ends", [
+    ("ALTER TYPE app.mood ADD VALUE IF NOT EXISTS 'c' AFTER 'a';\n", True),
+    ("alter type \"app\".mood add value 'c';\n", True),
+    ("SET CONSTRAINTS app.child_parent_id_fkey IMMEDIATE;\n", True),
+    ("SELECT 'SET CONSTRAINTS ALL IMMEDIATE';\nCOMMENT ON TYPE app.mood IS 'add value';\n", False),
+    ("ALTER TYPE app.mood RENAME VALUE 'a' TO 'b';\n", False),
+    ("-- set constraints all immediate\nSELECT 1;\n", False),
+])
+def test_which_migrations_need_their_commit(tmp_path, text, ends):
+    sql_dir = tmp_path / "sql"
+    add_migration_here = sql_dir / "revert"
+    add_migration_here.mkdir(parents=True)
+    (sql_dir / "031_x.sql").write_text(text)
+    (sql_dir / "revert" / "031_x.sql").write_text("SELECT 1;\n")
+    assert discover(sql_dir)[0].needs_its_commit() is ends
+
+
+def test_a_retried_group_starts_from_a_fresh_session(db, tmp_path):
+    """A PREPARE survives the rollback of a lock timeout: the retry must not find it."""
+    db.execute("CREATE TABLE app.held (i int)")
+    assert db.run_cli("apply").returncode == 0
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "031_prepare.sql", "-- appdb:step a\nPREPARE p AS SELECT 1;\n"
+                                              "-- appdb:step b\nLOCK TABLE app.held IN ACCESS EXCLUSIVE MODE;\n")
+    with db.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE app.held IN ACCESS SHARE MODE")
+        release = threading.Timer(1.5, lambda: holder.execute("ROLLBACK"))
+        release.start()
+        try:
+            result = db.run_cli("apply", "--group", "--lock-timeout", "0.2", "--lock-retries", "20", sql_dir=sql_dir)
+        finally:
+            release.join()
+    assert result.returncode == 0, result.stderr
+    assert ledger_ids(db) == [*SHIPPED, "031"]

@@ -69,6 +69,14 @@ class Step:
         """The named indexes this step's ``CREATE INDEX`` statements build."""
         return statements.created_indexes(statements.split(self.sql, source, self.first_line))
 
+    def needs_its_commit(self, source: str) -> bool:
+        """Whether what follows must come after this step's commit (:func:`statements.needs_a_commit`);
+        a step whose text names neither ``constraints`` nor ``value`` is not lexed again."""
+        lowered = self.sql.lower()
+        if "constraints" not in lowered and "value" not in lowered:
+            return False
+        return statements.needs_a_commit(statements.split(self.sql, source, self.first_line))
+
     def concurrent_indexes(self, source: str) -> list[statements.IndexTarget]:
         """The named indexes this step builds ``CONCURRENTLY``: the only builds an interruption leaves INVALID.
 
@@ -105,6 +113,10 @@ class Migration:
     def created_indexes(self) -> list[statements.IndexTarget]:
         """Every named index the migration's steps build."""
         return [index for step in self.steps for index in step.created_indexes(str(self.path))]
+
+    def needs_its_commit(self) -> bool:
+        """Whether a later migration must see this one committed (``apply --group`` ends a group here)."""
+        return any(step.needs_its_commit(str(self.path)) for step in self.steps)
 
     def concurrent_indexes(self) -> list[statements.IndexTarget]:
         """Every named index the migration builds ``CONCURRENTLY``: none may be INVALID when it is recorded."""

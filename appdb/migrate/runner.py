@@ -152,13 +152,15 @@ GROUP_MAX = 100
 
 def groups(pending: list[Migration]) -> list[list[Migration]]:
     """``apply --group``'s transactions: the pending migrations in order, cut before and after each
-    one with a ``transaction=false`` step (which runs as it would without ``--group``), and after
-    every :data:`GROUP_MAX`."""
+    one with a ``transaction=false`` step (which runs as it would without ``--group``), after one
+    whose effect lasts until its commit (an enum's new value, ``SET CONSTRAINTS``:
+    :meth:`Migration.needs_its_commit`), and after every :data:`GROUP_MAX`."""
     batches: list[list[Migration]] = []
     for migration in pending:
-        if (_transactional(migration) and batches and _transactional(batches[-1][0])
-                and len(batches[-1]) < GROUP_MAX):
-            batches[-1].append(migration)
+        last = batches[-1] if batches else None
+        if (last is not None and _transactional(migration) and _transactional(last[0])
+                and len(last) < GROUP_MAX and not last[-1].needs_its_commit()):
+            last.append(migration)
         else:
             batches.append([migration])
     return batches
@@ -219,36 +221,55 @@ def _apply_group(conn: psycopg.Connection, batch: list[Migration], options: Opti
     step's backoff.
     """
     which = batch[0].id if len(batch) == 1 else f"{batch[0].id} to {batch[-1].id}"
+    not_applied = f"none of {which} (one transaction, --group) was applied"
     for attempt in range(options.lock_retries + 1):
+        if attempt:
+            # As a commit would between two runs: a PREPARE or LISTEN survives the rollback.
+            _fresh_session(conn)
         at: list[tuple[Migration, Step]] = []  # where it is, for the error
         try:
             with conn.transaction():
                 outcomes = [_apply_within(conn, migration, options, at) for migration in batch]
-                _record_group(conn, batch, outcomes, options, ledger_exists)
                 # Once, not after every step: reading pg_locks costs as many locks as the
-                # transaction holds (thousands, by the end of a long history); and until the commit
-                # nothing of it is visible, so a run let in by a lost lock waits for this one.
+                # transaction holds (thousands, by the end of a long history). Before the ledger
+                # rows: a run let in meanwhile may have recorded the same migrations; this one
+                # rolls back, and what the other committed stays.
                 if not conn.execute(f"SELECT {HELD}").fetchone()[0]:
                     raise MigrationError(
                         f"a migration of {which} let go of the migration lock (a DISCARD ALL or an advisory "
-                        "unlock?), so another run may have started meanwhile; none of them was applied: remove "
-                        "that from the file"
+                        f"unlock?), so another run may have started meanwhile; {not_applied}: remove that "
+                        "from the file"
                     )
+                _record_group(conn, batch, outcomes, options, ledger_exists)
                 at.clear()  # what fails from here fails the commit, not a step
             return outcomes
         except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
             migration, step = at[-1] if at else (batch[-1], batch[-1].steps[-1])
-            _pause_or_give_up(exc, attempt, options, migration.id, step)
+            try:
+                _pause_or_give_up(exc, attempt, options, migration.id, step)
+            except LockTimeout as timeout:
+                raise LockTimeout(f"{timeout}; {not_applied}") from None
         except psycopg.Error as exc:
             if not at:
-                raise MigrationError(
-                    f"the transaction of {which} failed at its commit ({_message(exc)}, SQLSTATE "
-                    f"{exc.diag.sqlstate}): a deferred constraint or trigger of one of them; none of them was applied"
-                ) from None
+                raise _commit_failure(exc, conn, which) from None
             migration, step = at[-1]
             failure = _failure(exc, conn, step, _label(migration.path), migration.id)
-            raise type(failure)(f"{failure}; none of {which} (one transaction, --group) was applied") from None
+            raise type(failure)(f"{failure}; {not_applied}") from None
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _commit_failure(exc: psycopg.Error, conn: psycopg.Connection, which: str) -> MigrationError:
+    """A group's COMMIT failed: a deferred check refused it (nothing applied), or the connection
+    went before the answer came (nobody here can know which way it went)."""
+    if conn.broken or exc.diag.sqlstate is None:
+        return MigrationError(
+            f"the connection to the server was lost during the commit of {which} ({_message(exc)}), so whether "
+            "they were applied is unknown: 'appdb status' tells, and apply again finishes the job"
+        )
+    return MigrationError(
+        f"the transaction of {which} failed at its commit: {_message(exc)} (SQLSTATE {exc.diag.sqlstate}), a "
+        "deferred constraint or trigger of one of them; none of them was applied"
+    )
 
 
 def _apply_within(conn: psycopg.Connection, migration: Migration, options: Options,
@@ -415,8 +436,10 @@ def _fresh_session(conn: psycopg.Connection) -> None:
     _for_the_session(conn, _FRESH_SESSION)
 
 
-_FRESH_SESSION = ("SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DEALLOCATE ALL; "
-                  f"CLOSE ALL; UNLISTEN *; {_CONFORMING_FOR_THE_SESSION}")
+# CLOSE ALL before DISCARD TEMP: inside a --group transaction, a cursor still open over a temporary
+# table would keep it from being dropped.
+_FRESH_SESSION = ("SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; DISCARD TEMP; DEALLOCATE ALL; "
+                  f"UNLISTEN *; {_CONFORMING_FOR_THE_SESSION}")
 
 
 def _record_group(conn: psycopg.Connection, batch: list[Migration], outcomes: list[Outcome], options: Options,

@@ -300,6 +300,22 @@ def refuse_copy_stdio(statements: list[Statement], source: str) -> None:
             )
 
 
+def needs_a_commit(statements: list[Statement]) -> bool:
+    """Whether a statement's effect lasts until the transaction commits, so that what follows in
+    the same transaction would see it otherwise than after a commit: ``ALTER TYPE ... ADD VALUE``
+    (the new value cannot be used before the commit) and ``SET CONSTRAINTS`` (no ``RESET``
+    undoes it). ``apply --group`` ends a group after such a migration."""
+    for statement in statements:
+        first = statement.words(2)
+        if first == ["set", "constraints"]:
+            return True
+        if first == ["alter", "type"]:
+            words = [token.value for token in statement.tokens if token.kind == "word"]
+            if ("add", "value") in zip(words, words[1:]):
+                return True
+    return False
+
+
 def created_indexes(statements: list[Statement]) -> list[IndexTarget]:
     """Each named index a ``CREATE [UNIQUE] INDEX`` statement builds, with its table."""
     found: list[IndexTarget] = []
