@@ -870,7 +870,7 @@ def plot(path: Path, pulumi_table: dict, cli_table: dict, baseline: dict | None 
     for name, by_n in (cli_table.get("apply") or {}).items():
         points = sorted((n, s) for n, s in by_n.items() if s is not None)
         if points:
-            right.plot(*zip(*points), "o-", label=name, linewidth=2.5 if name == "appdb" else 1.2)
+            right.plot(*zip(*points), "o-", label=name, linewidth=2.5 if name.startswith("appdb") else 1.2)
     right.set_title("Apply N migrations from empty (CLI)")
     right.set_xscale("log")
     right.set_yscale("log")
