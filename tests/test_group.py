@@ -12,6 +12,8 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,25 @@ def shipped_then(db, tmp_path: Path, *texts: str) -> Path:
     for number, text in enumerate(texts, start=32):
         add_migration(sql_dir, f"0{number}_more.sql", text)
     return sql_dir
+
+
+@contextmanager
+def held_table(db, release_after: float | None = None) -> Iterator[None]:
+    """app.held, share-locked by another session for the block, or for ``release_after`` seconds."""
+    db.execute("CREATE TABLE IF NOT EXISTS app.held (i int)")
+    with db.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE app.held IN ACCESS SHARE MODE")
+        release = threading.Timer(release_after, lambda: holder.execute("ROLLBACK")) if release_after else None
+        if release:
+            release.start()
+        try:
+            yield
+        finally:
+            if release:
+                release.join()
+            else:
+                holder.execute("ROLLBACK")
 
 
 def assert_none_of_the_group_applied(db, sql_dir: Path) -> None:
@@ -121,17 +142,8 @@ def test_what_committed_before_the_failing_group_stays_and_is_reported(db, tmp_p
 
 def test_a_lock_timeout_anywhere_retries_the_group_and_each_migration_runs_once(db, tmp_path):
     sql_dir = shipped_then(db, tmp_path, "CREATE TABLE app.t032 (i int);\nLOCK TABLE app.held IN ACCESS EXCLUSIVE MODE;\n")
-    db.execute("CREATE TABLE app.held (i int)")
-    with db.connect() as holder:
-        holder.execute("BEGIN")
-        holder.execute("LOCK TABLE app.held IN ACCESS SHARE MODE")
-        release = threading.Timer(2.0, lambda: holder.execute("ROLLBACK"))
-        release.start()
-        try:
-            result = db.run_cli("apply", "--group", "--lock-timeout", "0.2", "--lock-retries", "20", "-v",
-                                sql_dir=sql_dir)
-        finally:
-            release.join()
+    with held_table(db, release_after=2.0):
+        result = db.run_cli("apply", "--group", "--lock-timeout", "0.2", "--lock-retries", "20", "-v", sql_dir=sql_dir)
 
     assert result.returncode == 0, result.stderr
     assert "032, step main: lock timeout, retry" in result.stderr
@@ -142,12 +154,8 @@ def test_a_lock_timeout_anywhere_retries_the_group_and_each_migration_runs_once(
 
 def test_a_lock_never_granted_gives_up_with_none_of_the_group_applied(db, tmp_path):
     sql_dir = shipped_then(db, tmp_path, "LOCK TABLE app.held IN ACCESS EXCLUSIVE MODE;\n")
-    db.execute("CREATE TABLE app.held (i int)")
-    with db.connect() as holder:
-        holder.execute("BEGIN")
-        holder.execute("LOCK TABLE app.held IN ACCESS SHARE MODE")
+    with held_table(db):
         result = db.run_cli("apply", "--group", "--lock-timeout", "0.1", "--lock-retries", "2", sql_dir=sql_dir)
-        holder.execute("ROLLBACK")
 
     line = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 1 and line.startswith("appdb: error: 032, step main: lock timeout"), result.stderr
@@ -318,19 +326,11 @@ def test_which_migrations_need_their_commit(tmp_path, text, ends):
 
 def test_a_retried_group_starts_from_a_fresh_session(db, tmp_path):
     """A PREPARE survives the rollback of a lock timeout: the retry must not find it."""
-    db.execute("CREATE TABLE app.held (i int)")
     assert db.run_cli("apply").returncode == 0
     sql_dir = copy_sql(tmp_path)
     add_migration(sql_dir, "031_prepare.sql", "-- appdb:step a\nPREPARE p AS SELECT 1;\n"
                                               "-- appdb:step b\nLOCK TABLE app.held IN ACCESS EXCLUSIVE MODE;\n")
-    with db.connect() as holder:
-        holder.execute("BEGIN")
-        holder.execute("LOCK TABLE app.held IN ACCESS SHARE MODE")
-        release = threading.Timer(1.5, lambda: holder.execute("ROLLBACK"))
-        release.start()
-        try:
-            result = db.run_cli("apply", "--group", "--lock-timeout", "0.2", "--lock-retries", "20", sql_dir=sql_dir)
-        finally:
-            release.join()
+    with held_table(db, release_after=1.5):
+        result = db.run_cli("apply", "--group", "--lock-timeout", "0.2", "--lock-retries", "20", sql_dir=sql_dir)
     assert result.returncode == 0, result.stderr
     assert ledger_ids(db) == [*SHIPPED, "031"]
