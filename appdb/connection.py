@@ -162,6 +162,11 @@ def connect(dsn: str | None, application_name: str = "appdb") -> psycopg.Connect
     raw = resolve_dsn(dsn)
     params = connection_params(raw)
     params.setdefault("application_name", application_name)
+    # The files are read, and lexed, as UTF-8 text; the session's encoding is how that text goes to
+    # the server, whatever the DSN or PGCLIENTENCODING say. In another one a character could be
+    # sent as a byte the server reads otherwise (EUC_JP's yen sign is a backslash): a string the
+    # lexer saw closed would be open, and a COMMIT inside it would run. Every step checks it is kept.
+    params["client_encoding"] = "UTF8"
     _scram_only_on_this_machine(params)
     try:
         conn = psycopg.connect(conninfo.make_conninfo(**params), autocommit=True)

@@ -20,13 +20,19 @@ import pytest
 
 from appdb.migrate import ledger, runner
 from appdb.migrate.files import discover
-from tests.helpers import ROOT, migrations_part, one_line_error, wait_for
+from tests.helpers import ROOT, SQL_DIR, migrations_part, one_line_error, wait_for
 from tests.test_faults import cli_env, ledger_ids
 from tests.test_runner import SESSION_031, SESSION_032, add_migration, copy_sql, states
 
 OPTIONS = runner.Options(lock_timeout=5)
 SHIPPED = ["027", "028", "029", "030"]
 CONCURRENT = "-- appdb:step build transaction=false\nCREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON app.t031 (i);\n"
+
+
+def add_migration_to(sql_dir: Path, filename: str, text: str) -> None:
+    """A migration in a folder of the test's own making, its revert a no-op."""
+    (sql_dir / "revert").mkdir(parents=True, exist_ok=True)
+    add_migration(sql_dir, filename, text)
 
 
 def shipped_then(db, tmp_path: Path, *texts: str) -> Path:
@@ -67,29 +73,32 @@ def assert_none_of_the_group_applied(db, sql_dir: Path) -> None:
     assert db.execute("SELECT to_regclass('app.t031')") == [(None,)]
 
 
-def test_groups_are_cut_around_each_migration_with_a_step_outside_a_transaction(tmp_path):
-    sql_dir = copy_sql(tmp_path)
-    add_migration(sql_dir, "031_first.sql", "SELECT 1;\n")
-    add_migration(sql_dir, "032_build.sql", CONCURRENT.format(name="t031_j"))
-    add_migration(sql_dir, "033_last.sql", "SELECT 1;\n")
+def test_only_a_migration_of_one_transactional_step_joins_a_group(tmp_path):
+    sql_dir = tmp_path / "sql"
+    for name, text in [("001_a", "SELECT 1;\n"), ("002_b", "SELECT 2;\n"),
+                       ("003_build", "-- appdb:step build transaction=false\nSELECT 3;\n"), ("004_c", "SELECT 4;\n"),
+                       ("005_steps", "SELECT 5;\n-- appdb:step second\nSELECT 5;\n"), ("006_d", "SELECT 6;\n"),
+                       ("007_e", "SELECT 7;\n")]:
+        add_migration_to(sql_dir, f"{name}.sql", text)
     assert [[m.id for m in batch] for batch in runner.groups(discover(sql_dir))] == [
-        ["027", "028"], ["029"], ["030"], ["031"], ["032"], ["033"]]
+        ["001", "002"], ["003"], ["004"], ["005"], ["006", "007"]]
+    # The shipped ones have steps (027, 029, 030) or stand between them (028): each runs alone.
+    assert [[m.id for m in batch] for batch in runner.groups(discover(SQL_DIR))] == [[i] for i in SHIPPED]
     assert runner.groups([]) == []
 
 
 def test_a_group_holds_at_most_group_max_migrations_as_its_locks_share_one_table(tmp_path):
     from dataclasses import replace
 
-    [first] = discover(copy_sql(tmp_path))[:1]
+    add_migration_to(tmp_path / "sql", "001_one.sql", "SELECT 1;\n")
+    [first] = discover(tmp_path / "sql")
     many = [replace(first, id=f"{n:04d}") for n in range(1, 2 * runner.GROUP_MAX + 51)]
     assert [len(batch) for batch in runner.groups(many)] == [runner.GROUP_MAX, runner.GROUP_MAX, 50]
     assert [m for batch in runner.groups(many) for m in batch] == many
 
 
 def test_every_migration_is_applied_and_reported_only_once_its_group_has_committed(db, tmp_path):
-    sql_dir = copy_sql(tmp_path)
-    add_migration(sql_dir, "031_first.sql", "CREATE TABLE app.t031 (i int);\n")
-    add_migration(sql_dir, "032_second.sql", "CREATE TABLE app.t032 (i int);\n")
+    sql_dir = shipped_then(db, tmp_path, "CREATE TABLE app.t032 (i int);\n")
     seen_committed: list[list[str]] = []
 
     def progress(outcome: runner.Outcome) -> None:
@@ -99,10 +108,10 @@ def test_every_migration_is_applied_and_reported_only_once_its_group_has_committ
         outcomes = runner.apply(conn, discover(sql_dir), OPTIONS, progress=progress, group=True)
         entries = ledger.read(conn)
 
-    assert [o.id for o in outcomes] == [*SHIPPED, "031", "032"]
-    assert all(o.action == "applied" for o in outcomes)
     everything = [*SHIPPED, "031", "032"]
-    assert seen_committed == [SHIPPED[:2]] * 2 + [SHIPPED[:3], SHIPPED] + [everything] * 2
+    assert [o.id for o in outcomes] == ["031", "032"]
+    assert all(o.action == "applied" for o in outcomes)
+    assert seen_committed == [everything] * 2
     assert sorted(e.id for e in entries.values()) == everything
     assert db.execute("SELECT to_regclass('app.t031') IS NOT NULL, to_regclass('app.t032') IS NOT NULL") == [
         (True, True)]
@@ -189,16 +198,18 @@ def test_a_migration_that_lets_go_of_the_lock_or_the_settings_applies_none_of_it
 
 
 def test_a_deferred_check_that_fails_at_the_commit_applies_none_of_the_group(db, tmp_path):
+    """032 makes the deferred check (and, saying DEFERRABLE, runs alone); 033 breaks it, and the
+    group 033 to 034 fails at its commit, naming the constraint."""
     sql_dir = shipped_then(db, tmp_path, """CREATE TABLE app.parent (id int PRIMARY KEY);
 CREATE TABLE app.child (parent_id int REFERENCES app.parent DEFERRABLE INITIALLY DEFERRED);
-INSERT INTO app.child VALUES (1);
-""")
+""", "INSERT INTO app.child VALUES (1);\n", "SELECT 1;\n")
     result = db.run_cli("apply", "--group", sql_dir=sql_dir)
     line = one_line_error(result)
     assert result.returncode == 1
-    assert "031 to 032 failed at its commit" in line and "23503" in line and "none of them was applied" in line
-    assert_none_of_the_group_applied(db, sql_dir)
-    assert db.execute("SELECT to_regclass('app.child')") == [(None,)]
+    assert "033 to 034 failed at its commit" in line and "child_parent_id_fkey" in line and "23503" in line
+    assert "none of them was applied" in line
+    assert ledger_ids(db) == [*SHIPPED, "031", "032"]
+    assert db.execute("SELECT count(*) FROM app.child") == [(0,)]
 
 
 def test_three_runs_at_once_apply_each_migration_once(db, tmp_path):
@@ -263,20 +274,20 @@ def test_a_run_let_in_by_a_lost_lock_keeps_its_work_and_this_one_says_why_it_sto
 
 
 def test_a_connection_lost_during_the_commit_says_the_outcome_is_unknown(db, tmp_path):
-    """A deferred trigger ends its own session at the commit: the answer never comes."""
+    """A deferred trigger (made by 032, which runs alone) ends its own session at the commit of
+    the group 033 to 034: the answer never comes."""
     sql_dir = shipped_then(db, tmp_path, """CREATE FUNCTION app.goodbye() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$;
 CREATE TABLE app.t032 (i int);
 CREATE CONSTRAINT TRIGGER bye AFTER INSERT ON app.t032 DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION app.goodbye();
-INSERT INTO app.t032 VALUES (1);
-""")
+""", "INSERT INTO app.t032 VALUES (1);\n", "SELECT 1;\n")
     result = db.run_cli("apply", "--group", sql_dir=sql_dir)
     line = one_line_error(result)
     assert result.returncode == 1
-    assert "connection to the server was lost during the commit of 031 to 032" in line and "appdb status" in line
+    assert "connection to the server was lost during the commit of 033 to 034" in line and "appdb status" in line
     assert "SQLSTATE None" not in line
-    assert_none_of_the_group_applied(db, sql_dir)  # here it did not commit; status is what tells
+    assert ledger_ids(db) == [*SHIPPED, "031", "032"]  # here it did not commit; status is what tells
 
 
 def test_a_cursor_left_open_over_a_temporary_table_does_not_fail_the_next_migration(db, tmp_path):
@@ -300,8 +311,8 @@ def test_a_group_ends_after_a_migration_whose_effect_lasts_until_its_commit(db, 
         "SET CONSTRAINTS ALL IMMEDIATE;\n",
         "INSERT INTO app.child VALUES (1);\nINSERT INTO app.parent VALUES (1);\n")
     pending = [m for m in discover(sql_dir) if m.id not in SHIPPED]
-    assert [[m.id for m in batch] for batch in runner.groups(pending)] == [["031", "032"], ["033", "034", "035"],
-                                                                            ["036"]]
+    assert [[m.id for m in batch] for batch in runner.groups(pending)] == [[i] for i in ("031", "032", "033", "034",
+                                                                                          "035", "036")]
     result = db.run_cli("apply", "--group", sql_dir=sql_dir)
     assert result.returncode == 0, result.stderr
     assert ledger_ids(db) == [*SHIPPED, "031", "032", "033", "034", "035", "036"]
@@ -310,17 +321,21 @@ def test_a_group_ends_after_a_migration_whose_effect_lasts_until_its_commit(db, 
 @pytest.mark.parametrize("text, ends", [
     ("ALTER TYPE app.mood ADD VALUE IF NOT EXISTS 'c' AFTER 'a';\n", True),
     ("alter type \"app\".mood add value 'c';\n", True),
+    ("ALTER TYPE app.mood ADD /* a comment */ VALUE 'c';\n", True),
+    ("ALTER TYPE app.mood ADD\n-- a comment\nVALUE 'c';\n", True),
     ("SET CONSTRAINTS app.child_parent_id_fkey IMMEDIATE;\n", True),
-    ("SELECT 'SET CONSTRAINTS ALL IMMEDIATE';\nCOMMENT ON TYPE app.mood IS 'add value';\n", False),
+    # In a DO body or an EXECUTE string the lexer sees no statement: the words count anywhere.
+    ("DO $$ BEGIN IF NOT EXISTS (SELECT) THEN ALTER TYPE app.mood ADD VALUE 'b'; END IF; END $$;\n", True),
+    ("DO $$ BEGIN EXECUTE 'ALTER TYPE app.mood ADD VALUE ''b'''; END $$;\n", True),
+    ("DO $$ BEGIN SET CONSTRAINTS ALL IMMEDIATE; END $$;\n", True),
+    ("CREATE TABLE app.c (p int REFERENCES app.p DEFERRABLE INITIALLY DEFERRED);\n", True),
+    ("SELECT 'SET CONSTRAINTS ALL IMMEDIATE';\n", True),  # taken for one: it only commits alone
     ("ALTER TYPE app.mood RENAME VALUE 'a' TO 'b';\n", False),
-    ("-- set constraints all immediate\nSELECT 1;\n", False),
+    ("INSERT INTO app.t VALUES (1), (2);\nALTER TABLE app.t ADD CONSTRAINT t_i CHECK (i > 0);\n", False),
 ])
 def test_which_migrations_need_their_commit(tmp_path, text, ends):
     sql_dir = tmp_path / "sql"
-    add_migration_here = sql_dir / "revert"
-    add_migration_here.mkdir(parents=True)
-    (sql_dir / "031_x.sql").write_text(text)
-    (sql_dir / "revert" / "031_x.sql").write_text("SELECT 1;\n")
+    add_migration_to(sql_dir, "031_x.sql", text)
     assert discover(sql_dir)[0].needs_its_commit() is ends
 
 
@@ -334,3 +349,62 @@ def test_a_retried_group_starts_from_a_fresh_session(db, tmp_path):
         result = db.run_cli("apply", "--group", "--lock-timeout", "0.2", "--lock-retries", "20", sql_dir=sql_dir)
     assert result.returncode == 0, result.stderr
     assert ledger_ids(db) == [*SHIPPED, "031"]
+
+
+# --- second attack review of --group (2026-12-07) ---------------------------------------------
+
+# Read in UTF-8, as the lexer reads it: one SELECT of two strings. Sent in EUC_JP the yen sign is
+# the byte 0x5C, a backslash inside E'...': the string runs on, and the COMMIT after it runs.
+YEN_HIDDEN_COMMIT = ("SELECT E'\u00a5' AS a, '\n; COMMIT; CREATE TABLE app.after_commit AS SELECT "
+                     "current_setting('lock_timeout') AS lt; -- ' AS b;\n")
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_a_step_cannot_change_the_encoding_the_next_text_is_sent_in(db, tmp_path, group):
+    sql_dir = shipped_then(db, tmp_path, "SET client_encoding = 'EUC_JP';\n-- appdb:step hide\n" + YEN_HIDDEN_COMMIT,
+                           "SET client_encoding = 'EUC_JP';\n", YEN_HIDDEN_COMMIT)
+    result = db.run_cli("apply", *(["--group"] if group else []), sql_dir=sql_dir)
+    line = one_line_error(result)
+    assert result.returncode == 1 and "client_encoding is 'EUC_JP', not 'UTF8'" in line, line
+    assert db.execute("SELECT to_regclass('app.after_commit')") == [(None,)]
+    assert ledger_ids(db) == [*SHIPPED, "031"]  # 031 commits alone: 032 follows it with steps
+
+
+def test_an_encoding_changed_outside_a_transaction_is_reset_before_the_next_step(db, tmp_path):
+    """The next step goes as UTF-8, and the server reads it as the lexer did: not one SELECT
+    (a syntax error) rather than a COMMIT."""
+    sql_dir = shipped_then(db, tmp_path, "-- appdb:step set transaction=false\nSET client_encoding = 'EUC_JP';\n"
+                                         "-- appdb:step hide\n" + YEN_HIDDEN_COMMIT)
+    result = db.run_cli("apply", "--group", sql_dir=sql_dir)
+    line = one_line_error(result)
+    assert result.returncode == 1 and "032_more.sql:5: syntax error" in line and "(step hide" in line, line
+    assert db.execute("SELECT to_regclass('app.after_commit')") == [(None,)]
+    assert ledger_ids(db) == [*SHIPPED, "031"]
+
+
+def test_a_migration_whose_steps_need_their_own_commits_runs_alone(db, tmp_path):
+    """Steps are how a file asks for a commit between its parts: an enum's new value used by the next step."""
+    db.execute("CREATE TYPE app.mood AS ENUM ('a')")
+    sql_dir = shipped_then(db, tmp_path, "-- appdb:step add\nALTER TYPE app.mood ADD VALUE 'b';\n-- appdb:step use\n"
+                                         "CREATE TABLE app.moods (m app.mood);\nINSERT INTO app.moods VALUES ('b');\n",
+                           "SELECT 1;\n")
+    result = db.run_cli("apply", "--group", sql_dir=sql_dir)
+    assert result.returncode == 0, result.stderr
+    assert ledger_ids(db) == [*SHIPPED, "031", "032", "033"]
+
+
+@pytest.mark.parametrize("held, wanted", [("0031", "031"), ("031", "031")])
+def test_a_version_the_ledger_holds_already_is_refused_naming_its_row(db, tmp_path, held, wanted):
+    from appdb.errors import Refused
+    from appdb.migrate.files import find
+
+    sql_dir = shipped_then(db, tmp_path, "SELECT 1;\n")
+    (sql_dir / "031_first.sql").rename(sql_dir / f"{wanted}_first.sql")
+    (sql_dir / "revert" / "031_first.sql").rename(sql_dir / "revert" / f"{wanted}_first.sql")
+    migration = find(discover(sql_dir), wanted)
+    with db.connect() as conn:
+        ledger.record(conn, migration, 1)
+        conn.execute("UPDATE appdb.migrations SET id = %s WHERE id = %s", (held, wanted))
+        with pytest.raises(Refused, match=f"{wanted} was not recorded: the ledger already holds version 31 as {held}"):
+            ledger.record_all(conn, [(find(discover(sql_dir), "032"), 1), (migration, 1)])
+    assert ledger_ids(db) == sorted([*SHIPPED, held])

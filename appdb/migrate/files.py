@@ -70,10 +70,15 @@ class Step:
         return statements.created_indexes(statements.split(self.sql, source, self.first_line))
 
     def needs_its_commit(self, source: str) -> bool:
-        """Whether what follows must come after this step's commit (:func:`statements.needs_a_commit`);
-        a step whose text names neither ``constraints`` nor ``value`` is not lexed again."""
-        lowered = self.sql.lower()
-        if "constraints" not in lowered and "value" not in lowered:
+        """Whether what follows must come after this step's commit (``apply --group`` runs its
+        migration alone): an enum's new value, ``SET CONSTRAINTS``, or deferred checks and
+        triggers, whose work waits for the commit. Read in the whole text, strings and ``DO``
+        bodies too (an ``EXECUTE 'ALTER TYPE ... ADD VALUE ...'`` counts): a migration taken for
+        one only commits on its own, as it would without ``--group``. Words split by a comment
+        (``ADD /* */ VALUE``) are found by the lexer (:func:`statements.needs_a_commit`)."""
+        if _LASTS_UNTIL_COMMIT.search(self.sql):
+            return True
+        if not _MAY_LAST_UNTIL_COMMIT.search(self.sql):
             return False
         return statements.needs_a_commit(statements.split(self.sql, source, self.first_line))
 
@@ -121,6 +126,12 @@ class Migration:
     def concurrent_indexes(self) -> list[statements.IndexTarget]:
         """Every named index the migration builds ``CONCURRENTLY``: none may be INVALID when it is recorded."""
         return [index for step in self.steps for index in step.concurrent_indexes(str(self.path))]
+
+
+# See Step.needs_its_commit: the words anywhere in a step's text, and, when its words are apart,
+# whether it may hold them (then the lexer looks; `VALUES` is not `value`).
+_LASTS_UNTIL_COMMIT = re.compile(r"\badd\s+value\b|\bset\s+constraints\b|\bdeferr", re.IGNORECASE)
+_MAY_LAST_UNTIL_COMMIT = re.compile(r"\bvalue\b|\bconstraints\b", re.IGNORECASE)
 
 
 def normalise(text: str) -> str:

@@ -120,33 +120,28 @@ def record_all(conn: psycopg.Connection, rows: list[tuple[Migration, int]], appl
         check_recordable(conn, migration)
     if not (exists(conn) if ledger_exists is None else ledger_exists):
         conn.execute(_ddl())
-    written = conn.execute(
-        "INSERT INTO appdb.migrations (id, name, checksum, revert_sql, duration_ms, applied_by) "
+    # One statement: the rows, unless the ledger already holds one of their versions under any
+    # spelling, which it then names. Its snapshot is from before the INSERT, so a clash is always
+    # with a row that was there.
+    written, ours, theirs = conn.execute(
+        "WITH r AS (SELECT * FROM unnest(%(ids)s::text[], %(names)s::text[], %(checksums)s::text[], "
+        "%(reverts)s::text[], %(durations)s::bigint[]) AS r(id, name, checksum, revert_sql, duration_ms)), "
+        "clash AS (SELECT r.id AS ours, m.id AS theirs FROM r JOIN appdb.migrations AS m "
+        "ON ltrim(m.id, '0') = ltrim(r.id, '0') LIMIT 1), "
+        "written AS (INSERT INTO appdb.migrations (id, name, checksum, revert_sql, duration_ms, applied_by) "
         "SELECT r.id, r.name, r.checksum, r.revert_sql, r.duration_ms, coalesce(%(applied_by)s, current_user) "
-        "FROM unnest(%(ids)s::text[], %(names)s::text[], %(checksums)s::text[], %(reverts)s::text[], "
-        "%(durations)s::bigint[]) AS r(id, name, checksum, revert_sql, duration_ms) "
-        "WHERE NOT EXISTS (SELECT FROM appdb.migrations AS m WHERE ltrim(m.id, '0') = ltrim(r.id, '0'))",
+        "FROM r WHERE NOT EXISTS (SELECT FROM clash) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM written), (SELECT ours FROM clash), (SELECT theirs FROM clash)",
         {"ids": [m.id for m, _ in rows], "names": [m.name for m, _ in rows],
          "checksums": [m.checksum for m, _ in rows], "reverts": [m.revert_sql for m, _ in rows],
          "durations": [ms for _, ms in rows], "applied_by": applied_by},
-    ).rowcount
+    ).fetchone()
     if written != len(rows):
-        _refuse_another_spelling(conn, [m for m, _ in rows])
-
-
-def _refuse_another_spelling(conn: psycopg.Connection, migrations: list[Migration]) -> None:
-    """Name the migration whose version the ledger already holds as another id."""
-    ids = [m.id for m in migrations]
-    found = conn.execute(
-        "SELECT ltrim(id, '0'), id FROM appdb.migrations WHERE ltrim(id, '0') = ANY(%s::text[]) AND id <> ALL(%s::text[])",
-        ([i.lstrip("0") for i in ids], ids)).fetchall()
-    others = dict(found)
-    migration = next((m for m in migrations if m.id.lstrip("0") in others), migrations[0])
-    other = others.get(migration.id.lstrip("0"), "?")
-    raise Refused(
-        f"{migration.id} was not recorded: the ledger already holds version {migration.sort_key} "
-        f"as {other}; {migration.id} and {other} are one migration"
-    )
+        migration = next((m for m, _ in rows if m.id == ours), rows[0][0])
+        raise Refused(
+            f"{migration.id} was not recorded: the ledger already holds version {migration.sort_key} "
+            f"as {theirs}; {migration.id} and {theirs} are one migration"
+        )
 
 
 def forget(conn: psycopg.Connection, entry: Entry) -> None:

@@ -28,9 +28,9 @@ at a time build the same schema.
 ``apply --group`` runs each run of consecutive pending migrations, with their ledger rows, in
 one transaction instead (Flyway's ``group``; Alembic's default; ``psql -1``): all of a group or
 none of it, with each migration's settings, checks and fresh session inside, and a lock timeout
-anywhere retries the group. A migration with a ``transaction=false`` step ends a group and runs
-as it would alone, and a group holds at most :data:`GROUP_MAX`. A group's locks are held to its
-commit: for a new database or a quiet window.
+anywhere retries the group. Only a migration of one transactional step whose effects need no
+commit joins a group (:func:`groups`); any other runs as it would alone; a group holds at most
+:data:`GROUP_MAX`. A group's locks are held to its commit: for a new database or a quiet window.
 
 Order: a pending migration older than the newest applied one is refused (Flyway's
 ``outOfOrder=false``; the rule lives in appdb/migrate/ledger.py, with the state), and only
@@ -127,7 +127,7 @@ def apply(
         ledger_exists = ledger.exists(conn)
         pending = _pending(conn, migrations, target)
         for batch in groups(pending) if group else [[migration] for migration in pending]:
-            if group and _transactional(batch[0]):
+            if group and _groupable(batch[0]):
                 done = _apply_group(conn, batch, options, ledger_exists)
             else:
                 done = [_apply_one(conn, batch[0], options, ledger_exists)]
@@ -151,23 +151,28 @@ GROUP_MAX = 100
 
 
 def groups(pending: list[Migration]) -> list[list[Migration]]:
-    """``apply --group``'s transactions: the pending migrations in order, cut before and after each
-    one with a ``transaction=false`` step (which runs as it would without ``--group``), after one
-    whose effect lasts until its commit (an enum's new value, ``SET CONSTRAINTS``:
-    :meth:`Migration.needs_its_commit`), and after every :data:`GROUP_MAX`."""
+    """``apply --group``'s transactions: the pending migrations in order, at most
+    :data:`GROUP_MAX` a group. A migration that could not share a transaction as it is written
+    (:func:`_groupable`) is a group of its own, and runs as it would without ``--group``."""
     batches: list[list[Migration]] = []
+    joinable = False  # whether the last batch is a group with room
     for migration in pending:
-        last = batches[-1] if batches else None
-        if (last is not None and _transactional(migration) and _transactional(last[0])
-                and len(last) < GROUP_MAX and not last[-1].needs_its_commit()):
-            last.append(migration)
+        groupable = _groupable(migration)
+        if groupable and joinable:
+            batches[-1].append(migration)
         else:
             batches.append([migration])
+        joinable = groupable and len(batches[-1]) < GROUP_MAX
     return batches
 
 
-def _transactional(migration: Migration) -> bool:
-    return all(step.transactional for step in migration.steps)
+def _groupable(migration: Migration) -> bool:
+    """One transactional step whose effects need no commit to be seen: a ``transaction=false``
+    step cannot run in a transaction; steps are how a file asks for commits between its parts;
+    and an enum's new value, ``SET CONSTRAINTS`` or deferred work would reach, or wait for, the
+    migrations after it (:meth:`Migration.needs_its_commit`)."""
+    return (len(migration.steps) == 1 and migration.steps[0].transactional
+            and not migration.needs_its_commit())
 
 
 def _pending(conn: psycopg.Connection, migrations: list[Migration], target: Migration | None) -> list[Migration]:
@@ -475,6 +480,9 @@ def _settings(conn: psycopg.Connection, step: Step, options: Options) -> dict[st
         # The file was lexed (appdb/migrate/statements.py) as the server reads it with this on;
         # with it off, `'\''` ends a string where the lexer sees none end, and hides a COMMIT.
         "standard_conforming_strings": "on",
+        # The text goes to the server as UTF-8 (appdb/connection.py): a step that changed the
+        # session's encoding would have the next step's text sent in another.
+        "client_encoding": "UTF8",
     }
     if conn.info.server_version >= 140000:
         # If this process dies (SIGKILL, lost network), the server notices within a second
