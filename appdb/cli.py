@@ -118,8 +118,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         try:
             outcomes = runner.apply(conn, migrations, options, only=args.only, dry_run=args.dry_run,
                                     progress=progress, group=args.group)
-        except AppdbError:
-            if args.json:  # what was applied before the failure; the error is main's line on stderr
+        except (AppdbError, KeyboardInterrupt):
+            if args.json:  # what was applied before the failure or Ctrl-C; the error is main's line on stderr
                 _to_stdout(lambda: _print_json({"dry_run": args.dry_run, "complete": False,
                                                 "outcomes": [o.as_dict() for o in done]}))
             raise

@@ -408,3 +408,23 @@ def test_a_version_the_ledger_holds_already_is_refused_naming_its_row(db, tmp_pa
         with pytest.raises(Refused, match=f"{wanted} was not recorded: the ledger already holds version 31 as {held}"):
             ledger.record_all(conn, [(find(discover(sql_dir), "032"), 1), (migration, 1)])
     assert ledger_ids(db) == sorted([*SHIPPED, held])
+
+
+def test_ctrl_c_in_a_group_reports_in_json_what_committed_before_it(db, tmp_path):
+    """A script reading --json learns what was applied, after Ctrl-C as after a failure (a newcomer's review)."""
+    import signal
+
+    from tests.test_faults import start_cli
+
+    sql_dir = shipped_then(db, tmp_path, "SELECT 1;\n-- appdb:step two\nSELECT 2;\n", "SELECT pg_sleep(30);\n",
+                           "SELECT 4;\n")
+    run = start_cli(db, "apply", "--group", "--json", "--sql-dir", str(sql_dir))
+    wait_for(lambda: db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = "
+                                "'appdb' AND query LIKE '%%pg_sleep%%'", (db.name,))[0][0], what="the group to run")
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 130, err
+    assert "interrupted" in err.strip().splitlines()[-1]
+    report = json.loads(out)
+    assert report["complete"] is False and [o["id"] for o in report["outcomes"]] == ["031", "032"]
+    assert ledger_ids(db) == [*SHIPPED, "031", "032"]
