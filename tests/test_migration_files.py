@@ -32,17 +32,6 @@ def test_step_markers_split_a_file_and_carry_options():
     assert [(s.name, s.transactional, s.first_line) for s in steps] == [("main", True, 1), ("build", False, 3)]
 
 
-def test_a_step_outside_a_transaction_holds_one_statement_or_is_refused_at_load():
-    """Two statements in one query run in one transaction block, where CONCURRENTLY fails: the
-    file is refused before anything runs, not half-applied (a newcomer's review)."""
-    text = ("SELECT 1;\n-- appdb:step build transaction=false\n"
-            "CREATE INDEX CONCURRENTLY i ON t (c);\n-- a comment\nCREATE INDEX CONCURRENTLY j ON t (d);\n")
-    with pytest.raises(ConfigError, match=r"x.sql:5: step 'build' is transaction=false and holds 2 statements"):
-        parse_steps(text, "x.sql")
-    one = parse_steps("-- appdb:step build transaction=false\n-- why\nCREATE INDEX CONCURRENTLY i ON t (c);\n", "x.sql")
-    assert [(s.name, s.transactional) for s in one] == [("build", False)]
-
-
 def test_a_comment_only_file_is_one_empty_step():
     steps = parse_steps("-- nothing to do\n", "x.sql")
     assert len(steps) == 1 and steps[0].is_empty

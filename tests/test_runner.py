@@ -541,3 +541,20 @@ CREATE TABLE app.owned (i int);
     assert [o.id for o in outcomes][-1] == "034"
     assert db.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'app.owned'::regclass") == [
         (SUPERUSER,)]
+
+
+def test_several_statements_in_a_step_outside_a_transaction_fail_saying_why_and_run_alone_once_split(db, tmp_path):
+    """The server runs them as one transaction block, where CONCURRENTLY fails: the message says
+    what to do, and the step before stays committed. A file of transaction-safe statements in
+    such a step, applied long ago, is not refused when read (a newcomer's review, then the
+    author's: refusing at load would stop every command of an existing history)."""
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "031_two.sql", "-- appdb:step safe transaction=false\nSELECT 1;\nSELECT 2;\n")
+    add_migration(sql_dir, "032_idx.sql", "CREATE TABLE app.t032 (i int, j int);\n-- appdb:step build transaction=false\n"
+                                          "CREATE INDEX CONCURRENTLY t032_i ON app.t032 (i);\n"
+                                          "CREATE INDEX CONCURRENTLY t032_j ON app.t032 (j);\n")
+    result = db.run_cli("apply", sql_dir=sql_dir)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "032_idx.sql:" in result.stderr and "25001" in result.stderr
+    assert "a transaction=false step holds one statement" in result.stderr
+    assert states(db, sql_dir)["031"] == "applied" and states(db, sql_dir)["032"] == "pending"

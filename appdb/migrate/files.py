@@ -202,13 +202,6 @@ def parse_steps(text: str, source: str) -> tuple[Step, ...]:
         found = statements.split(step.sql, source, step.first_line)
         statements.refuse_transaction_control(found, source)
         statements.refuse_copy_stdio(found, source)
-        if not step.transactional and len(found) > 1:
-            # The server runs the statements of one query in one transaction block: CONCURRENTLY,
-            # the reason for such a step, would fail there, after the steps before had committed.
-            raise ConfigError(
-                f"{source}:{found[1].line}: step {step.name!r} is transaction=false and holds "
-                f"{len(found)} statements; such a step holds one: give each its own step"
-            )
     if not steps:
         steps.append(Step(name="main", sql="", first_line=1))
     return tuple(steps)

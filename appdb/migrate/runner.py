@@ -631,6 +631,11 @@ def _failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, source: s
     if diag.statement_position and offset >= 0:
         line += step.sql[:offset].count("\n")
     hint = f"; hint: {diag.message_hint}" if diag.message_hint else ""
+    if not step.transactional and diag.sqlstate == errors.ActiveSqlTransaction.sqlstate:
+        # Several statements in one query run as one transaction block, even in autocommit. Said
+        # here, not refused when files are read: an applied file, or a ledger's revert, that
+        # holds transaction-safe statements so runs today, and must go on running.
+        hint += "; a transaction=false step holds one statement: give each of this step's its own step"
     return MigrationError(f"{source}:{line}: {message}{hint} (step {step.name}, SQLSTATE {diag.sqlstate})")
 
 
