@@ -341,8 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--only", metavar="ID", help="apply just this migration")
     apply.add_argument("--dry-run", action="store_true", help="say what would be applied; change nothing")
     apply.add_argument("--group", action="store_true",
-                       help="commit consecutive migrations together, all or none (a transaction=false step "
-                            "ends a group): far fewer commits, but locks held to each commit, so for a new "
+                       help="commit consecutive one-step migrations together, all or none (any other "
+                            "runs alone): far fewer commits, but locks held to each commit, so for a new "
                             "database or a quiet window")
     apply.add_argument("--json", action="store_true")
     apply.set_defaults(func=cmd_apply)

@@ -120,7 +120,7 @@ class Migration:
         return [index for step in self.steps for index in step.created_indexes(str(self.path))]
 
     def needs_its_commit(self) -> bool:
-        """Whether a later migration must see this one committed (``apply --group`` ends a group here)."""
+        """Whether a later migration must see this one committed (``apply --group`` runs it alone)."""
         return any(step.needs_its_commit(str(self.path)) for step in self.steps)
 
     def concurrent_indexes(self) -> list[statements.IndexTarget]:

@@ -304,7 +304,7 @@ def needs_a_commit(statements: list[Statement]) -> bool:
     """Whether a statement's effect lasts until the transaction commits, so that what follows in
     the same transaction would see it otherwise than after a commit: ``ALTER TYPE ... ADD VALUE``
     (the new value cannot be used before the commit) and ``SET CONSTRAINTS`` (no ``RESET``
-    undoes it). ``apply --group`` ends a group after such a migration."""
+    undoes it). ``apply --group`` runs such a migration alone."""
     for statement in statements:
         first = statement.words(2)
         if first == ["set", "constraints"]:
