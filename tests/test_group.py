@@ -428,3 +428,19 @@ def test_ctrl_c_in_a_group_reports_in_json_what_committed_before_it(db, tmp_path
     report = json.loads(out)
     assert report["complete"] is False and [o["id"] for o in report["outcomes"]] == ["031", "032"]
     assert ledger_ids(db) == [*SHIPPED, "031", "032"]
+
+
+def test_a_throwaway_database_is_built_in_utf8_whatever_pgclientencoding_says(db, tmp_path):
+    """schema --write builds the migrations on a throwaway database (a third attack review): in
+    EUC_JP the yen sign was a backslash there, and the hidden COMMIT ran."""
+    sql_dir = copy_sql(tmp_path)
+    add_migration(sql_dir, "032_x.sql", YEN_HIDDEN_COMMIT)
+    result = db.run_cli("schema", "--write", sql_dir=sql_dir, env={"PGCLIENTENCODING": "EUC_JP"})
+    # Read as the lexer read it: not one SELECT but a syntax error, and no COMMIT.
+    assert result.returncode == 1 and "syntax error" in one_line_error(result), result.stderr
+
+
+def test_a_step_that_turns_the_session_to_sql_ascii_is_refused_in_words_not_bytes(db, tmp_path):
+    sql_dir = shipped_then(db, tmp_path, "SET client_encoding = 'SQL_ASCII';\n")
+    line = one_line_error(db.run_cli("apply", sql_dir=sql_dir))
+    assert "client_encoding is 'SQL_ASCII', not 'UTF8'" in line and "b'" not in line

@@ -729,8 +729,10 @@ class Cluster:
         return f"postgresql://{LOGIN}:{self.password()}@{self.listen}:{self.port}/{dbname}"
 
     def connect(self, dbname: str = "postgres", user: str = LOGIN) -> psycopg.Connection:
-        """A connection through the socket (the superuser's only way in)."""
-        return psycopg.connect(self.dsn(dbname, user), autocommit=True, connect_timeout=10)
+        """A connection through the socket (the superuser's only way in). In UTF-8 whatever
+        PGCLIENTENCODING says, as appdb/connection.py's: the runner builds throwaway databases
+        through it, and its files go to the server as the lexer read them."""
+        return psycopg.connect(self.dsn(dbname, user), autocommit=True, connect_timeout=10, client_encoding="UTF8")
 
     # --- running the server programs -------------------------------------------------
 

@@ -588,6 +588,9 @@ def _check_still_ours(conn: psycopg.Connection, expected: dict[str, str], migrat
             "unlock?), so another run may have started meanwhile; the run stopped and nothing was recorded: "
             "remove that from the file"
         )
+    # In a session a step turned to SQL_ASCII, psycopg reads text as bytes.
+    row = tuple(v.decode("ascii", "replace") if isinstance(v, bytes) else v for v in row)
+    expected = {k: v.decode("ascii", "replace") if isinstance(v, bytes) else v for k, v in expected.items()}
     changed = [f"{name} is {now!r}, not {expected[name]!r}" for name, now in zip(names, row) if now != expected[name]]
     if changed:
         raise MigrationError(
