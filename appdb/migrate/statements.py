@@ -41,10 +41,20 @@ _TRANSACTION_CONTROL: dict[str, str | None] = {
 _IDENT_START_CLASS = r"[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f]"  # A-Z a-z _ and non-ASCII
 _TAG_REST_CLASS = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also 0-9
 _IDENT_REST_CLASS = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also 0-9 and $
-_IDENT_START = re.compile(_IDENT_START_CLASS)
-# A run of what str.isspace() calls whitespace (the same Py_UNICODE_ISSPACE), skipped in one step.
-_WHITESPACE = re.compile(r"\s+")
-_IDENT_REST = re.compile(_IDENT_REST_CLASS + "*")
+# What most of a file is, matched in one step from where the scanner stands, the group's number
+# saying which (:meth:`_Scanner.run`); anything else (``$``, ``/*``, an E'...' string, whatever is
+# left open) goes to the scanner's methods for it. Possessive quantifiers: a string or quoted
+# identifier left open does not match at all, rather than a shorter one, so the method that
+# reports it names its first line. A Python loop over each character was about 6 us a token here.
+_SPACE, _LINE_COMMENT, _WORD, _STRING, _QUOTED, _PUNCT = range(1, 7)
+_TOKEN = re.compile(
+    r"(\s+)"  # a run of what str.isspace() calls whitespace (the same Py_UNICODE_ISSPACE)
+    r"|(--[^\n]*)"
+    rf"|({_IDENT_START_CLASS}{_IDENT_REST_CLASS}*)"
+    r"|('(?:[^']+|'')*+')"
+    r'|("(?:[^"]+|"")*+")'
+    r"|([^'\"$/]|/(?!\*))"
+)
 _DOLLAR_TAG = re.compile(r"\$(" + _IDENT_START_CLASS + _TAG_REST_CLASS + r"*)?\$")
 NAMEDATALEN = 63  # bytes PostgreSQL keeps of an identifier
 # The only words track_atomic_body acts on; every other word leaves the depth as it is.
@@ -111,26 +121,31 @@ class _Scanner:
         self.pos = end
 
     def run(self) -> list[Statement]:
-        text = self.text
-        while self.pos < len(text):
-            char = text[self.pos]
-            if char.isspace():
-                self.advance_to(_WHITESPACE.match(text, self.pos).end())
-            elif text.startswith("--", self.pos):
-                end = text.find("\n", self.pos)
-                self.advance_to(len(text) if end < 0 else end)
-            elif text.startswith("/*", self.pos):
+        text, match, length = self.text, _TOKEN.match, len(self.text)
+        while self.pos < length:
+            pos = self.pos
+            found = match(text, pos)
+            kind = found.lastindex if found else None
+            if kind == _SPACE or kind == _LINE_COMMENT:
+                self.advance_to(found.end())
+            elif kind == _WORD:
+                self.word(found.end())
+            elif kind == _PUNCT:
+                self.punct(text[pos])
+            elif kind == _STRING:
+                self.advance_to(found.end())
+            elif kind == _QUOTED:
+                line = self.line
+                self.advance_to(found.end())
+                self.add(Token("ident", text[pos + 1:found.end() - 1].replace('""', '"'), line))
+            elif text.startswith("/*", pos):
                 self.block_comment()
-            elif char == "'":
-                self.string(self.pos, backslashes=False)
-            elif char == '"':
-                self.quoted_identifier(self.pos)
-            elif char == "$":
+            elif text[pos] == "$":
                 self.dollar()
-            elif _IDENT_START.match(char):
-                self.word()
+            elif text[pos] == "'":
+                self.string(pos, backslashes=False)  # left open: it says so
             else:
-                self.punct(char)
+                self.quoted_identifier(pos)  # left open: it says so
         self.end_statement()
         return self.statements
 
@@ -194,9 +209,10 @@ class _Scanner:
         self.advance_to(end + len(tag))
         self.add(Token("punct", "$", start_line))
 
-    def word(self) -> None:
+    def word(self, end: int) -> None:
+        """The word from where the scanner stands to ``end``, or the prefix of the string or
+        quoted identifier it begins (``E'...'``, ``U&"..."``)."""
         start = self.pos
-        end = _IDENT_REST.match(self.text, start + 1).end()
         word = self.text[start:end]
         lower = word.lower()
         if end < len(self.text) and self.text[end] == "'" and lower in ("e", "b", "x", "n"):
