@@ -1,15 +1,17 @@
-"""``python -m appdb`` and ``bin/appdb``: the command line; a chain of reverts goes through the fork server.
+"""``python -m appdb`` and ``bin/appdb``: the command line; a command that asks goes through the fork server.
 
-The flag is spelled here (it is ``appdb.forkserver.FLAG``) so that no other command pays
-for importing the fork server's modules; and a served revert's caller pays for no ``site``.
+The flag and the variable are spelled here (they are ``appdb.forkserver.FLAG`` and
+``appdb.forkserver.VARIABLE``) so that no other command pays for importing the fork server's
+modules; and a served command's caller pays for no ``site``.
 """
 
+import os
 import sys
 
 
 def main() -> int:
     argv = sys.argv[1:]
-    if "--fork-server" in argv:
+    if "--fork-server" in argv or os.environ.get("APPDB_FORK_SERVER", "0") not in ("", "0"):
         from appdb.forkserver import main as run
     else:
         load_site()

@@ -324,7 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"appdb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    status = sub.add_parser("status", parents=[common], help="each migration: applied, pending, changed, removed")
+    # The commands run again and again (a chain of reverts, a no-op apply, status and verify in a
+    # pipeline or a shell) may share a warm appdb; each stays the process it would have been.
+    served = argparse.ArgumentParser(add_help=False)
+    served.add_argument("--fork-server", action="store_true",
+                        help="run through a warm appdb kept for a few seconds between commands "
+                             "(appdb/forkserver/; APPDB_FORK_SERVER=1 asks for it too): the same result, "
+                             "without Python's start-up each time")
+
+    status = sub.add_parser("status", parents=[common, served],
+                            help="each migration: applied, pending, changed, removed")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
@@ -337,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     waiting.add_argument("--wait", type=_seconds, default=Options.wait, metavar="S",
                          help=f"how long to wait for another run's migration lock (default {Options.wait:g})")
 
-    apply = sub.add_parser("apply", parents=[common, locking, waiting], help="apply pending migrations in order")
+    apply = sub.add_parser("apply", parents=[common, locking, waiting, served], help="apply pending migrations in order")
     apply.add_argument("--only", metavar="ID", help="apply just this migration")
     apply.add_argument("--dry-run", action="store_true", help="say what would be applied; change nothing")
     apply.add_argument("--group", action="store_true",
@@ -347,16 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--json", action="store_true")
     apply.set_defaults(func=cmd_apply)
 
-    revert = sub.add_parser("revert", parents=[common, locking, waiting],
+    revert = sub.add_parser("revert", parents=[common, locking, waiting, served],
                             help="revert the latest applied migration, from the ledger")
     revert.add_argument("id", metavar="ID")
     revert.add_argument("--allow-data-loss", action="store_true", help="allow a revert that drops rows")
-    revert.add_argument("--fork-server", action="store_true",
-                        help="run through a warm appdb shared by a chain of reverts, as Pulumi's deletes are "
-                             "(appdb/forkserver/); the same result, without Python's start-up each time")
     revert.set_defaults(func=cmd_revert)
 
-    verify = sub.add_parser("verify", parents=[common], help="post-deploy checks; exit 1 if any fails")
+    verify = sub.add_parser("verify", parents=[common, served], help="post-deploy checks; exit 1 if any fails")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=cmd_verify)
 

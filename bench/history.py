@@ -58,6 +58,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from appdb.forkserver import FLAG as FORK_SERVER  # noqa: E402
 from appdb.local.cluster import BACKEND, LOGIN, ROLES, SUPERUSER, Cluster  # noqa: E402
 from appdb.local.postgres import find_bindir, project_major  # noqa: E402
 from appdb.local.throwaway import throwaway_cluster  # noqa: E402
@@ -731,17 +732,33 @@ def run_shipped(args: argparse.Namespace, cli: Cluster) -> dict:
         "status": [appdb, "status", *common],
         "verify": [appdb, "verify", *common],
     }
-    samples: dict[str, list[float]] = {label: [] for label in commands}
+    # The same commands through a fork server of the benchmark's own (a private runtime folder):
+    # warm after the first, as for a pipeline or a shell that runs them one after another.
+    runtime = Path(tempfile.mkdtemp(prefix="appdb-bench-"))
+    served_env = {**env, "XDG_RUNTIME_DIR": str(runtime)}
+    served = {f"{label} {FORK_SERVER}": [*command, FORK_SERVER] for label, command in commands.items()}
+    samples: dict[str, list[float]] = {label: [] for label in [*commands, *served]}
+    cold = f"first {FORK_SERVER} call (starts the server)"
+    samples[cold] = []
+    cold_folders: list[str] = []
     try:
         for label, command in commands.items():
             timed(command, env, ROOT)  # warm the OS caches
         for _ in range(args.rounds * args.noop_runs):
             for label, command in commands.items():
                 samples[label].append(timed(command, env, ROOT))
+            for label, command in served.items():
+                samples[label].append(timed(command, served_env, ROOT))
+        for _ in range(args.rounds):  # a runtime folder of its own each time: no server to find
+            fresh = tempfile.mkdtemp(prefix="appdb-bench-cold-")
+            cold_folders.append(fresh)
+            samples[cold].append(timed(served["no-op apply " + FORK_SERVER], {**env, "XDG_RUNTIME_DIR": fresh}, ROOT))
         bare = [sys.executable, "-c", f"import psycopg; psycopg.connect({target.conninfo!r}).execute('select 1')"]
         samples["bare python + psycopg connect"] = [timed(bare, env, ROOT) for _ in range(args.noop_runs)]
     finally:
         drop_database(cli, name)
+        for folder in [runtime, *cold_folders]:  # a server still idling there leaves when its time is up
+            shutil.rmtree(folder, ignore_errors=True)
     return {"samples": samples, "median": {label: median(v) for label, v in samples.items()}}
 
 

@@ -75,6 +75,7 @@ def test_the_flag_main_checks_is_the_flag_revert_takes():
     assert revert_command("030", allow_data_loss=False).endswith(f" {forkserver.FLAG}")
     source = (ROOT / "appdb" / "__main__.py").read_text()
     assert f'"{forkserver.FLAG}" in argv' in source
+    assert f'os.environ.get("{forkserver.VARIABLE}", "0") not in ("", "0")' in source
 
 
 def test_a_served_command_writes_to_the_callers_streams_and_returns_its_status(db, applied, server, capfd):
@@ -169,6 +170,78 @@ def test_a_chain_of_reverts_through_bin_appdb_matches_processes_of_their_own(new
     assert list((runtime / "appdb").glob("*.sock"))
     assert results[True] == results[False]
     assert [code for code, _out, _err in results[True][0]] == [0, 1, 0, 0, 0, 0]
+
+
+def _same_in_every_run(text: str) -> str:
+    """Output with what differs from run to run (durations, times) taken out."""
+    text = re.sub(r" in [0-9.]+ s", " in ... s", text)
+    text = re.sub(r'"seconds": [0-9.e-]+', '"seconds": ...', text)
+    return re.sub(r"\d{4}-\d\d-\d\d[ T][0-9:.+]+", "...", text)
+
+
+@pytest.mark.parametrize("asked", ["flag", "variable"])
+def test_the_everyday_commands_through_a_server_match_processes_of_their_own(new_db, tmp_path: Path, runtime, asked):
+    """status, apply (each way), verify, through bin/appdb: the same outputs, statuses and databases
+    served as not, successes and failures alike, asked for by the flag or by APPDB_FORK_SERVER."""
+    commands = [["status"], ["apply", "--dry-run"], ["apply", "--only", "027"], ["status", "--json"],
+                ["apply", "--only", "099"], ["apply", "--group", "--json"], ["apply"], ["apply", "--only", "030"],
+                ["verify"], ["verify", "--json"], ["verify"], ["status", "--sql-dir", "missing"], ["apply"],
+                ["status"], ["revert", "031"], ["status"]]
+    results = {}
+    for served in (False, True):
+        db = new_db()
+        sql_dir = tmp_path / f"sql-{served}"
+        shutil.copytree(ROOT / "sql", sql_dir)
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "DATABASE_URL": db.dsn,
+               "APPDB_SQL_DIR": str(sql_dir), "XDG_RUNTIME_DIR": str(runtime / str(served))}
+        (runtime / str(served)).mkdir()
+        if served and asked == "variable":
+            env[forkserver.VARIABLE] = "1"
+        runs = []
+        for number, argv in enumerate(commands):
+            if number == 10:  # 028's incident again, which verify must fail on
+                db.execute("ALTER TABLE app.memberships ADD CONSTRAINT memberships_user_id_again UNIQUE (user_id)")
+            if number == 12:  # a migration that fails half-way: exit 1, nothing of it kept
+                (sql_dir / "031_broken.sql").write_text("CREATE TABLE app.t031 (id int);\nSELECT 1/0;\n")
+                (sql_dir / "revert" / "031_broken.sql").write_text("DROP TABLE app.t031;\n")
+            if served and asked == "flag":
+                argv = [*argv, forkserver.FLAG]
+            done = subprocess.run([str(ROOT / "bin" / "appdb"), *argv], cwd=ROOT, env=env, capture_output=True,
+                                  text=True, timeout=120, check=False)
+            runs.append((argv[0], done.returncode, _same_in_every_run(done.stdout),
+                         _same_in_every_run(done.stderr).replace(str(sql_dir), "SQL")))
+        results[served] = (runs, applied_ids(db), db.execute("SELECT to_regclass('app.t031') IS NULL")[0][0])
+        assert bool(list((runtime / str(served)).glob("appdb/*.sock"))) == served
+    assert results[True] == results[False]
+    statuses = [code for _command, code, _out, _err in results[True][0]]
+    assert statuses == [0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0], results[True][0]
+    assert results[True][1:] == (["027", "028", "029", "030"], True)
+
+
+def test_a_served_apply_is_stopped_by_ctrl_c_as_its_own_process_would_be(db, applied, server, tmp_path):
+    """A migration waiting for a lock: Ctrl-C in the caller stops it, rolls it back, exit 130."""
+    (applied / "031_waits.sql").write_text("LOCK TABLE app.memberships IN ACCESS EXCLUSIVE MODE;\n"
+                                          "CREATE TABLE app.t031 (id int);\n")
+    (applied / "revert" / "031_waits.sql").write_text("DROP TABLE app.t031;\n")
+    code = ("import sys; from appdb.forkserver.caller import run_via_server as r; "
+            "print(r(sys.argv[1], sys.argv[2:]), flush=True)")
+    with db.connect() as holder:
+        holder.execute("BEGIN; LOCK TABLE app.memberships IN SHARE MODE")
+        argv = ["apply", "--dsn", db.dsn, "--sql-dir", str(applied), "--lock-timeout", "30", forkserver.FLAG]
+        caller_process = subprocess.Popen([sys.executable, "-c", code, str(server), *argv], cwd=ROOT,
+                                          env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
+        waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND database = (SELECT oid FROM pg_database " \
+                  "WHERE datname = current_database())"
+        wait_for(lambda: holder.execute(waiting).fetchone()[0] == 1, timeout=30,
+                 what="the served apply to wait for the table's lock")
+        caller_process.send_signal(signal.SIGINT)
+        out, err = caller_process.communicate(timeout=60)
+        holder.execute("ROLLBACK")
+    assert out.strip().splitlines()[-1] == "130", out + err
+    assert "interrupted" in err
+    assert applied_ids(db) == ["027", "028", "029", "030"]
+    assert db.execute("SELECT to_regclass('app.t031') IS NULL")[0][0]
 
 
 def lock_waiters(holder) -> int:
@@ -874,7 +947,8 @@ def test_a_caller_that_ignores_ctrl_c_has_a_worker_that_ignores_it(db, applied, 
     assert applied_ids(db) == ["027", "028", "029", "030"]
 
 
-@pytest.mark.parametrize("argv", [["status", forkserver.FLAG], [forkserver.FLAG], ["revert", forkserver.FLAG]])
+@pytest.mark.parametrize("argv", [["inspect", forkserver.FLAG], ["new", "x", forkserver.FLAG], [forkserver.FLAG],
+                                  ["revert", forkserver.FLAG], ["status", "--nonsense", forkserver.FLAG]])
 def test_the_flag_where_it_does_not_belong_is_a_usage_error_and_starts_no_server(argv, runtime):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(runtime)}
     done = subprocess.run([str(ROOT / "bin" / "appdb"), *argv], env=env, cwd=runtime, capture_output=True,

@@ -1,12 +1,14 @@
-"""A fork server for a chain of reverts: one warm interpreter, a fresh process per command.
+"""A fork server for commands run one after another: one warm interpreter, a fresh process per command.
 
 Why: removing migrations (a code rollback, or ``pulumi destroy``) makes Pulumi delete one
 command resource per migration, newest first, one after the other, and each delete runs
 ``./bin/appdb revert ID``. Most of such a process is start-up: importing psycopg alone
 takes about 100 ms, the revert itself a few. A destroy of 100 migrations spent about
-20 s starting Python (issue 20).
+20 s starting Python (issue 20). The same holds for a no-op ``apply``, ``status`` and
+``verify`` run in a row by a pipeline or a person: the commands in ``SERVED`` take the flag,
+and ``APPDB_FORK_SERVER=1`` asks for it on each of them.
 
-How: a revert run with ``--fork-server`` first asks a server for this checkout (a Unix
+How: a command run with ``--fork-server`` first asks a server for this checkout (a Unix
 socket, named for the interpreter, appdb's code and the caller's identity) to run it.
 The server hands the caller to a relay, which passes the command to its worker; the worker
 takes over the caller's stdin, stdout and stderr (passed with SCM_RIGHTS), its environment,
@@ -14,7 +16,7 @@ folder, umask, signal dispositions and arguments, and runs :func:`appdb.cli.main
 new process would (its own connection, lock and ledger reads); the relay sends the worker's
 exit status back, and it becomes the caller's. Each relay and its worker are forked ahead,
 while the command before runs, and serve one command. Without a server the caller runs the command itself, after forking
-one: it has just imported what a revert needs and has not yet connected, so the server
+one: it has just imported what the served commands need and has not yet connected, so the server
 starts warm and holds no connection. The server exits after ``server.IDLE_SECONDS`` without
 a request, and after ``server.MAX_SECONDS`` in all.
 
@@ -22,8 +24,8 @@ Where each part lives: ``caller`` (hand a command over, take its status), ``addr
 socket's name and private folder), ``identity`` (what a worker takes from its server),
 ``protocol`` (the bytes between them), ``server`` (listen, hand each caller over), ``relay``
 (check the caller, pass its command on, send back its status) and ``worker`` (become the
-caller's process and run the command). The first four are every revert's start-up and import
-builtins only; the others are loaded only where a server starts.
+caller's process and run the command). The first four are every served command's start-up and
+import builtins only; the others are loaded only where a server starts.
 
 What it must never do, and how it does not:
 
@@ -48,8 +50,9 @@ What it must never do, and how it does not:
   waits for the end of its pipes, not for the server. Nor hang a caller: a stopped server
   (``kill -STOP``, a debugger) is passed over, and a stopped relay or worker replaced.
 - Change a result: a server that cannot be reached, or that closes before a status, is
-  passed over and the command runs in its own process (a revert is safe to run again:
-  it takes the lock and reads the ledger first). A served caller skips ``site`` (bin/appdb's
+  passed over and the command runs in its own process (every served command is safe to run
+  again: ``apply`` and ``revert`` take the lock and read the ledger first, ``status`` and
+  ``verify`` only read; what the first had printed stays printed). A served caller skips ``site`` (bin/appdb's
   ``-S``), so where ``site`` changes the environment, folder or umask (a ``sitecustomize``),
   no server is started.
 
@@ -74,8 +77,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
-# The flag that asks for a fork server; `revert` accepts it (components/migrations.py sets it).
+# The flag that asks for a fork server (components/migrations.py sets it on every revert), and
+# the variable that asks for one for every command that takes the flag (set, and not 0).
 FLAG = "--fork-server"
+VARIABLE = "APPDB_FORK_SERVER"
+# The commands that take the flag: those run again and again, whose start-up is most of their
+# time. Any other command with the flag is the CLI's usage error, with no server started.
+SERVED = ("revert", "apply", "status", "verify")
+
+
+def asked(argv: list[str]) -> bool:
+    """Whether ARGS, or the environment, ask for a fork server."""
+    return FLAG in argv or os.environ.get(VARIABLE, "0") not in ("", "0")
 
 
 def main(argv: list[str]) -> int:
@@ -83,8 +96,7 @@ def main(argv: list[str]) -> int:
     from appdb.__main__ import load_site
     from appdb.forkserver.caller import run_via_server, supported
 
-    # Only `revert` takes the flag: anything else is the CLI's usage error, with no server started.
-    if FLAG not in argv or argv[:1] != ["revert"] or not supported():
+    if not asked(argv) or argv[:1] not in [[command] for command in SERVED] or not supported():
         load_site()
         from appdb.cli import main as cli_main
 

@@ -25,8 +25,9 @@ IDLE_SECONDS = 10.0
 MAX_SECONDS = 600.0
 # At its end, how long the server waits for its waiting relay to leave before it kills it.
 LEAVE_SECONDS = 2.0
-# What a revert imports: loaded once in the server, before it forks a worker.
-PRELOAD = ("appdb.cli", "appdb.connection", "appdb.redact", "appdb.migrate.runner")
+# What the served commands import: loaded once in the server, before it forks a worker.
+PRELOAD = ("appdb.cli", "appdb.connection", "appdb.redact", "appdb.migrate.runner", "appdb.migrate.ledger",
+           "appdb.checks.verify", "json")
 # The warm-up's connection string (_warm_libpq_crypto): a service nobody defines, and a
 # password, so that no password file is read either.
 _NEVER_STARTS = b"service=appdb-warm-up-no-such-service host=/nonexistent password=unused"
@@ -35,7 +36,7 @@ _SERVICE_FILES = {"PGSERVICEFILE": "/nonexistent/appdb-warm-up/pg_service.conf",
                   "PGSYSCONFDIR": "/nonexistent/appdb-warm-up"}
 
 def preload() -> None:
-    """Import what a revert needs, once, before any worker is forked."""
+    """Import what the served commands need, once, before any worker is forked."""
     import ctypes
     import gc
     import importlib
@@ -174,7 +175,10 @@ def serve(path: str, idle: float = IDLE_SECONDS, lifetime: float = MAX_SECONDS) 
         listener.close()
         # Still holding the lock: a server that opened this file meanwhile cannot take it and
         # leaves; one that opens after makes a new file. So no lock file is left behind either.
-        os.unlink(f"{path}.lock")
+        try:
+            os.unlink(f"{path}.lock")
+        except FileNotFoundError:
+            pass  # its folder was removed under it (a clean-up of /tmp): the relays are still reaped below
         os.close(lock)
         # Relays still at work (a revert longer than the idle time) end with their commands:
         # waited for here, so none is left to a PID 1 that may never reap it.
