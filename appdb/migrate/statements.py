@@ -126,14 +126,20 @@ class _Scanner:
             pos = self.pos
             found = match(text, pos)
             kind = found.lastindex if found else None
-            if kind == _SPACE or kind == _LINE_COMMENT:
-                self.advance_to(found.end())
-            elif kind == _WORD:
-                self.word(found.end())
+            if kind == _WORD:
+                end = found.end()
+                lower = text[pos:end].lower()
+                if lower in _BODY_WORDS or (end < length and text[end] in "'&"):
+                    self.word(end)  # it may begin a string, or nest a body
+                else:
+                    self.pos = end  # the common case, at a word a token: no method call
+                    self.current.append(Token("word", lower, self.line))
+            elif kind == _SPACE or kind == _LINE_COMMENT or kind == _STRING:
+                end = found.end()
+                self.line += text.count("\n", pos, end)
+                self.pos = end
             elif kind == _PUNCT:
                 self.punct(text[pos])
-            elif kind == _STRING:
-                self.advance_to(found.end())
             elif kind == _QUOTED:
                 line = self.line
                 self.advance_to(found.end())
