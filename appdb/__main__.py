@@ -11,7 +11,7 @@ import sys
 
 def main() -> int:
     argv = sys.argv[1:]
-    if "--fork-server" in argv or os.environ.get("APPDB_FORK_SERVER", "0") not in ("", "0"):
+    if "--fork-server" in argv or os.environ.get("APPDB_FORK_SERVER", "").strip().lower() in ("1", "true", "yes", "on"):
         from appdb.forkserver import main as run
     else:
         load_site()

@@ -64,13 +64,18 @@ def known_secrets(dsn: str | None = None) -> set[str]:
     found = environment_secrets()
     for text in (dsn, os.environ.get("DATABASE_URL")):
         if text:
-            found |= secrets_in(text)
-            try:
-                parsed = conninfo.conninfo_to_dict(text)
-            except (psycopg.Error, UnicodeError):
-                continue
-            found |= {parsed[key] for key in SECRET_KEYWORDS if parsed.get(key)}
+            found |= dsn_secrets(text)
     return found
+
+
+def dsn_secrets(dsn: str) -> set[str]:
+    """The secrets written in a DSN, raw and parsed."""
+    found = secrets_in(dsn)
+    try:
+        parsed = conninfo.conninfo_to_dict(dsn)
+    except (psycopg.Error, UnicodeError):
+        return found
+    return found | {parsed[key] for key in SECRET_KEYWORDS if parsed.get(key)}
 
 
 def resolve_dsn(explicit: str | None) -> str:

@@ -75,7 +75,16 @@ def test_the_flag_main_checks_is_the_flag_revert_takes():
     assert revert_command("030", allow_data_loss=False).endswith(f" {forkserver.FLAG}")
     source = (ROOT / "appdb" / "__main__.py").read_text()
     assert f'"{forkserver.FLAG}" in argv' in source
-    assert f'os.environ.get("{forkserver.VARIABLE}", "0") not in ("", "0")' in source
+    spelled = "(" + ", ".join(f'"{value}"' for value in forkserver.ON) + ")"
+    assert f'os.environ.get("{forkserver.VARIABLE}", "").strip().lower() in {spelled}' in source
+
+
+@pytest.mark.parametrize(("value", "asked"), [("1", True), (" 1 ", True), ("true", True), ("ON", True), ("yes", True),
+                                              ("0", False), ("", False), ("false", False), ("no", False),
+                                              ("off", False), (" 0", False), ("2", False)])
+def test_the_variable_asks_for_a_server_only_when_it_says_so(monkeypatch, value, asked):
+    monkeypatch.setenv(forkserver.VARIABLE, value)
+    assert forkserver.asked(["status"]) is asked
 
 
 def test_a_served_command_writes_to_the_callers_streams_and_returns_its_status(db, applied, server, capfd):
@@ -159,15 +168,18 @@ def test_a_chain_of_reverts_through_bin_appdb_matches_processes_of_their_own(new
             command = revert_command(migration, allow_data_loss=True)
             if not flag:
                 command = command.removesuffix(f" {forkserver.FLAG}")
-            done = subprocess.run(["sh", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True,
+            # As Pulumi's command provider runs each delete: the create's output in the environment.
+            each = {**env, "PULUMI_COMMAND_STDOUT": f"{migration} applied", "APPDB_MIGRATION_FILE": migration}
+            done = subprocess.run(["sh", "-c", command], cwd=ROOT, env=each, capture_output=True, text=True,
                                   timeout=120, check=False)
             # Durations and applied_at differ from run to run; nothing else may.
             out = re.sub(r" in [0-9.]+ s", "", done.stdout)
             runs.append((done.returncode, out, re.sub(r"\(at [^)]*\)", "(at ...)", done.stderr)))
         results[flag] = (runs, applied_ids(db))
     # The first command with the flag started a server in the private folder, and it outlived
-    # the command: the pipes Pulumi reads were released at once (subprocess.run returned).
-    assert list((runtime / "appdb").glob("*.sock"))
+    # the command: the pipes Pulumi reads were released at once (subprocess.run returned). One
+    # server for the chain, though each delete's environment differs.
+    assert len(list((runtime / "appdb").glob("*.sock"))) == 1
     assert results[True] == results[False]
     assert [code for code, _out, _err in results[True][0]] == [0, 1, 0, 0, 0, 0]
 
@@ -335,6 +347,44 @@ def test_a_worker_killed_before_it_could_report_gives_the_status_a_killed_proces
         assert out.strip() == str(128 + signal.SIGKILL)
         wait_for(lambda: lock_waiters(holder) == 0, timeout=30, what="the killed worker's session to end")
     assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+def test_a_relay_killed_once_its_worker_has_the_command_is_not_taken_for_a_command_that_never_ran(db, applied,
+                                                                                                  server):
+    """Before, the caller ran the command again on its own: a revert or an apply that had committed
+    said `nothing to do`, exit 0. Now: exit 1, one line saying it is not run again, and the worker
+    goes with its relay (its step rolled back), as a killed process of its own would leave it."""
+    with db.connect() as holder:
+        caller_process = blocked_caller(db, applied, server, holder)
+        worker = worker_of(caller_process, server)
+        relay = int(Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(relay, signal.SIGKILL)
+        out, err = caller_process.communicate(timeout=30)
+        assert out.strip() == "1", out + err
+        assert err == f"appdb: error: {caller.COMMAND_LOST}\n"
+        wait_for(lambda: lock_waiters(holder) == 0, timeout=30, what="the worker to go with its relay")
+    assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+def test_a_server_that_closes_before_a_worker_has_the_command_leaves_it_to_the_caller(tmp_path: Path):
+    """Nothing ran: the caller runs the command itself (None), and says nothing."""
+    path = tmp_path / "closing.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def close_at_once() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.close()
+
+    import threading
+
+    thread = threading.Thread(target=close_at_once)
+    thread.start()
+    assert caller.run_via_server(str(path), ["status", forkserver.FLAG]) is None
+    thread.join(timeout=30)
+    listener.close()
 
 
 def test_a_worker_signalled_while_it_waits_for_a_command_is_not_given_one(db, applied, server):
@@ -707,6 +757,48 @@ def test_only_one_server_per_socket(server):
     assert second.returncode == 0 and server.exists()
 
 
+@pytest.mark.parametrize("name", ["PSYCOPG_IMPL", "LD_PRELOAD", "OPENSSL_CONF", "PGLOCALEDIR", "HOME", "TMPDIR"])
+def test_a_variable_read_as_a_process_starts_gets_a_server_of_its_own(runtime, monkeypatch, name):
+    """psycopg picks its libpq from PSYCOPG_IMPL as it is imported, the loader reads LD_*, OpenSSL
+    its configuration...: once, in the server. A caller whose value differs must not be served by
+    it (a libpq older than 16 cannot insist on SCRAM: a served command would give its password away)."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.delenv(name, raising=False)
+    before = address.socket_path()
+    monkeypatch.setenv(name, "/elsewhere")
+    assert address.socket_path() != before
+
+
+@pytest.mark.parametrize("name", ["PGPASSWORD", "PGHOST", "DATABASE_URL", "APPDB_SQL_DIR", "APPDB_MIGRATION_FILE",
+                                  "PULUMI_COMMAND_STDOUT", "PULUMI_COMMAND_STDERR", "PWD", "OLDPWD", "_", "SHLVL"])
+def test_a_variable_each_command_reads_for_itself_shares_the_server(runtime, monkeypatch, name):
+    """What libpq reads at each connect and appdb in each command, and what Pulumi sets for each
+    delete (the create's output): a chain of reverts must share one server."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv(name, "one")
+    before = address.socket_path()
+    monkeypatch.setenv(name, "another")
+    assert address.socket_path() == before
+
+
+def test_a_password_in_the_arguments_starts_no_server(db, applied, runtime):
+    """The server and its spares keep the first caller's arguments, which /proc shows every user:
+    a caller with a password in --dsn runs on its own; one with it in the environment starts one."""
+    params = db.tcp_params
+    password = params.pop("password")
+    dsn = " ".join(f"{key}={value}" for key, value in params.items())
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "XDG_RUNTIME_DIR": str(runtime)}
+    argv = [str(ROOT / "bin" / "appdb"), "status", "--sql-dir", str(applied), forkserver.FLAG]
+    in_arguments = subprocess.run([*argv, "--dsn", f"{dsn} password={password}"], env=env, capture_output=True,
+                                  text=True, timeout=60, check=False)
+    assert in_arguments.returncode == 0, in_arguments.stderr
+    assert not list(runtime.glob("appdb/*.sock"))
+    in_environment = subprocess.run([*argv, "--dsn", dsn], env={**env, "PGPASSWORD": password}, capture_output=True,
+                                    text=True, timeout=60, check=False)
+    assert in_environment.returncode == 0, in_environment.stderr
+    assert list(runtime.glob("appdb/*.sock"))
+
+
 @pytest.mark.parametrize("kind", ["open", "symlink", "file"])
 def test_a_folder_that_is_not_private_is_passed_over(tmp_path: Path, monkeypatch, kind):
     runtime = tmp_path / "runtime"
@@ -907,6 +999,7 @@ client.connect(sys.argv[1])
 body = f.encode_request(sys.argv[2:])
 socket.send_fds(client, [f.HEADER.pack(len(body))], [0, 1, 2])
 client.sendall(body + f.INTERRUPT)  # Ctrl-C at once: before the worker has set anything up
+assert f.receive_exactly(client, len(f.STARTED)) == f.STARTED
 print(f.STATUS.unpack(f.receive_exactly(client, f.STATUS.size))[0])
 """
 

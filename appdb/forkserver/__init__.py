@@ -40,8 +40,10 @@ What it must never do, and how it does not:
   only to such a server, and the socket's name covers them too. A sandbox of the same uid
   (bwrap, ``unshare --net``) is not served.
 - Run stale code or settings: the name covers the interpreter, its flags and module path,
-  the size and mtime of every appdb source file, and the environment Python reads at start-up
-  (``PYTHON*``, locale), so a changed checkout or setting gets a server of its own.
+  the size and mtime of every appdb source file, and every variable of the environment but
+  those each command reads for itself (``PG*``, ``DATABASE_URL``, ``APPDB_*``: libpq's at each
+  connect, appdb's own), so a changed checkout or setting (``PSYCOPG_IMPL``, ``LD_PRELOAD``, the
+  locale) gets a server of its own.
 - Outlive its caller's intent: when the caller dies (Pulumi cancelled), the worker gets
   SIGTERM, then SIGKILL ``relay.KILL_AFTER_SECONDS`` later; its step rolls back. Ctrl-C in
   the caller is SIGINT to the worker (exit 130, as ever), held until the worker has the
@@ -49,17 +51,20 @@ What it must never do, and how it does not:
 - Hold a reader up: the server closes every descriptor it inherited at once; pulumi-command
   waits for the end of its pipes, not for the server. Nor hang a caller: a stopped server
   (``kill -STOP``, a debugger) is passed over, and a stopped relay or worker replaced.
-- Change a result: a server that cannot be reached, or that closes before a status, is
-  passed over and the command runs in its own process (every served command is safe to run
-  again: ``apply`` and ``revert`` take the lock and read the ledger first, ``status`` and
-  ``verify`` only read; what the first had printed stays printed). A served caller skips ``site`` (bin/appdb's
+- Change a result: a server that cannot be reached, or that closes before a worker has the
+  command, is passed over and the command runs in its own process. Once a worker has it (the
+  server says so), it is never run again: a status that does not come (its relay killed) is
+  exit 1 and one line saying so, as a killed process of its own would have left it. A served caller skips ``site`` (bin/appdb's
   ``-S``), so where ``site`` changes the environment, folder or umask (a ``sitecustomize``),
   no server is started.
 
-What it does not carry: resource limits and the cgroup are the first caller's, and ``ps``
-shows a worker with the first caller's arguments. The server keeps the first caller's
-environment (``PGPASSWORD`` included) for its life, as that caller did for its own; like any
-process's, ``/proc/PID/environ`` shows it only to the same user and root. Descriptors other
+What it does not carry: resource limits, the cgroup, the nice value, I/O priority, CPU
+affinity and OOM score are the first caller's, and ``ps`` shows a worker with the first
+caller's arguments (so a caller with a password in ``--dsn``, which ``/proc/PID/cmdline`` shows
+every user, starts no server). Ctrl-Z (SIGTSTP) stops the caller, not its worker. The server
+keeps the first caller's environment (``PGPASSWORD`` included) for its life, as that caller did
+for its own; like any process's, ``/proc/PID/environ`` shows it only to the same user and root.
+Descriptors other
 than stdin, stdout and stderr stay with the caller, so a caller whose arguments or environment
 name one by path (``PGSERVICEFILE=<(...)``, ``/dev/fd/N``, ``/proc/self/...``) runs on its own.
 The server itself is a daemon, left to PID 1 when it exits, as any is; the relays it waits for.
@@ -78,9 +83,10 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 # The flag that asks for a fork server (components/migrations.py sets it on every revert), and
-# the variable that asks for one for every command that takes the flag (set, and not 0).
+# the variable that asks for one for every command that takes the flag, with one of ON.
 FLAG = "--fork-server"
 VARIABLE = "APPDB_FORK_SERVER"
+ON = ("1", "true", "yes", "on")
 # The commands that take the flag: those run again and again, whose start-up is most of their
 # time. Any other command with the flag is the CLI's usage error, with no server started.
 SERVED = ("revert", "apply", "status", "verify")
@@ -88,7 +94,7 @@ SERVED = ("revert", "apply", "status", "verify")
 
 def asked(argv: list[str]) -> bool:
     """Whether ARGS, or the environment, ask for a fork server."""
-    return FLAG in argv or os.environ.get(VARIABLE, "0") not in ("", "0")
+    return FLAG in argv or os.environ.get(VARIABLE, "").strip().lower() in ON
 
 
 def main(argv: list[str]) -> int:
@@ -122,7 +128,7 @@ def main(argv: list[str]) -> int:
 
     # A process that began with 0, 1 or 2 closed has no sys.stdin/stdout/stderr, and a server
     # forked from it would print nothing for any caller: it runs its command on its own.
-    if (path is not None and _parses(argv) and None not in (sys.stdin, sys.stdout, sys.stderr)
+    if (path is not None and _parses_without_secrets(argv) and None not in (sys.stdin, sys.stdout, sys.stderr)
             and not site_changes_requests):
         start_server(path)
     return cli_main(argv)
@@ -152,17 +158,20 @@ def _leave(status: int) -> NoReturn:
     os._exit(status)
 
 
-def _parses(argv: list[str]) -> bool:
-    """Whether the arguments are a command at all: a usage error starts no server."""
+def _parses_without_secrets(argv: list[str]) -> bool:
+    """Whether the arguments are a command at all (a usage error starts no server), and hold no
+    password (``--dsn postgresql://u:secret@...``): the server and the processes it forks ahead keep
+    the first caller's arguments, which ``/proc/PID/cmdline`` shows every user, for their life."""
     import contextlib
     import io
 
     from appdb.cli import build_parser
+    from appdb.connection import dsn_secrets
     from appdb.errors import ConfigError
 
     try:  # quietly: --help would print, and the command itself prints it once more
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            build_parser().parse_args(argv)
+            args = build_parser().parse_args(argv)
     except (ConfigError, SystemExit):
         return False
-    return True
+    return not (args.dsn and dsn_secrets(args.dsn))

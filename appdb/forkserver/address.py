@@ -1,8 +1,9 @@
 """Where a fork server listens: a Unix socket named for everything a worker inherits from it.
 
 The name covers the interpreter, its flags and module path, the size and mtime of every appdb
-source file, the caller's identity and the environment Python reads only at start-up, so a
-changed checkout or setting gets a server of its own and nothing runs stale. It lives in a
+source file, the caller's identity and every variable of the environment that a process may
+read only as it starts, so a changed checkout or setting gets a server of its own and nothing
+runs stale. It lives in a
 folder only its owner can enter, in a parent nobody else can rename it in.
 
 Builtins only, like the rest of the caller's side: every revert of a chain computes this
@@ -69,14 +70,29 @@ def _private(folder: str) -> bool:
     return stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o077
 
 
+# The variables a worker may take from its caller: read afresh by each command (appdb's own, and
+# libpq's at each connect), or by nothing (a shell's bookkeeping; Pulumi's record of a create's
+# output, which differs for each delete of a chain). Any other variable may have been read once,
+# as the server started (psycopg's PSYCOPG_IMPL, the loader's LD_*, OpenSSL's, the locale...):
+# a caller whose value differs gets a server of its own.
+_PER_COMMAND = frozenset({"DATABASE_URL", "PULUMI_COMMAND_STDOUT", "PULUMI_COMMAND_STDERR", "PWD", "OLDPWD", "_",
+                          "SHLVL", "XDG_RUNTIME_DIR"})
+_PER_COMMAND_PREFIXES = ("PG", "APPDB_")
+# libpq binds its message catalogue once a process.
+_READ_ONCE = frozenset({"PGLOCALEDIR"})
+
+
 def _server_key() -> str:
     """What a worker inherits from its server and a caller must share: interpreter, its flags and
     module path (``python -m`` puts the folder it ran in there), code, identity (credentials,
-    namespaces, root, label), and the environment Python reads only at start-up."""
-    startup = sorted(f"{key}={value}" for key, value in os.environ.items()
-                     if key.startswith("PYTHON") or key.startswith("LC_") or key == "LANG")
+    namespaces, root, label), and every variable of the environment but those read per command."""
+    inherited = sorted(f"{key}={value}" for key, value in os.environ.items() if not _read_per_command(key))
     return "\0".join([sys.executable, repr(sys.flags), repr(sys.path), _code_stamp(),
-                      *(own_identity() or ["unknown"]), *startup])
+                      *(own_identity() or ["unknown"]), *inherited])
+
+
+def _read_per_command(name: str) -> bool:
+    return name not in _READ_ONCE and (name in _PER_COMMAND or name.startswith(_PER_COMMAND_PREFIXES))
 
 
 def _code_stamp() -> str:

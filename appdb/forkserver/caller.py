@@ -12,8 +12,11 @@ import os
 import sys
 
 from appdb.forkserver.identity import identity, own_identity, peer
-from appdb.forkserver.protocol import HEADER, INTERRUPT, STATUS, encode_request, receive_exactly
+from appdb.forkserver.protocol import HEADER, INTERRUPT, STARTED, STATUS, encode_request, receive_exactly
 
+# What a caller says when its command started in a worker and no status came back.
+COMMAND_LOST = ("the fork server's process running this command ended before it said how the command "
+                "ended (killed?), so it is not run again: see 'appdb status' for what was applied")
 # The caller's stdin, stdout and stderr: the worker takes them over.
 _STANDARD_FDS = (0, 1, 2)
 # Paths that name a process's own descriptors: only the caller has its others.
@@ -36,7 +39,7 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
     if not all(_is_open(fd) for fd in _STANDARD_FDS) or _names_own_descriptors(argv):
         return None
     client = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    interrupted = False
+    interrupted = started = False
     reply = None
     try:
         client.connect(path)
@@ -52,6 +55,10 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
         client.sendall(body)
         while True:
             try:
+                if not started:
+                    started = receive_exactly(client, len(STARTED)) == STARTED
+                    if not started:
+                        break  # refused, or closed before a worker had it: nothing ran
                 reply = receive_exactly(client, STATUS.size)
                 break
             except KeyboardInterrupt:
@@ -67,6 +74,11 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
         interrupted = True  # before the request was out, or while passing one on: closing stops the worker
     finally:
         client.close()
+    if reply is None and started:
+        # A worker had the command and its status never came (its relay killed): it may have done
+        # anything up to its end, so it is not run again, and its caller does not say it is done.
+        sys.stderr.write(f"appdb: error: {COMMAND_LOST}\n")
+        return 1
     if reply is None:
         # Interrupted, the command must not start again here: the one-line answer to Ctrl-C.
         return interrupted_status() if interrupted else None

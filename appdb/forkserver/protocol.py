@@ -2,8 +2,9 @@
 
 The caller sends a header (the request's length, with its stdin, stdout and stderr attached
 by SCM_RIGHTS), then the request: what a process of its own would have had. While it waits it
-may send :data:`INTERRUPT` (its Ctrl-C); the server answers with the exit status. Builtins
-only: the caller imports this before it can reach a server.
+may send :data:`INTERRUPT` (its Ctrl-C); the server says :data:`STARTED` once a worker has the
+command, then answers with the exit status. Builtins only: the caller imports this before it
+can reach a server.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ STATUS = struct.Struct("!i")
 MAX_REQUEST = 16 * 1024 * 1024
 # What the caller sends after its request, while it waits: Ctrl-C.
 INTERRUPT = b"I"
-_VERSION = b"2"
+# What the server sends once a worker has the command: from then on the command may have done
+# something, so a caller that gets no status must not run it again (caller.COMMAND_LOST).
+STARTED = b"S"
+_VERSION = b"3"
 
 
 class Request:

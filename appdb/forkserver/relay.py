@@ -15,7 +15,7 @@ import socket
 from typing import NoReturn
 
 from appdb.forkserver.identity import fit_to_serve, identity, peer
-from appdb.forkserver.protocol import INTERRUPT, STATUS, read_exactly, receive_request, send_request
+from appdb.forkserver.protocol import INTERRUPT, STARTED, STATUS, read_exactly, receive_request, send_request
 from appdb.forkserver.worker import Worker, dismiss, start_worker
 
 # After SIGTERM to a worker whose caller died, how long before SIGKILL.
@@ -82,6 +82,7 @@ def _serve(conn: socket.socket, worker: Worker) -> None:
             os.close(fd)
     worker.given = True
     worker.channel.close()
+    conn.sendall(STARTED)  # the caller must not run it again now; a caller gone is _wait's to see
     status, exited = _wait(worker.pid, conn, worker.report)
     try:
         conn.sendall(STATUS.pack(status))
