@@ -769,6 +769,16 @@ def test_a_variable_read_as_a_process_starts_gets_a_server_of_its_own(runtime, m
     assert address.socket_path() != before
 
 
+def test_a_caller_with_another_nice_value_gets_a_server_of_its_own(db, applied, runtime):
+    """A worker has its server's scheduling: `nice -n 15 appdb apply` must not run at the first caller's."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(runtime)}
+    argv = [str(ROOT / "bin" / "appdb"), "status", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
+    for prefix in ([], ["nice", "-n", "15"]):
+        done = subprocess.run([*prefix, *argv], env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+    assert len(list(runtime.glob("appdb/*.sock"))) == 2
+
+
 @pytest.mark.parametrize("name", ["PGPASSWORD", "PGHOST", "DATABASE_URL", "APPDB_SQL_DIR", "APPDB_MIGRATION_FILE",
                                   "PULUMI_COMMAND_STDOUT", "PULUMI_COMMAND_STDERR", "PWD", "OLDPWD", "_", "SHLVL"])
 def test_a_variable_each_command_reads_for_itself_shares_the_server(runtime, monkeypatch, name):

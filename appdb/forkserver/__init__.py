@@ -58,8 +58,9 @@ What it must never do, and how it does not:
   ``-S``), so where ``site`` changes the environment, folder or umask (a ``sitecustomize``),
   no server is started.
 
-What it does not carry: resource limits, the cgroup, the nice value, I/O priority, CPU
-affinity and OOM score are the first caller's, and ``ps`` shows a worker with the first
+What it does not carry: resource limits, the cgroup and an I/O priority set apart from the
+nice value are the first caller's (the nice value, CPU affinity and OOM score are in the
+socket's name), and ``ps`` shows a worker with the first
 caller's arguments (so a caller with a password in ``--dsn``, which ``/proc/PID/cmdline`` shows
 every user, starts no server). Ctrl-Z (SIGTSTP) stops the caller, not its worker. The server
 keeps the first caller's environment (``PGPASSWORD`` included) for its life, as that caller did

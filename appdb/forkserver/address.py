@@ -88,7 +88,19 @@ def _server_key() -> str:
     namespaces, root, label), and every variable of the environment but those read per command."""
     inherited = sorted(f"{key}={value}" for key, value in os.environ.items() if not _read_per_command(key))
     return "\0".join([sys.executable, repr(sys.flags), repr(sys.path), _code_stamp(),
-                      *(own_identity() or ["unknown"]), *inherited])
+                      *(own_identity() or ["unknown"]), _scheduling(), *inherited])
+
+
+def _scheduling() -> str:
+    """The nice value, CPU affinity and OOM score a worker would have from its server: a caller
+    started with ``nice -n 15`` (or pinned, or made the OOM killer's first pick) gets a server
+    of its own, that has them too."""
+    try:
+        with open("/proc/self/oom_score_adj", encoding="ascii") as adj:
+            oom = adj.read().strip()
+    except OSError:
+        oom = "?"
+    return f"nice={os.getpriority(os.PRIO_PROCESS, 0)} cpus={sorted(os.sched_getaffinity(0))} oom={oom}"
 
 
 def _read_per_command(name: str) -> bool:
