@@ -444,3 +444,23 @@ def test_a_step_that_turns_the_session_to_sql_ascii_is_refused_in_words_not_byte
     sql_dir = shipped_then(db, tmp_path, "SET client_encoding = 'SQL_ASCII';\n")
     line = one_line_error(db.run_cli("apply", sql_dir=sql_dir))
     assert "client_encoding is 'SQL_ASCII', not 'UTF8'" in line and "b'" not in line
+
+
+def test_a_dry_run_with_group_says_which_transaction_each_migration_would_commit_in(db, tmp_path):
+    """The newcomer's question: where do the groups begin? Each line names its group, or says
+    the migration would run alone (a transaction=false step, several steps, a group of one)."""
+    sql_dir = shipped_then(db, tmp_path, "SELECT 2;\n", CONCURRENT.format(name="t031_c"), "SELECT 4;\n",
+                           "SELECT 5;\n", "SELECT 6;\n")
+    before = db.snapshot()
+    env = {"APPDB_SQL_DIR": str(sql_dir)}
+    planned = db.run_cli("apply", "--dry-run", "--group", env=env)
+    assert planned.returncode == 0, planned.stderr
+    assert [line.rsplit(" [", 1)[-1] for line in planned.stdout.splitlines()] == [
+        "group 031-032]", "group 031-032]", "alone]", "group 034-036]", "group 034-036]", "group 034-036]"]
+    as_json = json.loads(db.run_cli("apply", "--dry-run", "--group", "--json", env=env).stdout)
+    assert [o["group"] for o in as_json["outcomes"]] == ["031-032", "031-032", "alone", *["034-036"] * 3]
+    # Without --group, as before: no group named.
+    plain = json.loads(db.run_cli("apply", "--dry-run", "--json", env=env).stdout)
+    assert all("group" not in o for o in plain["outcomes"])
+    assert "[" not in db.run_cli("apply", "--dry-run", env=env).stdout
+    assert db.snapshot() == before

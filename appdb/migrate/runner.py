@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 # Our own migrations raise these SQLSTATEs for a refusal the person must act on.
 REFUSAL_SQLSTATES = {"AP001"}
 WOULD_APPLY = "would apply"
+# What a --group dry run says of a migration that would commit on its own.
+ALONE = "alone"
 CLIENT_CHECK_INTERVAL = "1s"
 
 
@@ -85,15 +87,21 @@ class Outcome:
     action: str
     seconds: float = 0.0
     steps: tuple[str, ...] = field(default_factory=tuple)
+    # A dry run with --group: the transaction it would commit in, as "031-130", or "alone".
+    group: str | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {"id": self.id, "name": self.name, "action": self.action,
-                "seconds": round(self.seconds, 3), "steps": list(self.steps)}
+        found: dict[str, object] = {"id": self.id, "name": self.name, "action": self.action,
+                                    "seconds": round(self.seconds, 3), "steps": list(self.steps)}
+        if self.group is not None:
+            found["group"] = self.group
+        return found
 
     def line(self) -> str:
         """``027 memberships: applied in 0.12 s``, or what a dry run would do."""
         if self.action == WOULD_APPLY:
-            return f"{self.id} {self.name}: {self.action} (steps: {', '.join(self.steps)})"
+            within = "" if self.group is None else " [alone]" if self.group == ALONE else f" [group {self.group}]"
+            return f"{self.id} {self.name}: {self.action} (steps: {', '.join(self.steps)}){within}"
         return f"{self.id} {self.name}: {self.action} in {self.seconds:.2f} s"
 
 
@@ -118,8 +126,7 @@ def apply(
     """
     target = find(migrations, only) if only is not None else None
     if dry_run:
-        return [Outcome(m.id, m.name, WOULD_APPLY, steps=tuple(s.name for s in m.steps))
-                for m in _pending(conn, migrations, target)]
+        return _plan(_pending(conn, migrations, target), group)
     outcomes: list[Outcome] = []
     with migration_lock(conn, options.wait):
         _fresh_session(conn)
@@ -141,6 +148,19 @@ def apply(
                 if progress:
                     progress(outcome)
     return outcomes
+
+
+def _plan(pending: list[Migration], group: bool) -> list[Outcome]:
+    """What a dry run says: each pending migration and its steps; with ``group``, the
+    transaction it would commit in (:func:`groups`), or that it would run alone."""
+    planned: list[Outcome] = []
+    for batch in groups(pending) if group else [[migration] for migration in pending]:
+        name = None
+        if group:
+            name = f"{batch[0].id}-{batch[-1].id}" if len(batch) > 1 else ALONE
+        planned += [Outcome(m.id, m.name, WOULD_APPLY, steps=tuple(s.name for s in m.steps), group=name)
+                    for m in batch]
+    return planned
 
 
 # The most migrations one --group transaction holds. Every object a migration makes or alters is a
