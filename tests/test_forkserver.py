@@ -769,11 +769,13 @@ def test_a_variable_read_as_a_process_starts_gets_a_server_of_its_own(runtime, m
     assert address.socket_path() != before
 
 
-def test_a_caller_with_another_nice_value_gets_a_server_of_its_own(db, applied, runtime):
-    """A worker has its server's scheduling: `nice -n 15 appdb apply` must not run at the first caller's."""
+@pytest.mark.parametrize("scheduled", [["nice", "-n", "15"], ["chrt", "--idle", "0"]], ids=["nice", "chrt"])
+def test_a_caller_scheduled_otherwise_gets_a_server_of_its_own(db, applied, runtime, scheduled):
+    """A worker has its server's scheduling: `nice -n 15 appdb apply` must not run at the first
+    caller's priority, nor an interactive apply at a cron job's SCHED_IDLE."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(runtime)}
     argv = [str(ROOT / "bin" / "appdb"), "status", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
-    for prefix in ([], ["nice", "-n", "15"]):
+    for prefix in ([], scheduled):
         done = subprocess.run([*prefix, *argv], env=env, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
     assert len(list(runtime.glob("appdb/*.sock"))) == 2
@@ -789,6 +791,39 @@ def test_a_variable_each_command_reads_for_itself_shares_the_server(runtime, mon
     before = address.socket_path()
     monkeypatch.setenv(name, "another")
     assert address.socket_path() == before
+
+
+SECRET_DSN = "postgresql://postgres:hunter2-Sekr1t@127.0.0.1:1/elsewhere"
+
+
+@pytest.mark.parametrize("argv", [
+    ["status", "--dsn", SECRET_DSN],
+    ["status", "--dsn", SECRET_DSN, "--dsn", "host=h"],  # argparse keeps the last; ps shows both
+    ["status", f"--dsn={SECRET_DSN}", "--dsn="],
+    ["status", "--dsn=host=h password=hunter2-Sekr1t"],
+    ["revert", "--dsn", "host=h", SECRET_DSN],  # a DSN where the id goes
+    ["apply", "--only", SECRET_DSN],
+    ["status", "--sql-dir", "host=h sslpassword=hunter2-Sekr1t"],
+])
+def test_no_argument_that_holds_a_password_lets_a_server_start(argv):
+    assert not forkserver._parses_without_secrets(argv)
+    assert forkserver._parses_without_secrets(["status", "--dsn", "host=h dbname=x"])
+
+
+def test_a_file_that_cannot_be_read_in_the_checkout_does_not_stop_a_served_command(runtime):
+    """An editor's lock file (Emacs's .#cli.py, a dangling link) while the socket's name is made:
+    the command runs, served or not, with no traceback."""
+    copy, _path = readable_checkout()
+    try:
+        shutil.copytree(ROOT / "bin", copy / "bin")
+        (copy / ".venv").symlink_to(ROOT / ".venv")
+        (copy / "appdb" / ".#cli.py").symlink_to("root@host.1234:1700000000")
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "XDG_RUNTIME_DIR": str(runtime)}
+        done = subprocess.run([str(copy / "bin" / "appdb"), "status", "--dsn", "host=/nonexistent", forkserver.FLAG],
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        shutil.rmtree(copy)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
 
 
 def test_a_password_in_the_arguments_starts_no_server(db, applied, runtime):
@@ -1023,6 +1058,39 @@ def test_a_ctrl_c_that_comes_at_once_is_not_lost(db, applied, server):
                               timeout=60, check=False, preexec_fn=_sigint_default)
         assert done.stdout.strip() == "130", done.stderr
         assert "interrupted" in done.stderr and "Traceback" not in done.stderr
+    assert applied_ids(db) == ["027", "028", "029", "030"]
+
+
+DOUBLE_CTRL_C = """
+import os, signal, sys, types, _socket
+from appdb.forkserver import caller as c
+from appdb.forkserver.protocol import INTERRUPT
+class Sock(_socket.socket):
+    pressed = False
+    def sendall(self, data, *rest):
+        if data == INTERRUPT and not Sock.pressed:
+            Sock.pressed = True
+            os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C, as the first is passed on
+        return super().sendall(data, *rest)
+fake = types.ModuleType("_socket"); fake.__dict__.update(_socket.__dict__); fake.socket = Sock
+c._socket = fake
+print(c.run_via_server(sys.argv[1], sys.argv[2:]), flush=True)
+"""
+
+
+def test_ctrl_c_twice_is_an_interrupted_command_not_a_lost_one(db, applied, server):
+    """A second Ctrl-C while the first is on its way: 'interrupted', exit 130, as a process of its own."""
+    with db.connect() as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (0x6170706462,))
+        argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), "--wait", "120", forkserver.FLAG]
+        process = subprocess.Popen([sys.executable, "-c", DOUBLE_CTRL_C, str(server), *argv], cwd=ROOT,
+                                   env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
+        wait_for(lambda: lock_waiters(holder) == 1, timeout=30, what="the worker to wait for the lock")
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    assert out.strip() == "130", (out, err)
+    assert caller.COMMAND_LOST not in err and "interrupted" in err
     assert applied_ids(db) == ["027", "028", "029", "030"]
 
 

@@ -110,7 +110,10 @@ def main(argv: list[str]) -> int:
         return cli_main(argv)
     from appdb.forkserver.address import socket_path
 
-    path = socket_path()
+    try:
+        path = socket_path()
+    except Exception:  # noqa: BLE001 - a checkout or /proc that cannot be read: the command runs here
+        path = None
     if path is not None:
         status = run_via_server(path, argv)
         if status is not None:
@@ -162,7 +165,9 @@ def _leave(status: int) -> NoReturn:
 def _parses_without_secrets(argv: list[str]) -> bool:
     """Whether the arguments are a command at all (a usage error starts no server), and hold no
     password (``--dsn postgresql://u:secret@...``): the server and the processes it forks ahead keep
-    the first caller's arguments, which ``/proc/PID/cmdline`` shows every user, for their life."""
+    the first caller's arguments, which ``/proc/PID/cmdline`` shows every user, for their life.
+    Every argument counts, not only the ``--dsn`` argparse kept: a wrapper's ``--dsn`` before the
+    user's, or a DSN where an id goes, is in the command line all the same."""
     import contextlib
     import io
 
@@ -172,7 +177,7 @@ def _parses_without_secrets(argv: list[str]) -> bool:
 
     try:  # quietly: --help would print, and the command itself prints it once more
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            args = build_parser().parse_args(argv)
+            build_parser().parse_args(argv)
     except (ConfigError, SystemExit):
         return False
-    return not (args.dsn and dsn_secrets(args.dsn))
+    return not any(dsn_secrets(argument) for argument in argv)

@@ -92,15 +92,17 @@ def _server_key() -> str:
 
 
 def _scheduling() -> str:
-    """The nice value, CPU affinity and OOM score a worker would have from its server: a caller
-    started with ``nice -n 15`` (or pinned, or made the OOM killer's first pick) gets a server
-    of its own, that has them too."""
+    """The scheduling policy and priority, nice value, CPU affinity and OOM score a worker would
+    have from its server: a caller started with ``nice -n 15`` or ``chrt --idle 0`` (or pinned, or
+    made the OOM killer's first pick) gets a server of its own, that has them too."""
     try:
         with open("/proc/self/oom_score_adj", encoding="ascii") as adj:
             oom = adj.read().strip()
     except OSError:
         oom = "?"
-    return f"nice={os.getpriority(os.PRIO_PROCESS, 0)} cpus={sorted(os.sched_getaffinity(0))} oom={oom}"
+    policy = f"{os.sched_getscheduler(0)}/{os.sched_getparam(0).sched_priority}"
+    return (f"policy={policy} nice={os.getpriority(os.PRIO_PROCESS, 0)} cpus={sorted(os.sched_getaffinity(0))} "
+            f"oom={oom}")
 
 
 def _read_per_command(name: str) -> bool:
@@ -115,7 +117,11 @@ def _code_stamp() -> str:
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
             if name.endswith((".py", ".sql")):
-                info = os.stat(os.path.join(folder, name))
+                try:
+                    info = os.stat(os.path.join(folder, name))
+                except OSError:  # a dangling link (an editor's lock file, .#cli.py): named as such
+                    parts.append(f"{folder}/{name}:?")
+                    continue
                 parts.append(f"{folder}/{name}:{info.st_size}:{info.st_mtime_ns}")
     return "\n".join(parts)
 

@@ -64,17 +64,14 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
             except KeyboardInterrupt:
                 # Ctrl-C: the worker gets SIGINT and answers it as a process of its own would.
                 interrupted = True
-                try:
-                    client.sendall(INTERRUPT)
-                except OSError:
-                    pass  # the relay has closed: a status it sent first is still to be read
+                _pass_on_interrupt(client)
     except OSError:
         reply = None
     except KeyboardInterrupt:
         interrupted = True  # before the request was out, or while passing one on: closing stops the worker
     finally:
         client.close()
-    if reply is None and started:
+    if reply is None and started and not interrupted:
         # A worker had the command and its status never came (its relay killed): it may have done
         # anything up to its end, so it is not run again, and its caller does not say it is done.
         sys.stderr.write(f"appdb: error: {COMMAND_LOST}\n")
@@ -83,6 +80,19 @@ def run_via_server(path: str, argv: list[str]) -> int | None:
         # Interrupted, the command must not start again here: the one-line answer to Ctrl-C.
         return interrupted_status() if interrupted else None
     return STATUS.unpack(reply)[0]
+
+
+def _pass_on_interrupt(client) -> None:  # noqa: ANN001 - a _socket.socket
+    """Tell the relay of a Ctrl-C; a second Ctrl-C while this one is on its way is passed on too,
+    not taken for a lost command."""
+    while True:
+        try:
+            client.sendall(INTERRUPT)
+            return
+        except KeyboardInterrupt:
+            continue
+        except OSError:
+            return  # the relay has closed: a status it sent first is still to be read
 
 
 def _names_own_descriptors(argv: list[str]) -> bool:

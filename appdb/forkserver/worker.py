@@ -115,6 +115,9 @@ def _work(request: Request, fds: list[int], report: int) -> None:
             os.dup2(fd, target)
         for fd in fds:
             os.close(fd)
+        # Python buffers stdout by line to a terminal, else by block: as the caller's stdout is,
+        # not as the first caller's was when the server started.
+        sys.stdout.reconfigure(line_buffering=os.isatty(1))
         _take_signals(request.ignored, request.blocked)
         os.chdir(request.cwd)
         os.umask(request.umask)
