@@ -59,10 +59,10 @@ What it must never do, and how it does not:
   no server is started.
 
 What it does not carry: resource limits, the cgroup and an I/O priority set apart from the
-nice value are the first caller's (the nice value, CPU affinity and OOM score are in the
-socket's name), and ``ps`` shows a worker with the first
-caller's arguments (so a caller with a password in ``--dsn``, which ``/proc/PID/cmdline`` shows
-every user, starts no server). Ctrl-Z (SIGTSTP) stops the caller, not its worker. The server
+nice value are the first caller's (the scheduling policy, nice value, CPU affinity and OOM
+score are in the socket's name), and ``ps`` shows a worker with the first caller's arguments
+(so a caller with a password in any argument, which ``/proc/PID/cmdline`` shows every user,
+starts no server). Ctrl-Z (SIGTSTP) stops the caller, not its worker. The server
 keeps the first caller's environment (``PGPASSWORD`` included) for its life, as that caller did
 for its own; like any process's, ``/proc/PID/environ`` shows it only to the same user and root.
 Descriptors other
