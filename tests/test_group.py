@@ -450,15 +450,20 @@ def test_a_dry_run_with_group_says_which_transaction_each_migration_would_commit
     """The newcomer's question: where do the groups begin? Each line names its group, or says
     the migration would run alone (a transaction=false step, several steps, a group of one)."""
     sql_dir = shipped_then(db, tmp_path, "SELECT 2;\n", CONCURRENT.format(name="t031_c"), "SELECT 4;\n",
-                           "SELECT 5;\n", "SELECT 6;\n")
+                           "SELECT 5;\n", "SELECT 6;\n", "-- not deferrable\nSELECT 7;\n", "SELECT 8;\n",
+                           "-- appdb:step one\nSELECT 9;\n-- appdb:step two\nSELECT 9;\n")
     before = db.snapshot()
     env = {"APPDB_SQL_DIR": str(sql_dir)}
     planned = db.run_cli("apply", "--dry-run", "--group", env=env)
     assert planned.returncode == 0, planned.stderr
     assert [line.rsplit(" [", 1)[-1] for line in planned.stdout.splitlines()] == [
-        "group 031-032]", "group 031-032]", "alone]", "group 034-036]", "group 034-036]", "group 034-036]"]
+        "group 031-032]", "group 031-032]", "alone: a transaction=false step]", *["group 034-036]"] * 3,
+        "alone: its text says ADD VALUE, SET CONSTRAINTS or DEFERR... (a comment counts)]", "alone]",
+        "alone: 2 steps]"]
     as_json = json.loads(db.run_cli("apply", "--dry-run", "--group", "--json", env=env).stdout)
-    assert [o["group"] for o in as_json["outcomes"]] == ["031-032", "031-032", "alone", *["034-036"] * 3]
+    assert [o["group"] for o in as_json["outcomes"]] == ["031-032", "031-032", "alone", *["034-036"] * 3,
+                                                        "alone", "alone", "alone"]
+    assert [o.get("alone_because") for o in as_json["outcomes"]][7:] == [None, "2 steps"]
     # Without --group, as before: no group named.
     plain = json.loads(db.run_cli("apply", "--dry-run", "--json", env=env).stdout)
     assert all("group" not in o for o in plain["outcomes"])

@@ -87,20 +87,25 @@ class Outcome:
     action: str
     seconds: float = 0.0
     steps: tuple[str, ...] = field(default_factory=tuple)
-    # A dry run with --group: the transaction it would commit in, as "031-130", or "alone".
+    # A dry run with --group: the transaction it would commit in, as "031-130", or "alone", and why.
     group: str | None = None
+    alone_because: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         found: dict[str, object] = {"id": self.id, "name": self.name, "action": self.action,
                                     "seconds": round(self.seconds, 3), "steps": list(self.steps)}
         if self.group is not None:
             found["group"] = self.group
+        if self.alone_because is not None:
+            found["alone_because"] = self.alone_because
         return found
 
     def line(self) -> str:
         """``027 memberships: applied in 0.12 s``, or what a dry run would do."""
         if self.action == WOULD_APPLY:
-            within = "" if self.group is None else " [alone]" if self.group == ALONE else f" [group {self.group}]"
+            within = "" if self.group is None else f" [group {self.group}]"
+            if self.group == ALONE:
+                within = f" [alone: {self.alone_because}]" if self.alone_because else " [alone]"
             return f"{self.id} {self.name}: {self.action} (steps: {', '.join(self.steps)}){within}"
         return f"{self.id} {self.name}: {self.action} in {self.seconds:.2f} s"
 
@@ -155,12 +160,25 @@ def _plan(pending: list[Migration], group: bool) -> list[Outcome]:
     transaction it would commit in (:func:`groups`), or that it would run alone."""
     planned: list[Outcome] = []
     for batch in groups(pending) if group else [[migration] for migration in pending]:
-        name = None
+        name = because = None
         if group:
             name = f"{batch[0].id}-{batch[-1].id}" if len(batch) > 1 else ALONE
-        planned += [Outcome(m.id, m.name, WOULD_APPLY, steps=tuple(s.name for s in m.steps), group=name)
-                    for m in batch]
+            because = _why_alone(batch[0]) if len(batch) == 1 else None
+        planned += [Outcome(m.id, m.name, WOULD_APPLY, steps=tuple(s.name for s in m.steps), group=name,
+                            alone_because=because) for m in batch]
     return planned
+
+
+def _why_alone(migration: Migration) -> str | None:
+    """Why ``apply --group`` would run a migration on its own (:func:`_groupable`); None when
+    only its neighbours did (a group of one)."""
+    if not all(step.transactional for step in migration.steps):
+        return "a transaction=false step"
+    if len(migration.steps) > 1:
+        return f"{len(migration.steps)} steps"
+    if migration.needs_its_commit():
+        return "its text says ADD VALUE, SET CONSTRAINTS or DEFERR... (a comment counts)"
+    return None
 
 
 # The most migrations one --group transaction holds. Every object a migration makes or alters is a
