@@ -14,9 +14,18 @@ def main() -> int:
     if "--fork-server" in argv or os.environ.get("APPDB_FORK_SERVER", "").strip().lower() in ("1", "true", "yes", "on"):
         from appdb.forkserver import main as run
     else:
+        _warn_of_an_unknown_setting()
         load_site()
         from appdb.cli import main as run
     return run(argv)
+
+
+def _warn_of_an_unknown_setting() -> None:
+    """APPDB_FORK_SERVER=maybe, or 2: neither on nor off; said, not silently taken for off."""
+    value = os.environ.get("APPDB_FORK_SERVER", "")
+    if value.strip().lower() not in ("", "0", "false", "no", "off"):
+        sys.stderr.write(f"appdb: warning: APPDB_FORK_SERVER={value!r} is neither 1, true, yes, on nor 0, false, no, "
+                         "off: no fork server\n")
 
 
 def load_site() -> None:

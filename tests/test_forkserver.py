@@ -87,6 +87,17 @@ def test_the_variable_asks_for_a_server_only_when_it_says_so(monkeypatch, value,
     assert forkserver.asked(["status"]) is asked
 
 
+@pytest.mark.parametrize(("value", "warned"), [("maybe", True), ("2", True), ("off", False), ("", False)])
+def test_a_value_of_the_variable_that_is_neither_on_nor_off_is_said(runtime, value, warned):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(runtime), forkserver.VARIABLE: value}
+    done = subprocess.run([str(ROOT / "bin" / "appdb"), "status", "--sql-dir", str(runtime / "none")], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    said = f"appdb: warning: {forkserver.VARIABLE}={value!r} is neither"
+    assert done.stderr.startswith(said) is warned, done.stderr
+    assert not list(runtime.glob("appdb/*.sock"))
+
+
 def test_a_served_command_writes_to_the_callers_streams_and_returns_its_status(db, applied, server, capfd):
     argv = ["revert", "030", "--dsn", db.dsn, "--sql-dir", str(applied), forkserver.FLAG]
     assert caller.run_via_server(str(server), argv) == 0
