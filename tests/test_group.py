@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,22 +47,30 @@ def shipped_then(db, tmp_path: Path, *texts: str) -> Path:
 
 
 @contextmanager
-def held_table(db, release_after: float | None = None) -> Iterator[None]:
-    """app.held, share-locked by another session for the block, or for ``release_after`` seconds."""
+def held_table(db) -> Iterator[None]:
+    """app.held, share-locked by another session for the block."""
     db.execute("CREATE TABLE IF NOT EXISTS app.held (i int)")
     with db.connect() as holder:
         holder.execute("BEGIN")
         holder.execute("LOCK TABLE app.held IN ACCESS SHARE MODE")
-        release = threading.Timer(release_after, lambda: holder.execute("ROLLBACK")) if release_after else None
-        if release:
-            release.start()
         try:
             yield
         finally:
-            if release:
-                release.join()
-            else:
-                holder.execute("ROLLBACK")
+            holder.execute("ROLLBACK")
+
+
+def apply_through_a_lock_timeout(db, sql_dir: Path, *flags: str) -> subprocess.CompletedProcess:
+    """`appdb apply FLAGS` while app.held is share-locked, released once apply has waited for it
+    and timed out, not after a fixed time: on a busy machine the process could start after such
+    a release and meet no lock timeout at all."""
+    waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'app.held'::regclass"
+    with held_table(db):
+        process = subprocess.Popen([sys.executable, "-m", "appdb", "apply", *flags], env=cli_env(db, sql_dir),
+                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: db.execute(waiting) == [(1,)], timeout=60, what="apply to wait for app.held")
+        wait_for(lambda: db.execute(waiting) == [(0,)], timeout=60, what="its lock timeout")
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def assert_none_of_the_group_applied(db, sql_dir: Path) -> None:
@@ -151,8 +158,7 @@ def test_what_committed_before_the_failing_group_stays_and_is_reported(db, tmp_p
 
 def test_a_lock_timeout_anywhere_retries_the_group_and_each_migration_runs_once(db, tmp_path):
     sql_dir = shipped_then(db, tmp_path, "CREATE TABLE app.t032 (i int);\nLOCK TABLE app.held IN ACCESS EXCLUSIVE MODE;\n")
-    with held_table(db, release_after=2.0):
-        result = db.run_cli("apply", "--group", "--lock-timeout", "0.2", "--lock-retries", "20", "-v", sql_dir=sql_dir)
+    result = apply_through_a_lock_timeout(db, sql_dir, "--group", "--lock-timeout", "0.2", "--lock-retries", "20", "-v")
 
     assert result.returncode == 0, result.stderr
     assert "032, step main: lock timeout, retry" in result.stderr
@@ -345,8 +351,7 @@ def test_a_retried_group_starts_from_a_fresh_session(db, tmp_path):
     sql_dir = copy_sql(tmp_path)
     add_migration(sql_dir, "031_prepare.sql", "-- appdb:step a\nPREPARE p AS SELECT 1;\n"
                                               "-- appdb:step b\nLOCK TABLE app.held IN ACCESS EXCLUSIVE MODE;\n")
-    with held_table(db, release_after=1.5):
-        result = db.run_cli("apply", "--group", "--lock-timeout", "0.2", "--lock-retries", "20", sql_dir=sql_dir)
+    result = apply_through_a_lock_timeout(db, sql_dir, "--group", "--lock-timeout", "0.2", "--lock-retries", "20")
     assert result.returncode == 0, result.stderr
     assert ledger_ids(db) == [*SHIPPED, "031"]
 
