@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
     from appdb.__main__ import load_site
     from appdb.forkserver.caller import run_via_server, supported
 
-    if not asked(argv) or argv[:1] not in [[command] for command in SERVED] or not supported():
+    if not asked(argv) or not argv or argv[0] not in SERVED or not supported():
         load_site()
         from appdb.cli import main as cli_main
 

@@ -170,11 +170,11 @@ def _plan(pending: list[Migration], group: bool) -> list[Outcome]:
 
 
 def _why_alone(migration: Migration) -> str | None:
-    """Why ``apply --group`` would run a migration on its own (:func:`_groupable`); None when
-    only its neighbours did (a group of one)."""
+    """Why ``apply --group`` runs a migration on its own, the one home of :func:`_groupable`'s
+    rule; None for a migration that may share a transaction."""
     if not all(step.transactional for step in migration.steps):
         return "a transaction=false step"
-    if len(migration.steps) > 1:
+    if len(migration.steps) != 1:
         return f"{len(migration.steps)} steps"
     if migration.needs_its_commit():
         return "its text says ADD VALUE, SET CONSTRAINTS or DEFERR... (a comment counts)"
@@ -209,8 +209,7 @@ def _groupable(migration: Migration) -> bool:
     step cannot run in a transaction; steps are how a file asks for commits between its parts;
     and an enum's new value, ``SET CONSTRAINTS`` or deferred work would reach, or wait for, the
     migrations after it (:meth:`Migration.needs_its_commit`)."""
-    return (len(migration.steps) == 1 and migration.steps[0].transactional
-            and not migration.needs_its_commit())
+    return _why_alone(migration) is None
 
 
 def _pending(conn: psycopg.Connection, migrations: list[Migration], target: Migration | None) -> list[Migration]:
