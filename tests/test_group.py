@@ -474,3 +474,104 @@ def test_a_dry_run_with_group_says_which_transaction_each_migration_would_commit
     assert all("group" not in o for o in plain["outcomes"])
     assert "[" not in db.run_cli("apply", "--dry-run", env=env).stdout
     assert db.snapshot() == before
+
+
+# --- a group's migrations in one query (issue 20, eighth round) ---------------------------------
+
+
+def five_then(db, tmp_path: Path, failing: int | None = None, text: str = "SELECT 1;\nSELECT 1/0;\n") -> Path:
+    """The shipped migrations applied; 031 to 035 pending, each making a table, and the one at
+    index ``failing`` (0 for 031) running ``text`` instead."""
+    sql_dir = shipped_then(db, tmp_path)
+    (sql_dir / "031_first.sql").unlink()
+    (sql_dir / "revert" / "031_first.sql").unlink()
+    for index in range(5):
+        forward = text if index == failing else f"CREATE TABLE app.q{index} (i int);\nCREATE INDEX ON app.q{index} (i);\n"
+        add_migration(sql_dir, f"03{index + 1}_more.sql", forward)
+    return sql_dir
+
+
+def queries_sent(monkeypatch) -> list[str]:
+    """The texts the group's queries carry, as they are sent."""
+    sent: list[str] = []
+    execute = runner._KeepsResults.execute
+
+    def counted(self, query, *args, **kwargs):
+        sent.append(query)
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(runner._KeepsResults, "execute", counted)
+    return sent
+
+
+@pytest.mark.parametrize("per_query", [runner.QUERY_MAX_CHARS, 120, 0])
+def test_a_group_goes_in_as_few_queries_as_its_size_allows_and_builds_the_same(db, tmp_path, monkeypatch, per_query):
+    sql_dir = five_then(db, tmp_path)
+    monkeypatch.setattr(runner, "QUERY_MAX_CHARS", per_query)
+    sent = queries_sent(monkeypatch)
+    with db.connect() as conn:
+        outcomes = runner.apply(conn, discover(sql_dir), OPTIONS, group=True)
+    assert [o.id for o in outcomes] == ["031", "032", "033", "034", "035"]
+    assert len(sent) == {runner.QUERY_MAX_CHARS: 1, 120: 3, 0: 5}[per_query]
+    assert all(o.seconds > 0 for o in outcomes)
+    assert ledger_ids(db) == [*SHIPPED, "031", "032", "033", "034", "035"]
+    assert db.execute("SELECT count(*) FROM pg_indexes WHERE tablename ~ '^q[0-4]$'") == [(5,)]
+
+
+@pytest.mark.parametrize("per_query", [runner.QUERY_MAX_CHARS, 120])
+@pytest.mark.parametrize("failing", [0, 2, 4])
+@pytest.mark.parametrize("text, line, message", [
+    ("SELECT 1;\nSELECT 1/0;\n", 1, "division by zero"),  # no position (the step's line): by the rows
+    ("SELECT 1;\n\nSELECT nothing FROM app.memberships;\n", 3, 'column "nothing" does not exist'),  # by its position
+    ("SELECT 1;\nSELEKT 2;\n", 2, 'syntax error at or near "SELEKT"'),  # the query fails before anything runs
+])
+def test_a_failure_in_a_group_query_names_its_migration_and_line(db, tmp_path, monkeypatch, per_query, failing, text,
+                                                                 line, message):
+    sql_dir = five_then(db, tmp_path, failing, text)
+    monkeypatch.setattr(runner, "QUERY_MAX_CHARS", per_query)
+    with db.connect() as conn, pytest.raises(runner.MigrationError) as raised:
+        runner.apply(conn, discover(sql_dir), OPTIONS, group=True)
+    assert str(raised.value).startswith(f"{sql_dir / f'03{failing + 1}_more.sql'}:{line}: {message}")
+    assert str(raised.value).endswith("none of 031 to 035 (one transaction, --group) was applied")
+    assert ledger_ids(db) == SHIPPED
+    assert db.execute("SELECT count(*) FROM pg_tables WHERE tablename ~ '^q[0-4]$'") == [(0,)]
+
+
+def test_a_lock_timeout_in_a_group_query_names_the_migration_that_waited(db, tmp_path):
+    sql_dir = five_then(db, tmp_path, 2, "LOCK TABLE app.held IN ACCESS EXCLUSIVE MODE;\n")
+    options = runner.Options(lock_timeout=0.1, lock_retries=0)
+    with held_table(db), db.connect() as conn, pytest.raises(runner.LockTimeout) as raised:
+        runner.apply(conn, discover(sql_dir), options, group=True)
+    assert str(raised.value).startswith("033, step main: lock timeout: could not get a lock within 0.1 s on any of 1")
+    assert ledger_ids(db) == SHIPPED
+
+
+def test_without_psycopg_s_results_a_failed_group_is_sent_again_one_a_query_to_say_which(db, tmp_path, monkeypatch):
+    """Should a psycopg upgrade stop keeping the results before an error, the group is not
+    blamed on a wrong migration: it is rolled back and sent again a migration a query."""
+    import psycopg
+
+    sql_dir = five_then(db, tmp_path, 3)
+    monkeypatch.setattr(runner._KeepsResults, "_check_results", psycopg.Cursor._check_results)
+    sent = queries_sent(monkeypatch)
+    with db.connect() as conn, pytest.raises(runner.MigrationError, match=r"034_more.sql:1: division by zero"):
+        runner.apply(conn, discover(sql_dir), OPTIONS, group=True)
+    assert len(sent) == 1 + 4  # the group, then 031 to 034 one a query
+    assert ledger_ids(db) == SHIPPED
+
+
+def test_a_step_cannot_pass_for_the_group_query_s_own_rows(db, tmp_path):
+    """The rows that carry each migration's settings are named at random for each run; a step
+    that returns one by that name (it could read it in current_query()) is refused, not counted."""
+    sql_dir = five_then(db, tmp_path, 1, f'SET LOCAL lock_timeout = 0;\nSELECT 1 AS "{runner._MARK} read";\n')
+    with db.connect() as conn, pytest.raises(runner.MigrationError, match="returned a result named as appdb's own"):
+        runner.apply(conn, discover(sql_dir), OPTIONS, group=True)
+    assert ledger_ids(db) == SHIPPED
+
+
+def test_each_migration_of_a_group_query_is_timed_on_its_own(db, tmp_path):
+    sql_dir = five_then(db, tmp_path, 2, "SELECT pg_sleep(0.3);\n")
+    with db.connect() as conn:
+        outcomes = runner.apply(conn, discover(sql_dir), OPTIONS, group=True)
+    assert [o.seconds >= 0.3 for o in outcomes] == [False, False, True, False, False]
+    assert db.execute("SELECT id FROM appdb.migrations WHERE duration_ms >= 300") == [("033",)]

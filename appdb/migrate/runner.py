@@ -39,14 +39,17 @@ the migration applied last (by ``applied_at``) may be reverted.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import errors, sql
@@ -257,21 +260,19 @@ def _apply_group(conn: psycopg.Connection, batch: list[Migration], options: Opti
 
     Why: a history brought under code onto a new database is otherwise a thousand small
     transactions, and each commit costs the server more than its DDL (issue 20). Each
-    migration still runs as it would alone: its steps with their settings and checks
-    (:func:`_run_in_transaction`, :func:`_check_still_ours`), from a fresh session. A lock
-    timeout or deadlock anywhere rolls back the group and retries it from its first, with a
-    step's backoff.
+    migration still runs as it would alone: its step with its settings and checks, from a fresh
+    session (:func:`_apply_together`). A lock timeout or deadlock anywhere rolls back the group
+    and retries it from its first, with a step's backoff.
     """
     which = batch[0].id if len(batch) == 1 else f"{batch[0].id} to {batch[-1].id}"
     not_applied = f"none of {which} (one transaction, --group) was applied"
-    for attempt in range(options.lock_retries + 1):
-        if attempt:
-            # As a commit would between two runs: a PREPARE or LISTEN survives the rollback.
-            _fresh_session(conn)
+    per_query = QUERY_MAX_CHARS
+    attempt = 0
+    while True:
         at: list[tuple[Migration, Step]] = []  # where it is, for the error
         try:
             with conn.transaction():
-                outcomes = [_apply_within(conn, migration, options, at) for migration in batch]
+                outcomes = _apply_together(conn, batch, options, at, per_query)
                 # Once, not after every step: reading pg_locks costs as many locks as the
                 # transaction holds (thousands, by the end of a long history). Before the ledger
                 # rows: a run let in meanwhile may have recorded the same migrations; this one
@@ -285,19 +286,24 @@ def _apply_group(conn: psycopg.Connection, batch: list[Migration], options: Opti
                 _record_group(conn, batch, outcomes, options, ledger_exists)
                 at.clear()  # what fails from here fails the commit, not a step
             return outcomes
+        except _Unattributed:
+            # Rolled back; sent again a migration a query, which tells which one failed. Not a retry.
+            per_query = 0
         except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
-            migration, step = at[-1] if at else (batch[-1], batch[-1].steps[-1])
+            migration, step = at[-1]
             try:
                 _pause_or_give_up(exc, attempt, options, migration.id, step)
             except LockTimeout as timeout:
                 raise LockTimeout(f"{timeout}; {not_applied}") from None
+            attempt += 1
         except psycopg.Error as exc:
             if not at:
                 raise _commit_failure(exc, conn, which) from None
             migration, step = at[-1]
             failure = _failure(exc, conn, step, _label(migration.path), migration.id)
             raise type(failure)(f"{failure}; {not_applied}") from None
-    raise AssertionError("unreachable: the last attempt returns or raises")
+        # As a commit would between two runs: a PREPARE or LISTEN survives the rollback.
+        _fresh_session(conn)
 
 
 def _commit_failure(exc: psycopg.Error, conn: psycopg.Connection, which: str) -> MigrationError:
@@ -314,20 +320,146 @@ def _commit_failure(exc: psycopg.Error, conn: psycopg.Connection, which: str) ->
     )
 
 
-def _apply_within(conn: psycopg.Connection, migration: Migration, options: Options,
-                  at: list[tuple[Migration, Step]]) -> Outcome:
-    """One migration inside the caller's transaction, from a fresh session; ``at`` follows its
-    steps. Its ledger row comes with its group's (:func:`_record_group`)."""
-    started = time.monotonic()
-    for index, step in enumerate(migration.steps):
-        # A fresh session before each migration but the group's first, in its first step's query.
-        fresh = index == 0 and bool(at)
-        at.append((migration, step))
+# How much SQL one query of a group carries, in characters: past it, the next migration starts a
+# query of its own. The server parses a query whole before it runs any of it, so a group of large
+# data migrations sent at once would be in its memory all at once (and a query of 1 GB is refused).
+QUERY_MAX_CHARS = 1_000_000
+
+
+def _apply_together(conn: psycopg.Connection, batch: list[Migration], options: Options,
+                    at: list[tuple[Migration, Step]], per_query: int = QUERY_MAX_CHARS) -> list[Outcome]:
+    """A group's migrations inside the caller's transaction, as few queries as ``per_query``
+    characters of their SQL allow (0: one a migration); ``at`` is given where one failed. Their
+    ledger rows come with their group's (:func:`_record_group`).
+
+    Why one query for many: a round trip and psycopg's work on each query were a fifth of
+    ``apply --group``'s time over ``psql -1`` at 1,000 migrations (issue 20). Each migration still
+    runs as it would alone: after a fresh session (but the group's first, which the caller made
+    fresh), between its ``set_config`` calls and the reads of its settings
+    (:func:`_check_still_ours`). The server reads the whole text first, with the session as the
+    query found it (standard_conforming_strings on, UTF-8): what a migration does to the session
+    cannot change how the next one's text is read.
+    """
+    outcomes: list[Outcome] = []
+    for chunk in _chunks(batch, per_query):
+        outcomes += _run_chunk(conn, chunk, options, at, fresh=chunk[0] is not batch[0])
+    return outcomes
+
+
+def _chunks(batch: list[Migration], per_query: int) -> list[list[Migration]]:
+    """The batch cut into queries of at most ``per_query`` characters of SQL (a larger migration alone)."""
+    chunks: list[list[Migration]] = []
+    size = 0
+    for migration in batch:
+        length = len(migration.steps[0].sql)
+        if chunks and size + length <= per_query:
+            chunks[-1].append(migration)
+            size += length
+        else:
+            chunks.append([migration])
+            size = length
+    return chunks
+
+
+class _Unattributed(Exception):
+    """A group's query failed and nothing tells which of its migrations did; sent again one a query."""
+
+
+def _run_chunk(conn: psycopg.Connection, chunk: list[Migration], options: Options,
+               at: list[tuple[Migration, Step]], fresh: bool) -> list[Outcome]:
+    """One query: for each migration, a fresh session (but the first's, unless ``fresh``), its
+    settings set in a row named ``<mark> set``, its step, and its settings read back in a row
+    named ``<mark> read``, each with the server's clock for its time."""
+    parts: list[str] = []
+    starts: list[int] = []  # where each step begins in the text, for the line of an error
+    length = 0
+    for index, migration in enumerate(chunk):
+        step = migration.steps[0]
         log.info("%s: step %s", migration.id, step.name)
-        expected, found = _run_in_transaction(conn, step, options, lock_checked=False, fresh=fresh)
-        _check_still_ours(conn, expected, migration.id, step, found)
-    return Outcome(migration.id, migration.name, "applied", time.monotonic() - started,
-                   tuple(s.name for s in migration.steps))
+        prefix, suffix = _around_step(conn, tuple(_settings(conn, step, options).items()), False, _MARK)
+        if index or fresh:
+            prefix = f"{_FRESH_SESSION};\n{prefix}"
+        starts.append(length + len(prefix))
+        parts += [prefix, step.sql, suffix, ";\n"]
+        length += len(prefix) + len(step.sql) + len(suffix) + 2
+    cursor = _KeepsResults(conn)
+    try:
+        cursor.execute("".join(parts))
+    except psycopg.Error as exc:
+        index = _which_failed(exc, cursor.received, starts)
+        at.append((chunk[index], chunk[index].steps[0]))
+        exc.appdb_offset = starts[index]  # type: ignore[attr-defined]  # where its step starts, for the line
+        raise
+    rows = _marked_rows(cursor)
+    if [kind for kind, _ in rows] != [_SET, _READ] * len(chunk):
+        raise MigrationError(
+            f"a step of {chunk[0].id}" + (f" to {chunk[-1].id}" if len(chunk) > 1 else "")
+            + f" returned a result named as appdb's own checks are ({_MARK!r}...); nothing was recorded: "
+            "rename that column"
+        )
+    outcomes: list[Outcome] = []
+    for migration, (_, set_row), (_, read_row) in zip(chunk, rows[0::2], rows[1::2]):
+        step = migration.steps[0]
+        at.append((migration, step))
+        settings = _settings(conn, step, options)
+        _check_still_ours(conn, dict(zip(settings, set_row[:-1])), migration.id, step, read_row[:-1])
+        seconds = max((read_row[-1] - set_row[-1]).total_seconds(), 0.0)
+        outcomes.append(Outcome(migration.id, migration.name, "applied", seconds, (step.name,)))
+    return outcomes
+
+
+# The names of a group query's own rows: random for each process, so that no step's text names one.
+_MARK = f"appdb {secrets.token_hex(6)}"
+_SET = f"{_MARK} set".encode()
+_READ = f"{_MARK} read".encode()
+
+
+class _KeepsResults(psycopg.Cursor):  # type: ignore[type-arg]
+    """A cursor that keeps the results its query returned before an error. psycopg raises at the
+    first error and drops those before it, which tell how far a group's query came (the rows
+    named ``<mark> set`` and ``<mark> read``). Through psycopg's own check of the results
+    (pinned in requirements.lock); should it change, ``received`` stays None and the group is
+    sent again a migration a query (:class:`_Unattributed`)."""
+
+    received: list[Any] | None = None
+
+    def _check_results(self, results: list[Any]) -> None:
+        self.received = results
+        super()._check_results(results)
+
+
+def _which_failed(exc: psycopg.Error, received: list[Any] | None, starts: list[int]) -> int:
+    """The index, in its query, of the migration whose step failed: by the error's position in the
+    text when the server gives one (a syntax error fails the query before anything runs), else by
+    the last of the query's own rows before the error."""
+    if len(starts) == 1:
+        return 0
+    position = exc.diag.statement_position
+    if position:
+        return max(bisect.bisect_right(starts, int(position) - 1) - 1, 0)
+    if received is None:
+        raise _Unattributed() from exc
+    kinds = [name for name in (_first_column(result) for result in received) if name in (_SET, _READ)]
+    if not kinds:
+        return 0
+    # Past a migration's read row, what failed was the next one's fresh session or settings.
+    index = kinds.count(_SET) - 1 + (kinds[-1] == _READ)
+    return min(index, len(starts) - 1)
+
+
+def _first_column(result: Any) -> bytes | None:
+    return result.fname(0) if result.nfields else None
+
+
+def _marked_rows(cursor: psycopg.Cursor) -> list[tuple[bytes, tuple[Any, ...]]]:  # type: ignore[type-arg]
+    """The query's own rows, in order, each with its kind; every other result is the steps'."""
+    rows: list[tuple[bytes, tuple[Any, ...]]] = []
+    while True:
+        name = _first_column(cursor.pgresult) if cursor.pgresult is not None else None
+        if name in (_SET, _READ):
+            rows.append((name, cursor.fetchone()))
+        if not cursor.nextset():
+            return rows
 
 
 def revert(conn: psycopg.Connection, migration_id: str, options: Options,
@@ -528,8 +660,7 @@ def _settings(conn: psycopg.Connection, step: Step, options: Options) -> dict[st
     return settings
 
 
-def _run_in_transaction(conn: psycopg.Connection, step: Step, options: Options, lock_checked: bool = True,
-                        fresh: bool = False) -> tuple[dict[str, str], tuple[str, ...]]:
+def _run_in_transaction(conn: psycopg.Connection, step: Step, options: Options) -> tuple[dict[str, str], tuple[str, ...]]:
     """Set the settings locally, run the step, read the settings back: one round trip, not three.
 
     One simple-protocol query, ``SELECT set_config(...);`` + the step + ``SELECT
@@ -538,26 +669,16 @@ def _run_in_transaction(conn: psycopg.Connection, step: Step, options: Options, 
     runs any of it. Returns the settings as the server set them and as they are after the
     step, for :func:`_check_still_ours`. Only for transactional steps: a ``transaction=false``
     step runs alone, as PostgreSQL runs several statements of one query in one transaction.
-    ``lock_checked=False``: the caller checks the migration lock itself, before its commit
-    (:func:`_apply_group`), and the lock reads as held here. ``fresh``: the session is made
-    fresh first, in the same query (the next migration of a group): the text is parsed with
-    standard_conforming_strings on, as the step before left it, and the fresh session turns
-    it on again before the step runs.
+    (``apply --group`` sends many migrations so in one query: :func:`_run_chunk`.)
     """
     settings = _settings(conn, step, options)
     names = list(settings)
-    prefix, suffix = _around_step(conn, tuple(settings.items()), lock_checked)
-    if fresh:
-        prefix = f"{_FRESH_SESSION};\n{prefix}"
+    prefix, suffix = _around_step(conn, tuple(settings.items()))
     try:
         cursor = conn.execute(prefix + step.sql + suffix)
     except psycopg.Error as exc:
         exc.appdb_offset = len(prefix)  # type: ignore[attr-defined]  # where the step starts, for the line
         raise
-    if fresh:  # past the fresh session's statements, the last of which returns a row
-        while cursor.description is None and cursor.nextset():
-            pass
-        cursor.nextset()
     expected = dict(zip(names, cursor.fetchone()))
     # The settings read back are the last result but one: the session's standard_conforming_strings comes last.
     found = latest = None
@@ -567,28 +688,36 @@ def _run_in_transaction(conn: psycopg.Connection, step: Step, options: Options, 
     return expected, found
 
 
-_AROUND: dict[tuple[tuple[tuple[str, str], ...], bool], tuple[str, str]] = {}
+_AROUND: dict[tuple[tuple[tuple[str, str], ...], bool, str | None], tuple[str, str]] = {}
 
 
 def _around_step(conn: psycopg.Connection, settings: tuple[tuple[str, str], ...],
-                 lock_checked: bool = True) -> tuple[str, str]:
+                 lock_checked: bool = True, mark: str | None = None) -> tuple[str, str]:
     """The text before and after a transactional step: set_config calls; then current_setting
     reads and whether the migration lock is still held; then standard_conforming_strings on for
     the session, whatever the step did to it, so that the next step is read as the lexer read it.
 
+    ``lock_checked=False``: the caller checks the migration lock itself, before its commit
+    (:func:`_apply_group`), and the lock reads as held here. ``mark``: the two rows are named
+    ``<mark> set`` and ``<mark> read``, and end with the server's clock (:func:`_run_chunk`).
     Quoted by psycopg (sql.Literal), and schema-qualified (a step may change search_path);
     made once per distinct settings, as every step of a run shares them.
     """
-    if (settings, lock_checked) not in _AROUND:
-        prefix = sql.SQL("SELECT {};\n").format(sql.SQL(", ").join(
-            sql.SQL("pg_catalog.set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
-            for name, value in settings)).as_string(conn)
-        reads = sql.SQL(", ").join(
-            sql.SQL("pg_catalog.current_setting({})").format(sql.Literal(name)) for name, _ in settings)
-        suffix = sql.SQL("\n;SELECT {}, {};\n{}").format(
-            reads, sql.SQL(HELD if lock_checked else "true"), sql.SQL(_CONFORMING_FOR_THE_SESSION)).as_string(conn)
-        _AROUND[settings, lock_checked] = prefix, suffix
-    return _AROUND[settings, lock_checked]
+    key = (settings, lock_checked, mark)
+    if key not in _AROUND:
+        sets = [sql.SQL("pg_catalog.set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+                for name, value in settings]
+        reads = [sql.SQL("pg_catalog.current_setting({})").format(sql.Literal(name)) for name, _ in settings]
+        reads.append(sql.SQL(HELD if lock_checked else "true"))
+        if mark is not None:
+            clock = sql.SQL("pg_catalog.clock_timestamp()")
+            sets = [sql.SQL("{} AS {}").format(sets[0], sql.Identifier(f"{mark} set")), *sets[1:], clock]
+            reads = [sql.SQL("{} AS {}").format(reads[0], sql.Identifier(f"{mark} read")), *reads[1:], clock]
+        prefix = sql.SQL("SELECT {};\n").format(sql.SQL(", ").join(sets)).as_string(conn)
+        suffix = sql.SQL("\n;SELECT {};\n{}").format(
+            sql.SQL(", ").join(reads), sql.SQL(_CONFORMING_FOR_THE_SESSION)).as_string(conn)
+        _AROUND[key] = prefix, suffix
+    return _AROUND[key]
 
 
 def _set_timeouts(conn: psycopg.Connection, step: Step, options: Options, local: bool) -> dict[str, str]:
