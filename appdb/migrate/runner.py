@@ -44,7 +44,6 @@ import logging
 import math
 import os
 import random
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -290,7 +289,7 @@ def _apply_group(conn: psycopg.Connection, batch: list[Migration], options: Opti
             # Rolled back; sent again a migration a query, which tells which one failed. Not a retry.
             per_query = 0
         except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
-            migration, step = at[-1]
+            migration, step = at[-1] if at else (batch[-1], batch[-1].steps[-1])
             try:
                 _pause_or_give_up(exc, attempt, options, migration.id, step)
             except LockTimeout as timeout:
@@ -372,11 +371,14 @@ def _run_chunk(conn: psycopg.Connection, chunk: list[Migration], options: Option
     named ``<mark> read``, each with the server's clock for its time."""
     parts: list[str] = []
     starts: list[int] = []  # where each step begins in the text, for the line of an error
+    names: list[list[str]] = []  # each migration's settings, in the order of its rows
     length = 0
     for index, migration in enumerate(chunk):
         step = migration.steps[0]
         log.info("%s: step %s", migration.id, step.name)
-        prefix, suffix = _around_step(conn, tuple(_settings(conn, step, options).items()), False, _MARK)
+        settings = _settings(conn, step, options)
+        names.append(list(settings))
+        prefix, suffix = _around_step(conn, tuple(settings.items()), False, _MARK)
         if index or fresh:
             prefix = f"{_FRESH_SESSION};\n{prefix}"
         starts.append(length + len(prefix))
@@ -398,10 +400,9 @@ def _run_chunk(conn: psycopg.Connection, chunk: list[Migration], options: Option
             "rename that column"
         )
     outcomes: list[Outcome] = []
-    for migration, (_, set_row), (_, read_row) in zip(chunk, rows[0::2], rows[1::2]):
+    for migration, settings, (_, set_row), (_, read_row) in zip(chunk, names, rows[0::2], rows[1::2]):
         step = migration.steps[0]
         at.append((migration, step))
-        settings = _settings(conn, step, options)
         _check_still_ours(conn, dict(zip(settings, set_row[:-1])), migration.id, step, read_row[:-1])
         seconds = max((read_row[-1] - set_row[-1]).total_seconds(), 0.0)
         outcomes.append(Outcome(migration.id, migration.name, "applied", seconds, (step.name,)))
@@ -409,7 +410,7 @@ def _run_chunk(conn: psycopg.Connection, chunk: list[Migration], options: Option
 
 
 # The names of a group query's own rows: random for each process, so that no step's text names one.
-_MARK = f"appdb {secrets.token_hex(6)}"
+_MARK = f"appdb {os.urandom(6).hex()}"
 _SET = f"{_MARK} set".encode()
 _READ = f"{_MARK} read".encode()
 
