@@ -575,3 +575,81 @@ def test_each_migration_of_a_group_query_is_timed_on_its_own(db, tmp_path):
         outcomes = runner.apply(conn, discover(sql_dir), OPTIONS, group=True)
     assert [o.seconds >= 0.3 for o in outcomes] == [False, False, True, False, False]
     assert db.execute("SELECT id FROM appdb.migrations WHERE duration_ms >= 300") == [("033",)]
+
+
+# --- an attack review of the one query (2026-12-07) ---------------------------------------------
+
+
+@pytest.mark.parametrize("where", [0, 2, 4])
+def test_a_migration_that_sets_another_datestyle_does_not_trouble_the_group_s_clock(db, tmp_path, where):
+    """Each migration's time is read as numeric seconds: a timestamp's text follows DateStyle,
+    which psycopg could not read ('German'), and the group failed with a false message."""
+    sql_dir = five_then(db, tmp_path, where, "SET DateStyle = 'German';\nSET TimeZone = 'Asia/Kolkata';\n")
+    with db.connect() as conn:
+        outcomes = runner.apply(conn, discover(sql_dir), OPTIONS, group=True)
+    assert len(outcomes) == 5 and all(0 <= o.seconds < 5 for o in outcomes)
+    assert ledger_ids(db) == [*SHIPPED, "031", "032", "033", "034", "035"]
+
+
+def test_a_begin_atomic_left_open_is_blamed_on_its_own_file(db, tmp_path, monkeypatch):
+    """Its body takes in the text of every migration after it, and the server's position then
+    points at the query's end: a query that fails before any step ran is sent again one a query."""
+    sql_dir = five_then(db, tmp_path, 1, "CREATE FUNCTION app.f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\n")
+    sent = queries_sent(monkeypatch)
+    with db.connect() as conn, pytest.raises(runner.MigrationError) as raised:
+        runner.apply(conn, discover(sql_dir), OPTIONS, group=True)
+    assert str(raised.value).startswith(f"{sql_dir / '032_more.sql'}:4: syntax error at end of input")
+    assert len(sent) == 1 + 2 and ledger_ids(db) == SHIPPED
+
+
+def database_in(db, encoding: str):
+    """A database of the test's cluster in ``encoding``, owned by the login."""
+    from psycopg import sql
+
+    from appdb.local.cluster import SUPERUSER
+    from tests.helpers import Database
+
+    name = f"{db.name}_{encoding.lower()}"
+    with db.cluster.connect(user=SUPERUSER) as conn:
+        conn.autocommit = True
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C' OWNER {}")
+                     .format(sql.Identifier(name), sql.Literal(encoding), sql.Identifier(db.execute(
+                         "SELECT current_user")[0][0])))
+    return Database(db.cluster, name)
+
+
+@pytest.mark.parametrize("group", [True, False])
+@pytest.mark.parametrize("encoding", ["SQL_ASCII", "UTF8"])
+def test_the_line_of_an_error_is_right_where_the_database_counts_bytes(db, tmp_path, encoding, group):
+    """A SQL_ASCII database gives an error's position in bytes, not characters."""
+    sql_dir = tmp_path / "own"
+    add_migration_to(sql_dir, "001_a.sql", "-- " + "é" * 2000 + "\nCREATE TABLE public.a (i int);\n")
+    add_migration_to(sql_dir, "002_b.sql", "SELECT '" + "ü" * 100 + "';\n\nSELECT nothing FROM public.a;\n")
+    add_migration_to(sql_dir, "003_c.sql", "SELECT 3;\n")
+    with database_in(db, encoding).connect(client_encoding="UTF8") as conn, \
+            pytest.raises(runner.MigrationError) as raised:
+        runner.apply(conn, discover(sql_dir), OPTIONS, group=group)
+    assert str(raised.value).startswith(f"{sql_dir / '002_b.sql'}:3: column \"nothing\" does not exist")
+
+
+def test_a_character_the_database_cannot_hold_is_blamed_on_its_own_file(db, tmp_path):
+    """The query fails on arrival, with no position and no row: sent again one a query."""
+    sql_dir = tmp_path / "own"
+    add_migration_to(sql_dir, "001_a.sql", "CREATE TABLE public.a (i int);\n")
+    add_migration_to(sql_dir, "002_b.sql", "SELECT 2;\n")
+    add_migration_to(sql_dir, "003_c.sql", "SELECT 1;\nSELECT '€';\n")
+    with database_in(db, "LATIN1").connect(client_encoding="UTF8") as conn, \
+            pytest.raises(runner.MigrationError) as raised:
+        runner.apply(conn, discover(sql_dir), OPTIONS, group=True)
+    assert str(raised.value).startswith(f"{sql_dir / '003_c.sql'}:1: character with byte sequence")
+
+
+def test_one_a_query_means_one_a_query_even_for_empty_migrations(tmp_path):
+    """Else the fallback would send two empty migrations together, and could send them so for ever."""
+    sql_dir = tmp_path / "own"
+    add_migration_to(sql_dir, "001_a.sql", "")
+    add_migration_to(sql_dir, "002_b.sql", "-- nothing\n")
+    add_migration_to(sql_dir, "003_c.sql", "SELECT 3;\n")
+    batch = discover(sql_dir)
+    assert [[m.id for m in chunk] for chunk in runner._chunks(batch, 0)] == [["001"], ["002"], ["003"]]
+    assert [[m.id for m in chunk] for chunk in runner._chunks(batch, 100)] == [["001", "002", "003"]]

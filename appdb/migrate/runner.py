@@ -39,7 +39,6 @@ the migration applied last (by ``applied_at``) may be reverted.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import os
@@ -351,7 +350,7 @@ def _chunks(batch: list[Migration], per_query: int) -> list[list[Migration]]:
     size = 0
     for migration in batch:
         length = len(migration.steps[0].sql)
-        if chunks and size + length <= per_query:
+        if chunks and per_query and size + length <= per_query:
             chunks[-1].append(migration)
             size += length
         else:
@@ -361,7 +360,8 @@ def _chunks(batch: list[Migration], per_query: int) -> list[list[Migration]]:
 
 
 class _Unattributed(Exception):
-    """A group's query failed and nothing tells which of its migrations did; sent again one a query."""
+    """A group's query failed before any of its steps ran (or psycopg kept none of its results),
+    so nothing tells which migration is at fault: the group is sent again one a query."""
 
 
 def _run_chunk(conn: psycopg.Connection, chunk: list[Migration], options: Options,
@@ -384,15 +384,16 @@ def _run_chunk(conn: psycopg.Connection, chunk: list[Migration], options: Option
         starts.append(length + len(prefix))
         parts += [prefix, step.sql, suffix, ";\n"]
         length += len(prefix) + len(step.sql) + len(suffix) + 2
+    text = "".join(parts)
     cursor = _KeepsResults(conn)
     try:
-        cursor.execute("".join(parts))
+        cursor.execute(text)
+        rows = _marked_rows(cursor)
     except psycopg.Error as exc:
-        index = _which_failed(exc, cursor.received, starts)
+        index = _which_failed(exc, cursor.received, len(chunk))
         at.append((chunk[index], chunk[index].steps[0]))
-        exc.appdb_offset = starts[index]  # type: ignore[attr-defined]  # where its step starts, for the line
+        exc.appdb_text, exc.appdb_offset = text, starts[index]  # type: ignore[attr-defined]  # for the line
         raise
-    rows = _marked_rows(cursor)
     if [kind for kind, _ in rows] != [_SET, _READ] * len(chunk):
         raise MigrationError(
             f"a step of {chunk[0].id}" + (f" to {chunk[-1].id}" if len(chunk) > 1 else "")
@@ -404,7 +405,7 @@ def _run_chunk(conn: psycopg.Connection, chunk: list[Migration], options: Option
         step = migration.steps[0]
         at.append((migration, step))
         _check_still_ours(conn, dict(zip(settings, set_row[:-1])), migration.id, step, read_row[:-1])
-        seconds = max((read_row[-1] - set_row[-1]).total_seconds(), 0.0)
+        seconds = max(float(read_row[-1] - set_row[-1]), 0.0)
         outcomes.append(Outcome(migration.id, migration.name, "applied", seconds, (step.name,)))
     return outcomes
 
@@ -429,23 +430,21 @@ class _KeepsResults(psycopg.Cursor):  # type: ignore[type-arg]
         super()._check_results(results)
 
 
-def _which_failed(exc: psycopg.Error, received: list[Any] | None, starts: list[int]) -> int:
-    """The index, in its query, of the migration whose step failed: by the error's position in the
-    text when the server gives one (a syntax error fails the query before anything runs), else by
-    the last of the query's own rows before the error."""
-    if len(starts) == 1:
+def _which_failed(exc: psycopg.Error, received: list[Any] | None, count: int) -> int:
+    """The index, in its query of ``count`` migrations, of the one that failed: by the query's own
+    rows that came back before the error, which only what ran could send. Not by the error's
+    position: in a query of many it can point past the migration at fault (a ``BEGIN ATOMIC``
+    left open takes in the text after it), or count bytes (a SQL_ASCII database). With no such
+    row, the query failed before its first step ran (a syntax error anywhere, a character the
+    database's encoding lacks), and is sent again a migration a query (:class:`_Unattributed`),
+    which names the file as a run without ``--group`` would, at the cost of a moment."""
+    if count == 1:
         return 0
-    position = exc.diag.statement_position
-    if position:
-        return max(bisect.bisect_right(starts, int(position) - 1) - 1, 0)
-    if received is None:
-        raise _Unattributed() from exc
-    kinds = [name for name in (_first_column(result) for result in received) if name in (_SET, _READ)]
+    kinds = [name for name in map(_first_column, received or []) if name in (_SET, _READ)]
     if not kinds:
-        return 0
+        raise _Unattributed() from exc
     # Past a migration's read row, what failed was the next one's fresh session or settings.
-    index = kinds.count(_SET) - 1 + (kinds[-1] == _READ)
-    return min(index, len(starts) - 1)
+    return min(kinds.count(_SET) - 1 + (kinds[-1] == _READ), count - 1)
 
 
 def _first_column(result: Any) -> bytes | None:
@@ -678,7 +677,8 @@ def _run_in_transaction(conn: psycopg.Connection, step: Step, options: Options) 
     try:
         cursor = conn.execute(prefix + step.sql + suffix)
     except psycopg.Error as exc:
-        exc.appdb_offset = len(prefix)  # type: ignore[attr-defined]  # where the step starts, for the line
+        # Where the step starts in what was sent, for the line.
+        exc.appdb_text, exc.appdb_offset = prefix + step.sql + suffix, len(prefix)  # type: ignore[attr-defined]
         raise
     expected = dict(zip(names, cursor.fetchone()))
     # The settings read back are the last result but one: the session's standard_conforming_strings comes last.
@@ -711,7 +711,8 @@ def _around_step(conn: psycopg.Connection, settings: tuple[tuple[str, str], ...]
         reads = [sql.SQL("pg_catalog.current_setting({})").format(sql.Literal(name)) for name, _ in settings]
         reads.append(sql.SQL(HELD if lock_checked else "true"))
         if mark is not None:
-            clock = sql.SQL("pg_catalog.clock_timestamp()")
+            # Seconds as numeric, whose text no setting changes (a timestamp's follows DateStyle).
+            clock = sql.SQL("pg_catalog.extract('epoch', pg_catalog.clock_timestamp())")
             sets = [sql.SQL("{} AS {}").format(sets[0], sql.Identifier(f"{mark} set")), *sets[1:], clock]
             reads = [sql.SQL("{} AS {}").format(reads[0], sql.Identifier(f"{mark} read")), *reads[1:], clock]
         prefix = sql.SQL("SELECT {};\n").format(sql.SQL(", ").join(sets)).as_string(conn)
@@ -796,10 +797,12 @@ def _failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, source: s
         hint = f" ({diag.message_hint})" if diag.message_hint else ""
         return Refused(f"{migration_id} refused: {message}{hint}")
     line = step.first_line
-    # A transactional step was sent after its settings (_run_in_transaction): count from its start.
-    offset = int(diag.statement_position or 0) - 1 - getattr(exc, "appdb_offset", 0)
-    if diag.statement_position and offset >= 0:
-        line += step.sql[:offset].count("\n")
+    if diag.statement_position:
+        # A transactional step was sent after its settings (_run_in_transaction, _run_chunk): count from its start.
+        sent = getattr(exc, "appdb_text", step.sql)
+        offset = _in_characters(conn, sent, int(diag.statement_position) - 1) - getattr(exc, "appdb_offset", 0)
+        if offset >= 0:
+            line += step.sql[:offset].count("\n")
     hint = f"; hint: {diag.message_hint}" if diag.message_hint else ""
     if not step.transactional and diag.sqlstate == errors.ActiveSqlTransaction.sqlstate:
         # Several statements in one query run as one transaction block, even in autocommit. Said
@@ -807,6 +810,14 @@ def _failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, source: s
         # holds transaction-safe statements so runs today, and must go on running.
         hint += "; a transaction=false step holds one statement: give each of this step's its own step"
     return MigrationError(f"{source}:{line}: {message}{hint} (step {step.name}, SQLSTATE {diag.sqlstate})")
+
+
+def _in_characters(conn: psycopg.Connection, sent: str, position: int) -> int:
+    """A position the server gave in the text it was sent, in Python's characters: a SQL_ASCII
+    database counts bytes (every other encoding, characters)."""
+    if conn.info.parameter_status("server_encoding") == "SQL_ASCII":
+        return len(sent.encode("utf-8")[:position].decode("utf-8", "ignore"))
+    return position
 
 
 def _message(exc: psycopg.Error) -> str:
