@@ -256,7 +256,7 @@ GO_INSTALL = "GOBIN=/opt/bench-peers/bin go install"
 TOOLS = (
     Tool("psql -1", "psql", "apt-get install postgresql-client-15", write_psql, _psql_command, _psql_noop),
     Tool("appdb", str(ROOT / "bin" / "appdb"), "bin/setup", write_appdb, _appdb_command),
-    # A hundred migrations a transaction (appdb/migrate/runner.py, GROUP_MAX): psql -1's way, nearly.
+    # A hundred migrations a transaction (appdb/migrate/group.py, GROUP_MAX): psql -1's way, nearly.
     Tool("appdb --group", str(ROOT / "bin" / "appdb"), "bin/setup", write_appdb, _appdb_group_command,
          _appdb_command),
     Tool("goose", "goose", f"{GO_INSTALL} github.com/pressly/goose/v3/cmd/goose@v3.30.1", write_goose,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from appdb.migrate import group as grouping
 from appdb.migrate import ledger, runner
 from appdb.migrate.files import discover
 from tests.helpers import ROOT, SQL_DIR, migrations_part, one_line_error, wait_for
@@ -87,11 +88,11 @@ def test_only_a_migration_of_one_transactional_step_joins_a_group(tmp_path):
                        ("005_steps", "SELECT 5;\n-- appdb:step second\nSELECT 5;\n"), ("006_d", "SELECT 6;\n"),
                        ("007_e", "SELECT 7;\n")]:
         add_migration_to(sql_dir, f"{name}.sql", text)
-    assert [[m.id for m in batch] for batch in runner.groups(discover(sql_dir))] == [
+    assert [[m.id for m in batch] for batch in grouping.groups(discover(sql_dir))] == [
         ["001", "002"], ["003"], ["004"], ["005"], ["006", "007"]]
     # The shipped ones have steps (027, 029, 030) or stand between them (028): each runs alone.
-    assert [[m.id for m in batch] for batch in runner.groups(discover(SQL_DIR))] == [[i] for i in SHIPPED]
-    assert runner.groups([]) == []
+    assert [[m.id for m in batch] for batch in grouping.groups(discover(SQL_DIR))] == [[i] for i in SHIPPED]
+    assert grouping.groups([]) == []
 
 
 def test_a_group_holds_at_most_group_max_migrations_as_its_locks_share_one_table(tmp_path):
@@ -99,9 +100,9 @@ def test_a_group_holds_at_most_group_max_migrations_as_its_locks_share_one_table
 
     add_migration_to(tmp_path / "sql", "001_one.sql", "SELECT 1;\n")
     [first] = discover(tmp_path / "sql")
-    many = [replace(first, id=f"{n:04d}") for n in range(1, 2 * runner.GROUP_MAX + 51)]
-    assert [len(batch) for batch in runner.groups(many)] == [runner.GROUP_MAX, runner.GROUP_MAX, 50]
-    assert [m for batch in runner.groups(many) for m in batch] == many
+    many = [replace(first, id=f"{n:04d}") for n in range(1, 2 * grouping.GROUP_MAX + 51)]
+    assert [len(batch) for batch in grouping.groups(many)] == [grouping.GROUP_MAX, grouping.GROUP_MAX, 50]
+    assert [m for batch in grouping.groups(many) for m in batch] == many
 
 
 def test_every_migration_is_applied_and_reported_only_once_its_group_has_committed(db, tmp_path):
@@ -317,7 +318,7 @@ def test_a_group_ends_after_a_migration_whose_effect_lasts_until_its_commit(db, 
         "SET CONSTRAINTS ALL IMMEDIATE;\n",
         "INSERT INTO app.child VALUES (1);\nINSERT INTO app.parent VALUES (1);\n")
     pending = [m for m in discover(sql_dir) if m.id not in SHIPPED]
-    assert [[m.id for m in batch] for batch in runner.groups(pending)] == [[i] for i in ("031", "032", "033", "034",
+    assert [[m.id for m in batch] for batch in grouping.groups(pending)] == [[i] for i in ("031", "032", "033", "034",
                                                                                           "035", "036")]
     result = db.run_cli("apply", "--group", sql_dir=sql_dir)
     assert result.returncode == 0, result.stderr
@@ -494,31 +495,31 @@ def five_then(db, tmp_path: Path, failing: int | None = None, text: str = "SELEC
 def queries_sent(monkeypatch) -> list[str]:
     """The texts the group's queries carry, as they are sent."""
     sent: list[str] = []
-    execute = runner._KeepsResults.execute
+    execute = grouping._KeepsResults.execute
 
     def counted(self, query, *args, **kwargs):
         sent.append(query)
         return execute(self, query, *args, **kwargs)
 
-    monkeypatch.setattr(runner._KeepsResults, "execute", counted)
+    monkeypatch.setattr(grouping._KeepsResults, "execute", counted)
     return sent
 
 
-@pytest.mark.parametrize("per_query", [runner.QUERY_MAX_CHARS, 120, 0])
+@pytest.mark.parametrize("per_query", [grouping.QUERY_MAX_CHARS, 120, 0])
 def test_a_group_goes_in_as_few_queries_as_its_size_allows_and_builds_the_same(db, tmp_path, monkeypatch, per_query):
     sql_dir = five_then(db, tmp_path)
-    monkeypatch.setattr(runner, "QUERY_MAX_CHARS", per_query)
+    monkeypatch.setattr(grouping, "QUERY_MAX_CHARS", per_query)
     sent = queries_sent(monkeypatch)
     with db.connect() as conn:
         outcomes = runner.apply(conn, discover(sql_dir), OPTIONS, group=True)
     assert [o.id for o in outcomes] == ["031", "032", "033", "034", "035"]
-    assert len(sent) == {runner.QUERY_MAX_CHARS: 1, 120: 3, 0: 5}[per_query]
+    assert len(sent) == {grouping.QUERY_MAX_CHARS: 1, 120: 3, 0: 5}[per_query]
     assert all(o.seconds > 0 for o in outcomes)
     assert ledger_ids(db) == [*SHIPPED, "031", "032", "033", "034", "035"]
     assert db.execute("SELECT count(*) FROM pg_indexes WHERE tablename ~ '^q[0-4]$'") == [(5,)]
 
 
-@pytest.mark.parametrize("per_query", [runner.QUERY_MAX_CHARS, 120])
+@pytest.mark.parametrize("per_query", [grouping.QUERY_MAX_CHARS, 120])
 @pytest.mark.parametrize("failing", [0, 2, 4])
 @pytest.mark.parametrize("text, line, message", [
     ("SELECT 1;\nSELECT 1/0;\n", 1, "division by zero"),  # no position (the step's line): by the rows
@@ -528,7 +529,7 @@ def test_a_group_goes_in_as_few_queries_as_its_size_allows_and_builds_the_same(d
 def test_a_failure_in_a_group_query_names_its_migration_and_line(db, tmp_path, monkeypatch, per_query, failing, text,
                                                                  line, message):
     sql_dir = five_then(db, tmp_path, failing, text)
-    monkeypatch.setattr(runner, "QUERY_MAX_CHARS", per_query)
+    monkeypatch.setattr(grouping, "QUERY_MAX_CHARS", per_query)
     with db.connect() as conn, pytest.raises(runner.MigrationError) as raised:
         runner.apply(conn, discover(sql_dir), OPTIONS, group=True)
     assert str(raised.value).startswith(f"{sql_dir / f'03{failing + 1}_more.sql'}:{line}: {message}")
@@ -552,7 +553,7 @@ def test_without_psycopg_s_results_a_failed_group_is_sent_again_one_a_query_to_s
     import psycopg
 
     sql_dir = five_then(db, tmp_path, 3)
-    monkeypatch.setattr(runner._KeepsResults, "_check_results", psycopg.Cursor._check_results)
+    monkeypatch.setattr(grouping._KeepsResults, "_check_results", psycopg.Cursor._check_results)
     sent = queries_sent(monkeypatch)
     with db.connect() as conn, pytest.raises(runner.MigrationError, match=r"034_more.sql:1: division by zero"):
         runner.apply(conn, discover(sql_dir), OPTIONS, group=True)
@@ -563,7 +564,7 @@ def test_without_psycopg_s_results_a_failed_group_is_sent_again_one_a_query_to_s
 def test_a_step_cannot_pass_for_the_group_query_s_own_rows(db, tmp_path):
     """The rows that carry each migration's settings are named at random for each run; a step
     that returns one by that name (it could read it in current_query()) is refused, not counted."""
-    sql_dir = five_then(db, tmp_path, 1, f'SET LOCAL lock_timeout = 0;\nSELECT 1 AS "{runner._MARK} read";\n')
+    sql_dir = five_then(db, tmp_path, 1, f'SET LOCAL lock_timeout = 0;\nSELECT 1 AS "{grouping._MARK} read";\n')
     with db.connect() as conn, pytest.raises(runner.MigrationError, match="returned a result named as appdb's own"):
         runner.apply(conn, discover(sql_dir), OPTIONS, group=True)
     assert ledger_ids(db) == SHIPPED
@@ -651,5 +652,5 @@ def test_one_a_query_means_one_a_query_even_for_empty_migrations(tmp_path):
     add_migration_to(sql_dir, "002_b.sql", "-- nothing\n")
     add_migration_to(sql_dir, "003_c.sql", "SELECT 3;\n")
     batch = discover(sql_dir)
-    assert [[m.id for m in chunk] for chunk in runner._chunks(batch, 0)] == [["001"], ["002"], ["003"]]
-    assert [[m.id for m in chunk] for chunk in runner._chunks(batch, 100)] == [["001", "002", "003"]]
+    assert [[m.id for m in chunk] for chunk in grouping._chunks(batch, 0)] == [["001"], ["002"], ["003"]]
+    assert [[m.id for m in chunk] for chunk in grouping._chunks(batch, 100)] == [["001", "002", "003"]]

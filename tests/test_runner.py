@@ -247,7 +247,7 @@ def test_a_step_that_leaves_the_runners_transaction_or_settings_records_nothing(
     "SELECT 1;\nCREATE TABLE app.t031 (id bigint);\nSELECT 'a result in the middle';\n/* a block comment */",
 ])
 def test_a_step_is_sent_with_its_settings_in_one_query_whatever_its_last_line(db, text):
-    """The step runs between the set_config and the settings check, in one round trip (runner._run_in_transaction)."""
+    """The step runs between the set_config and the settings check, in one round trip (steps.run_in_transaction)."""
     with db.connect() as conn:
         runner.apply(conn, migrations(), OPTIONS)
         [outcome] = runner.apply(conn, hand_made(SQL_DIR, text), OPTIONS)
