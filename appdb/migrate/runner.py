@@ -32,6 +32,7 @@ __all__ = ["LockTimeout", "MigrationError", "Options", "Outcome", "Progress", "R
 
 log = logging.getLogger(__name__)
 
+
 def apply(
     conn: psycopg.Connection,
     migrations: list[Migration],
