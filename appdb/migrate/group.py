@@ -244,11 +244,7 @@ def _run_chunk(conn: psycopg.Connection, chunk: list[Migration], options: Option
 
 # The names of a group query's own rows: random for each process, so that no step's text names one.
 _MARK = f"appdb {os.urandom(6).hex()}"
-
-
 _SET = f"{_MARK} set".encode()
-
-
 _READ = f"{_MARK} read".encode()
 
 
