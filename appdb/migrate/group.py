@@ -242,7 +242,8 @@ def _run_chunk(conn: psycopg.Connection, chunk: list[Migration], options: Option
     return outcomes
 
 
-# The names of a group query's own rows: random for each process, so that no step's text names one.
+# The names of a group query's own rows: random for each process that loads this (a fork server's
+# workers share its), so that no file names one by chance; one built to pass breaks their count.
 _MARK = f"appdb {os.urandom(6).hex()}"
 _SET = f"{_MARK} set".encode()
 _READ = f"{_MARK} read".encode()
