@@ -1,6 +1,9 @@
 """The Pulumi components: one module per concept, each a ComponentResource.
 
-``__main__.py`` reads the stack's config and builds these; they never read config.
+``__main__.py`` reads the stack's config and builds these; they never read config. Beside
+them: ``commands`` (how the command resources call the engine), ``validation`` (checks on the
+values they are given) and ``cycle_check`` (the SDK's dependency-cycle check, walked without
+recursion, for the chain of migration commands).
 """
 
 from components.database import Database, DatabaseArgs

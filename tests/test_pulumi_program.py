@@ -794,3 +794,51 @@ def test_the_shipped_migrations_keep_the_urns_the_stacks_already_have(tmp_path):
         f"urn:pulumi:prod::appdb::appdb:index:Migrations$command:local:Command::migration-{version}"
         for version in ("027", "028", "029", "030")
     ]
+
+
+# --- the chain of migrations and the SDK's cycle check (issue 20) ----------------------------------
+
+
+class _Node:
+    """Stands for a resource: the SDK's cycle check only records and follows an attribute on it."""
+
+
+def _chain(length: int) -> tuple[list[_Node], _Node]:
+    """``length`` nodes, each depending on the one before, the first on two others (the schema and
+    the roles), and a last one on all of them (``migrations-apply``), as components/migrations.py
+    declares them; every declaration must pass."""
+    from pulumi.runtime.resource_cycle_breaker import declare_dependency
+
+    before = [_Node(), _Node()]
+    nodes: list[_Node] = []
+    previous = before
+    for _ in range(length):
+        node = _Node()
+        assert all(declare_dependency(node, dependency) for dependency in previous)
+        nodes.append(node)
+        previous = [node]
+    last = _Node()
+    assert all(declare_dependency(last, dependency) for dependency in [*before, *nodes])
+    return [*before, *nodes], last
+
+
+def test_the_sdk_s_cycle_check_walks_a_chain_past_python_s_recursion_limit_and_still_finds_a_cycle():
+    """The SDK's own walk recursed once a migration: past about 990 a RecursionError stopped every
+    preview, and a chain of n cost n³/6 steps (components/cycle_check.py)."""
+    from pulumi.runtime import resource_cycle_breaker
+
+    from components import cycle_check
+
+    cycle_check.make_linear()
+    assert resource_cycle_breaker._reachable is cycle_check._reachable
+    nodes, last = _chain(1200)
+    assert not resource_cycle_breaker.declare_dependency(nodes[0], last)  # the cycle is refused
+    assert not resource_cycle_breaker.declare_dependency(nodes[600], nodes[1199])
+    assert resource_cycle_breaker.declare_dependency(_Node(), last)
+
+
+def test_the_program_builds_its_chain_with_the_linear_cycle_check(runs):
+    from pulumi.runtime import resource_cycle_breaker
+
+    reachable = resource_cycle_breaker._reachable
+    assert (reachable.__module__, reachable.__name__) == ("components.cycle_check", "_reachable")
