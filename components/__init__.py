@@ -2,8 +2,8 @@
 
 ``__main__.py`` reads the stack's config and builds these; they never read config. Beside
 them: ``commands`` (how the command resources call the engine), ``validation`` (checks on the
-values they are given) and ``cycle_check`` (the SDK's dependency-cycle check, walked without
-recursion, for the chain of migration commands).
+values they are given) and ``sdk_at_scale`` (two steps of the Pulumi SDK made linear, for the
+chain of migration commands).
 """
 
 from components.database import Database, DatabaseArgs

@@ -824,21 +824,67 @@ def _chain(length: int) -> tuple[list[_Node], _Node]:
 
 def test_the_sdk_s_cycle_check_walks_a_chain_past_python_s_recursion_limit_and_still_finds_a_cycle():
     """The SDK's own walk recursed once a migration: past about 990 a RecursionError stopped every
-    preview, and a chain of n cost n³/6 steps (components/cycle_check.py)."""
+    preview, and a chain of n cost n³/6 steps (components/sdk_at_scale.py)."""
     from pulumi.runtime import resource_cycle_breaker
 
-    from components import cycle_check
+    from components import sdk_at_scale
 
-    cycle_check.make_linear()
-    assert resource_cycle_breaker._reachable is cycle_check._reachable
+    sdk_at_scale.for_a_long_chain()
+    assert resource_cycle_breaker._reachable is sdk_at_scale._reachable
     nodes, last = _chain(1200)
     assert not resource_cycle_breaker.declare_dependency(nodes[0], last)  # the cycle is refused
     assert not resource_cycle_breaker.declare_dependency(nodes[600], nodes[1199])
     assert resource_cycle_breaker.declare_dependency(_Node(), last)
 
 
-def test_the_program_builds_its_chain_with_the_linear_cycle_check(runs):
-    from pulumi.runtime import resource_cycle_breaker
+def test_the_program_builds_its_chain_with_the_sdk_s_steps_made_linear(runs):
+    from pulumi.runtime import resource_cycle_breaker, stack
 
-    reachable = resource_cycle_breaker._reachable
-    assert (reachable.__module__, reachable.__name__) == ("components.cycle_check", "_reachable")
+    for function, name in [(resource_cycle_breaker._reachable, "_reachable"), (stack.wait_for_rpcs, "_wait_for_rpcs")]:
+        assert (function.__module__, function.__name__) == ("components.sdk_at_scale", name)
+    # However many copies of the project were run, the SDK's own wait is one step away.
+    assert stack.wait_for_rpcs.sdk_original.__module__ == "pulumi.runtime.stack"
+
+
+def test_the_sdk_waits_for_a_chain_of_registrations_as_one_not_one_output_at_a_time(monkeypatch):
+    """As a program's chain of resources registers: each registration an RPC that awaits the one
+    before, each with outputs of its own. The SDK's wait found no registration begun, and waited on
+    the outputs, one asyncio.wait over all of them for each that completed (components/sdk_at_scale.py)."""
+    import asyncio
+
+    from pulumi.runtime import settings, stack
+
+    from components import sdk_at_scale
+
+    sdk_at_scale.for_a_long_chain()
+    waits: list[int] = []
+    real_wait = asyncio.wait
+
+    async def counted(tasks, *args, **kwargs):
+        waits.append(len(tasks))
+        return await real_wait(tasks, *args, **kwargs)
+
+    async def program(length: int) -> list[int]:
+        manager = settings._get_rpc_manager()
+        previous: asyncio.Future = asyncio.get_running_loop().create_future()
+        previous.set_result(0)
+        done: list[int] = []
+        for index in range(length):
+            async def register(before=previous, index=index) -> None:
+                await before
+                await asyncio.sleep(0)  # the RPC
+                done.append(index)
+
+            registered = asyncio.ensure_future(manager.do_rpc("register resource", register)())
+            for _ in range(5):  # its outputs, tracked as the SDK tracks every Output
+                output = asyncio.ensure_future(asyncio.shield(registered))
+                settings.SETTINGS.outputs.add(output)
+                output.add_done_callback(settings.SETTINGS.outputs.discard)
+            previous = registered
+        await stack.wait_for_rpcs()
+        return done
+
+    monkeypatch.setattr(asyncio, "wait", counted)
+    settings._get_rpc_manager().clear()
+    assert asyncio.run(program(300)) == list(range(300))
+    assert len(waits) <= 3, waits[:10]
