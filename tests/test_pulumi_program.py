@@ -837,13 +837,43 @@ def test_the_sdk_s_cycle_check_walks_a_chain_past_python_s_recursion_limit_and_s
     assert resource_cycle_breaker.declare_dependency(_Node(), last)
 
 
-def test_the_program_builds_its_chain_with_the_sdk_s_steps_made_linear(runs):
+def test_the_pinned_sdk_still_looks_both_steps_up_by_name_on_every_call():
+    """Else replacing them would change nothing, and nothing else would say so."""
     from pulumi.runtime import resource_cycle_breaker, stack
 
-    for function, name in [(resource_cycle_breaker._reachable, "_reachable"), (stack.wait_for_rpcs, "_wait_for_rpcs")]:
-        assert (function.__module__, function.__name__) == ("components.sdk_at_scale", name)
-    # However many copies of the project were run, the SDK's own wait is one step away.
-    assert stack.wait_for_rpcs.sdk_original.__module__ == "pulumi.runtime.stack"
+    assert "_reachable" in resource_cycle_breaker.declare_dependency.__code__.co_names
+    assert "wait_for_rpcs" in stack.run_pulumi_func.__code__.co_names
+
+
+def test_running_the_program_puts_the_sdk_s_steps_made_cheaper_in_their_place(checkout, monkeypatch):
+    from pulumi.runtime import resource_cycle_breaker, stack
+
+    from components import sdk_at_scale
+
+    # As a fresh process has them, whatever an earlier test installed.
+    monkeypatch.setattr(resource_cycle_breaker, "_reachable", sdk_at_scale._SDK_REACHABLE)
+    monkeypatch.setattr(stack, "wait_for_rpcs", sdk_at_scale._SDK_WAIT_FOR_RPCS)
+    run_program(checkout, "dev", stack_config("dev"))
+    installed = {"resource_cycle_breaker": resource_cycle_breaker._reachable, "stack": stack.wait_for_rpcs}
+    for module, function in installed.items():
+        assert function.__module__ == "components.sdk_at_scale"
+        # However many copies of the project were run, the SDK's own is one step away.
+        assert function.sdk_original.__module__ == f"pulumi.runtime.{module}"
+
+
+def test_the_walk_answers_as_the_sdk_s_own_on_random_graphs():
+    import random
+
+    from components import sdk_at_scale
+
+    rng = random.Random(20)
+    for _ in range(500):
+        nodes = [_Node() for _ in range(rng.randint(1, 10))]
+        for node in nodes:  # any graph: cycles and self-loops too
+            node._direct_computed_dependencies = set(rng.sample(nodes, rng.randint(0, len(nodes))))
+        for start in nodes:
+            for end in nodes:
+                assert sdk_at_scale._reachable(start, end) == sdk_at_scale._SDK_REACHABLE(start, end)
 
 
 def test_the_sdk_waits_for_a_chain_of_registrations_as_one_not_one_output_at_a_time(monkeypatch):
