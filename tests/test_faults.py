@@ -105,10 +105,14 @@ def start_cli(db: Database, *args: str) -> subprocess.Popen:
 
 
 def blocked_appdb_backend(db: Database) -> tuple[int, str] | None:
-    """(pid, query) of this database's appdb session while it waits on a table lock."""
+    """(pid, query) of this database's appdb session while it waits on a table lock.
+
+    pg_stat_activity reads a backend's wait event as it is now, but its query from a copy made a
+    moment before: a session that had just begun its transaction, and then waited, showed 'BEGIN'
+    (a fresh clone's CI under load saw it). Such a row is not taken; the next look finds the query."""
     rows = db.execute(
         "SELECT pid, query FROM pg_stat_activity WHERE datname = %s AND application_name = 'appdb'"
-        " AND wait_event_type = 'Lock'", (db.name,))
+        " AND wait_event_type = 'Lock' AND state = 'active' AND query <> 'BEGIN'", (db.name,))
     return (rows[0][0], rows[0][1]) if rows else None
 
 
