@@ -157,7 +157,7 @@ QUERY_MAX_CHARS = 1_000_000
 
 
 def _apply_together(conn: psycopg.Connection, batch: list[Migration], options: Options,
-                    at: list[tuple[Migration, Step]], per_query: int = QUERY_MAX_CHARS) -> list[Outcome]:
+                    at: list[tuple[Migration, Step]], per_query: int) -> list[Outcome]:
     """A group's migrations inside the caller's transaction, as few queries as ``per_query``
     characters of their SQL allow (0: one a migration); ``at`` is given where one failed. Their
     ledger rows come with their group's (:func:`_record_group`).
