@@ -29,6 +29,7 @@ from components import (
     RolesArgs,
     Verification,
     VerificationArgs,
+    sdk_at_scale,
     validation,
 )
 from components.commands import digest
@@ -128,6 +129,8 @@ def read_migrations() -> list:
 
 settings = read_settings(pulumi.Config())
 migration_files = read_migrations()
+# Each resource's record in the state without the SDK's frames below the line that made it.
+sdk_at_scale.smaller_state()
 
 database = Database(
     "db",

@@ -71,6 +71,8 @@ class Registration:
     replace_on_changes: list[str]
     import_id: str
     retain_on_delete: bool | None
+    source_position: str  # "uri#line" of the program's line that made it, as the engine gets it
+    stack_trace: list[str]  # the frames sent with it, the same way
 
 
 class CapturingMonitor(MockMonitor):
@@ -98,9 +100,15 @@ class CapturingMonitor(MockMonitor):
                     replace_on_changes=list(request.replaceOnChanges),
                     import_id=request.importId,
                     retain_on_delete=request.retainOnDelete if request.HasField("retainOnDelete") else None,
+                    source_position=_position(request.sourcePosition),
+                    stack_trace=[_position(frame.pc) for frame in request.stackTrace.frames],
                 )
             )
         return response
+
+
+def _position(position: Any) -> str:
+    return f"{position.uri}#{position.line}"
 
 
 def _has_secret(value: Any) -> bool:

@@ -19,6 +19,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pulumi
@@ -837,24 +838,28 @@ def test_the_sdk_s_cycle_check_walks_a_chain_past_python_s_recursion_limit_and_s
     assert resource_cycle_breaker.declare_dependency(_Node(), last)
 
 
-def test_the_pinned_sdk_still_looks_both_steps_up_by_name_on_every_call():
+def test_the_pinned_sdk_still_looks_its_steps_up_by_name_on_every_call():
     """Else replacing them would change nothing, and nothing else would say so."""
-    from pulumi.runtime import resource_cycle_breaker, stack
+    from pulumi.runtime import resource, resource_cycle_breaker, stack
 
     assert "_reachable" in resource_cycle_breaker.declare_dependency.__code__.co_names
     assert "wait_for_rpcs" in stack.run_pulumi_func.__code__.co_names
+    assert "_get_stack_trace" in resource.register_resource.__code__.co_names
+    assert "_get_stack_trace" in resource.read_resource.__code__.co_names
 
 
 def test_running_the_program_puts_the_sdk_s_steps_made_cheaper_in_their_place(checkout, monkeypatch):
-    from pulumi.runtime import resource_cycle_breaker, stack
+    from pulumi.runtime import resource, resource_cycle_breaker, stack
 
     from components import sdk_at_scale
 
     # As a fresh process has them, whatever an earlier test installed.
     monkeypatch.setattr(resource_cycle_breaker, "_reachable", sdk_at_scale._SDK_REACHABLE)
     monkeypatch.setattr(stack, "wait_for_rpcs", sdk_at_scale._SDK_WAIT_FOR_RPCS)
+    monkeypatch.setattr(resource, "_get_stack_trace", sdk_at_scale._SDK_STACK_TRACE)
     run_program(checkout, "dev", stack_config("dev"))
-    installed = {"resource_cycle_breaker": resource_cycle_breaker._reachable, "stack": stack.wait_for_rpcs}
+    installed = {"resource_cycle_breaker": resource_cycle_breaker._reachable, "stack": stack.wait_for_rpcs,
+                 "resource": resource._get_stack_trace}
     for module, function in installed.items():
         assert function.__module__ == "components.sdk_at_scale"
         # However many copies of the project were run, the SDK's own is one step away.
@@ -918,3 +923,60 @@ def test_the_sdk_waits_for_a_chain_of_registrations_as_one_not_one_output_at_a_t
     settings._get_rpc_manager().clear()
     assert asyncio.run(program(300)) == list(range(300))
     assert len(waits) <= 3, waits[:10]
+
+
+# --- each resource's record in the state (issue 20) ---------------------------------------------
+
+
+def test_each_resource_carries_one_frame_the_project_s_line_that_made_it(checkout, monkeypatch):
+    """The SDK sent thirteen frames with each migration's command, down to the language host's,
+    and the engine keeps them in the state it writes whole at every step: a third of a command's
+    record, with folders of the deployer's machine (components/sdk_at_scale.py)."""
+    from pulumi.runtime import resource
+
+    from components import sdk_at_scale
+
+    monkeypatch.setattr(resource, "_get_stack_trace", sdk_at_scale._SDK_STACK_TRACE)
+    run = run_program(checkout, "dev", stack_config("dev"))
+    project = checkout.resolve().as_uri() + "/"
+    for registration in run.registrations:
+        assert registration.stack_trace == [registration.source_position], registration.name
+    made_in = {r.urn: r.source_position[len(project):].partition("#")[0] for r in run.registrations
+               if r.source_position.startswith(project)}
+    assert made_in[run.urn("appdb:index:Database", "db")] == "__main__.py"  # where the program makes it
+    assert made_in[run.urn("appdb:index:Migrations", "migration")] == "__main__.py"
+    commands = [r.urn for r in run.of_type(COMMAND)]
+    assert {made_in[urn] for urn in commands[:-1]} == {"components/migrations.py"}  # and migrations-apply
+    assert made_in[commands[-1]] == "components/verification.py"
+
+
+def test_the_frame_kept_is_the_sdk_s_first_and_the_sdk_s_own_trace_is_untouched():
+    """Cut from the SDK's own trace, so that the source position the SDK takes from its first
+    frame stays what the SDK would send; the SDK's function keeps its whole trace."""
+    from pulumi.runtime import resource
+
+    from components import sdk_at_scale
+
+    traces = {}
+
+    class Resource:  # the SDK looks for the third __init__ down the stack: the resource's class
+        def __init__(self) -> None:
+            traces.update(whole=sdk_at_scale._SDK_STACK_TRACE(), cut=sdk_at_scale._stack_trace())
+
+    class CustomResource(Resource):
+        def __init__(self) -> None:
+            super().__init__()
+
+    class Made(CustomResource):
+        def __init__(self) -> None:
+            super().__init__()
+
+    def program_line() -> None:
+        Made()
+
+    program_line()
+    made = SimpleNamespace(**traces)
+    assert len(made.whole.frames) > 1
+    assert made.whole.frames[0].pc.uri == Path(__file__).resolve().as_uri()  # program_line's
+    assert list(made.cut.frames) == [made.whole.frames[0]]
+    assert resource._get_source_position(made.cut) == resource._get_source_position(made.whole)
