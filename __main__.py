@@ -129,8 +129,8 @@ def read_migrations() -> list:
 
 settings = read_settings(pulumi.Config())
 migration_files = read_migrations()
-# Each resource's record in the state without the SDK's frames below the line that made it.
-sdk_at_scale.smaller_state()
+# Each resource's record in the state without the frames below this program's line that made it.
+sdk_at_scale.smaller_state(__file__)
 
 database = Database(
     "db",

@@ -27,13 +27,18 @@ engine, a no-op ``pulumi preview`` took 2 s at 104 migrations, 18.6 s at 304 and
 
 - **The stack trace it sends with each resource** (``pulumi.runtime.resource._get_stack_trace``).
   The engine keeps it in the state, and each step of a deploy writes the whole state again (a
-  rollback or a destroy writes it once a migration). Every frame from the program's line that
-  made the resource down to the language host's: thirteen for a migration's command, a third of
-  its record, with the paths of the deployer's Python, virtualenv and Pulumi CLI (at 104
-  migrations, a state of 404 KB; 254 KB without). :func:`_stack_trace` keeps the first frame
-  only, the line that made the resource, which is also the source position Pulumi shows.
-  ``__main__.py`` asks for it (:func:`smaller_state`) before it makes its first resource;
-  ``Migrations`` asks for the other two (:func:`for_a_long_chain`).
+  rollback or a destroy writes it once a migration). Every frame from the line that made the
+  resource down to the language host's: thirteen for a migration's command, a third of its
+  record, with the paths of the deployer's Python, virtualenv and Pulumi CLI (at 104
+  migrations, a state of 404 KB; 279 KB without them). The trace made by :func:`smaller_state`'s
+  function stops at the program's own line (``__main__.py``'s), the frames that say how the
+  program came to make the resource: one for a resource ``__main__.py`` makes, two for a
+  migration's command (``components/migrations.py``, then ``__main__.py``), four for the
+  postgresql provider, whose first two are its package's. Its first frame, from which the SDK
+  takes the source position Pulumi shows, is the SDK's. The ``pulumi:pulumi:Stack`` resource,
+  which the SDK registers before the program runs, keeps its whole trace. ``__main__.py`` asks
+  for this before it makes its first resource; ``Migrations`` asks for the other two
+  (:func:`for_a_long_chain`).
 
 All three replace private functions of the SDK, which a program's run looks up by name in their
 modules on every call (``declare_dependency`` its ``_reachable``, ``run_pulumi_func`` its
@@ -42,17 +47,20 @@ provider's server, which imports ``wait_for_rpcs`` itself, keeps the SDK's).
 ``tests/test_pulumi_program.py`` checks that the pinned SDK (requirements.lock) still calls them
 so, that a program's run puts these in their place, that :func:`_reachable` answers as the SDK's
 on random graphs and still refuses a cycle, that a chain's registrations no longer wait one
-output at a time, and that each resource's trace is the one frame of the project that made it.
+output at a time, and that each resource's trace is the SDK's, down to the program's line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import pathlib
 from typing import TYPE_CHECKING, Any
 
 from pulumi.runtime import resource, resource_cycle_breaker, stack
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pulumi
     from pulumi.runtime.proto import source_pb2
 
@@ -93,17 +101,20 @@ async def _wait_for_rpcs(*args: Any, **kwargs: Any) -> None:
 _wait_for_rpcs.sdk_original = _SDK_WAIT_FOR_RPCS  # type: ignore[attr-defined]
 
 
-def _stack_trace() -> source_pb2.StackTrace:
-    """The SDK's stack trace of a resource being made, cut to its first frame: the program's line
-    that made it, from which the SDK takes the resource's source position too. The frames below it
-    (the SDK's, asyncio's, the language host's) are the same for every resource, cost bytes in
-    every write of the state, and name folders of the machine that deployed."""
-    trace = _SDK_STACK_TRACE()
-    del trace.frames[1:]
-    return trace
+def _down_to(program: str) -> Callable[[], source_pb2.StackTrace]:
+    """The SDK's stack trace of a resource being made, cut below the last frame in ``program``
+    (a file's URI, as the SDK writes them), or below its first frame where none is. The frames
+    below are the SDK's, asyncio's and the language host's: the same for every resource, bytes
+    in every write of the state, and folders of the machine that deployed."""
 
+    def stack_trace() -> source_pb2.StackTrace:
+        trace = _SDK_STACK_TRACE()
+        last = max((index for index, frame in enumerate(trace.frames) if frame.pc.uri == program), default=0)
+        del trace.frames[last + 1:]
+        return trace
 
-_stack_trace.sdk_original = _SDK_STACK_TRACE  # type: ignore[attr-defined]
+    stack_trace.sdk_original = _SDK_STACK_TRACE  # type: ignore[attr-defined]
+    return stack_trace
 
 
 def for_a_long_chain() -> None:
@@ -112,6 +123,11 @@ def for_a_long_chain() -> None:
     stack.wait_for_rpcs = _wait_for_rpcs
 
 
-def smaller_state() -> None:
-    """Have the SDK use :func:`_stack_trace` for every resource made from now on (idempotent)."""
-    resource._get_stack_trace = _stack_trace
+def smaller_state(program: str) -> None:
+    """Have the SDK send, with every resource made from now on, its stack trace down to the line
+    of ``program`` (the program's ``__file__``) that made it (:func:`_down_to`)."""
+    try:
+        uri = pathlib.Path(program).as_uri()  # as the SDK makes a frame's (a relative path has none)
+    except ValueError:
+        uri = ""
+    resource._get_stack_trace = _down_to(uri)

@@ -18,8 +18,8 @@ import itertools
 import json
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pulumi
@@ -928,55 +928,62 @@ def test_the_sdk_waits_for_a_chain_of_registrations_as_one_not_one_output_at_a_t
 # --- each resource's record in the state (issue 20) ---------------------------------------------
 
 
-def test_each_resource_carries_one_frame_the_project_s_line_that_made_it(checkout, monkeypatch):
+def test_each_resource_carries_the_sdk_s_trace_down_to_the_program_s_line(checkout, monkeypatch):
     """The SDK sent thirteen frames with each migration's command, down to the language host's,
     and the engine keeps them in the state it writes whole at every step: a third of a command's
-    record, with folders of the deployer's machine (components/sdk_at_scale.py)."""
+    record, with folders of the deployer's machine (components/sdk_at_scale.py). What is kept is
+    the SDK's own trace down to __main__.py's line, so its source position is the SDK's too."""
     from pulumi.runtime import resource
 
     from components import sdk_at_scale
 
-    monkeypatch.setattr(resource, "_get_stack_trace", sdk_at_scale._SDK_STACK_TRACE)
+    made: list[tuple[str, ...]] = []  # the SDK's whole trace of each resource, before the cut
+
+    sdk_own = sdk_at_scale._SDK_STACK_TRACE
+
+    def recorded():
+        trace = sdk_own()
+        made.append(tuple(f"{frame.pc.uri}#{frame.pc.line}" for frame in trace.frames))
+        return trace
+
+    # What the checkout's own copy of sdk_at_scale finds as the SDK's, as it is imported.
+    monkeypatch.setattr(resource, "_get_stack_trace", recorded)
     run = run_program(checkout, "dev", stack_config("dev"))
-    project = checkout.resolve().as_uri() + "/"
+    program = (checkout / "__main__.py").as_uri()
+    cut = Counter()
+    for whole in made:
+        ends = [index for index, frame in enumerate(whole) if frame.partition("#")[0] == program]
+        assert ends, whole  # every resource is made from the program's run
+        cut[whole[: ends[-1] + 1]] += 1
+        assert len(whole) > ends[-1] + 1  # and the SDK's frames below it are gone
+    assert cut == Counter(tuple(r.stack_trace) for r in run.registrations)
+    traces = {r.name if r.type != "pulumi:providers:postgresql" else "provider": r.stack_trace for r in run.registrations}
     for registration in run.registrations:
-        assert registration.stack_trace == [registration.source_position], registration.name
-    made_in = {r.urn: r.source_position[len(project):].partition("#")[0] for r in run.registrations
-               if r.source_position.startswith(project)}
-    assert made_in[run.urn("appdb:index:Database", "db")] == "__main__.py"  # where the program makes it
-    assert made_in[run.urn("appdb:index:Migrations", "migration")] == "__main__.py"
-    commands = [r.urn for r in run.of_type(COMMAND)]
-    assert {made_in[urn] for urn in commands[:-1]} == {"components/migrations.py"}  # and migrations-apply
-    assert made_in[commands[-1]] == "components/verification.py"
+        assert registration.source_position == registration.stack_trace[0]  # the SDK's, from its first frame
+    where = {name: [frame.partition("#")[0].rpartition("/")[2] for frame in trace] for name, trace in traces.items()}
+    assert where["migration"] == ["__main__.py"]  # a component the program makes
+    assert where["migration-027"] == ["migrations.py", "__main__.py"]
+    assert where["provider"] == ["provider.py", "provider.py", "database.py", "__main__.py"]
 
 
-def test_the_frame_kept_is_the_sdk_s_first_and_the_sdk_s_own_trace_is_untouched():
-    """Cut from the SDK's own trace, so that the source position the SDK takes from its first
-    frame stays what the SDK would send; the SDK's function keeps its whole trace."""
-    from pulumi.runtime import resource
+def test_the_trace_is_cut_below_the_program_s_last_frame_or_its_first():
+    from pulumi.runtime.proto import source_pb2
 
     from components import sdk_at_scale
 
-    traces = {}
+    def trace(*files: str) -> source_pb2.StackTrace:
+        return source_pb2.StackTrace(frames=[source_pb2.StackFrame(pc=source_pb2.SourcePosition(uri=f"file:///{name}", line=1))
+                                             for name in files])
 
-    class Resource:  # the SDK looks for the third __init__ down the stack: the resource's class
-        def __init__(self) -> None:
-            traces.update(whole=sdk_at_scale._SDK_STACK_TRACE(), cut=sdk_at_scale._stack_trace())
+    def cut(program: str, *files: str) -> list[str]:
+        made = sdk_at_scale._down_to(f"file:///{program}")
+        sdk_at_scale._SDK_STACK_TRACE, saved = (lambda: trace(*files)), sdk_at_scale._SDK_STACK_TRACE
+        try:
+            return [frame.pc.uri.rpartition("/")[2] for frame in made().frames]
+        finally:
+            sdk_at_scale._SDK_STACK_TRACE = saved
 
-    class CustomResource(Resource):
-        def __init__(self) -> None:
-            super().__init__()
-
-    class Made(CustomResource):
-        def __init__(self) -> None:
-            super().__init__()
-
-    def program_line() -> None:
-        Made()
-
-    program_line()
-    made = SimpleNamespace(**traces)
-    assert len(made.whole.frames) > 1
-    assert made.whole.frames[0].pc.uri == Path(__file__).resolve().as_uri()  # program_line's
-    assert list(made.cut.frames) == [made.whole.frames[0]]
-    assert resource._get_source_position(made.cut) == resource._get_source_position(made.whole)
+    assert cut("main", "a", "main", "b", "main", "sdk", "asyncio") == ["a", "main", "b", "main"]
+    assert cut("main", "main", "sdk") == ["main"]
+    assert cut("main", "a", "sdk") == ["a"]  # no frame of the program: the SDK's first, its source position
+    assert cut("main") == []
