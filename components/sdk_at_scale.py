@@ -109,7 +109,7 @@ def _down_to(program: str) -> Callable[[], source_pb2.StackTrace]:
 
     def stack_trace() -> source_pb2.StackTrace:
         trace = _SDK_STACK_TRACE()
-        last = max((index for index, frame in enumerate(trace.frames) if frame.pc.uri == program), default=0)
+        last = max((index for index, frame in enumerate(trace.frames) if program and frame.pc.uri == program), default=0)
         del trace.frames[last + 1:]
         return trace
 
