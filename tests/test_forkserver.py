@@ -22,7 +22,7 @@ import pytest
 from appdb import forkserver
 from appdb.forkserver import address, caller, protocol
 from components.migrations import revert_command
-from tests.helpers import readable_checkout, throwaway_os_user, wait_for
+from tests.helpers import copy_shipped, readable_checkout, throwaway_os_user, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = "appdb_fsprobe"
@@ -60,7 +60,7 @@ def runtime():
 def applied(db, tmp_path: Path) -> Path:
     """The shipped migrations applied; their sql/ copied."""
     sql_dir = tmp_path / "sql"
-    shutil.copytree(ROOT / "sql", sql_dir)
+    copy_shipped(sql_dir)
     result = db.run_cli("apply", sql_dir=sql_dir)
     assert result.returncode == 0, result.stderr
     return sql_dir
@@ -184,7 +184,7 @@ def test_a_chain_of_reverts_through_bin_appdb_matches_processes_of_their_own(new
     for flag in (False, True):
         db = new_db()
         sql_dir = tmp_path / f"sql-{flag}"
-        shutil.copytree(ROOT / "sql", sql_dir)
+        copy_shipped(sql_dir)
         assert db.run_cli("apply", sql_dir=sql_dir).returncode == 0
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "DATABASE_URL": db.dsn,
                "APPDB_SQL_DIR": str(sql_dir), "XDG_RUNTIME_DIR": str(runtime)}
@@ -228,7 +228,7 @@ def test_the_everyday_commands_through_a_server_match_processes_of_their_own(new
     for served in (False, True):
         db = new_db()
         sql_dir = tmp_path / f"sql-{served}"
-        shutil.copytree(ROOT / "sql", sql_dir)
+        copy_shipped(sql_dir)
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "DATABASE_URL": db.dsn,
                "APPDB_SQL_DIR": str(sql_dir), "XDG_RUNTIME_DIR": str(runtime / str(served))}
         (runtime / str(served)).mkdir()
