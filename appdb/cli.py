@@ -265,15 +265,24 @@ def cmd_local(args: argparse.Namespace) -> int:
     home = Path(args.home or os.environ.get("APPDB_LOCAL_HOME") or DEFAULT_HOME)
     cluster = Cluster(home=home, port=_local_port(args.port, DEFAULT_PORT))
     cluster.check_home(changes=args.action in ("up", "reset"))
-    made_with = cluster.listening_port() if args.action != "reset" else None
-    if made_with is not None and made_with != cluster.port:
-        # It listens where it was made to: a URL with another port would lead elsewhere.
-        if args.port is not None or os.environ.get("APPDB_LOCAL_PORT"):
+    made_with = cluster.listening_port()
+    asked = args.port is not None or bool(os.environ.get("APPDB_LOCAL_PORT"))
+    if made_with is not None and made_with != cluster.port and not (args.action == "reset" and asked):
+        # It listens where it was made to: a URL with another port would lead elsewhere. A reset
+        # makes it anew there too, unless a port is asked for.
+        if asked:
             print(f"appdb: notice: the local database in {home} listens on port {made_with}, set when it was made, "
                   f"not {cluster.port}: 'bin/appdb local reset' makes it anew on {cluster.port}", file=sys.stderr)
         cluster.port = made_with
     if args.action in ("up", "reset"):
-        replaced = cluster.up(seed=args.seed) if args.action == "up" else cluster.reset(seed=args.seed)
+        try:
+            replaced = cluster.up(seed=args.seed) if args.action == "up" else cluster.reset(seed=args.seed)
+        except AppdbError as exc:
+            if "Address already in use" not in str(exc):
+                raise
+            raise type(exc)(f"{exc}; port {cluster.port} is taken: stop what listens there, or make the local "
+                             f"database anew on another port (it wipes it): APPDB_LOCAL_PORT=<port> bin/appdb local "
+                             "reset, and keep APPDB_LOCAL_PORT set for bin/deploy-local") from None
         if replaced:
             print(f"appdb: notice: this local database had the fixed passwords published in the repository; it now "
                   f"has random ones, in {cluster.password_file} (yours alone), and supabase_admin logs in only "
@@ -334,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", parents=[common, served],
                             help="each migration: applied, pending, changed, removed")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="one JSON object: each migration and its state")
     status.set_defaults(func=cmd_status)
 
     locking = argparse.ArgumentParser(add_help=False)
@@ -353,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="commit consecutive one-step migrations together, all or none (any other "
                             "runs alone): far fewer commits, but locks held to each commit, so for a new "
                             "database or a quiet window")
-    apply.add_argument("--json", action="store_true")
+    apply.add_argument("--json", action="store_true", help="one JSON object: what was applied, and complete: false when a migration failed or Ctrl-C stopped it")
     apply.set_defaults(func=cmd_apply)
 
     revert = sub.add_parser("revert", parents=[common, locking, waiting, served],
@@ -363,11 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     revert.set_defaults(func=cmd_revert)
 
     verify = sub.add_parser("verify", parents=[common, served], help="post-deploy checks; exit 1 if any fails")
-    verify.add_argument("--json", action="store_true")
+    verify.add_argument("--json", action="store_true", help="one JSON object: each check and whether it passed")
     verify.set_defaults(func=cmd_verify)
 
     inspect = sub.add_parser("inspect", parents=[common], help="tables, constraints, indexes and findings")
-    inspect.add_argument("--json", action="store_true")
+    inspect.add_argument("--json", action="store_true", help="one JSON object instead of the text report")
     inspect.set_defaults(func=cmd_inspect)
 
     snapshot_file = argparse.ArgumentParser(add_help=False)
@@ -381,14 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--check", action="store_true",
                       help="exit 1 when the snapshot does not match a throwaway database built from the migrations")
     mode.add_argument("--write", action="store_true", help="rewrite the snapshot from a throwaway database")
-    schema.add_argument("--json", action="store_true")
+    schema.add_argument("--json", action="store_true", help="the live description as JSON (without --check or --write)")
     schema.set_defaults(func=cmd_schema)
 
     diff = sub.add_parser("diff", parents=[common, snapshot_file],
                           help="the live schema against the snapshot; exit 1 on drift")
     diff.add_argument("--ignore", metavar="FILE",
                       help="the ignore list (default: drift-ignore.toml in the migrations folder, if present)")
-    diff.add_argument("--json", action="store_true")
+    diff.add_argument("--json", action="store_true", help="one JSON object: the database, the snapshot and each difference")
     diff.set_defaults(func=cmd_diff)
 
     new = sub.add_parser("new", parents=[common], help="create the next migration and its revert")

@@ -290,6 +290,16 @@ def test_local_reset_gives_a_fresh_database_with_new_passwords(local):
         assert conn.execute("SELECT count(*) FROM auth.users").fetchone()[0] == 0
 
 
+def test_a_reset_makes_it_anew_on_the_port_it_was_made_on_unless_another_is_asked_for(local):
+    """As `up` and `url` find it: a reset without a port went back to 54322, where another server
+    may listen (a newcomer's review: `status` then reached that one)."""
+    cli, home, port = local
+    result = cli("local", "reset", "--home", str(home), env={"APPDB_LOCAL_PORT": ""})
+    assert result.returncode == 0, result.stderr
+    assert f"@127.0.0.1:{port}/postgres" in result.stdout and "notice" not in result.stderr
+    assert f"@127.0.0.1:{port}/postgres" in cli("local", "url", "--home", str(home), env={"APPDB_LOCAL_PORT": ""}).stdout
+
+
 def test_local_url_without_a_cluster_says_how_to_start_one(tmp_path):
     result = run_appdb("local", "url", "--home", str(tmp_path / "none"))
     assert result.returncode == 2
@@ -805,6 +815,30 @@ def test_a_start_that_fails_says_the_server_s_own_reason_in_its_one_line():
     assert re.match(r"the local PostgreSQL did not start \(could not bind IPv4 address \"127\.0\.0\.1\": "
                     r"Address already in use\): see /\S+/postgres\.log$", message), message
     assert "\n" not in message
+
+
+def test_local_up_on_a_taken_port_says_how_to_use_another_in_its_one_line():
+    """A newcomer's review: the server's reason alone said nothing of APPDB_LOCAL_PORT."""
+    import socket
+
+    base = open_folder("appdb-local-taken-")
+    home = base / "checkout" / ".appdb" / "local"
+    port = free_port()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            result = run_appdb("local", "up", "--home", str(home), "--port", str(port))
+        assert result.returncode == 1
+        message = result.stderr
+        assert message.startswith("appdb: error: the local PostgreSQL did not start (could not bind"), message
+        assert message.endswith(f"port {port} is taken: stop what listens there, or make the local database anew on "
+                                "another port (it wipes it): APPDB_LOCAL_PORT=<port> bin/appdb local reset, and keep "
+                                "APPDB_LOCAL_PORT set for bin/deploy-local\n"), message
+        assert message.count("\n") == 1
+    finally:
+        run_appdb("local", "down", "--home", str(home), "--port", str(port))
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_free_port_comes_from_below_the_range_outgoing_connections_take_theirs_from():
