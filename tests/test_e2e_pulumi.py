@@ -17,6 +17,7 @@ These tests skip, saying why, where the Pulumi CLI or its plugins are missing (C
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -287,13 +288,16 @@ def _wait_for_the_slow_step(cluster: Cluster, deadline_s: float = 240) -> None:
 
 def test_pulumi_killed_during_a_migration_then_up_converges_and_applies_each_migration_once(tmp_path):
     cluster, stack, work_dir = local_stack_on_a_new_cluster(tmp_path / "killed")
+    process: subprocess.Popen | None = None
     try:
         (work_dir / "sql" / "900_e2e_slow.sql").write_text(SLOW_MIGRATION)
         (work_dir / "sql" / "revert" / "900_e2e_slow.sql").write_text("DROP TABLE IF EXISTS public.e2e_runs;\n")
         env = {**stack.workspace.env_vars}
+        # A session of its own: its plugins, which outlive the killed CLI, are ended with it below.
         process = subprocess.Popen(
             ["pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--stack", "local"],
             cwd=work_dir, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
         )
         try:
             _wait_for_the_slow_step(cluster)
@@ -316,7 +320,19 @@ def test_pulumi_killed_during_a_migration_then_up_converges_and_applies_each_mig
             assert conn.execute("SELECT count(*) FROM public.e2e_runs").fetchone()[0] == 1, "applied twice"
         stack.destroy(on_output=print)
     finally:
+        if process is not None:
+            _end_session(process.pid)  # the language host and providers the kill left running
         cluster.down()
+
+
+def _end_session(session: int) -> None:
+    """SIGKILL every process of ``session``: Pulumi starts each plugin in a process group of its own,
+    but in its own session still."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The fields after the command's name, which is in parentheses: state, ppid, pgrp, session.
+            if int(stat.read_text().rpartition(")")[2].split()[3]) == session:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
 
 
 def test_config_changes_update_migration_commands_and_never_replace_or_revert(db, tmp_path):
