@@ -35,6 +35,7 @@ from appdb.local.cluster import (
     write_password_file,
 )
 from appdb.local.postgres import SUPPORTED, project_major
+from appdb.migrate.files import discover
 from tests.helpers import ROOT, free_port, readable_checkout, throwaway_os_user
 
 PASSWORD_SHAPE = re.compile(r"[A-Z][a-z][0-9][a-z](-[A-Z][a-z][0-9][a-z]){5}")
@@ -246,9 +247,9 @@ def test_the_engine_alone_deploys_on_the_local_database_and_creates_the_group_ro
     with psycopg.connect(url) as conn:
         tables = conn.execute("SELECT relname FROM pg_class WHERE relnamespace = 'app'::regnamespace "
                               "AND relkind = 'r' ORDER BY 1").fetchall()
-    assert tables == [("billing_logs",), ("memberships",), ("payment_events",)]
-    for migration_id in ("030", "029", "028", "027"):
-        assert cli("revert", migration_id, env=env).returncode == 0
+    assert {("billing_logs",), ("memberships",), ("payment_events",)} <= set(tables)  # and any the team adds
+    for migration in reversed(discover(ROOT / "sql")):
+        assert cli("revert", migration.id, env=env).returncode == 0
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname IN ('app_writer', 'app_reader')").fetchone()[0] == 2
 
