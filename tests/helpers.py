@@ -27,10 +27,12 @@ from appdb.schema.describe import Description, describe
 __all__ = ["free_port"]  # one free_port, appdb/local/throwaway.py's
 
 ROOT = Path(__file__).resolve().parent.parent
+# The project's migrations, as they are: for the tests of what they build (verify, RLS, the
+# snapshot's freshness, the files' own checks).
 SQL_DIR = ROOT / "sql"
 # The migrations the tests of the runner's machinery were written around: the incident's 027 and
-# 028, then 029 and 030. Such a test copies these (copy_shipped), not all of sql/, so that a
-# migration the team adds next (031, ...) changes none of them, and a test's own 031 never meets it.
+# 028, then 029 and 030. Those tests use these (SHIPPED_SQL, copy_shipped), not all of sql/, so that
+# a migration the team adds next (031, ...) changes none of them, and a test's own 031 never meets it.
 SHIPPED = ("027", "028", "029", "030")
 STATES = Path(__file__).resolve().parent / "states"
 TEMPLATE = "appdb_template"
@@ -107,7 +109,7 @@ class Database:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         full_env.update({
             "DATABASE_URL": self.dsn,
-            "APPDB_SQL_DIR": str(sql_dir or SQL_DIR),
+            "APPDB_SQL_DIR": str(sql_dir or CLI_SQL_DIR),
             "PYTHONPATH": str(ROOT),
         })
         full_env.update(env or {})
@@ -243,14 +245,42 @@ def readable_checkout() -> tuple[Path, str]:
 
 
 def copy_shipped(into: Path) -> Path:
-    """``into``, made an sql/ folder holding the shipped migrations (:data:`SHIPPED`) and their reverts."""
+    """``into``, made an sql/ folder holding the shipped migrations (:data:`SHIPPED`), their reverts
+    and the folder's drift rules; and its schema snapshot while sql/ holds nothing else (one made
+    from more migrations describes more)."""
     import shutil
 
     from appdb.migrate.files import discover
 
     (into / "revert").mkdir(parents=True)
-    for migration in discover(SQL_DIR):
+    project = discover(SQL_DIR)
+    for migration in project:
         if migration.id in SHIPPED:
             shutil.copy2(SQL_DIR / migration.filename, into / migration.filename)
             shutil.copy2(SQL_DIR / "revert" / migration.filename, into / "revert" / migration.filename)
+    shutil.copy2(SQL_DIR / "drift-ignore.toml", into / "drift-ignore.toml")
+    if tuple(m.id for m in project) == SHIPPED:
+        shutil.copy2(SQL_DIR / "schema.snapshot", into / "schema.snapshot")
     return into
+
+
+def _shipped_sql() -> Path:
+    """A folder of this process's own with the shipped migrations (copy_shipped), removed at its exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="appdb-shipped-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return copy_shipped(folder / "sql")
+
+
+SHIPPED_SQL = _shipped_sql()
+# The folder Database.run_cli reads unless told: the shipped migrations; a test module about what
+# the project's own build (verify, drift) makes it SQL_DIR (project_sql_for_the_cli).
+CLI_SQL_DIR = SHIPPED_SQL
+
+
+def project_sql_for_the_cli(monkeypatch) -> None:  # noqa: ANN001 - pytest's MonkeyPatch
+    """For a test of what the project's migrations build: Database.run_cli reads sql/ as it is."""
+    monkeypatch.setattr(sys.modules[__name__], "CLI_SQL_DIR", SQL_DIR)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.helpers import SQL_DIR, Database, migrations_part, production, pull
+from tests.helpers import SHIPPED_SQL, Database, migrations_part, production, pull
 
 SHIPPED = ("029_payment_events.sql", "030_billing_logs.sql")
 
@@ -26,7 +26,7 @@ def own_design(db: Database) -> Database:
 
 def without_shipped(tmp_path: Path) -> Path:
     sql_dir = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, sql_dir)
+    shutil.copytree(SHIPPED_SQL, sql_dir)
     for name in SHIPPED:
         (sql_dir / name).unlink()
         (sql_dir / "revert" / name).unlink()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from tests.helpers import SQL_DIR, Database, one_line_error, production, pull, write_migration
+from tests.helpers import SHIPPED_SQL, Database, one_line_error, production, pull, write_migration
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_baseline_of_a_migration_that_drops_checks_that_it_is_gone(db, tmp_path)
 def test_a_migration_that_changes_nothing_on_a_fresh_database_cannot_be_baselined(new_db, tmp_path):
     """028 only drops a duplicate that a fresh database never has: there is nothing to compare."""
     sql_dir = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, sql_dir)
+    shutil.copytree(SHIPPED_SQL, sql_dir)
     db = production(new_db())
     assert db.run_cli("apply", "--only", "027", sql_dir=sql_dir).returncode == 0
     refused = db.run_cli("baseline", "028", sql_dir=sql_dir)
@@ -144,7 +144,7 @@ def test_bad_ids_and_ledger_states_are_refused_with_nothing_recorded(adopted, ne
     assert ledger(source) == [("001", "postgres (baseline)")]
 
     shipped = tmp_path / "shipped"
-    shutil.copytree(SQL_DIR, shipped)
+    shutil.copytree(SHIPPED_SQL, shipped)
     fresh = new_db()
     early = fresh.run_cli("baseline", "028", sql_dir=shipped)
     assert early.returncode == 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SQL_DIR
+from tests.helpers import ROOT, SHIPPED_SQL
 
 SECRET = "s3cr3t-pa55word"
 
@@ -54,7 +54,7 @@ def test_apply_json_reports_the_outcomes(db):
 
 def test_apply_json_that_fails_still_says_what_was_applied_before(db, tmp_path):
     sql_dir = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, sql_dir)
+    shutil.copytree(SHIPPED_SQL, sql_dir)
     (sql_dir / "031_broken.sql").write_text("SELEC 1;\n")
     (sql_dir / "revert" / "031_broken.sql").write_text("-- no-op\n")
     result = db.run_cli("apply", "--json", sql_dir=sql_dir)
@@ -105,7 +105,7 @@ def test_a_missing_sql_directory_is_exit_2(db, tmp_path):
 
 def test_a_missing_revert_file_is_exit_2_and_changes_nothing(db, tmp_path):
     sql_dir = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, sql_dir)
+    shutil.copytree(SHIPPED_SQL, sql_dir)
     (sql_dir / "revert" / "028_fix_memberships_unique_constraint.sql").unlink()
     before = db.snapshot()
     result = db.run_cli("apply", sql_dir=sql_dir)
@@ -122,7 +122,7 @@ def test_an_unknown_migration_id_is_exit_2(db):
 
 def test_a_sql_syntax_error_names_the_file_and_line_and_changes_nothing(db, tmp_path):
     sql_dir = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, sql_dir)
+    shutil.copytree(SHIPPED_SQL, sql_dir)
     (sql_dir / "031_broken.sql").write_text("-- a broken migration\nCREATE TABLE app.ok (id bigint);\n\nCRATE TABLE app.typo (id bigint);\n")
     (sql_dir / "revert" / "031_broken.sql").write_text("-- no-op\n")
     db.run_cli("apply", sql_dir=sql_dir, env={"APPDB_TEST": "1"})  # 027 to 030 land; 031 fails
@@ -149,7 +149,7 @@ def test_a_database_without_auth_users_fails_027_with_exit_1(db):
 
 def test_changed_migration_is_exit_1_and_names_it(db, tmp_path):
     sql_dir = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, sql_dir)
+    shutil.copytree(SHIPPED_SQL, sql_dir)
     db.run_cli("apply", sql_dir=sql_dir)
     path = sql_dir / "027_memberships.sql"
     path.write_text(path.read_text() + "-- edited\n")
@@ -201,7 +201,7 @@ def test_new_creates_the_next_migration_and_its_revert(tmp_path):
     from appdb.cli import main
 
     sql_dir = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, sql_dir)
+    shutil.copytree(SHIPPED_SQL, sql_dir)
     assert main(["new", "add_refunds", "--sql-dir", str(sql_dir)]) == 0
     assert (sql_dir / "031_add_refunds.sql").read_text().startswith("-- 031: add refunds")
     assert (sql_dir / "revert" / "031_add_refunds.sql").exists()
@@ -219,7 +219,7 @@ def test_inspect_reports_the_incident_findings(db):
 
 def test_inspect_finds_a_migration_referencing_a_table_that_exists_nowhere(db, tmp_path):
     sql_dir = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, sql_dir)
+    shutil.copytree(SHIPPED_SQL, sql_dir)
     (sql_dir / "031_bad_fk.sql").write_text(
         "ALTER TABLE app.memberships ADD COLUMN IF NOT EXISTS p uuid REFERENCES app.profiles (user_id);\n")
     (sql_dir / "revert" / "031_bad_fk.sql").write_text("-- no-op\n")
@@ -258,12 +258,12 @@ def test_only_main_prints_the_error_line_and_the_library_never_prints():
     """A command raises; ``main`` (through ``_error``) is the one place that writes ``appdb: error:``."""
     import ast
 
-    source = (SQL_DIR.parent / "appdb" / "cli.py").read_text(encoding="utf-8")
+    source = (ROOT / "appdb" / "cli.py").read_text(encoding="utf-8")
     printers = {node.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef)
                 and "appdb: error" in ast.get_source_segment(source, node)}
     assert printers == {"main", "_error"}
     for name in _engine_modules():
-        path = SQL_DIR.parent / (name.replace(".", "/") + ".py")
+        path = ROOT / (name.replace(".", "/") + ".py")
         # The fork server is an entry point too: it answers Ctrl-C where the CLI never ran, and
         # its worker ends as Python ends a process (a SystemExit's message on stderr).
         if path.exists() and name not in ("appdb.cli", "appdb.forkserver.caller", "appdb.forkserver.worker"):
@@ -327,7 +327,7 @@ def _to_a_reader_that_has_gone(db, *args: str, sql_dir: Path | None = None, unbu
     from tests.helpers import ROOT
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "PYTHONUNBUFFERED"}
-    env.update({"DATABASE_URL": db.dsn, "APPDB_SQL_DIR": str(sql_dir or SQL_DIR), "PYTHONPATH": str(ROOT)})
+    env.update({"DATABASE_URL": db.dsn, "APPDB_SQL_DIR": str(sql_dir or SHIPPED_SQL), "PYTHONPATH": str(ROOT)})
     if unbuffered:
         env["PYTHONUNBUFFERED"] = "1"
     read_end, write_end = os.pipe()
@@ -352,7 +352,7 @@ def test_a_reader_that_has_gone_gets_one_line_and_exit_1_however_stdout_is_buffe
 def test_a_failed_apply_says_its_own_error_even_when_its_reader_has_gone(db, tmp_path, unbuffered):
     """The JSON of what was applied cannot be written: the migration's error line still is (attack review)."""
     sql_dir = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, sql_dir)
+    shutil.copytree(SHIPPED_SQL, sql_dir)
     (sql_dir / "031_boom.sql").write_text("SELECT 1/0;\n")
     (sql_dir / "revert" / "031_boom.sql").write_text("SELECT 1;\n")
     result = _to_a_reader_that_has_gone(db, "apply", "--json", sql_dir=sql_dir, unbuffered=unbuffered)

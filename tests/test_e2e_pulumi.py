@@ -356,14 +356,16 @@ def test_a_migration_applied_by_a_failed_up_is_reverted_when_its_file_is_removed
     stack, work_dir = shared_cluster_stack(tmp_path, db, "local")
     stack.up()
     sql_dir = work_dir / "sql"
-    files = {"031_good.sql": ("CREATE TABLE app.good (id int);\n", "DROP TABLE IF EXISTS app.good;\n"),
-             "032_bad.sql": ("CREATE TABLE app.bad (id int REFERENCES app.nope);\n", "DROP TABLE IF EXISTS app.bad;\n")}
+    good = int(migration_ids()[-1]) + 1  # after the project's newest
+    files = {f"{good:03d}_good.sql": ("CREATE TABLE app.good (id int);\n", "DROP TABLE IF EXISTS app.good;\n"),
+             f"{good + 1:03d}_bad.sql": ("CREATE TABLE app.bad (id int REFERENCES app.nope);\n",
+                                         "DROP TABLE IF EXISTS app.bad;\n")}
     for name, (forward, revert) in files.items():
         (sql_dir / name).write_text(forward)
         (sql_dir / "revert" / name).write_text(revert)
     with pytest.raises(automation.CommandError):
         stack.up()
-    assert ledger(db) == [*migration_ids(), "031"]
+    assert ledger(db) == [*migration_ids(), f"{good:03d}"]
     for name in files:  # the commit is rolled back
         (sql_dir / name).unlink()
         (sql_dir / "revert" / name).unlink()

@@ -29,13 +29,12 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from tests.helpers import wait_for, write_migration
+from tests.helpers import SHIPPED_SQL, wait_for, write_migration
 
 if TYPE_CHECKING:
     from tests.helpers import Database
 
 ROOT = Path(__file__).resolve().parent.parent
-SQL_DIR = ROOT / "sql"
 
 # The memberships table as a broken local migration left it: user_id references a
 # app.profiles table (here it exists, so the foreign key is real) instead of auth.users.
@@ -84,7 +83,7 @@ def ledger_ids(db: Database) -> list[str]:
     return [row[0] for row in db.execute("SELECT id FROM appdb.migrations ORDER BY id")]
 
 
-def cli_env(db: Database, sql_dir: Path = SQL_DIR, **extra: str) -> dict[str, str]:
+def cli_env(db: Database, sql_dir: Path = SHIPPED_SQL, **extra: str) -> dict[str, str]:
     """The environment Database.run_cli uses, for processes the test must start itself."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update({"DATABASE_URL": db.dsn, "APPDB_SQL_DIR": str(sql_dir), "PYTHONPATH": str(ROOT)})
@@ -469,7 +468,7 @@ def test_an_unknown_migration_id_is_a_usage_error(db: Database) -> None:
 
 def copy_sql(tmp_path: Path) -> Path:
     target = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, target)
+    shutil.copytree(SHIPPED_SQL, target)
     return target
 
 

@@ -22,7 +22,7 @@ import pytest
 from appdb.errors import LockTimeout, MigrationError
 from appdb.migrate import ledger, runner
 from appdb.migrate.files import discover, find
-from tests.helpers import SQL_DIR, Database, production, write_migration
+from tests.helpers import SHIPPED_SQL, Database, production, write_migration
 
 FAST = runner.Options(lock_timeout=0.2, lock_retries=2)
 PATIENT = runner.Options(lock_timeout=0.2, lock_retries=30)
@@ -32,7 +32,7 @@ INDEX = "memberships_status_idx"
 def with_index_migration(tmp_path: Path) -> Path:
     """sql/ plus 031, one CONCURRENTLY index build on app.memberships (a non-transactional step)."""
     sql_dir = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, sql_dir)
+    shutil.copytree(SHIPPED_SQL, sql_dir)
     (sql_dir / "031_membership_status_index.sql").write_text(
         "-- appdb:step build transaction=false\n"
         f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX} ON app.memberships (status);\n")
@@ -123,7 +123,7 @@ def test_the_ledger_refuses_a_row_while_an_index_the_migration_builds_is_invalid
 
 def test_029_built_under_a_held_snapshot_converges_on_the_next_apply(db):
     """029's indexes are built CONCURRENTLY: the shipped migrations get the same protection."""
-    migrations = [m for m in discover(SQL_DIR) if m.sort_key <= 29]
+    migrations = [m for m in discover(SHIPPED_SQL) if m.sort_key <= 29]
     with db.connect() as conn:
         runner.apply(conn, migrations[:-1], FAST)
     with snapshot_held(db), db.connect() as conn, pytest.raises(LockTimeout, match="029, step user_id_index"):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SQL_DIR, Database, migrations_part, one_line_error, production, pull, squawk
+from tests.helpers import SHIPPED_SQL, Database, migrations_part, one_line_error, production, pull, squawk
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_after_the_shipped_migrations_pull_adds_only_what_they_lack_and_its_reve
         new_db, tmp_path):
     """Production after 027-030, pulled as 031: a fresh database gets 027-031 and passes verify."""
     sql_dir = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, sql_dir)
+    shutil.copytree(SHIPPED_SQL, sql_dir)
     source = production(new_db())
     assert source.run_cli("apply", sql_dir=sql_dir).returncode == 0
     result = pull(source, sql_dir)

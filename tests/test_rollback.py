@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from components.migrations import APPLY_PENDING, RECORDED, revert_command
+from tests.helpers import SHIPPED_SQL, copy_shipped
 
 ROOT = Path(__file__).resolve().parent.parent
-SQL = ROOT / "sql"
 FILE_027 = "027_memberships.sql"
 FILE_028 = "028_fix_memberships_unique_constraint.sql"
 FILE_029 = "029_payment_events.sql"
@@ -32,10 +32,8 @@ LATER_THAN_028 = (FILE_029, FILE_030)
 
 @pytest.fixture
 def full_sql_dir(tmp_path: Path) -> Path:
-    """A copy of the project's sql/ that a test may remove files from and restore them to."""
-    target = tmp_path / "sql"
-    shutil.copytree(SQL, target)
-    return target
+    """A copy of the shipped migrations that a test may remove files from and restore them to."""
+    return copy_shipped(tmp_path / "sql")
 
 
 @pytest.fixture
@@ -53,8 +51,8 @@ def remove(sql_dir: Path, filename: str) -> None:
 
 
 def restore(sql_dir: Path, filename: str) -> None:
-    shutil.copy2(SQL / filename, sql_dir / filename)
-    shutil.copy2(SQL / "revert" / filename, sql_dir / "revert" / filename)
+    shutil.copy2(SHIPPED_SQL / filename, sql_dir / filename)
+    shutil.copy2(SHIPPED_SQL / "revert" / filename, sql_dir / "revert" / filename)
 
 
 def command_resource(db, command: str, sql_dir: Path) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import pytest
 from appdb.errors import ConfigError, MigrationError, Refused
 from appdb.migrate import ledger, runner
 from appdb.migrate.files import discover, find
-from tests.helpers import SQL_DIR, write_migration
+from tests.helpers import SHIPPED_SQL, write_migration
 
 OPTIONS = runner.Options(lock_timeout=5)
 IDS = ["027", "028", "029", "030"]
@@ -25,17 +25,17 @@ def revert_all(conn, options=OPTIONS) -> None:
         runner.revert(conn, migration_id, options)
 
 
-def migrations(sql_dir: Path = SQL_DIR):
+def migrations(sql_dir: Path = SHIPPED_SQL):
     return discover(sql_dir)
 
 
 def copy_sql(tmp_path: Path) -> Path:
     target = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, target)
+    shutil.copytree(SHIPPED_SQL, target)
     return target
 
 
-def states(db, sql_dir: Path = SQL_DIR) -> dict[str, str]:
+def states(db, sql_dir: Path = SHIPPED_SQL) -> dict[str, str]:
     with db.connect() as conn:
         return {s.id: s.state for s in ledger.status(conn, migrations(sql_dir))}
 
@@ -238,7 +238,7 @@ def test_a_step_that_leaves_the_runners_transaction_or_settings_records_nothing(
     with db.connect() as conn:
         runner.apply(conn, migrations(), OPTIONS)
         with pytest.raises(MigrationError, match=f"031, step main.*{message}.*nothing was recorded"):
-            runner.apply(conn, hand_made(SQL_DIR, text), OPTIONS)
+            runner.apply(conn, hand_made(SHIPPED_SQL, text), OPTIONS)
     assert db.execute("SELECT count(*) FROM appdb.migrations WHERE id = '031'") == [(0,)]
 
 
@@ -250,7 +250,7 @@ def test_a_step_is_sent_with_its_settings_in_one_query_whatever_its_last_line(db
     """The step runs between the set_config and the settings check, in one round trip (steps.run_in_transaction)."""
     with db.connect() as conn:
         runner.apply(conn, migrations(), OPTIONS)
-        [outcome] = runner.apply(conn, hand_made(SQL_DIR, text), OPTIONS)
+        [outcome] = runner.apply(conn, hand_made(SHIPPED_SQL, text), OPTIONS)
         assert conn.execute("SHOW lock_timeout").fetchone()[0] != "5s"  # set locally, gone with the transaction
     assert outcome.id == "031"
     assert db.execute("SELECT to_regclass('app.t031') IS NOT NULL") == [(True,)]
@@ -307,7 +307,7 @@ def test_revert_refuses_when_the_revert_file_differs_from_the_ledger(db, tmp_pat
     assert states(db, sql_dir)["030"] == "applied"
 
     # The same file with a BOM and Windows line endings is the same revert.
-    path.write_bytes(b"\xef\xbb\xbf" + (SQL_DIR / "revert" / "030_billing_logs.sql").read_bytes().replace(b"\n", b"\r\n"))
+    path.write_bytes(b"\xef\xbb\xbf" + (SHIPPED_SQL / "revert" / "030_billing_logs.sql").read_bytes().replace(b"\n", b"\r\n"))
     assert db.run_cli("revert", "030", sql_dir=sql_dir).returncode == 0
     assert states(db, sql_dir)["030"] == "pending"
 
@@ -534,7 +534,7 @@ END $$;
 CREATE TABLE app.owned (i int);
 """)
     with db.admin_connect() as conn:  # only a superuser may SET SESSION AUTHORIZATION
-        runner.apply(conn, migrations(SQL_DIR), OPTIONS)
+        runner.apply(conn, migrations(SHIPPED_SQL), OPTIONS)
         # 033 records its row as the user it became: let that user write the ledger here.
         conn.execute(f"GRANT USAGE ON SCHEMA appdb TO {LOGIN}; GRANT ALL ON appdb.migrations TO {LOGIN}")
         outcomes = runner.apply(conn, migrations(sql_dir), OPTIONS)

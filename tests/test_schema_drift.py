@@ -26,7 +26,15 @@ from appdb.migrate.files import discover
 from appdb.schema import drift, snapshot
 from appdb.schema import fresh as scratch
 from appdb.schema.describe import describe, parse
-from tests.helpers import ROOT, SQL_DIR, TEMPLATE, Database, documented_readonly_login_sql, free_port
+from tests.helpers import (
+    ROOT,
+    SQL_DIR,
+    TEMPLATE,
+    Database,
+    documented_readonly_login_sql,
+    free_port,
+    project_sql_for_the_cli,
+)
 
 SNAPSHOT = SQL_DIR / "schema.snapshot"
 MIGRATION_IDS = tuple(m.id for m in discover(SQL_DIR))
@@ -35,6 +43,13 @@ _copies = itertools.count()
 # status default was 'active' before 027, which adds missing columns but alters none.
 PRODUCTION_STATUS = ("different: column app.memberships.status: snapshot has text NOT NULL DEFAULT "
                      "'incomplete'::text; live has text NOT NULL DEFAULT 'active'::text")
+
+
+
+@pytest.fixture(autouse=True)
+def _the_project_s_migrations(monkeypatch):
+    """What the project's migrations build is this module's subject: the CLI reads sql/ as it is."""
+    project_sql_for_the_cli(monkeypatch)
 
 
 def deploy(db) -> None:

@@ -12,9 +12,16 @@ import pytest
 from appdb.checks import verify
 from appdb.migrate import runner
 from appdb.migrate.files import discover
-from tests.helpers import SQL_DIR
+from tests.helpers import SQL_DIR, copy_shipped, project_sql_for_the_cli
 
 OPTIONS = runner.Options(lock_timeout=5)
+
+
+
+@pytest.fixture(autouse=True)
+def _the_project_s_migrations(monkeypatch):
+    """What the project's migrations build is this module's subject: the CLI reads sql/ as it is."""
+    project_sql_for_the_cli(monkeypatch)
 
 
 def deployed(db, sql_dir: Path = SQL_DIR) -> None:
@@ -469,8 +476,7 @@ def test_readme_lists_every_check_verify_runs_in_its_order(db):
 
 
 def test_a_tables_checks_hold_by_saying_so_while_its_migration_is_not_in_sql(db, tmp_path):
-    sql_dir = tmp_path / "sql"
-    shutil.copytree(SQL_DIR, sql_dir)
+    sql_dir = copy_shipped(tmp_path / "sql")  # without a later migration that would need 030
     for name in ("030_billing_logs.sql", "revert/030_billing_logs.sql"):
         (sql_dir / name).unlink()
     deployed(db, sql_dir)
