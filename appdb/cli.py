@@ -278,7 +278,9 @@ def cmd_local(args: argparse.Namespace) -> int:
         try:
             replaced = cluster.up(seed=args.seed) if args.action == "up" else cluster.reset(seed=args.seed)
         except AppdbError as exc:
-            if "Address already in use" not in str(exc):
+            from appdb.local.throwaway import port_in_use
+
+            if not port_in_use(cluster.port):  # whatever the server's language said of it
                 raise
             raise type(exc)(f"{exc}; port {cluster.port} is taken: stop what listens there, or make the local "
                              f"database anew on another port (it wipes it): APPDB_LOCAL_PORT=<port> bin/appdb local "

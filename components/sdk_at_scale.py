@@ -109,8 +109,8 @@ def _down_to(program: str) -> Callable[[], source_pb2.StackTrace]:
 
     def stack_trace() -> source_pb2.StackTrace:
         trace = _SDK_STACK_TRACE()
-        last = max((index for index, frame in enumerate(trace.frames) if program and frame.pc.uri == program), default=0)
-        del trace.frames[last + 1:]
+        ours = [index for index, frame in enumerate(trace.frames) if program and frame.pc.uri == program]
+        del trace.frames[max(ours, default=0) + 1:]
         return trace
 
     stack_trace.sdk_original = _SDK_STACK_TRACE  # type: ignore[attr-defined]

@@ -41,15 +41,21 @@ def free_port() -> int:
     low, high = _PORTS_BELOW_EPHEMERAL
     for _ in range(100 if 1024 <= low < high else 0):
         port = random.randint(low, high)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue  # in use: another one
+        if not port_in_use(port):
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # a crowded machine: the kernel's pick
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    """Whether something holds loopback TCP ``port`` now: it cannot be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _ephemeral_start() -> int:
