@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -266,13 +267,16 @@ def cmd_local(args: argparse.Namespace) -> int:
     cluster = Cluster(home=home, port=_local_port(args.port, DEFAULT_PORT))
     cluster.check_home(changes=args.action in ("up", "reset"))
     made_with = cluster.listening_port()
+    if made_with is not None and not 0 < made_with < 65536:
+        made_with = None  # a configuration no server can start with: a reset leaves it behind
     asked = args.port is not None or bool(os.environ.get("APPDB_LOCAL_PORT"))
+    again = f"bin/appdb local reset{f' --home {shlex.quote(str(home))}' if args.home else ''}"
     if made_with is not None and made_with != cluster.port and not (args.action == "reset" and asked):
         # It listens where it was made to: a URL with another port would lead elsewhere. A reset
         # makes it anew there too, unless a port is asked for.
         if asked:
             print(f"appdb: notice: the local database in {home} listens on port {made_with}, set when it was made, "
-                  f"not {cluster.port}: 'bin/appdb local reset' makes it anew on {cluster.port}", file=sys.stderr)
+                  f"not {cluster.port}: '{again}' makes it anew on {cluster.port}", file=sys.stderr)
         cluster.port = made_with
     if args.action in ("up", "reset"):
         try:
@@ -283,8 +287,8 @@ def cmd_local(args: argparse.Namespace) -> int:
             if not port_in_use(cluster.port):  # whatever the server's language said of it
                 raise
             raise type(exc)(f"{exc}; port {cluster.port} is taken: stop what listens there, or make the local "
-                             f"database anew on another port (it wipes it): APPDB_LOCAL_PORT=<port> bin/appdb local "
-                             "reset, and keep APPDB_LOCAL_PORT set for bin/deploy-local") from None
+                             f"database anew on another port (it wipes it): APPDB_LOCAL_PORT=<port> {again}, and keep "
+                             "APPDB_LOCAL_PORT set for bin/deploy-local") from None
         if replaced:
             print(f"appdb: notice: this local database had the fixed passwords published in the repository; it now "
                   f"has random ones, in {cluster.password_file} (yours alone), and supabase_admin logs in only "

@@ -262,7 +262,7 @@ def test_the_local_database_listens_where_it_was_made_whatever_port_a_later_comm
         assert result.returncode == 0, result.stderr
         assert f"@127.0.0.1:{port}/postgres" in result.stdout
         assert result.stderr == (f"appdb: notice: the local database in {home} listens on port {port}, set when it "
-                                 f"was made, not {other}: 'bin/appdb local reset' makes it anew on {other}\n")
+                                 f"was made, not {other}: 'bin/appdb local reset --home {home}' makes it anew on {other}\n")
     again = cli("local", "up", "--home", str(home), "--port", other)
     assert again.returncode == 0 and f"127.0.0.1:{port}/postgres" in again.stdout, again.stderr
 
@@ -834,8 +834,8 @@ def test_local_up_on_a_taken_port_says_how_to_use_another_in_its_one_line():
         message = result.stderr
         assert message.startswith("appdb: error: the local PostgreSQL did not start (could not bind"), message
         assert message.endswith(f"port {port} is taken: stop what listens there, or make the local database anew on "
-                                "another port (it wipes it): APPDB_LOCAL_PORT=<port> bin/appdb local reset, and keep "
-                                "APPDB_LOCAL_PORT set for bin/deploy-local\n"), message
+                                f"another port (it wipes it): APPDB_LOCAL_PORT=<port> bin/appdb local reset --home {home}, and "
+                                "keep APPDB_LOCAL_PORT set for bin/deploy-local\n"), message
         assert message.count("\n") == 1
     finally:
         run_appdb("local", "down", "--home", str(home), "--port", str(port))
