@@ -154,6 +154,22 @@ def test_a_failing_migration_applies_none_of_its_group_and_names_its_file_and_li
     assert_none_of_the_group_applied(db, sql_dir)
 
 
+def test_a_migration_that_drops_a_table_locks_it_first_in_its_group_and_errors_keep_their_lines(db, tmp_path):
+    """A DROP TABLE's lock comes before the migration's first statement (steps.lock_first), in a
+    group too: a table dropped by the migration before is passed over, and the failing file is
+    still the migration's own."""
+    sql_dir = shipped_then(db, tmp_path, "DROP TABLE app.t031;\n", "CREATE TABLE app.t033 (i int);\n\nDROP TABLE app.t034;\n")
+    result = db.run_cli("apply", "--group", sql_dir=sql_dir)
+    assert result.returncode == 1
+    # A missing table's error has no position: the line is the step's first, as without --group.
+    assert '033_more.sql:1: table "t034" does not exist' in one_line_error(result), result.stderr
+    assert_none_of_the_group_applied(db, sql_dir)
+    (sql_dir / "033_more.sql").write_text("CREATE TABLE app.t033 (i int);\n\nDROP TABLE IF EXISTS app.t034;\n")
+    done = db.run_cli("apply", "--group", sql_dir=sql_dir)
+    assert done.returncode == 0, done.stderr
+    assert db.execute("SELECT to_regclass('app.t031'), to_regclass('app.t033') IS NOT NULL") == [(None, True)]
+
+
 def test_what_committed_before_the_failing_group_stays_and_is_reported(db, tmp_path):
     sql_dir = shipped_then(db, tmp_path, CONCURRENT.format(name="t031_j"), "SELECT 1;\n", "SELECT 1/0;\n")
     result = db.run_cli("apply", "--group", "--json", sql_dir=sql_dir)

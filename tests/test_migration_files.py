@@ -314,3 +314,29 @@ def test_the_lexers_whitespace_run_is_what_isspace_calls_whitespace_for_every_co
 
     differ = [hex(c) for c in range(0x110000) if skipped_as_space(chr(c)) != chr(c).isspace()]
     assert differ == []
+
+
+@pytest.mark.parametrize("text, tables", [
+    ("DROP TABLE IF EXISTS app.billing_logs;", [("app", "billing_logs")]),
+    ('drop table a, "App"."Odd name" cascade;', [("a",), ("App", "Odd name")]),
+    ("TRUNCATE ONLY app.x *, app.y RESTART IDENTITY;", [("app", "x"), ("app", "y")]),
+    ("TRUNCATE TABLE app.z;\nDROP TABLE app.z;", [("app", "z")]),
+    ("DROP /* a comment */ TABLE -- and another\n app.c;", [("app", "c")]),
+    # Not top-level statements, or not a table's rows: nothing to lock.
+    ("DO $$ BEGIN DROP TABLE app.q; END $$;", []),
+    ("SELECT 'DROP TABLE app.s';", []),
+    ("DROP INDEX app.i; DROP VIEW app.v; ALTER TABLE app.t DROP COLUMN c;", []),
+])
+def test_the_tables_a_step_drops_or_empties_are_read_with_the_file(text, tables):
+    """What the runner locks before the step's first statement (appdb/migrate/steps.py, lock_first)."""
+    (step,) = parse_steps(text, "x.sql")
+    assert list(step.emptied_tables) == tables
+
+
+def test_each_shipped_revert_locks_the_table_its_guard_counts():
+    """027, 029 and 030's reverts count a table's rows, then drop it: the runner locks it first."""
+    for migration in discover(SQL_DIR):
+        steps = parse_steps(migration.revert_sql, migration.filename)
+        counted = set(re.findall(r"SELECT count\(\*\) INTO rows_held FROM (app\.\w+)", migration.revert_sql))
+        locked = {".".join(parts) for step in steps for parts in step.emptied_tables}
+        assert counted <= locked, (migration.filename, counted, locked)

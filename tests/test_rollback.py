@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from components.migrations import APPLY_PENDING, RECORDED, revert_command
-from tests.helpers import SHIPPED_SQL, copy_shipped
+from tests.helpers import SHIPPED_SQL, copy_shipped, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FILE_027 = "027_memberships.sql"
@@ -246,6 +246,55 @@ def test_code_rollback_of_029_and_030_refuses_to_drop_production_rows_then_rolls
     restore(full_sql_dir, FILE_029)
     restore(full_sql_dir, FILE_030)
     assert states(db, full_sql_dir) == dict.fromkeys(("027", "028", "029", "030"), "applied")
+
+
+# A row each shipped revert's table can take, and what must be reverted before it (newest first).
+ROW_WHILE_REVERTING = {
+    "030": ("app.billing_logs", "INSERT INTO app.billing_logs (action, amount_cents) VALUES ('charge', 4200)", ()),
+    "029": ("app.payment_events", "INSERT INTO app.payment_events (stripe_event_id, event_type, payload) "
+            "VALUES ('evt_in_flight', 'invoice.paid', '{}')", ("030",)),
+    "027": ("app.memberships", "INSERT INTO app.memberships (user_id, plan_interval) "
+            "VALUES ('00000000-0000-4000-a000-000000000001', 'month')", ("030", "029", "028")),
+}
+
+
+@pytest.mark.parametrize("migration_id", sorted(ROW_WHILE_REVERTING))
+def test_a_row_committed_while_a_revert_waits_for_its_table_is_counted_never_dropped(db, full_sql_dir, migration_id):
+    """A webhook's insert in flight as a revert starts: the revert waits for the writer's lock, the
+    writer commits, and the revert refuses, for it now holds a row (the guard counts after the lock,
+    steps.lock_first). Counted first, the row was not yet there; the drop then waited for the
+    writer, and took the committed row with it."""
+    table, insert, newer = ROW_WHILE_REVERTING[migration_id]
+    deploy(db, full_sql_dir)
+    db.execute("INSERT INTO auth.users (id) VALUES ('00000000-0000-4000-a000-000000000001')")
+    for newer_id in newer:
+        done = command_resource(db, revert_command(newer_id, allow_data_loss=False), full_sql_dir)
+        assert done.returncode == 0, done.stderr
+    with db.admin_connect() as writer:
+        writer.autocommit = False
+        writer.execute(insert)  # uncommitted: its transaction holds the table against a drop
+        params = db.tcp_params
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "DATABASE_URL"}
+        env.update({"PGHOST": params["host"], "PGPORT": str(params["port"]), "PGDATABASE": params["dbname"],
+                    "PGUSER": params["user"], "PGPASSWORD": params["password"], "PGSSLMODE": "disable",
+                    "APPDB_SQL_DIR": str(full_sql_dir)})
+        # A long lock_timeout: the revert waits for the writer, rather than retrying around it.
+        reverting = subprocess.Popen(["./bin/appdb", "revert", migration_id, "--lock-timeout", "30"], cwd=ROOT,
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: db.execute(
+                "SELECT 1 FROM pg_locks WHERE relation = to_regclass(%s) AND mode = 'AccessExclusiveLock' "
+                "AND NOT granted", (table,)), what=f"the revert of {migration_id} to wait for {table}")
+            writer.commit()
+            _, stderr = reverting.communicate(timeout=60)
+        finally:
+            if reverting.poll() is None:
+                reverting.kill()
+                reverting.wait()
+    assert reverting.returncode == 1, stderr
+    assert "refused" in stderr and "1 row(s)" in stderr and stderr.count("\n") == 1, stderr
+    assert db.execute(f"SELECT count(*) FROM {table}") == [(1,)]
+    assert states(db, full_sql_dir)[migration_id] == "applied"
 
 
 def test_code_rollback_of_029_and_030_on_a_fresh_stack_drops_their_empty_tables(db, full_sql_dir):

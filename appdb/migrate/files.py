@@ -30,6 +30,7 @@ not make an applied migration ``changed``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -59,6 +60,9 @@ class Step:
     first_line: int
     transactional: bool = True
     statement_timeout: str | None = None
+    # The tables its DROP TABLE and TRUNCATE statements name, which the runner locks before its
+    # first statement (statements.emptied_tables): read once, as the file is, not at each run.
+    emptied_tables: tuple[tuple[str, ...], ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -198,10 +202,13 @@ def parse_steps(text: str, source: str) -> tuple[Step, ...]:
         else:
             lines.append(line)
     close()
-    for step in steps:
+    for index, step in enumerate(steps):
         found = statements.split(step.sql, source, step.first_line)
         statements.refuse_transaction_control(found, source)
         statements.refuse_copy_stdio(found, source)
+        emptied = statements.emptied_tables(found)
+        if emptied:
+            steps[index] = dataclasses.replace(step, emptied_tables=tuple(emptied))
     if not steps:
         steps.append(Step(name="main", sql="", first_line=1))
     return tuple(steps)

@@ -30,6 +30,7 @@ from appdb.migrate.steps import (
     check_still_ours,
     fresh_session,
     fresh_session_within,
+    lock_first,
     pause_or_give_up,
     server_message,
     set_timeouts,
@@ -213,6 +214,7 @@ def _run_chunk(conn: psycopg.Connection, chunk: list[Migration], options: Option
         prefix, suffix = around_step(conn, tuple(settings.items()), False, _MARK)
         if index or fresh:
             prefix = f"{FRESH_SESSION};\n{prefix}"
+        prefix += lock_first(conn, step)
         starts.append(length + len(prefix))
         parts += [prefix, step.sql, suffix, ";\n"]
         length += len(prefix) + len(step.sql) + len(suffix) + 2

@@ -367,6 +367,51 @@ def created_indexes(statements: list[Statement]) -> list[IndexTarget]:
     return found
 
 
+def emptied_tables(statements: list[Statement]) -> list[tuple[str, ...]]:
+    """The tables a ``DROP TABLE`` or ``TRUNCATE`` statement names, each as its name's parts.
+
+    A step that drops or empties a table is what a data-loss guard protects ("refuse while the
+    table has rows"): the runner locks these tables before the step's first statement
+    (:func:`appdb.migrate.steps.lock_first`), so that the guard's count and the drop see the same
+    rows. Only top-level statements count: one inside a ``DO`` block or a string is not seen."""
+    found: list[tuple[str, ...]] = []
+    for statement in statements:
+        tokens = list(statement.tokens)
+        words = statement.words(2)
+        if words == ["drop", "table"]:
+            position = 2 + _skip_words(tokens, 2, ["if", "exists"])
+        elif words[:1] == ["truncate"]:
+            position = 1 + _skip_words(tokens, 1, ["table"])
+        else:
+            continue
+        while position < len(tokens):
+            position += _skip_words(tokens, position, ["only"])
+            parts, position = _name_parts(tokens, position)
+            if not parts:
+                break
+            if parts not in found:
+                found.append(parts)
+            if position < len(tokens) and tokens[position].kind == "punct" and tokens[position].value == "*":
+                position += 1
+            if not (position < len(tokens) and tokens[position].kind == "punct" and tokens[position].value == ","):
+                break
+            position += 1
+    return found
+
+
+def _name_parts(tokens: list[Token], position: int) -> tuple[tuple[str, ...], int]:
+    """``a.b`` (either part quoted or not) at ``position``: its parts, as stored, and where it ends."""
+    parts: list[str] = []
+    while position < len(tokens) and tokens[position].kind in ("word", "ident"):
+        parts.append(_truncate(tokens[position].value))
+        position += 1
+        if position < len(tokens) and tokens[position].kind == "punct" and tokens[position].value == ".":
+            position += 1
+        else:
+            break
+    return tuple(parts), position
+
+
 def _is_word(token: Token | None, word: str) -> bool:
     return token is not None and token.kind == "word" and token.value == word
 

@@ -192,6 +192,7 @@ def run_in_transaction(conn: psycopg.Connection, step: Step,
     settings = step_settings(conn, step, options)
     names = list(settings)
     prefix, suffix = around_step(conn, tuple(settings.items()))
+    prefix += lock_first(conn, step)
     try:
         cursor = conn.execute(prefix + step.sql + suffix)
     except psycopg.Error as exc:
@@ -208,6 +209,31 @@ def run_in_transaction(conn: psycopg.Connection, step: Step,
 
 
 _AROUND: dict[tuple[tuple[tuple[str, str], ...], bool, str | None], tuple[str, str]] = {}
+# A DO block's own dollar tag: no step's text is inside it, only the names quoted by psycopg.
+_LOCK_FIRST = sql.SQL(
+    "DO $appdb_lock_first$ BEGIN IF pg_catalog.to_regclass({name}) IS NOT NULL THEN "
+    "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; END IF; END $appdb_lock_first$;\n")
+
+
+def lock_first(conn: psycopg.Connection, step: Step) -> str:
+    """The text before a transactional step that locks, in ``ACCESS EXCLUSIVE`` mode, each table
+    its ``DROP TABLE`` and ``TRUNCATE`` statements name and that exists ('' for a step without).
+
+    Why: a revert's data-loss guard counts the rows, then drops the table. Without the lock first,
+    the count takes no lock that stops a writer, and the drop then waits (within ``lock_timeout``)
+    for a writer whose row the count could not see; when that writer commits, the drop goes on and
+    takes the row with it, with data loss refused. Locked first, the count sees every committed
+    row, and no writer adds one before the drop. The lock is the one the drop takes anyway, only
+    taken earlier in the same transaction (the retries of a lock timeout apply to it as to the
+    drop). Also for reverts already in a ledger, written before this existed. Names as written:
+    an unqualified one is looked up on the session's search_path, before the step runs.
+    """
+    if not step.emptied_tables:
+        return ""
+    return "".join(
+        _LOCK_FIRST.format(name=sql.Literal(".".join('"' + part.replace('"', '""') + '"' for part in parts)),
+                           table=sql.Identifier(*parts)).as_string(conn)
+        for parts in step.emptied_tables)
 
 
 def around_step(conn: psycopg.Connection, settings: tuple[tuple[str, str], ...],
