@@ -193,31 +193,59 @@ def _scram_only_on_this_machine(params: dict[str, str]) -> None:
     """Over TCP to this machine, libpq answers only a SCRAM exchange (``require_auth``, libpq 16+),
     which never gives the password away: a port there may be held by any user of the machine (a
     stopped local database's, taken over), and a program on it could otherwise ask for the
-    password in clear. Any loopback host counts, from the DSN or PGHOST/PGHOSTADDR. Left as it is
-    when the DSN or PGREQUIREAUTH says otherwise."""
+    password in clear. Any host of this machine counts, from the DSN or PGHOST/PGHOSTADDR, however
+    it is written (:func:`_this_machine`). Left as it is when the DSN or PGREQUIREAUTH says otherwise."""
     if "require_auth" in params or os.environ.get("PGREQUIREAUTH") or pq.version() < 160000:
         return
     hosts = ",".join(params.get(key) or os.environ.get(variable) or ""
                      for key, variable in (("host", "PGHOST"), ("hostaddr", "PGHOSTADDR")))
-    if any(_loopback(host) for host in hosts.split(",")):
+    if any(_this_machine(host) for host in hosts.split(",")):
         params["require_auth"] = "scram-sha-256"
 
 
-def _loopback(host: str) -> bool:
-    """``localhost``, 127.0.0.0/8 in any form inet_aton takes (``127.1``), ``::1``, or 0.0.0.0 (this machine too)."""
-    import ipaddress
+def _this_machine(host: str) -> bool:
+    """Whether TCP to ``host`` reaches this machine: ``localhost`` (and ``*.localhost``); an address
+    of it, in any form (127.0.0.0/8 as inet_aton takes it, ``127.1``; ``::1``; 0.0.0.0; an IPv4
+    address mapped into IPv6, ``::ffff:127.0.0.1``; an interface's own address); or a name that
+    resolves to one (the machine's own name, which Debian's /etc/hosts maps to 127.0.1.1). A Unix
+    socket's folder is not TCP. A name that does not resolve is not this machine: libpq will say so."""
     import socket
 
     host = host.strip().lower().rstrip(".")
-    if host == "localhost":
+    if not host or host.startswith(("/", "@")):
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        address = ipaddress.ip_address(host)
-        return address.is_loopback or address.is_unspecified
-    except ValueError:
+        return _is_local_address(socket.inet_ntoa(socket.inet_aton(host)))  # 127.1, 0x7f000001, 2130706433
+    except OSError:
         pass
     try:
-        return socket.inet_aton(host)[0] == 127
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    return any(_is_local_address(str(address[4][0])) for address in found)
+
+
+def _is_local_address(text: str) -> bool:
+    """Loopback, unspecified, or an address this machine can bind (one of its interfaces')."""
+    import ipaddress
+    import socket
+
+    try:
+        address = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    if address.is_loopback or address.is_unspecified:
+        return True
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((str(address), 0))  # refused (EADDRNOTAVAIL) for another machine's address
+        return True
     except OSError:
         return False
 

@@ -327,15 +327,35 @@ def test_a_server_notice_under_v_is_redacted_like_every_other_line(db, tmp_path)
     assert password[:8] not in result.stderr
 
 
+def _machine_name_to_loopback() -> str | None:
+    """This machine's own name when it resolves to a loopback address (Debian's /etc/hosts: 127.0.1.1)."""
+    import ipaddress
+    import socket
+
+    name = socket.gethostname()
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)}
+    except OSError:
+        return None
+    return name if found and all(ipaddress.ip_address(a.partition("%")[0]).is_loopback for a in found) else None
+
+
 @pytest.mark.parametrize("host, env", [
-    ("host=127.0.0.1", {}), ("host=LOCALHOST", {}), ("host=127.1", {}),
+    ("host=127.0.0.1", {}), ("host=LOCALHOST", {}), ("host=127.1", {}), ("host=::ffff:127.0.0.1", {}),
     ("host=127.0.0.1,db.example.com", {}), ("", {"PGHOST": "127.0.0.1"}), ("", {"PGHOSTADDR": "127.0.0.1"}),
+    ("", {"PGHOSTADDR": "::ffff:127.0.0.1"}), ("machine-name", {}),
 ])
 def test_a_program_on_a_local_port_that_asks_for_the_password_in_clear_never_gets_it(tmp_path, host, env):
     """As one could, on the port of a stopped local database: appdb answers only SCRAM there,
-    however the host is written or given."""
+    however the host is written or given: the machine's own name, an IPv4 address mapped into IPv6."""
     import socket
     import threading
+
+    if host == "machine-name":
+        name = _machine_name_to_loopback()
+        if name is None:
+            pytest.skip("this machine's name does not resolve to a loopback address here")
+        host = f"host={name}"
 
     password = "squatted-Pw-1234"
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -370,3 +390,27 @@ def test_a_program_on_a_local_port_that_asks_for_the_password_in_clear_never_get
     assert done.returncode == 2
     assert "asked for the password other than by SCRAM" in done.stderr and len(done.stderr.splitlines()) == 1
     assert password.encode() not in bytes(received)
+
+
+@pytest.mark.parametrize("host, local", [
+    ("127.0.0.1", True), ("127.1", True), ("2130706433", True), ("::1", True), ("::ffff:127.0.0.1", True),
+    ("0.0.0.0", True), ("localhost", True), ("Localhost.", True), ("api.localhost", True),
+    ("192.0.2.1", False), ("::ffff:192.0.2.1", False), ("/var/run/postgresql", False), ("", False),
+    ("no-such-host.invalid", False),
+])
+def test_which_hosts_are_this_machine(host, local):
+    """What gets SCRAM only (connection._this_machine); 192.0.2.0/24 is TEST-NET-1, nobody's."""
+    assert connection._this_machine(host) is local
+
+
+def test_an_address_of_this_machines_own_interface_is_this_machine_too():
+    """A program of another user may listen on any of the machine's addresses, not only loopback."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: the kernel only picks the route
+        except OSError:
+            pytest.skip("no route off this machine to find an interface address by")
+        own = probe.getsockname()[0]
+    assert connection._this_machine(own)
