@@ -8,6 +8,7 @@ let a worker outlive a caller that was killed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -1179,3 +1180,34 @@ def test_a_caller_with_a_closed_stream_runs_on_its_own_and_starts_no_server(db, 
     shown = subprocess.run([*argv, "--allow-data-loss"], env=env, cwd=runtime, capture_output=True, text=True,
                            timeout=60, check=False)
     assert shown.returncode == 0 and shown.stdout.startswith("029 payment_events: reverted"), shown.stderr
+
+
+def test_an_upgraded_or_edited_dependency_gets_a_server_of_its_own(runtime, monkeypatch, tmp_path):
+    """A server keeps the psycopg it imported: a caller whose psycopg was upgraded (a new version's
+    folder in site-packages) or edited in place must not be served by it."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    site = tmp_path / "site-packages"
+    (site / "psycopg").mkdir(parents=True)
+    module = site / "psycopg" / "__init__.py"
+    module.write_text("version = 1\n")
+    monkeypatch.setattr(address, "site_packages", lambda: [str(site)])
+    names = [address.socket_path()]
+    module.write_text("version = 22\n")  # edited in place: another size
+    names.append(address.socket_path())
+    os.utime(module, ns=(1, 1))  # or only touched
+    names.append(address.socket_path())
+    (site / "psycopg-3.4.0.dist-info").mkdir()  # another package installed or upgraded
+    names.append(address.socket_path())
+    assert len(set(names)) == len(names)
+
+
+def test_a_server_loads_from_site_packages_only_what_its_name_covers():
+    """address.DEPENDENCIES must name every package the served commands import from the virtualenv."""
+    code = ("import json, sys; from appdb.forkserver import server, address; server.preload(); "
+            "print(json.dumps([address.site_packages(), [getattr(m, '__file__', None) or '' "
+            "for m in list(sys.modules.values())]]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60, check=True)
+    (folder,), files = json.loads(done.stdout)
+    loaded = {Path(f).relative_to(folder).parts[0] for f in files if f.startswith(folder + os.sep)}
+    assert loaded and loaded <= set(address.DEPENDENCIES), loaded - set(address.DEPENDENCIES)

@@ -40,7 +40,9 @@ What it must never do, and how it does not:
   only to such a server, and the socket's name covers them too. A sandbox of the same uid
   (bwrap, ``unshare --net``) is not served.
 - Run stale code or settings: the name covers the interpreter, its flags and module path,
-  the size and mtime of every appdb source file, and every variable of the environment but
+  the size and mtime of every appdb source file and of every file of the packages it imports
+  from the virtualenv (psycopg; ``address.DEPENDENCIES``), the name of every package installed
+  there (so its version), and every variable of the environment but
   those each command reads for itself (``PG*``, ``DATABASE_URL``, ``APPDB_*``: libpq's at each
   connect, appdb's own), so a changed checkout or setting (``PSYCOPG_IMPL``, ``LD_PRELOAD``, the
   locale) gets a server of its own.

@@ -1,7 +1,8 @@
 """Where a fork server listens: a Unix socket named for everything a worker inherits from it.
 
 The name covers the interpreter, its flags and module path, the size and mtime of every appdb
-source file, the caller's identity and every variable of the environment that a process may
+source file and of the packages the served commands import (with every installed package's
+name and version), the caller's identity and every variable of the environment that a process may
 read only as it starts, so a changed checkout or setting gets a server of its own and nothing
 runs stale. It lives in a
 folder only its owner can enter, in a parent nobody else can rename it in.
@@ -109,21 +110,58 @@ def _read_per_command(name: str) -> bool:
     return name not in _READ_ONCE and (name in _PER_COMMAND or name.startswith(_PER_COMMAND_PREFIXES))
 
 
+# What a server imports from the virtualenv (the served commands' PRELOAD, and what `site` runs
+# from .pth files: setuptools' _distutils_hack), by their names in site-packages;
+# tests/test_forkserver.py checks that a server loads nothing else from there. A package of
+# another name would be stamped by its version only (the listing).
+DEPENDENCIES = ("psycopg", "psycopg_binary", "psycopg_binary.libs", "psycopg_c", "typing_extensions.py",
+                "_distutils_hack")
+
+
 def _code_stamp() -> str:
-    """The path, size and mtime of every appdb source file: any edit changes it."""
+    """The path, size and mtime of every appdb source file, and of every file of the packages the
+    served commands import, with the names (so the versions) of every installed package: any edit,
+    upgrade or install changes it."""
     root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    parts = _files_stamp(root, (".py", ".sql"))
+    for folder in site_packages():
+        try:
+            parts.append("\0".join(sorted(os.listdir(folder))))
+        except OSError:
+            parts.append(f"{folder}:?")
+            continue
+        for name in (*DEPENDENCIES, *sorted(n for n in parts[-1].split("\0") if n.endswith(".pth"))):
+            parts += _files_stamp(os.path.join(folder, name), None)
+    return "\n".join(parts)
+
+
+def site_packages() -> list[str]:
+    """Where ``site`` finds the packages, computed without it (a served caller skips ``site``: with
+    -S, Python 3.11 has not even taken in the virtualenv): the virtualenv's, when the interpreter is
+    one's, else the installation's."""
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    prefix = venv if os.path.isfile(os.path.join(venv, "pyvenv.cfg")) else sys.prefix
+    return [os.path.join(prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")]
+
+
+def _files_stamp(root: str, suffixes: tuple[str, ...] | None) -> list[str]:
+    """Each file under ``root`` (those ending in ``suffixes``, or all) with its size and mtime;
+    a file that is ``root`` itself counts too, a missing ``root`` adds nothing."""
+    if os.path.isfile(root):
+        info = os.stat(root)
+        return [f"{root}:{info.st_size}:{info.st_mtime_ns}"]
     parts = [root]
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
-            if name.endswith((".py", ".sql")):
+            if suffixes is None or name.endswith(suffixes):
                 try:
                     info = os.stat(os.path.join(folder, name))
                 except OSError:  # a dangling link (an editor's lock file, .#cli.py): named as such
                     parts.append(f"{folder}/{name}:?")
                     continue
                 parts.append(f"{folder}/{name}:{info.st_size}:{info.st_mtime_ns}")
-    return "\n".join(parts)
+    return parts
 
 
 def _digest(text: str) -> str:
