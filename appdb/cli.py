@@ -288,7 +288,8 @@ def cmd_local(args: argparse.Namespace) -> int:
                 raise
             raise type(exc)(f"{exc}; port {cluster.port} is taken: stop what listens there, or make the local "
                              f"database anew on another port (it wipes it): APPDB_LOCAL_PORT=<port> {again}, and keep "
-                             "APPDB_LOCAL_PORT set for bin/deploy-local") from None
+                             "APPDB_LOCAL_PORT set for bin/deploy-local (which then says how to point the local "
+                             "stack at that port)") from None
         if replaced:
             print(f"appdb: notice: this local database had the fixed passwords published in the repository; it now "
                   f"has random ones, in {cluster.password_file} (yours alone), and supabase_admin logs in only "

@@ -835,7 +835,8 @@ def test_local_up_on_a_taken_port_says_how_to_use_another_in_its_one_line():
         assert message.startswith("appdb: error: the local PostgreSQL did not start (could not bind"), message
         assert message.endswith(f"port {port} is taken: stop what listens there, or make the local database anew on "
                                 f"another port (it wipes it): APPDB_LOCAL_PORT=<port> bin/appdb local reset --home {home}, and "
-                                "keep APPDB_LOCAL_PORT set for bin/deploy-local\n"), message
+                                "keep APPDB_LOCAL_PORT set for bin/deploy-local (which then says how to point the local "
+                                "stack at that port)\n"), message
         assert message.count("\n") == 1
     finally:
         run_appdb("local", "down", "--home", str(home), "--port", str(port))

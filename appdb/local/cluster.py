@@ -631,7 +631,8 @@ class Cluster:
             raise ConfigError(
                 f"the {account.pw_name} OS user cannot enter {folder} (mode {mode:04o}), on the way to the local "
                 f"cluster's folder {self.home}; move the checkout under a folder it can enter, "
-                "or set APPDB_LOCAL_HOME to one (e.g. APPDB_LOCAL_HOME=/srv/appdb-local)"
+                "or export APPDB_LOCAL_HOME as one, for this and every later command (e.g. export "
+                "APPDB_LOCAL_HOME=/srv/appdb-local)"
             )
 
     # --- passwords -----------------------------------------------------------------

@@ -98,7 +98,8 @@ def _pending(conn: psycopg.Connection, migrations: list[Migration], target: Migr
                 "from the ledger): restore the applied text and put the change in a new migration (appdb new NAME)"
             )
         if state.state == ledger.REMOVED:
-            log.warning("migration %s (%s) is applied but its file is gone: 'appdb revert %s' undoes it",
+            log.warning("migration %s (%s) is applied but its file is gone: its revert is to run (in a "
+                        "`pulumi up`, the delete of its resource runs it after this; by hand: 'appdb revert %s')",
                         state.id, state.name, state.id)
     pending_ids = set(current.ids(ledger.PENDING))
     pending = [m for m in migrations if m.id in pending_ids]
