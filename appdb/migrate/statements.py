@@ -424,13 +424,11 @@ def _skip_words(tokens: list[Token], position: int, words: list[str]) -> int:
 
 def _qualified_name(tokens: list[Token], position: int) -> str:
     """``a.b`` (either part quoted or not) as regclass text with each part quoted; '' if none."""
-    parts: list[str] = []
-    while position < len(tokens) and tokens[position].kind in ("word", "ident"):
-        parts.append(tokens[position].value)
-        if position + 1 < len(tokens) and tokens[position + 1].kind == "punct" and tokens[position + 1].value == ".":
-            position += 2
-        else:
-            break
+    return regclass_text(_name_parts(tokens, position)[0])
+
+
+def regclass_text(parts: tuple[str, ...]) -> str:
+    """A name's parts as text ``to_regclass`` reads back to them: each part quoted."""
     return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
 
 

@@ -45,6 +45,7 @@ from appdb.migrate import indexes
 from appdb.migrate.files import Step
 from appdb.migrate.lock import HELD
 from appdb.migrate.options import Options
+from appdb.migrate.statements import regclass_text
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +232,7 @@ def lock_first(conn: psycopg.Connection, step: Step) -> str:
     if not step.emptied_tables:
         return ""
     return "".join(
-        _LOCK_FIRST.format(name=sql.Literal(".".join('"' + part.replace('"', '""') + '"' for part in parts)),
-                           table=sql.Identifier(*parts)).as_string(conn)
+        _LOCK_FIRST.format(name=sql.Literal(regclass_text(parts)), table=sql.Identifier(*parts)).as_string(conn)
         for parts in step.emptied_tables)
 
 
