@@ -322,6 +322,10 @@ def test_the_lexers_whitespace_run_is_what_isspace_calls_whitespace_for_every_co
     ("TRUNCATE ONLY app.x *, app.y RESTART IDENTITY;", [("app", "x"), ("app", "y")]),
     ("TRUNCATE TABLE app.z;\nDROP TABLE app.z;", [("app", "z")]),
     ("DROP /* a comment */ TABLE -- and another\n app.c;", [("app", "c")]),
+    # As PostgreSQL folds and reads them: only ASCII letters fold; U&"..." escapes decoded.
+    ("DROP TABLE App.Ärger;", [("app", "Ärger")]),
+    ('DROP TABLE app.U&"r\\0032";', [("app", "r2")]),
+    ("DROP TABLE app.U&\"d!0061t!+000061\" UESCAPE '!';", [("app", "data")]),
     # Not top-level statements, or not a table's rows: nothing to lock.
     ("DO $$ BEGIN DROP TABLE app.q; END $$;", []),
     ("SELECT 'DROP TABLE app.s';", []),
@@ -340,3 +344,14 @@ def test_each_shipped_revert_locks_the_table_its_guard_counts():
         counted = set(re.findall(r"SELECT count\(\*\) INTO rows_held FROM (app\.\w+)", migration.revert_sql))
         locked = {".".join(parts) for step in steps for parts in step.emptied_tables}
         assert counted <= locked, (migration.filename, counted, locked)
+
+
+@pytest.mark.parametrize("text", ["SET LOCAL search_path TO app;\nDROP TABLE r3;",
+                                  "SET search_path = app, public;\nTRUNCATE r3;"])
+def test_an_unqualified_drop_after_the_steps_own_search_path_is_refused_in_a_file(text):
+    """The lock before the step looks the name up on the search_path the step begins with."""
+    with pytest.raises(ConfigError, match=r"x\.sql:2: 'r3' is dropped or emptied after this step's SET search_path"):
+        parse_steps(text, "x.sql")
+    # A revert already in a ledger still runs as it was stored.
+    assert parse_steps(text, "x.sql", from_ledger=True)[0].emptied_tables == (("r3",),)
+    assert parse_steps(text.replace(" r3", " app.r3"), "x.sql")[0].emptied_tables == (("app", "r3"),)

@@ -179,8 +179,11 @@ def strip_comments(sql: str) -> str:
     return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
 
 
-def parse_steps(text: str, source: str) -> tuple[Step, ...]:
-    """Split a file's text into steps at ``-- appdb:step`` markers."""
+def parse_steps(text: str, source: str, *, from_ledger: bool = False) -> tuple[Step, ...]:
+    """Split a file's text into steps at ``-- appdb:step`` markers.
+
+    ``from_ledger``: a revert already applied and stored, which runs as it is; what only a new file
+    is refused for (a name the runner's lock could miss) is not refused in it."""
     text = normalise(text)
     steps: list[Step] = []
     name, options, start, lines = "main", {}, 1, []
@@ -206,6 +209,8 @@ def parse_steps(text: str, source: str) -> tuple[Step, ...]:
         found = statements.split(step.sql, source, step.first_line)
         statements.refuse_transaction_control(found, source)
         statements.refuse_copy_stdio(found, source)
+        if not from_ledger:
+            statements.refuse_unqualified_after_search_path(found, source)
         emptied = statements.emptied_tables(found)
         if emptied:
             steps[index] = dataclasses.replace(step, emptied_tables=tuple(emptied))

@@ -154,7 +154,7 @@ def revert(conn: psycopg.Connection, migration_id: str, options: Options,
         conforming_strings(conn)
         started = time.monotonic()
         source = f"revert of {entry.id} (from the ledger)"
-        steps = parse_steps(entry.revert_sql, source)
+        steps = parse_steps(entry.revert_sql, source, from_ledger=True)
         for index, step in enumerate(steps):
             last = index == len(steps) - 1
             run_step(conn, step, source, entry.id, options,

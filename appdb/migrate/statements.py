@@ -57,6 +57,11 @@ _TOKEN = re.compile(
 )
 _DOLLAR_TAG = re.compile(r"\$(" + _IDENT_START_CLASS + _TAG_REST_CLASS + r"*)?\$")
 NAMEDATALEN = 63  # bytes PostgreSQL keeps of an identifier
+# PostgreSQL folds an unquoted identifier's ASCII letters only, in a UTF8 database: `Ärger` stays
+# `Ärger`, where Python's str.lower would make it `ärger` (another name, whose lock would miss).
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# What may follow a U&"..." identifier: the escape character its escapes use instead of `\`.
+_UESCAPE = re.compile(r"\s*uescape\s*'(?P<char>[^'])'", re.IGNORECASE)
 # The only words track_atomic_body acts on; every other word leaves the depth as it is.
 _BODY_WORDS = frozenset({"atomic", "case", "end"})
 
@@ -128,7 +133,7 @@ class _Scanner:
             kind = found.lastindex if found else None
             if kind == _WORD:
                 end = found.end()
-                lower = text[pos:end].lower()
+                lower = fold(text[pos:end])
                 if lower in _BODY_WORDS or (end < length and text[end] in "'&"):
                     self.word(end)  # it may begin a string, or nest a body
                 else:
@@ -220,7 +225,7 @@ class _Scanner:
         quoted identifier it begins (``E'...'``, ``U&"..."``)."""
         start = self.pos
         word = self.text[start:end]
-        lower = word.lower()
+        lower = fold(word)
         if end < len(self.text) and self.text[end] == "'" and lower in ("e", "b", "x", "n"):
             self.string(end, backslashes=lower == "e")
             return
@@ -229,11 +234,39 @@ class _Scanner:
             return
         if lower == "u" and self.text.startswith('&"', end):
             self.quoted_identifier(end + 1)
+            self.current[-1] = self.current[-1]._replace(value=self.unicode_escapes(self.current[-1].value))
             return
         self.pos = end  # an identifier holds no newline: no line to count
         if lower in _BODY_WORDS:
             self.track_atomic_body(lower)
         self.add(Token("word", lower, self.line))
+
+    def unicode_escapes(self, raw: str) -> str:
+        """A ``U&"..."`` identifier's name, as PostgreSQL reads it: ``\\XXXX`` and ``\\+XXXXXX``
+        escapes decoded, with the character a following ``UESCAPE 'c'`` names instead of ``\\``.
+        One the server would refuse is kept as written (the server says why when it runs)."""
+        found = _UESCAPE.match(self.text, self.pos)
+        escape = found.group("char") if found else "\\"
+        out: list[str] = []
+        position = 0
+        try:
+            while position < len(raw):
+                char = raw[position]
+                if char != escape:
+                    out.append(char)
+                    position += 1
+                elif raw.startswith(escape, position + 1):
+                    out.append(escape)
+                    position += 2
+                elif raw.startswith("+", position + 1):
+                    out.append(chr(int(raw[position + 2:position + 8], 16)))
+                    position += 8
+                else:
+                    out.append(chr(int(raw[position + 1:position + 5], 16)))
+                    position += 5
+        except ValueError:
+            return raw
+        return "".join(out)
 
     def track_atomic_body(self, word: str) -> None:
         """psql's heuristic, narrowed to what the server nests on: in CREATE [OR REPLACE]
@@ -278,6 +311,11 @@ class _Scanner:
         if self.current:
             self.statements.append(Statement(tuple(self.current)))
         self.current, self.paren_depth, self.begin_depth = [], 0, 0
+
+
+def fold(word: str) -> str:
+    """An unquoted word as PostgreSQL folds it (its ASCII letters to lower case; ``_ASCII_LOWER``)."""
+    return word.lower() if word.isascii() else word.translate(_ASCII_LOWER)
 
 
 def split(text: str, source: str, first_line: int = 1) -> list[Statement]:
@@ -397,6 +435,28 @@ def emptied_tables(statements: list[Statement]) -> list[tuple[str, ...]]:
                 break
             position += 1
     return found
+
+
+def refuse_unqualified_after_search_path(statements: list[Statement], source: str) -> None:
+    """A ``DROP TABLE`` or ``TRUNCATE`` of a name without its schema, after a ``SET search_path``
+    in the same step: refused with file and line. The runner locks the table before the step's
+    first statement (:func:`emptied_tables`), looking the name up on the search_path the step
+    begins with; after the step's own ``SET``, the drop would take another table, or one the lock
+    missed, and a data-loss guard's count would not hold."""
+    changed = False
+    for statement in statements:
+        words = [w for w in statement.words(3) if w not in ("local", "session")]
+        if words[:2] == ["set", "search_path"]:
+            changed = True
+            continue
+        if changed:
+            for parts in emptied_tables([statement]):
+                if len(parts) == 1:
+                    raise ConfigError(
+                        f"{source}:{statement.line}: {parts[0]!r} is dropped or emptied after this step's SET "
+                        "search_path: name its schema (e.g. app.NAME), so that the lock the runner takes before "
+                        "the step, on the search_path it begins with, is on the same table"
+                    )
 
 
 def _name_parts(tokens: list[Token], position: int) -> tuple[tuple[str, ...], int]:
