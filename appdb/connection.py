@@ -172,7 +172,7 @@ def connect(dsn: str | None, application_name: str = "appdb") -> psycopg.Connect
     # sent as a byte the server reads otherwise (EUC_JP's yen sign is a backslash): a string the
     # lexer saw closed would be open, and a COMMIT inside it would run. Every step checks it is kept.
     params["client_encoding"] = "UTF8"
-    _scram_only_on_this_machine(params)
+    scram_only_on_this_machine(params)
     try:
         conn = psycopg.connect(conninfo.make_conninfo(**params), autocommit=True)
     except psycopg.OperationalError as exc:
@@ -189,26 +189,73 @@ def connect(dsn: str | None, application_name: str = "appdb") -> psycopg.Connect
     return conn
 
 
-def _scram_only_on_this_machine(params: dict[str, str]) -> None:
+def scram_only_on_this_machine(params: dict[str, str], libpq_major: int | None = None) -> None:
     """Over TCP to this machine, libpq answers only a SCRAM exchange (``require_auth``, libpq 16+),
     which never gives the password away: a port there may be held by any user of the machine (a
     stopped local database's, taken over), and a program on it could otherwise ask for the
-    password in clear. Any host of this machine counts, from the DSN or PGHOST/PGHOSTADDR, however
-    it is written (:func:`_this_machine`). Left as it is when the DSN or PGREQUIREAUTH says otherwise."""
-    if "require_auth" in params or os.environ.get("PGREQUIREAUTH") or pq.version() < 160000:
+    password in clear. Any host of this machine counts, from the DSN, the service's entry
+    (``service=``, PGSERVICE) or PGHOST/PGHOSTADDR, in libpq's order, however it is written
+    (:func:`_this_machine`); a service whose entry is in neither file appdb can read (libpq's own
+    default folder) counts as this machine. Left as it is when the DSN, the service's entry or
+    PGREQUIREAUTH says otherwise.
+    ``libpq_major``: the libpq that connects, when it is not psycopg's (pg_dump's, ``appdb pull``)."""
+    major = pq.version() // 10000 if libpq_major is None else libpq_major
+    if "require_auth" in params or os.environ.get("PGREQUIREAUTH") or major < 16:
         return
-    hosts = ",".join(params.get(key) or os.environ.get(variable) or ""
+    service = service_entry(params)
+    if service is not None and "require_auth" in service:
+        return
+    hosts = ",".join(params.get(key) or (service or {}).get(key) or os.environ.get(variable) or ""
                      for key, variable in (("host", "PGHOST"), ("hostaddr", "PGHOSTADDR")))
-    if any(_this_machine(host) for host in hosts.split(",")):
+    if service == {} or any(_this_machine(host) for host in hosts.split(",")):
         params["require_auth"] = "scram-sha-256"
+
+
+def service_entry(params: dict[str, str]) -> dict[str, str] | None:
+    """The connection service's entry, as libpq finds it: None without a service; {} when it is in
+    neither the user's file (PGSERVICEFILE, else ~/.pg_service.conf) nor PGSYSCONFDIR's
+    pg_service.conf (libpq may still find it in the folder it was built with)."""
+    name = params.get("service") or os.environ.get("PGSERVICE")
+    if not name:
+        return None
+    user_file = os.environ.get("PGSERVICEFILE") or os.path.expanduser("~/.pg_service.conf")
+    system = os.environ.get("PGSYSCONFDIR")
+    for path in (user_file, *([os.path.join(system, "pg_service.conf")] if system else [])):
+        entry = _read_service(path, name)
+        if entry is not None:
+            return entry or {"service": name}
+    return {}
+
+
+def _read_service(path: str, name: str) -> dict[str, str] | None:
+    """``name``'s ``key=value`` lines in a pg_service.conf (libpq's format), or None if it has none."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    entry: dict[str, str] | None = None
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            if entry is not None:
+                break
+            entry = {} if line.rstrip("]")[1:] == name else None
+        elif entry is not None and "=" in line:
+            key, _, value = line.partition("=")
+            entry[key.strip()] = value.strip()
+    return entry
 
 
 def _this_machine(host: str) -> bool:
     """Whether TCP to ``host`` reaches this machine: ``localhost`` (and ``*.localhost``); an address
     of it, in any form (127.0.0.0/8 as inet_aton takes it, ``127.1``; ``::1``; 0.0.0.0; an IPv4
-    address mapped into IPv6, ``::ffff:127.0.0.1``; an interface's own address); or a name that
-    resolves to one (the machine's own name, which Debian's /etc/hosts maps to 127.0.1.1). A Unix
-    socket's folder is not TCP. A name that does not resolve is not this machine: libpq will say so."""
+    address mapped into IPv6, ``::ffff:127.0.0.1``; an interface's own address, a link-local one
+    with its scope); or a name that resolves to one (the machine's own name, which Debian's
+    /etc/hosts maps to 127.0.1.1). A Unix socket's folder is not TCP. A name that does not resolve
+    is not this machine: libpq will say so."""
     import socket
 
     host = host.strip().lower().rstrip(".")
@@ -217,34 +264,34 @@ def _this_machine(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return _is_local_address(socket.inet_ntoa(socket.inet_aton(host)))  # 127.1, 0x7f000001, 2130706433
+        return _is_local_address(socket.AF_INET, (socket.inet_ntoa(socket.inet_aton(host)), 0))  # 127.1, 2130706433
     except OSError:
         pass
     try:
-        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        found = socket.getaddrinfo(host, 0, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return False
-    return any(_is_local_address(str(address[4][0])) for address in found)
+    return any(_is_local_address(family, address) for family, _, _, _, address in found)
 
 
-def _is_local_address(text: str) -> bool:
-    """Loopback, unspecified, or an address this machine can bind (one of its interfaces')."""
+def _is_local_address(family: int, address: tuple) -> bool:
+    """Loopback, unspecified, or an address this machine can bind (one of its interfaces', a
+    link-local one on the interface its scope names): ``address`` as getaddrinfo gives it."""
     import ipaddress
     import socket
 
     try:
-        address = ipaddress.ip_address(text.partition("%")[0])
+        ip = ipaddress.ip_address(str(address[0]).partition("%")[0])
     except ValueError:
         return False
-    mapped = getattr(address, "ipv4_mapped", None)
+    mapped = getattr(ip, "ipv4_mapped", None)
     if mapped is not None:
-        address = mapped
-    if address.is_loopback or address.is_unspecified:
+        ip, family, address = mapped, socket.AF_INET, (str(mapped), 0)
+    if ip.is_loopback or ip.is_unspecified:
         return True
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((str(address), 0))  # refused (EADDRNOTAVAIL) for another machine's address
+            probe.bind(address)  # refused (EADDRNOTAVAIL) for another machine's address
         return True
     except OSError:
         return False

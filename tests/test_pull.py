@@ -235,3 +235,28 @@ def test_the_read_only_login_is_told_it_needs_select_and_pulls_once_granted(new_
         with source.admin_connect() as conn:
             conn.execute(f"DROP OWNED BY {login}")
             conn.execute(f"DROP ROLE {login}")
+
+
+@pytest.mark.parametrize("major, insists", [(18, True), (15, False)])
+def test_pg_dump_is_told_to_answer_only_scram_on_this_machine_when_its_libpq_can(db, tmp_path, major, insists):
+    """pg_dump connects again, with its own libpq: a program on a local port that let appdb's own
+    SCRAM connection through could ask pg_dump for the password in clear. A pg_dump of 16 or newer
+    gets require_auth; an older one cannot take it (its libpq would refuse the keyword)."""
+    if major < db.major:
+        pytest.skip(f"a pg_dump {major} is refused for a PostgreSQL {db.major} server before it runs")
+    seen = tmp_path / "dbname.txt"
+    fake = tmp_path / "pg_dump"
+    fake.write_text("#!/bin/sh\n"
+                    f"if [ \"$1\" = --version ]; then echo 'pg_dump (PostgreSQL) {major}.1'; exit 0; fi\n"
+                    f"for arg; do case $arg in --dbname=*) printf '%s' \"$arg\" > '{seen}';; esac; done\n"
+                    "echo 'pg_dump: error: stopped by the test' >&2; exit 1\n")
+    fake.chmod(0o755)
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    from psycopg.conninfo import make_conninfo
+
+    result = pull(production(db), sql_dir, env={"APPDB_PG_DUMP": str(fake),
+                                                "DATABASE_URL": make_conninfo(**db.tcp_params)})
+    assert result.returncode == 1 and "stopped by the test" in one_line_error(result), result.stderr
+    assert ("require_auth=scram-sha-256" in seen.read_text()) is insists
+    assert db.tcp_params["password"] not in seen.read_text()

@@ -343,7 +343,8 @@ def _machine_name_to_loopback() -> str | None:
 @pytest.mark.parametrize("host, env", [
     ("host=127.0.0.1", {}), ("host=LOCALHOST", {}), ("host=127.1", {}), ("host=::ffff:127.0.0.1", {}),
     ("host=127.0.0.1,db.example.com", {}), ("", {"PGHOST": "127.0.0.1"}), ("", {"PGHOSTADDR": "127.0.0.1"}),
-    ("", {"PGHOSTADDR": "::ffff:127.0.0.1"}), ("machine-name", {}),
+    ("", {"PGHOSTADDR": "::ffff:127.0.0.1"}), ("machine-name", {}), ("service=local", {}),
+    ("", {"PGSERVICE": "local"}),
 ])
 def test_a_program_on_a_local_port_that_asks_for_the_password_in_clear_never_gets_it(tmp_path, host, env):
     """As one could, on the port of a stopped local database: appdb answers only SCRAM there,
@@ -356,6 +357,10 @@ def test_a_program_on_a_local_port_that_asks_for_the_password_in_clear_never_get
         if name is None:
             pytest.skip("this machine's name does not resolve to a loopback address here")
         host = f"host={name}"
+    # A service's entry names the host (and PGHOST elsewhere would lose to it, as libpq orders them).
+    services = tmp_path / "pg_service.conf"
+    services.write_text("[local]\nhost=127.0.0.1\n")
+    env = {**env, "PGSERVICEFILE": str(services)}
 
     password = "squatted-Pw-1234"
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -414,3 +419,21 @@ def test_an_address_of_this_machines_own_interface_is_this_machine_too():
             pytest.skip("no route off this machine to find an interface address by")
         own = probe.getsockname()[0]
     assert connection._this_machine(own)
+
+
+def test_a_link_local_address_of_this_machine_with_its_scope_is_this_machine():
+    """fe80::...%eth0 binds only with its scope: without it, the bind failed and the address passed
+    for another machine's (an attack review's finding)."""
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as table:
+            rows = [line.split() for line in table]
+    except OSError:
+        pytest.skip("no /proc/net/if_inet6 here")
+    local = [(row[0], row[5]) for row in rows if row[0].startswith("fe80")]
+    if not local:
+        pytest.skip("no link-local IPv6 address on this machine")
+    hexa, interface = local[0]
+    address = ":".join(hexa[i:i + 4] for i in range(0, 32, 4))
+    assert connection._this_machine(f"{address}%{interface}")
+    assert not connection._this_machine(f"fe80::dead:beef:1%{interface}") or \
+        any(row[0] == "fe800000000000000000deadbeef0001" for row in rows)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from appdb.access import SCHEMA
 from appdb.adopt import converge, pgdump
-from appdb.connection import connect, connection_params, resolve_dsn, where
+from appdb.connection import connect, connection_params, resolve_dsn, scram_only_on_this_machine, where
 from appdb.errors import ConfigError, MigrationError, Refused
 from appdb.migrate.files import REVERT_DIR, Migration, discover
 from appdb.migrate.new import next_version, slug
@@ -49,7 +49,10 @@ def pull(dsn: str | None, sql_dir: Path, name: str, schema: str = SCHEMA) -> Pul
         pg_dump = pgdump.find_pg_dump(conn.info.server_version // 10000)
         pg_dump_version = pgdump.check_version(pg_dump, conn.info.server_version)
         pgdump.check_can_lock(conn, schema)
-    dump = pgdump.dump_schema(pg_dump, connection_params(resolve_dsn(dsn)), schema)
+    params = connection_params(resolve_dsn(dsn))
+    # pg_dump connects again, with its own libpq: SCRAM only to this machine there too (16+).
+    scram_only_on_this_machine(params, libpq_major=pg_dump_version)
+    dump = pgdump.dump_schema(pg_dump, params, schema)
     earlier = _earlier_description(migrations, schema)
     pulled = converge.rewrite(dump, schema, earlier)
     if pulled.is_empty:
