@@ -148,11 +148,17 @@ def _check_url_split(params: dict[str, str]) -> None:
 
 
 def describe(params: dict[str, str]) -> str:
-    """user@host:port/db for messages, without the password."""
-    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
-    port = params.get("port") or os.environ.get("PGPORT") or "5432"
-    user = params.get("user") or os.environ.get("PGUSER") or _os_user()
-    db = params.get("dbname") or os.environ.get("PGDATABASE") or user
+    """user@host:port/db for messages, without the password: as libpq takes them, from the DSN,
+    the connection service's entry, then the environment."""
+    service = service_entry(params) or {}
+
+    def value(key: str, variable: str) -> str | None:
+        return params.get(key) or service.get(key) or os.environ.get(variable)
+
+    host = value("host", "PGHOST") or "localhost"
+    port = value("port", "PGPORT") or "5432"
+    user = value("user", "PGUSER") or _os_user()
+    db = value("dbname", "PGDATABASE") or user
     return f"{user}@{host}:{port}/{db}"
 
 

@@ -437,3 +437,18 @@ def test_a_link_local_address_of_this_machine_with_its_scope_is_this_machine():
     assert connection._this_machine(f"{address}%{interface}")
     assert not connection._this_machine(f"fe80::dead:beef:1%{interface}") or \
         any(row[0] == "fe800000000000000000deadbeef0001" for row in rows)
+
+
+def test_a_connection_failure_names_the_services_host_and_port(tmp_path):
+    """Through service=NAME the message names where libpq went, not localhost:5432."""
+    from tests.helpers import free_port
+
+    port = free_port()
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[there]\nhost=127.0.0.1\nport={port}\ndbname=elsewhere\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "DATABASE_URL"}
+    done = subprocess.run([sys.executable, "-m", "appdb", "status", "--dsn", "service=there"], cwd=ROOT,
+                          env={**env, "PGSERVICEFILE": str(services), "PYTHONPATH": str(ROOT),
+                               "APPDB_SQL_DIR": str(SQL_DIR)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"@127.0.0.1:{port}/elsewhere" in done.stderr and len(done.stderr.splitlines()) == 1
