@@ -308,3 +308,22 @@ def test_code_rollback_of_029_and_030_on_a_fresh_stack_drops_their_empty_tables(
     assert states(db, full_sql_dir) == {"027": "applied", "028": "applied"}
     code, report = verify(db, full_sql_dir)
     assert code == 0 and report["ok"], report
+
+
+def test_the_lock_before_a_drop_passes_over_what_is_no_table_and_any_name(db, tmp_path):
+    """A DROP TABLE of an index gets PostgreSQL's own error, not the lock's; a table whose name holds
+    the lock block's dollar tag is dropped like any other (steps.lock_first)."""
+    odd = 'app."x$appdb_lock_first$y"'
+    sql_dir = tmp_path / "sql"
+    (sql_dir / "revert").mkdir(parents=True)
+    for number, text in enumerate([f"CREATE TABLE {odd} (i int);\nCREATE INDEX x_i ON {odd} (i);\n",
+                                   "DROP TABLE IF EXISTS app.x_i;\n"], start=1):
+        (sql_dir / f"00{number}_m.sql").write_text(text)
+        (sql_dir / "revert" / f"00{number}_m.sql").write_text("-- no-op\n")
+    refused = db.run_cli("apply", sql_dir=sql_dir)
+    assert refused.returncode == 1
+    assert '002_m.sql:1: "x_i" is not a table' in refused.stderr, refused.stderr
+    (sql_dir / "002_m.sql").write_text(f"DROP TABLE {odd};\n")
+    done = db.run_cli("apply", sql_dir=sql_dir)
+    assert done.returncode == 0, done.stderr
+    assert db.execute("SELECT to_regclass('app.\"x$appdb_lock_first$y\"')") == [(None,)]

@@ -210,10 +210,11 @@ def run_in_transaction(conn: psycopg.Connection, step: Step,
 
 
 _AROUND: dict[tuple[tuple[tuple[str, str], ...], bool, str | None], tuple[str, str]] = {}
-# A DO block's own dollar tag: no step's text is inside it, only the names quoted by psycopg.
+# For each table: lock it if it is one (a DROP TABLE of an index or a view gets PostgreSQL's own
+# error from the step, not LOCK's). Inside a DO block whose dollar tag no name holds.
 _LOCK_FIRST = sql.SQL(
-    "DO $appdb_lock_first$ BEGIN IF pg_catalog.to_regclass({name}) IS NOT NULL THEN "
-    "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; END IF; END $appdb_lock_first$;\n")
+    "IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass({name})) IN ('r', 'p') THEN "
+    "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; END IF; ")
 
 
 def lock_first(conn: psycopg.Connection, step: Step) -> str:
@@ -231,9 +232,13 @@ def lock_first(conn: psycopg.Connection, step: Step) -> str:
     """
     if not step.emptied_tables:
         return ""
-    return "".join(
+    body = "".join(
         _LOCK_FIRST.format(name=sql.Literal(regclass_text(parts)), table=sql.Identifier(*parts)).as_string(conn)
         for parts in step.emptied_tables)
+    tag = "$appdb_lock_first$"
+    while tag in body:
+        tag = tag[:-1] + "_$"
+    return f"DO {tag} BEGIN {body}END {tag};\n"
 
 
 def around_step(conn: psycopg.Connection, settings: tuple[tuple[str, str], ...],
