@@ -260,3 +260,22 @@ def test_pg_dump_is_told_to_answer_only_scram_on_this_machine_when_its_libpq_can
     assert result.returncode == 1 and "stopped by the test" in one_line_error(result), result.stderr
     assert ("require_auth=scram-sha-256" in seen.read_text()) is insists
     assert db.tcp_params["password"] not in seen.read_text()
+
+
+def test_a_line_break_or_semicolon_inside_a_label_or_a_name_is_pulled_as_it_is(new_db, tmp_path):
+    """An enum label holding ';' and a line break, and a table name holding a line break, with a
+    primary key: the pulled migration applies elsewhere and builds the same (an attack review found
+    the label's statement cut at its ';' and the name re-indented, another name)."""
+    source = production(new_db())
+    source.execute("CREATE TYPE app.mood AS ENUM ('x;\ny', 'plain')")
+    source.execute('CREATE TABLE app."we;ird\nname" (id int PRIMARY KEY, feeling app.mood)')
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    result = pull(source, sql_dir)
+    assert result.returncode == 0, result.stderr
+    target = new_db()
+    applied = target.run_cli("apply", sql_dir=sql_dir)
+    assert applied.returncode == 0, applied.stderr
+    assert migrations_part(target).to_text() == migrations_part(source).to_text()
+    assert target.execute("SELECT enum_range(NULL::app.mood)::text[]") == [(["x;\ny", "plain"],)]
+    assert target.execute("SELECT to_regclass('app.\"we;ird\nname\"') IS NOT NULL") == [(True,)]

@@ -46,6 +46,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from appdb.errors import Refused
+from appdb.migrate import statements
 
 IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
 QNAME = rf"{IDENT}\.{IDENT}"
@@ -189,9 +190,9 @@ def _guarded(condition: str, statement: str) -> str:
     """``statement`` run only where ``condition`` holds, checked in the same transaction."""
     if _DO_TAG in statement:
         raise Refused(f"a pulled statement contains {_DO_TAG}, which pull uses to quote: rename that object")
+    # Not indented: a line break inside a string or a quoted name is part of it.
     body = statement.rstrip().rstrip(";")
-    indented = "\n".join("        " + line if line else "" for line in body.split("\n"))
-    return f"DO {_DO_TAG}\nBEGIN\n    IF {condition} THEN\n{indented};\n    END IF;\nEND\n{_DO_TAG};"
+    return f"DO {_DO_TAG}\nBEGIN\n    IF {condition} THEN\n{body};\n    END IF;\nEND\n{_DO_TAG};"
 
 
 def _sub_first(pattern: str, replacement: str, text: str, entry: DumpEntry) -> str:
@@ -260,9 +261,10 @@ def _trigger(entry: DumpEntry, pulled: Pulled) -> None:
 
 
 def _split_first(sql: str) -> tuple[str, str]:
-    """The first statement of an entry and the rest (pg_dump ends each at a line ending in ';')."""
-    match = re.search(r";\n", sql + "\n")
-    return sql[: match.end() - 1], sql[match.end():].strip()
+    """The first statement of an entry and the rest, split where the lexer ends it (not at a line
+    ending in ';': an enum label or a quoted name may hold one)."""
+    end = statements.first_statement_end(sql, "pg_dump's output")
+    return sql[:end], sql[end:].strip()
 
 
 def _sequence(entry: DumpEntry, pulled: Pulled) -> None:

@@ -323,6 +323,31 @@ def split(text: str, source: str, first_line: int = 1) -> list[Statement]:
     return _Scanner(text, source, first_line).run()
 
 
+def first_statement_end(text: str, source: str) -> int:
+    """Where ``text``'s first top-level statement ends, just past its ``;`` (the text's length
+    when none ends): a ``;`` inside a string, a quoted name or a body does not end it."""
+    scanner = _FirstStatement(text, source, 1)
+    try:
+        scanner.run()
+    except _FirstStatement.Ended as ended:
+        return ended.at
+    return len(text)
+
+
+class _FirstStatement(_Scanner):
+    """A scan that stops at the end of the first statement."""
+
+    class Ended(Exception):
+        def __init__(self, at: int) -> None:
+            super().__init__(at)
+            self.at = at
+
+    def end_statement(self) -> None:
+        if self.current:
+            raise _FirstStatement.Ended(self.pos)
+        super().end_statement()
+
+
 def refuse_transaction_control(statements: list[Statement], source: str) -> None:
     """A top-level BEGIN, COMMIT, ROLLBACK, SAVEPOINT and the like: refused with file and line."""
     for statement in statements:
