@@ -192,6 +192,11 @@ def connect(dsn: str | None, application_name: str = "appdb") -> psycopg.Connect
     # between migrations (a migration's PREPARE must not reach the next), and appdb runs each
     # query a handful of times at most.
     conn.prepare_threshold = None
+    # Every transaction appdb opens reads committed data afresh at each statement, whatever the
+    # login's or database's default_transaction_isolation: a data-loss guard counts after the lock
+    # its step took first (appdb/migrate/steps.py, lock_first); a snapshot from before it would
+    # miss a row committed while the lock waited, and the drop would take that row.
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
     return conn
 
 
