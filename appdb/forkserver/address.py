@@ -126,11 +126,12 @@ def _code_stamp() -> str:
     parts = _files_stamp(root, (".py", ".sql"))
     for folder in site_packages():
         try:
-            parts.append("\0".join(sorted(os.listdir(folder))))
+            names = sorted(os.listdir(folder))
         except OSError:
             parts.append(f"{folder}:?")
             continue
-        for name in (*DEPENDENCIES, *sorted(n for n in parts[-1].split("\0") if n.endswith(".pth"))):
+        parts.append("\0".join(names))
+        for name in (*DEPENDENCIES, *(n for n in names if n.endswith(".pth"))):
             parts += _files_stamp(os.path.join(folder, name), None)
     return "\n".join(parts)
 
@@ -147,8 +148,11 @@ def site_packages() -> list[str]:
 def _files_stamp(root: str, suffixes: tuple[str, ...] | None) -> list[str]:
     """Each file under ``root`` (those ending in ``suffixes``, or all) with its size and mtime;
     a file that is ``root`` itself counts too, a missing ``root`` adds nothing."""
-    if os.path.isfile(root):
+    try:
         info = os.stat(root)
+    except OSError:
+        return []
+    if not stat.S_ISDIR(info.st_mode):
         return [f"{root}:{info.st_size}:{info.st_mtime_ns}"]
     parts = [root]
     for folder, dirs, files in os.walk(root):
