@@ -155,6 +155,40 @@ def test_apply_with_group_is_measured_as_a_tool_of_its_own_and_held_to_the_same_
 
 
 
+def test_the_served_group_warms_a_server_of_the_benchmark_s_own_before_its_timed_apply(tmp_path, monkeypatch):
+    served = next(t for t in history.TOOLS if t.name == history.SERVED_GROUP)
+    target = history.Target("127.0.0.1", 5432, "db", "secret")
+    assert served.command("bin/appdb", Path("/m"), target) == [
+        *history._appdb_group_command("bin/appdb", Path("/m"), target), "--fork-server"]
+    assert served.noop("bin/appdb", Path("/m"), target)[-1] == "--fork-server"
+    calls: list[tuple[list[str], str | None]] = []
+
+    def fake_timed(command, env, cwd, timeout=0):
+        calls.append((command, env.get("XDG_RUNTIME_DIR")))
+        return 0.1
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/the-callers")
+    monkeypatch.setattr(history, "timed", fake_timed)
+    monkeypatch.setattr(history, "fresh_database", lambda cluster, name: target)
+    monkeypatch.setattr(history, "bench_tables", lambda cluster, name: 3)
+    monkeypatch.setattr(history, "drop_database", lambda cluster, name: None)
+    applied, idle = history.cli_round(None, served, "bin/appdb", Path("/m"), 3, 2, tmp_path / "runtime")
+    assert (applied, idle) == (0.1, [0.1, 0.1])
+    # First the untimed warm-up (a status through the server), then the timed apply, then the no-ops:
+    # all through one private runtime folder, never the caller's.
+    assert [c[0][1] for c in calls] == ["status", "apply", "apply", "apply"]
+    assert {c[1] for c in calls} == {str(tmp_path / "runtime")}
+    assert (tmp_path / "runtime").stat().st_mode & 0o777 == 0o700
+    table = {"apply": {history.SERVED_GROUP: {100: 0.3}, "psql -1": {100: 0.3}}}
+    assert any(t["target"].endswith("server warm` of 100 <= 1.2x psql -1") and t["met"]
+               for t in history.cli_targets(table, {}))
+    # A tool with no warm-up runs with its own environment, as before.
+    calls.clear()
+    plain = next(t for t in history.TOOLS if t.name == "appdb --group")
+    history.cli_round(None, plain, "bin/appdb", Path("/m"), 3, 1, tmp_path / "runtime")
+    assert [c[0][1] for c in calls] == ["apply", "apply"] and calls[0][1] == "/run/user/the-callers"
+
+
 def test_saved_results_load_with_their_sizes_as_numbers_and_the_last_file_wins(tmp_path):
     older, newer = tmp_path / "older.json", tmp_path / "newer.json"
     older.write_text(json.dumps({"pulumi": {"rows": {"100": {"median": {"first up": 38.0}}}},
