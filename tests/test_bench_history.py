@@ -131,7 +131,7 @@ def test_cli_targets_compare_appdb_with_psql_and_the_go_tools_and_skip_what_was_
     shipped = {"median": {"no-op apply": 0.05, "apply --only 030": 0.07, "status": 0.06, "verify": 0.2}}
     targets = {t["target"]: t for t in history.cli_targets(table, shipped)}
     assert targets["`appdb apply` of 100 <= 1.2x psql -1"]["met"] is True
-    assert targets["`appdb apply` of 100 ahead of goose (0.55 s)"]["met"] is False
+    assert targets["`appdb apply` of 100 ahead of goose (0.60 s, goose 0.55 s; the ratio per round)"]["met"] is False
     assert not any("dbmate" in name for name in targets)
     assert targets["`no-op apply`, shipped schema <= 60 ms"]["met"] is True
     assert targets["`apply --only 030`, shipped schema <= 60 ms"]["met"] is False
@@ -150,9 +150,27 @@ def test_apply_with_group_is_measured_as_a_tool_of_its_own_and_held_to_the_same_
     targets = {t["target"]: t for t in history.cli_targets(table, {})}
     assert targets["`appdb apply` of 1000 <= 1.2x psql -1"]["met"] is False
     assert targets["`appdb apply --group` of 1000 <= 1.2x psql -1"]["met"] is True
-    assert targets["`appdb apply --group` of 1000 ahead of goose (2.80 s)"]["met"] is True
+    assert targets["`appdb apply --group` of 1000 ahead of goose (1.70 s, goose 2.80 s; the ratio per round)"][
+        "met"] is True
     assert history._slug("appdb --group") == "appdb_group" and history._slug("psql -1") == "psql_1"
 
+
+
+def test_ratios_pair_the_rounds_so_a_slow_stretch_of_the_machine_does_not_decide_them():
+    """Round 1 ran at the machine's fast pace, rounds 2 and 3 at its slow one: psql's median is a
+    slow round, appdb's a fast one's neighbour. Round by round appdb takes 1.5x psql, not 0.75x."""
+    samples = {"appdb": {100: [0.3, 0.6, 0.6]}, "psql -1": {100: [0.2, 0.4, 0.4]}, "goose": {100: [0.25, 0.5, 0.5]}}
+    table = {"apply": {"appdb": {100: 0.3}, "psql -1": {100: 0.4}, "goose": {100: 0.5}},
+             "samples": {"apply": samples}}
+    targets = {t["target"]: t for t in history.cli_targets(table, {})}
+    assert targets["`appdb apply` of 100 <= 1.2x psql -1"]["measured"] == pytest.approx(1.5)
+    assert targets["`appdb apply` of 100 <= 1.2x psql -1"]["met"] is False
+    ahead = targets["`appdb apply` of 100 ahead of goose (0.30 s, goose 0.50 s; the ratio per round)"]
+    assert ahead["measured"] == pytest.approx(1.2) and ahead["met"] is False
+    # A failed round leaves the samples unpaired: the medians decide, as before. Keys may be strings (JSON).
+    table["samples"]["apply"]["psql -1"] = {"100": [0.2, 0.4]}
+    targets = {t["target"]: t for t in history.cli_targets(table, {})}
+    assert targets["`appdb apply` of 100 <= 1.2x psql -1"]["measured"] == pytest.approx(0.75)
 
 
 def test_the_served_group_warms_a_server_of_the_benchmark_s_own_before_its_timed_apply(tmp_path, monkeypatch):
