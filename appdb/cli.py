@@ -331,9 +331,11 @@ def _local_port(given: int | None, default: int) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Built once a process, and before the fork server forks (appdb/forkserver/): so nothing
     in it may depend on the environment, whose defaults each command reads when it runs."""
-    common = argparse.ArgumentParser(add_help=False)
+    # `new` touches only files: it takes the folder, not a connection string it would ignore.
+    files = argparse.ArgumentParser(add_help=False)
+    files.add_argument("--sql-dir", help="migrations folder (default: APPDB_SQL_DIR, else ./sql)")
+    common = argparse.ArgumentParser(add_help=False, parents=[files])
     common.add_argument("--dsn", help="connection string (default: DATABASE_URL, else libpq's PG* variables)")
-    common.add_argument("--sql-dir", help="migrations folder (default: APPDB_SQL_DIR, else ./sql)")
     common.add_argument("-v", "--verbose", action="store_true", help="log each step and server notice")
 
     parser = _Parser(prog="appdb", description="Migrations, verification and a local Supabase-shaped database.")
@@ -407,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", action="store_true", help="one JSON object: the database, the snapshot and each difference")
     diff.set_defaults(func=cmd_diff)
 
-    new = sub.add_parser("new", parents=[common], help="create the next migration and its revert")
+    new = sub.add_parser("new", parents=[files], help="create the next migration and its revert")
     new.add_argument("name")
     new.set_defaults(func=cmd_new)
 
@@ -440,9 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             args = build_parser().parse_args(argv)
-            logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+            verbose = getattr(args, "verbose", False)  # `new` has no connection to be verbose about
+            logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                                 format="appdb: %(levelname)s: %(message)s", stream=sys.stderr)
-            if not args.verbose:
+            if not verbose:
                 # psycopg's own warnings are about its clean-up ("error ignored in rollback" after a
                 # Ctrl-C mid-query): beside the one error line, noise; -v shows them.
                 logging.getLogger("psycopg").setLevel(logging.ERROR)

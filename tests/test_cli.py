@@ -207,6 +207,20 @@ def test_new_creates_the_next_migration_and_its_revert(tmp_path):
     assert (sql_dir / "revert" / "031_add_refunds.sql").exists()
 
 
+def test_new_touches_only_files_so_it_takes_no_connection_string(tmp_path, capsys):
+    """A --dsn that `new` would silently ignore reads as if it checked something: it is a usage error."""
+    from appdb.cli import main
+
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SHIPPED_SQL, sql_dir)
+    assert main(["new", "add_refunds", "--sql-dir", str(sql_dir), "--dsn", "host=nowhere"]) == 2
+    assert "unrecognized arguments: --dsn" in capsys.readouterr().err
+    assert not (sql_dir / "031_add_refunds.sql").exists()
+    with pytest.raises(SystemExit):
+        main(["new", "--help"])
+    assert "--dsn" not in capsys.readouterr().out
+
+
 def test_inspect_reports_the_incident_findings(db):
     db.load_state("production")
     db.execute("ALTER TABLE app.memberships DISABLE ROW LEVEL SECURITY")
