@@ -337,6 +337,21 @@ def test_the_tables_a_step_drops_or_empties_are_read_with_the_file(text, tables)
     assert list(step.emptied_tables) == tables
 
 
+@pytest.mark.parametrize(("text", "schemas"), [
+    ("DROP SCHEMA billing CASCADE;", ["billing"]),
+    ('drop schema if exists billing, "Odd Name", App cascade;', ["billing", "Odd Name", "app"]),
+    ('DROP SCHEMA U&"b\\0069lling" CASCADE;', ["billing"]),
+    # Without CASCADE a schema that holds a table is not dropped: nothing to lock.
+    ("DROP SCHEMA billing;", []),
+    ("DROP SCHEMA billing RESTRICT;", []),
+    ("DO $$ BEGIN DROP SCHEMA billing CASCADE; END $$;", []),
+    ("DROP TABLE app.x CASCADE;", []),
+])
+def test_the_schemas_a_step_drops_with_their_tables_are_read_with_the_file(text, schemas):
+    """Each table in them is locked before the step's first statement (steps.lock_first)."""
+    (step,) = parse_steps(text, "x.sql")
+    assert list(step.emptied_schemas) == schemas
+
 def test_each_shipped_revert_locks_the_table_its_guard_counts():
     """027, 029 and 030's reverts count a table's rows, then drop it: the runner locks it first."""
     for migration in discover(SQL_DIR):

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -300,6 +301,68 @@ def test_a_row_committed_while_a_revert_waits_for_its_table_is_counted_never_dro
     assert db.execute(f"SELECT count(*) FROM {table}") == [(1,)]
     assert states(db, full_sql_dir)[migration_id] == "applied"
 
+
+SCHEMA_GUARD = """-- appdb:step main
+DO $guard$
+DECLARE
+    rows_held bigint;
+BEGIN
+    IF to_regclass('"Ledger$appdb_lock_first$"."held rows"') IS NOT NULL THEN
+        SELECT count(*) INTO rows_held FROM "Ledger$appdb_lock_first$"."held rows";
+        IF rows_held > 0 THEN
+            RAISE EXCEPTION 'revert refused: % row(s) held', rows_held USING ERRCODE = 'AP001';
+        END IF;
+    END IF;
+END
+$guard$;
+DROP SCHEMA IF EXISTS other_schema, "Ledger$appdb_lock_first$" CASCADE;
+"""
+
+
+def test_a_row_committed_while_a_revert_waits_to_drop_its_schema_is_counted_never_dropped(db, tmp_path):
+    """The same race as above for a revert that drops a whole schema (DROP SCHEMA ... CASCADE): the
+    runner locks every table in it before the guard counts (steps.lock_first), partitions too."""
+    sql_dir = tmp_path / "sql"
+    (sql_dir / "revert").mkdir(parents=True)
+    (sql_dir / "001_ledger.sql").write_text(
+        'CREATE SCHEMA "Ledger$appdb_lock_first$";\n'
+        'CREATE TABLE "Ledger$appdb_lock_first$"."held rows" (id int, at date) PARTITION BY RANGE (at);\n'
+        'CREATE TABLE "Ledger$appdb_lock_first$".y2026 PARTITION OF "Ledger$appdb_lock_first$"."held rows" '
+        "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');\n")
+    (sql_dir / "revert" / "001_ledger.sql").write_text(SCHEMA_GUARD)
+    applied = db.run_cli("apply", sql_dir=sql_dir)
+    assert applied.returncode == 0, applied.stderr
+    with db.admin_connect() as writer:
+        writer.autocommit = False
+        # Into the partition, an insert that also holds the partitioned table against the drop.
+        writer.execute("""INSERT INTO "Ledger$appdb_lock_first$".y2026 VALUES (1, '2026-12-08')""")
+        reverting = subprocess.Popen(
+            [sys.executable, "-m", "appdb", "revert", "001", "--lock-timeout", "30"], cwd=ROOT,
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "DATABASE_URL": db.dsn,
+                 "APPDB_SQL_DIR": str(sql_dir), "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # Blocked on the partitioned table (the writer's insert holds it too) or on the partition.
+            wait_for(lambda: db.execute(
+                "SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = 'Ledger$appdb_lock_first$' "
+                "AND l.mode = 'AccessExclusiveLock' AND NOT l.granted") or reverting.poll() is not None,
+                what="the revert to wait for the writer's tables")
+            assert reverting.poll() is None, reverting.communicate()
+            writer.commit()
+            _, stderr = reverting.communicate(timeout=60)
+        finally:
+            if reverting.poll() is None:
+                reverting.kill()
+                reverting.wait()
+    assert reverting.returncode == 1, stderr
+    assert "refused: 1 row(s) held" in stderr, stderr
+    assert db.execute('SELECT count(*) FROM "Ledger$appdb_lock_first$"."held rows"') == [(1,)]
+    # Emptied, the revert drops the schema (the other one named does not exist: IF EXISTS).
+    db.execute('DELETE FROM "Ledger$appdb_lock_first$"."held rows"')
+    done = db.run_cli("revert", "001", sql_dir=sql_dir)
+    assert done.returncode == 0, done.stderr
+    assert db.execute("""SELECT count(*) FROM pg_namespace WHERE nspname = 'Ledger$appdb_lock_first$'""") == [(0,)]
 
 def test_code_rollback_of_029_and_030_on_a_fresh_stack_drops_their_empty_tables(db, full_sql_dir):
     deploy(db, full_sql_dir)

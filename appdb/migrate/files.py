@@ -63,6 +63,8 @@ class Step:
     # The tables its DROP TABLE and TRUNCATE statements name, which the runner locks before its
     # first statement (statements.emptied_tables): read once, as the file is, not at each run.
     emptied_tables: tuple[tuple[str, ...], ...] = ()
+    # The schemas its DROP SCHEMA ... CASCADE statements name, whose tables are locked the same way.
+    emptied_schemas: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -212,8 +214,9 @@ def parse_steps(text: str, source: str, *, from_ledger: bool = False) -> tuple[S
         if not from_ledger:
             statements.refuse_unqualified_after_search_path(found, source)
         emptied = statements.emptied_tables(found)
-        if emptied:
-            steps[index] = dataclasses.replace(step, emptied_tables=tuple(emptied))
+        schemas = statements.emptied_schemas(found)
+        if emptied or schemas:
+            steps[index] = dataclasses.replace(step, emptied_tables=tuple(emptied), emptied_schemas=tuple(schemas))
     if not steps:
         steps.append(Step(name="main", sql="", first_line=1))
     return tuple(steps)

@@ -462,6 +462,31 @@ def emptied_tables(statements: list[Statement]) -> list[tuple[str, ...]]:
     return found
 
 
+def emptied_schemas(statements: list[Statement]) -> list[str]:
+    """The schemas a ``DROP SCHEMA ... CASCADE`` statement names: it drops every table in them.
+
+    The same reason as :func:`emptied_tables`: a guard that counts a table's rows, then drops
+    its schema, must count with the table locked (the runner locks each table in these schemas
+    before the step's first statement). Without ``CASCADE`` a schema that holds a table is not
+    dropped, so there is nothing to lock. Top-level statements only, as for tables."""
+    found: list[str] = []
+    for statement in statements:
+        if statement.words(2) != ["drop", "schema"]:
+            continue
+        tokens = list(statement.tokens)
+        if not any(_is_word(token, "cascade") for token in tokens):
+            continue
+        position = 2 + _skip_words(tokens, 2, ["if", "exists"])
+        while position < len(tokens):
+            parts, position = _name_parts(tokens, position)
+            if len(parts) == 1 and parts[0] not in found:
+                found.append(parts[0])
+            if not (position < len(tokens) and tokens[position].kind == "punct" and tokens[position].value == ","):
+                break
+            position += 1
+    return found
+
+
 def refuse_unqualified_after_search_path(statements: list[Statement], source: str) -> None:
     """A ``DROP TABLE`` or ``TRUNCATE`` of a name without its schema, after a ``SET search_path``
     in the same step: refused with file and line. The runner locks the table before the step's

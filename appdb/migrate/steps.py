@@ -215,11 +215,19 @@ _AROUND: dict[tuple[tuple[tuple[str, str], ...], bool, str | None], tuple[str, s
 _LOCK_FIRST = sql.SQL(
     "IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass({name})) IN ('r', 'p') THEN "
     "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; END IF; ")
+# For each schema a DROP SCHEMA ... CASCADE names: every table in it (partitions and all), in
+# the order of their oids. A schema that does not exist has none.
+_LOCK_SCHEMA_FIRST = sql.SQL(
+    "FOR appdb_table IN SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+    "ON n.oid = c.relnamespace WHERE n.nspname = {schema} AND c.relkind IN ('r', 'p') ORDER BY c.oid LOOP "
+    "EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', appdb_table::pg_catalog.regclass); "
+    "END LOOP; ")
 
 
 def lock_first(conn: psycopg.Connection, step: Step) -> str:
     """The text before a transactional step that locks, in ``ACCESS EXCLUSIVE`` mode, each table
-    its ``DROP TABLE`` and ``TRUNCATE`` statements name and that exists ('' for a step without).
+    its ``DROP TABLE`` and ``TRUNCATE`` statements name and that exists, and each table in a schema
+    its ``DROP SCHEMA ... CASCADE`` statements name ('' for a step without).
 
     Why: a revert's data-loss guard counts the rows, then drops the table. Without the lock first,
     the count takes no lock that stops a writer, and the drop then waits (within ``lock_timeout``)
@@ -230,15 +238,17 @@ def lock_first(conn: psycopg.Connection, step: Step) -> str:
     drop). Also for reverts already in a ledger, written before this existed. Names as written:
     an unqualified one is looked up on the session's search_path, before the step runs.
     """
-    if not step.emptied_tables:
+    if not step.emptied_tables and not step.emptied_schemas:
         return ""
     body = "".join(
         _LOCK_FIRST.format(name=sql.Literal(regclass_text(parts)), table=sql.Identifier(*parts)).as_string(conn)
         for parts in step.emptied_tables)
+    body += "".join(_LOCK_SCHEMA_FIRST.format(schema=sql.Literal(name)).as_string(conn)
+                    for name in step.emptied_schemas)
     tag = "$appdb_lock_first$"
     while tag in body:
         tag = tag[:-1] + "_$"
-    return f"DO {tag} BEGIN {body}END {tag};\n"
+    return f"DO {tag} DECLARE appdb_table pg_catalog.oid; BEGIN {body}END {tag};\n"
 
 
 def around_step(conn: psycopg.Connection, settings: tuple[tuple[str, str], ...],

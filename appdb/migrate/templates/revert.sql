@@ -3,9 +3,9 @@
 -- Runs from the copy stored in the ledger when {id} was applied, so it works after a
 -- code rollback removed the files. If it would lose data, refuse unless
 -- current_setting('appdb.allow_data_loss', true) = 'on' (RAISE ... USING ERRCODE = 'AP001').
--- The runner locks a table this step drops or truncates before its first statement, so a
--- count of its rows is final; before a DROP COLUMN, LOCK TABLE ... IN ACCESS EXCLUSIVE MODE
--- first, then count.
+-- The runner locks a table this step drops or truncates (or whose schema it drops with
+-- CASCADE) before its first statement, so a count of its rows is final; before a DROP COLUMN,
+-- LOCK TABLE ... IN ACCESS EXCLUSIVE MODE first, then count.
 -- A revert with nothing worth restoring is a documented no-op: say why here.
 
 -- appdb:step main
