@@ -178,6 +178,31 @@ def test_extensions_are_on_postgress_search_path_and_not_created_again(db: Datab
             conn.execute("CREATE EXTENSION pgcrypto")
 
 
+def test_a_schema_named_like_the_login_is_not_on_its_search_path_as_on_hosted_supabase(db: Database):
+    """Hosted projects' search_path is "\\$user", public, extensions: the first entry names a schema
+    called \\$user, so $user never expands (supabase/supabase#20842). An unqualified table goes to
+    public there even when a schema named postgres exists; so it must here."""
+    with db.connect() as conn:
+        conn.execute("CREATE SCHEMA postgres")
+        try:
+            assert conn.execute("SHOW search_path").fetchone() == ('"\\$user", public, extensions',)
+            conn.execute("CREATE TABLE unqualified (id int)")
+            assert conn.execute("SELECT to_regclass('public.unqualified') IS NOT NULL, "
+                                "to_regclass('postgres.unqualified') IS NULL").fetchone() == (True, True)
+        finally:
+            conn.execute("DROP TABLE IF EXISTS public.unqualified, postgres.unqualified")
+            conn.execute("DROP SCHEMA postgres")
+
+
+def test_the_services_own_grants_are_supabases(cluster):
+    """Storage's and Realtime's admins have what their init scripts grant on the database the shape
+    ran in (the checked list has the first; a parameter's grant is the cluster's, not a database's)."""
+    with cluster.connect(TEMPLATE) as conn:
+        assert conn.execute(
+            "SELECT has_database_privilege('supabase_storage_admin', current_database(), 'CREATE'), "
+            "has_parameter_privilege('supabase_realtime_admin', 'log_min_messages', 'SET'), "
+            "has_parameter_privilege('postgres', 'log_min_messages', 'SET')").fetchone() == (True, True, False)
+
 def test_a_duplicate_email_is_refused_as_on_supabase(db: Database):
     db.execute("INSERT INTO auth.users (id, email) VALUES (gen_random_uuid(), 'ada@example.com')")
     with pytest.raises(psycopg.errors.UniqueViolation):

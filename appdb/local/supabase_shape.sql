@@ -77,9 +77,13 @@ $roles$;
 -- supabase_admin is the bootstrap superuser that runs this file.
 ALTER ROLE supabase_admin SUPERUSER LOGIN INHERIT CREATEROLE CREATEDB REPLICATION BYPASSRLS;
 
--- Per-role settings (role-wide, all databases). Supabase's files write "\$user" meaning $user.
-ALTER ROLE postgres            SET search_path TO "$user", public, extensions;
-ALTER ROLE supabase_admin      SET search_path TO "$user", public, auth, extensions;
+-- Per-role settings (role-wide, all databases). The search_paths are written as Supabase's
+-- init-scripts/00000000000003-post-setup.sql writes them, "\$user": run as SQL, the backslash
+-- stays, so the first entry is a schema named \$user, which never exists, and $user is never
+-- expanded. Hosted projects show exactly that (SHOW search_path: "\$user", public, extensions;
+-- supabase/supabase#20842): a schema named like the login is not searched there, nor here.
+ALTER ROLE postgres            SET search_path TO "\$user", public, extensions;
+ALTER ROLE supabase_admin      SET search_path TO "\$user", public, auth, extensions;
 ALTER ROLE anon                SET statement_timeout TO '3s';
 ALTER ROLE authenticated       SET statement_timeout TO '8s';
 ALTER ROLE authenticator       SET statement_timeout TO '8s';
@@ -163,14 +167,16 @@ DO $database$
 BEGIN
     EXECUTE format('ALTER DATABASE %I OWNER TO postgres', current_database());
     EXECUTE format('GRANT ALL ON DATABASE %I TO postgres, dashboard_user', current_database());
-    EXECUTE format('GRANT CREATE ON DATABASE %I TO supabase_realtime_admin, supabase_auth_admin',
-                   current_database());
+    EXECUTE format('GRANT CREATE ON DATABASE %I TO supabase_realtime_admin, supabase_auth_admin, '
+                   'supabase_storage_admin', current_database());
 END
 $database$;
 
 -- public: owned by pg_database_owner (i.e. postgres, who owns the database) since PG15.
 GRANT USAGE ON SCHEMA public TO postgres, anon, authenticated, service_role;
 GRANT USAGE, CREATE ON SCHEMA public TO supabase_realtime_admin;
+-- Realtime's list_changes sets log_min_messages (init-scripts/00000000000003-realtime-schema.sql).
+GRANT SET ON PARAMETER log_min_messages TO supabase_realtime_admin;
 
 -- ---------------------------------------------------------------------------------------------
 -- 3. Schema `extensions` (owned by postgres) with pgcrypto and uuid-ossp in it.
