@@ -509,13 +509,20 @@ def _error(message: str, argv: list[str]) -> None:
     Every argument counts, not only --dsn's value: a DSN given without --dsn is echoed
     back by argparse as an unrecognised argument.
     """
-    from appdb.connection import known_secrets
-    from appdb.redact import redact, secrets_in
+    from appdb.connection import dsn_secrets, known_secrets
+    from appdb.redact import redact
 
-    dsn = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--dsn"), None)
-    dsn = dsn or next((arg.removeprefix("--dsn=") for arg in argv if arg.startswith("--dsn=")), None)
-    secrets = known_secrets(dsn).union(*(secrets_in(arg) for arg in argv))
+    # Each argument whole, and what follows the = of an --option=value (a misspelt --dsnn=...), read
+    # as libpq reads a DSN: a URL's ?%70assword=... is a password too.
+    candidates = [*argv, *(arg.partition("=")[2] for arg in argv if arg.startswith("-") and "=" in arg)]
+    dsns = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--dsn"]
+    dsns += [arg.removeprefix("--dsn=") for arg in argv if arg.startswith("--dsn=")]
+    secrets = known_secrets().union(*(known_secrets(dsn) for dsn in dsns),
+                                    *(dsn_secrets(text) for text in candidates if text))
     try:
-        print(f"appdb: error: {redact(' '.join(message.split()), secrets)}", file=sys.stderr, flush=True)
+        # Whole secrets only: the message may hold a migration's or the server's text, where masking
+        # pieces would tell which pieces are in a password (appdb/redact.py).
+        print(f"appdb: error: {redact(' '.join(message.split()), secrets, pieces=False)}", file=sys.stderr,
+              flush=True)
     except BrokenPipeError:
         _to_devnull(2)  # stderr's reader has gone too: the exit status is all that is left

@@ -29,7 +29,7 @@ from psycopg import conninfo, pq
 from appdb.access import TRANSACTION_POOLER_PORT
 from appdb.errors import ConfigError, ConnectError
 from appdb.libpq import DEFAULT_CONNECT_TIMEOUT, SSLMODES
-from appdb.redact import SECRET_KEYWORDS, environment_secrets, secrets_in
+from appdb.redact import SECRET_KEYWORDS, environment_secrets, passfile_secrets, secrets_in
 from appdb.redact import redact as _redact
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ _POOLER_MESSAGE = ("port 6543 is Supabase's transaction pooler, which breaks ses
                    "locks: use the direct connection (port 5432) or the session pooler")
 _NOT_SHOWN = "(the text is not shown: it may hold a password)"
 _ENCODE_HINT = ("percent-encode the password in a URL (@ as %40, / as %2F, % as %25, a space as %20), "
-                "or quote it in key=value form: password='a b'")
+                "or, in key=value form, put it in single quotes ('a b')")
 # What libpq's parse errors are about, by a phrase of their text; the text itself is never shown.
 _PARSE_PROBLEMS = (
     ("unexpected spaces", "a space in a URL (write it as %20)"),
@@ -60,12 +60,27 @@ def redact(text: str, dsn: str | None = None) -> str:
 
 
 def known_secrets(dsn: str | None = None) -> set[str]:
-    """Every secret a message about this DSN could contain: raw, parsed and from the environment."""
+    """Every secret a message about this DSN could contain: raw, parsed, from the environment, and
+    those libpq may read from files: the service's entry and the password file."""
     found = environment_secrets()
     for text in (dsn, os.environ.get("DATABASE_URL")):
         if text:
             found |= dsn_secrets(text)
-    return found
+    return found | file_secrets(resolve_dsn(dsn))
+
+
+def file_secrets(dsn: str) -> set[str]:
+    """The passwords libpq may take from files for this DSN: its service's entry (PGSERVICE, or
+    ``service=``) and every line of the password file (``passfile``, PGPASSFILE, ``~/.pgpass``)."""
+    try:
+        params = conninfo.conninfo_to_dict(dsn) if dsn else {}
+    except (psycopg.Error, UnicodeError):
+        params = {}
+    service = service_entry(params) or {}
+    found = {service[key] for key in SECRET_KEYWORDS if service.get(key)}
+    passfile = (params.get("passfile") or service.get("passfile") or os.environ.get("PGPASSFILE")
+                or os.path.expanduser("~/.pgpass"))
+    return found | passfile_secrets(passfile)
 
 
 def dsn_secrets(dsn: str) -> set[str]:
@@ -107,6 +122,9 @@ def _parse(dsn: str) -> dict[str, str]:
         raise ConfigError(f"malformed connection string: it is not valid UTF-8 {_NOT_SHOWN}") from None
     try:
         return conninfo.conninfo_to_dict(dsn)
+    except UnicodeError:  # a percent-encoded byte that is no UTF-8 text (%FF), in any part of it
+        raise ConfigError(f"malformed connection string: a percent-encoded value is not UTF-8 text {_NOT_SHOWN}; "
+                          "encode each character as its UTF-8 bytes (é as %C3%A9)") from None
     except psycopg.Error as exc:
         text = str(exc)
         problem = next((kind for phrase, kind in _PARSE_PROBLEMS if phrase in text), "libpq could not parse it")
@@ -344,6 +362,9 @@ def _connect_failure(exc: psycopg.OperationalError, params: dict[str, str]) -> s
     if value:
         named = next((k for k in value.groups() if k in _keywords()), "a parameter")
         return f"malformed connection string: libpq refused the value of {named} {_NOT_SHOWN}"
+    if "server closed the connection unexpectedly" in text:
+        return (f"could not connect to {where}: the server closed the connection unexpectedly (it may have "
+                "stopped, or what listens on that port is no PostgreSQL)")
     reason = lines[-1] if lines else "unknown error"
     for line in lines:
         if "FATAL" in line or "refused" in line or "could not translate" in line:
@@ -366,4 +387,5 @@ def _os_user() -> str:
 
 def _log_notice(diag: psycopg.errors.Diagnostic, secrets: set[str]) -> None:
     """A server notice, for -v: redacted as every other line is (a migration may RAISE NOTICE anything)."""
-    log.info("server %s: %s", (diag.severity or "notice").lower(), _redact(diag.message_primary or "", secrets))
+    log.info("server %s: %s", (diag.severity or "notice").lower(),
+             _redact(diag.message_primary or "", secrets, pieces=False))

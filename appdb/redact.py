@@ -3,11 +3,16 @@
 Two layers, because text from libpq, the server or pg_dump can quote anything:
 
 * every secret we can know of is collected (:func:`secrets_in` on each connection string
-  and argument, ``PGPASSWORD``, the parsed ``password``/``sslpassword``), each also in its
-  percent-decoded, percent-encoded and repr-escaped forms, and :func:`redact` masks every
-  run of 4 or more characters of a message that also occurs in one of them, so a password
-  cut in two by a mis-parse (``pa@ss-word`` read as password ``pa``, host ``ss-word@h``)
-  is masked too;
+  and argument, ``PGPASSWORD``, the parsed ``password``/``sslpassword``, the service file's
+  and the password file's), each also in its percent-decoded, percent-encoded and
+  repr-escaped forms, and :func:`redact` masks each of them whole, and, in text made from
+  the connection string (``pieces=True``: a failed connect), every run of 4 or more
+  characters that also occurs in one of them, so a password cut in two by a mis-parse
+  (``pa@ss-word`` read as password ``pa``, host ``ss-word@h``) is masked too. Not in text
+  that others can write (a migration's error, a server notice, a lock holder's name): there
+  the mask would show which of the pieces written into it are in the password, and a
+  migration that raised every four-character group at once read the local password back
+  from which of them came out masked;
 * the URL and key=value patterns (after dbmate's redactLogString) mask a password we
   could not know of.
 
@@ -34,7 +39,8 @@ _URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@\s]*@")
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _KV_SECRET = re.compile(r"(?:%s)\s*=\s*" % "|".join(SECRET_KEYWORDS), re.IGNORECASE)
 _KV_NEXT_KEY = re.compile(r"\s+[A-Za-z_]+\s*=")
-_QUERY_SECRET = re.compile(r"[?&](?:%s)=([^&]*)" % "|".join(SECRET_KEYWORDS), re.IGNORECASE)
+# A URL's query pairs, after any ? or & (generous: a raw ? in a password starts no query of libpq's).
+_QUERY_PAIR = re.compile(r"[?&]([^=&?]*)=([^&]*)")
 
 
 def secrets_in(text: str) -> set[str]:
@@ -51,7 +57,7 @@ def secrets_in(text: str) -> set[str]:
         at = rest.rfind("@")
         if at >= 0 and ":" in rest[:at]:
             found.add(rest[:at].split(":", 1)[1])
-        found.update(_QUERY_SECRET.findall(rest))
+        found.update(_query_secrets(rest))
     for match in _KV_SECRET.finditer(text):
         value = text[match.end():]
         if value[:1] in ("'", '"'):
@@ -62,6 +68,48 @@ def secrets_in(text: str) -> set[str]:
             following = _KV_NEXT_KEY.search(value)
             found.add(value[:following.start()] if following else value)
     return {secret for secret in found if secret}
+
+
+def _query_secrets(rest: str) -> list[str]:
+    """The values of a URL's secret query parameters, whose names libpq percent-decodes as it
+    does their values: ``?%70assword=...`` sets the password too."""
+    return [value for key, value in _QUERY_PAIR.findall(rest)
+            if unquote(key, errors="surrogateescape").lower() in SECRET_KEYWORDS]
+
+
+def passfile_secrets(path: str) -> set[str]:
+    """Every password in a libpq password file (``host:port:db:user:password``, ``\\:`` and
+    ``\\\\`` escaped): libpq may give any of them, so a message masks them all."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(1 << 20).decode("utf-8", "surrogateescape")
+    except OSError:
+        return set()
+    found = set()
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            fields = _passfile_fields(line)
+            if len(fields) == 5 and fields[4]:
+                found.add(fields[4])
+    return found
+
+
+def _passfile_fields(line: str) -> list[str]:
+    """A password file's line split as libpq splits it: at each ``:`` not escaped, into at most
+    five fields (the password may hold a ``:``), each with its backslash escapes undone."""
+    fields, field, escaped = [], [], False
+    for char in line:
+        if escaped:
+            field.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":" and len(fields) < 4:
+            fields.append("".join(field))
+            field = []
+        else:
+            field.append(char)
+    return [*fields, "".join(field)]
 
 
 def environment_secrets() -> set[str]:
@@ -79,11 +127,20 @@ def forms(secrets: Iterable[str]) -> set[str]:
     return out
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every password pattern and every run of 4+ characters of a known secret masked."""
-    text = _mask_runs(text, forms(secrets))
+def redact(text: str, secrets: Iterable[str] = (), pieces: bool = True) -> str:
+    """``text`` with every password pattern and every known secret masked; with ``pieces``, every
+    run of 4+ characters of one too (only for text made from the connection string: see above)."""
+    known = forms(secrets)
+    text = _mask_runs(text, known) if pieces else _mask_whole(text, known)
     text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
     return _KV_PASSWORD.sub(rf"\1{MASK}", text)
+
+
+def _mask_whole(text: str, secrets: set[str]) -> str:
+    """Mask each occurrence of a secret of MIN_RUN or more characters, the longest first."""
+    for secret in sorted((s for s in secrets if len(s) >= MIN_RUN), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def _mask_runs(text: str, secrets: set[str]) -> str:

@@ -1,4 +1,5 @@
-"""No password, and no part of one, in any message or on any command line, whatever the DSN's form.
+"""No password in any message or on any command line, whatever the DSN's form; no part of one in a
+failed connect's message.
 
 Each nasty password is tried in every form a person might write it (a URL percent-encoded
 or not, key=value quoted or not, PGPASSWORD) against a port nobody listens on and against
@@ -452,3 +453,106 @@ def test_a_connection_failure_names_the_services_host_and_port(tmp_path):
                                "APPDB_SQL_DIR": str(SQL_DIR)}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert f"@127.0.0.1:{port}/elsewhere" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+# --- from an attack review: the other ways a password gets in, and the masks themselves ----------
+
+
+def _echoing_server(listener) -> None:
+    """A program on a port that asks for the password in clear and says it back in its FATAL."""
+    import struct
+
+    conn, _ = listener.accept()
+    with conn:
+        conn.settimeout(5)
+        try:
+            while True:  # SSL and GSS encryption requests: refused; then the startup packet
+                length, code = struct.unpack("!ii", conn.recv(8))
+                conn.recv(length - 8) if length > 8 else None
+                if code in (80877103, 80877104):
+                    conn.sendall(b"N")
+                    continue
+                break
+            conn.sendall(b"R\x00\x00\x00\x08\x00\x00\x00\x03")  # AuthenticationCleartextPassword
+            message = conn.recv(8192)
+            sent = message[5:].split(b"\0")[0]
+            fields = b"SFATAL\0VFATAL\0C28P01\0Minvalid login, you sent " + sent + b"\0\0"
+            conn.sendall(b"E" + struct.pack("!i", len(fields) + 4) + fields)
+        except (OSError, struct.error):
+            pass
+
+
+@pytest.mark.parametrize("where", ["service file", "password file"])
+def test_a_password_from_a_service_or_password_file_is_masked_too(tmp_path, where):
+    """libpq takes it from a file appdb never parsed: a server that says it back (one asked for it
+    in clear: require_auth=password, as a user may write for a remote server) is masked."""
+    import socket
+    import threading
+
+    password = "FromAFile-Pw-9x7q"
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    thread = threading.Thread(target=_echoing_server, args=(listener,), daemon=True)
+    thread.start()
+    env = {}
+    if where == "service file":
+        (tmp_path / "svc.conf").write_text(
+            f"[evil]\nhost=127.0.0.1\nport={port}\nuser=weird\npassword={password}\nrequire_auth=password\n")
+        env["PGSERVICEFILE"] = str(tmp_path / "svc.conf")
+        dsn = "service=evil"
+    else:
+        passfile = tmp_path / "pgpass"
+        passfile.write_text(f"# a comment\n127.0.0.1:{port}:*:weird:{password.replace(':', chr(92) + ':')}\n")
+        passfile.chmod(0o600)
+        env["PGPASSFILE"] = str(passfile)
+        dsn = f"host=127.0.0.1 port={port} user=weird require_auth=password connect_timeout=5"
+    result = run_cli("status", "--dsn", dsn, env=env)
+    thread.join(10)
+    listener.close()
+    assert result.returncode == 2, result.stderr
+    assert "invalid login, you sent ********" in result.stderr, result.stderr
+    assert password not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["status", "postgresql://weird@127.0.0.1:1/postgres?%70assword=Enc0ded-Pw-4q"],
+    ["status", "--dsnn=postgresql://weird@127.0.0.1:1/postgres?pass%77ord=Enc0ded-Pw-4q"],
+    ["status", "-v", "postgresql://weird@127.0.0.1:1/postgres?PASSWORD=Enc0ded-Pw-4q"],
+])
+def test_a_percent_encoded_password_keyword_is_not_echoed_by_a_usage_error(args):
+    """libpq percent-decodes a URL's query keywords too: ?%70assword= sets the password."""
+    result = run_cli(*args)
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr, result.stderr
+    assert "Enc0ded-Pw-4q" not in result.stdout + result.stderr
+
+
+def test_a_message_others_can_write_masks_a_whole_password_never_its_pieces(db, tmp_path):
+    """A migration's error that lists candidates: masking each four-character piece of the password
+    found in it would tell which candidates are in the password (an attack review read the local
+    password back that way). The whole password is masked; its pieces, like any other text, are not."""
+    from psycopg.conninfo import make_conninfo
+
+    password = db.cluster.password()
+    pieces = [password[i:i + 4] for i in range(0, 12, 4)]
+    probe = " ".join(f"[{piece}]" for piece in ["zzzz", *pieces]) + f" whole: {password}"
+    write_migration(tmp_path, "001_probe.sql", f"DO $$ BEGIN RAISE EXCEPTION '{probe}'; END $$;\n")
+    result = db.run_cli("apply", sql_dir=tmp_path, env={"DATABASE_URL": make_conninfo(**db.tcp_params)})
+    assert result.returncode == 1
+    line = result.stderr.strip()
+    assert password not in line and "whole: ********" in line, line
+    # Every candidate comes out as it went in: the message tells nothing of which are the password's.
+    assert " ".join(f"[{piece}]" for piece in ["zzzz", *pieces]) in line, line
+
+
+def test_a_percent_encoded_byte_that_is_no_utf8_text_is_a_usage_error_in_one_line():
+    result = run_cli("status", "--dsn", "postgresql://u:ab%FFcdefgh@127.0.0.1:1/postgres")
+    line = assert_kept_secret(result, "ab%FFcdefgh")
+    assert "is not UTF-8 text" in line
+
+
+def test_the_hint_for_a_bad_port_is_not_cut_by_the_masks():
+    """The hint used to read "password='a b'", which the key=value mask took for a password."""
+    line = run_cli("status", "--dsn", "host=127.0.0.1 port=abc").stderr.strip()
+    assert "put it in single quotes ('a b')" in line and "********" not in line, line
