@@ -556,3 +556,31 @@ def test_the_hint_for_a_bad_port_is_not_cut_by_the_masks():
     """The hint used to read "password='a b'", which the key=value mask took for a password."""
     line = run_cli("status", "--dsn", "host=127.0.0.1 port=abc").stderr.strip()
     assert "put it in single quotes ('a b')" in line and "********" not in line, line
+
+
+def test_a_server_that_closes_the_connection_is_named_as_such(tmp_path):
+    """libpq's last line alone ("before or while processing the request.") said nothing."""
+    import socket
+    import threading
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    def close_each() -> None:
+        for _ in range(4):  # libpq may try again without an encryption request
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(8192)
+
+    thread = threading.Thread(target=close_each, daemon=True)
+    thread.start()
+    result = run_cli("status", "--dsn", f"host=127.0.0.1 port={port} user=u sslmode=disable gssencmode=disable "
+                     "connect_timeout=5")
+    listener.close()
+    line = result.stderr.strip()
+    assert result.returncode == 2 and "the server closed the connection unexpectedly" in line, line
