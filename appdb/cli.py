@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from appdb import __version__
 from appdb.access import SCHEMA
-from appdb.errors import INTERRUPTED, INTERRUPTED_EXIT, AppdbError, ConfigError
+from appdb.errors import INTERRUPTED, INTERRUPTED_EXIT, AppdbError, ConfigError, Interrupted
 from appdb.migrate.options import Options
 
 log = logging.getLogger("appdb")
@@ -103,6 +103,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    import psycopg
+
     from appdb.migrate import ledger, runner
 
     migrations = _migrations(args)
@@ -119,7 +121,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         try:
             outcomes = runner.apply(conn, migrations, options, only=args.only, dry_run=args.dry_run,
                                     progress=progress, group=args.group)
-        except (AppdbError, KeyboardInterrupt):
+        except (AppdbError, KeyboardInterrupt, psycopg.Error):
             if args.json:  # what was applied before the failure or Ctrl-C; the error is main's line on stderr
                 _to_stdout(lambda: _print_json({"dry_run": args.dry_run, "complete": False,
                                                 "outcomes": [o.as_dict() for o in done]}))
@@ -130,6 +132,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
                      **current.as_dict()})
     elif args.dry_run:
         _print_lines([outcome.line() for outcome in outcomes] or ["nothing to apply"])
+    elif not outcomes and args.only:
+        from appdb.migrate.files import find
+
+        print(f"nothing to apply: {find(migrations, args.only).id} is already applied")
     elif not outcomes:
         print("nothing to apply: every migration is applied")
     return 0
@@ -463,8 +469,9 @@ def main(argv: list[str] | None = None) -> int:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             _error(f"database error: {first}", argv)
             return 1
-        except KeyboardInterrupt:
-            print(f"appdb: error: {INTERRUPTED}", file=sys.stderr)
+        except KeyboardInterrupt as exc:
+            # Interrupted: Ctrl-C where "rolled back" would not be true; it says what is known.
+            print(f"appdb: error: {exc if isinstance(exc, Interrupted) else INTERRUPTED}", file=sys.stderr)
             return INTERRUPTED_EXIT
         finally:
             # Output to a pipe waits in a buffer: written here, a reader that has gone is found

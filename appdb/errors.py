@@ -18,6 +18,11 @@ INTERRUPTED = "interrupted; the step in progress was rolled back (with apply --g
 INTERRUPTED_EXIT = 130
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C at a moment when "rolled back" would not be true (the commit was on its way, or a
+    ``transaction=false`` step had run): the message says what is known instead."""
+
+
 class AppdbError(Exception):
     """Base of every expected failure; the message is one line meant for a person."""
 

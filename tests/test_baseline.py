@@ -116,6 +116,46 @@ def test_baseline_of_a_migration_that_drops_checks_that_it_is_gone(db, tmp_path)
     assert [row[0] for row in ledger(db)] == ["001", "002"]
 
 
+def test_baseline_refuses_what_it_cannot_check_rows_and_other_schemas(db, tmp_path):
+    """An attack review: baseline recorded a migration whose other schema's table, and whose rows,
+    the database did not have; it compared the app schema only."""
+    sql_dir = tmp_path / "sql"
+    write_migration(sql_dir, "001_two_schemas.sql",
+                    "CREATE TABLE IF NOT EXISTS app.bl_a (id int PRIMARY KEY);\n"
+                    "CREATE SCHEMA IF NOT EXISTS extra;\n"
+                    "CREATE TABLE IF NOT EXISTS extra.bl_b (id int PRIMARY KEY);\n")
+    write_migration(sql_dir, "002_rows.sql",
+                    "CREATE TABLE IF NOT EXISTS app.bl_c (id int PRIMARY KEY);\n"
+                    "WITH fresh AS (SELECT 1 AS id)\nINSERT INTO app.bl_c SELECT id FROM fresh ON CONFLICT DO NOTHING;\n")
+    db.execute("CREATE TABLE app.bl_a (id int PRIMARY KEY)")
+    other = db.run_cli("baseline", "001", sql_dir=sql_dir)
+    assert other.returncode == 1
+    line = one_line_error(other)
+    assert "001 also changes what lies outside schema app (" in line and "schema extra" in line, line
+    assert "r extra.bl_b" in line, line
+    assert ledger(db) == []
+    db.execute("CREATE SCHEMA extra; CREATE TABLE extra.bl_b (id int PRIMARY KEY)")
+    assert db.run_cli("apply", "--only", "001", sql_dir=sql_dir).returncode == 0
+    db.execute("CREATE TABLE app.bl_c (id int PRIMARY KEY)")
+    rows = db.run_cli("baseline", "002", sql_dir=sql_dir)
+    assert rows.returncode == 1
+    assert "002_rows.sql:2: 002 writes rows (INSERT)" in one_line_error(rows), rows.stderr
+    assert [row[0] for row in ledger(db)] == ["001"]
+
+
+def test_baseline_keeps_the_version_order_as_apply_does(db, tmp_path):
+    """Recorded after a newer one, an older migration would be reverted out of version order."""
+    sql_dir = tmp_path / "sql"
+    write_migration(sql_dir, "001_a.sql", "CREATE TABLE IF NOT EXISTS app.ord_a (id int);\n")
+    write_migration(sql_dir, "003_c.sql", "CREATE TABLE IF NOT EXISTS app.ord_c (id int);\n")
+    assert db.run_cli("apply", sql_dir=sql_dir).returncode == 0
+    write_migration(sql_dir, "002_b.sql", "CREATE TABLE IF NOT EXISTS app.ord_b (id int);\n")
+    db.execute("CREATE TABLE app.ord_b (id int)")
+    refused = db.run_cli("baseline", "002", sql_dir=sql_dir)
+    assert refused.returncode == 1
+    assert "002 (b) is pending but older than 003 (c), which is applied" in one_line_error(refused)
+    assert [row[0] for row in ledger(db)] == ["001", "003"]
+
 def test_a_migration_that_changes_nothing_on_a_fresh_database_cannot_be_baselined(new_db, tmp_path):
     """028 only drops a duplicate that a fresh database never has: there is nothing to compare."""
     sql_dir = tmp_path / "sql"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, SHIPPED_SQL
+from tests.helpers import ROOT, SHIPPED_SQL, write_migration
 
 SECRET = "s3cr3t-pa55word"
 
@@ -196,6 +196,36 @@ def test_libpq_environment_variables_are_used_without_a_dsn(db):
     assert result.returncode == 0, result.stderr
     assert "027  pending" in result.stdout
 
+
+def test_a_database_error_after_a_migration_committed_still_reports_it(db, tmp_path, monkeypatch, capsys):
+    """The session's reset after a commit failed (a role's statement_timeout cut it short, in an attack
+    review): --json printed nothing, though the migration was applied and recorded. It is told as soon
+    as it commits, and the JSON says what was applied, with complete: false."""
+    import psycopg
+
+    from appdb.cli import main
+    from appdb.migrate import runner
+
+    sql_dir = tmp_path / "sql"
+    write_migration(sql_dir, "001_a.sql", "CREATE TABLE IF NOT EXISTS app.after_a (id int);\n")
+    write_migration(sql_dir, "002_b.sql", "CREATE TABLE IF NOT EXISTS app.after_b (id int);\n")
+    calls = []
+    real = runner.fresh_session
+
+    def failing_after_the_first_commit(conn):
+        calls.append(1)
+        if len(calls) == 2:  # the first is under the lock, before any migration
+            raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+        real(conn)
+
+    monkeypatch.setattr(runner, "fresh_session", failing_after_the_first_commit)
+    monkeypatch.setenv("DATABASE_URL", db.dsn)
+    assert main(["apply", "--json", "--sql-dir", str(sql_dir)]) == 1
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert report["complete"] is False and [o["id"] for o in report["outcomes"]] == ["001"], out.out
+    assert "database error: canceling statement" in out.err
+    assert [row[0] for row in db.execute("SELECT id FROM appdb.migrations ORDER BY id")] == ["001"]
 
 def test_new_creates_the_next_migration_and_its_revert(tmp_path):
     from appdb.cli import main

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
-from psycopg import conninfo
+from psycopg import conninfo, sql
 
 from tests.helpers import SHIPPED_SQL, wait_for, write_migration
 
@@ -508,3 +508,91 @@ def test_a_migration_name_that_is_not_an_identifier_is_a_usage_error(db: Databas
     files = sorted(p.name for p in sql_dir.rglob("*.sql"))
     run_unchanged(db, "new", name, sql_dir=sql_dir, code=2)
     assert sorted(p.name for p in sql_dir.rglob("*.sql")) == files
+
+
+# --- from an attack review: what is said when the step may have committed ----------------------
+
+
+@contextmanager
+def commits_wait_for_a_standby(db: Database) -> Iterator[None]:
+    """Every commit in the database waits for a synchronous standby that never comes: a COMMIT is
+    then in flight for as long as the test likes (the cluster is this test worker's own; its
+    synchronous_commit is off, so the database turns it on)."""
+    with db.admin_connect() as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = on").format(sql.Identifier(db.name)))
+        admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+        admin.execute("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        with db.admin_connect() as admin:
+            admin.execute("ALTER SYSTEM RESET synchronous_standby_names")  # first: no commit waits after it
+            admin.execute("SELECT pg_reload_conf()")
+            admin.execute(sql.SQL("ALTER DATABASE {} RESET synchronous_commit").format(sql.Identifier(db.name)))
+
+
+def committing_backend(db: Database) -> int | None:
+    rows = db.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'appdb' "
+                      "AND wait_event = 'SyncRep'", (db.name,))
+    return rows[0][0] if rows else None
+
+
+@pytest.mark.parametrize("how", ["connection lost", "ctrl-c"])
+def test_a_step_stopped_as_it_commits_is_never_said_to_be_rolled_back(db: Database, tmp_path: Path, how: str) -> None:
+    """The server had committed the migration and its ledger row; appdb said "rolled back, run apply
+    again". Now it says that whether it committed is unknown, and the ledger tells."""
+    sql_dir = tmp_path / "sql"
+    write_migration(sql_dir, "001_sync_victim.sql", "CREATE TABLE IF NOT EXISTS app.sync_victim (id int);\n")
+    with commits_wait_for_a_standby(db):
+        run = subprocess.Popen([sys.executable, "-m", "appdb", "apply", "--json"], env=cli_env(db, sql_dir), cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        pid = wait_for(lambda: committing_backend(db), what="the step's COMMIT to wait for the standby")
+        if how == "ctrl-c":
+            run.send_signal(signal.SIGINT)
+        else:
+            with db.admin_connect() as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        stdout, stderr = run.communicate(timeout=30)
+    assert run.returncode == (130 if how == "ctrl-c" else 1), stderr
+    assert "rolled back" not in stderr, stderr
+    assert "whether it did is unknown" in stderr or "committed is unknown" in stderr, stderr
+    assert "'appdb status' tells" in stderr, stderr
+    assert '"complete": false' in stdout, stdout
+    # The truth, which the message sends the reader to: committed, and recorded.
+    assert ledger_ids(db) == ["001"]
+    assert db.execute("SELECT to_regclass('app.sync_victim') IS NOT NULL") == [(True,)]
+
+
+def test_a_transaction_false_step_runs_once_while_its_ledger_row_waits_for_a_lock(db: Database,
+                                                                                tmp_path: Path) -> None:
+    """A lock timeout on the ledger's write retried the whole step, which had committed: the row it
+    inserted was inserted three times for one ledger row. Only the ledger's write is retried now."""
+    sql_dir = tmp_path / "sql"
+    write_migration(sql_dir, "001_runs.sql",
+                    "CREATE TABLE IF NOT EXISTS app.runs (at timestamptz DEFAULT clock_timestamp());\n"
+                    "-- appdb:step bump transaction=false\nINSERT INTO app.runs DEFAULT VALUES;\n")
+    write_migration(sql_dir, "000_ledger.sql", "SELECT 1;\n")
+    assert db.run_cli("apply", "--only", "000", sql_dir=sql_dir).returncode == 0  # the ledger exists
+    with db.admin_connect() as blocker:
+        with holding(blocker, "LOCK TABLE appdb.migrations IN SHARE MODE"):
+            run = subprocess.Popen([sys.executable, "-m", "appdb", "apply", "--lock-timeout", "0.3",
+                                    "--lock-retries", "8"], env=cli_env(db, sql_dir), cwd=ROOT,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            wait_for(lambda: db.execute("SELECT count(*) FROM app.runs")[0][0] if db.execute(
+                "SELECT to_regclass('app.runs') IS NOT NULL")[0][0] else None, what="the step to have run")
+            time.sleep(1.0)  # some of the ledger write's lock timeouts
+        stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
+    assert "lock timeout, retry" in stderr, stderr
+    assert db.execute("SELECT count(*) FROM app.runs") == [(1,)]
+    assert ledger_ids(db) == ["000", "001"]
+
+
+def test_apply_only_of_an_applied_migration_says_that_one_is_applied(db: Database, tmp_path: Path) -> None:
+    sql_dir = tmp_path / "sql"
+    write_migration(sql_dir, "001_a.sql", "CREATE TABLE IF NOT EXISTS app.only_a (id int);\n")
+    write_migration(sql_dir, "002_b.sql", "CREATE TABLE IF NOT EXISTS app.only_b (id int);\n")
+    assert db.run_cli("apply", "--only", "001", sql_dir=sql_dir).returncode == 0
+    again = db.run_cli("apply", "--only", "1", sql_dir=sql_dir)
+    assert again.returncode == 0 and again.stdout == "nothing to apply: 001 is already applied\n", again.stdout

@@ -352,6 +352,25 @@ def test_the_schemas_a_step_drops_with_their_tables_are_read_with_the_file(text,
     (step,) = parse_steps(text, "x.sql")
     assert list(step.emptied_schemas) == schemas
 
+@pytest.mark.parametrize("text", [
+    "ALTER SCHEMA appdb RENAME TO appdb_old;",
+    "DROP SCHEMA IF EXISTS appdb CASCADE;",
+    'SELECT 1;\nDELETE FROM "appdb".migrations WHERE id = \'027\';',
+    "TRUNCATE appdb.migrations;",
+    "GRANT USAGE ON SCHEMA appdb TO anon;",
+])
+def test_a_migration_that_names_the_ledgers_schema_is_refused_when_read(text):
+    """A transaction=false step that renamed it left every migration pending (an attack review)."""
+    with pytest.raises(ConfigError, match=r"x\.sql:\d: this statement names the appdb schema"):
+        parse_steps(text, "x.sql")
+    assert parse_steps(text, "x.sql", from_ledger=True)  # a revert already stored runs as it was
+
+
+@pytest.mark.parametrize("text", ["CREATE TABLE app.appdb (id int);", "SELECT 'appdb.migrations';",
+                                  "COMMENT ON TABLE app.t IS 'see SCHEMA appdb';", "CREATE SCHEMA appdb_archive;"])
+def test_the_word_appdb_elsewhere_is_no_reference_to_the_ledger(text):
+    assert parse_steps(text, "x.sql")
+
 def test_each_shipped_revert_locks_the_table_its_guard_counts():
     """027, 029 and 030's reverts count a table's rows, then drop it: the runner locks it first."""
     for migration in discover(SQL_DIR):

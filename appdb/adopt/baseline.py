@@ -20,7 +20,7 @@ import psycopg
 
 from appdb.access import SCHEMA
 from appdb.errors import MigrationError, NotThere, Refused
-from appdb.migrate import ledger
+from appdb.migrate import ledger, statements
 from appdb.migrate.files import Migration, find
 from appdb.migrate.lock import migration_lock
 from appdb.migrate.options import Options
@@ -61,6 +61,49 @@ def explain(difference: Difference, migration_id: str) -> str:
             f"the database has {short(difference.actual)}")
 
 
+def refuse_row_writes(target: Migration) -> None:
+    """A migration that writes rows: the catalog cannot show whether the database has them."""
+    for step in target.steps:
+        found = statements.first_row_write(statements.split(step.sql, str(target.path), step.first_line))
+        if found:
+            verb, line = found
+            raise Refused(
+                f"{target.path}:{line}: {target.id} writes rows ({verb}), and the catalog cannot show whether "
+                "this database has them, so baseline cannot check it: apply it instead (appdb apply; written "
+                "to converge), or move the rows into a migration of its own"
+            )
+
+
+# What lies outside the compared schema, by name, on the throwaway database: schemas, relations,
+# routines, types, triggers, policies and extensions (the ledger's schema and the system's aside).
+_OUTSIDE = """
+WITH ns AS (
+    SELECT oid, nspname FROM pg_catalog.pg_namespace
+    WHERE nspname <> ALL (%(skip)s) AND nspname NOT LIKE 'pg\\_%%' AND nspname <> 'information_schema'
+)
+SELECT 'schema ' || nspname FROM ns
+UNION ALL SELECT pg_catalog.format('%%s %%I.%%I', c.relkind, ns.nspname, c.relname)
+    FROM pg_catalog.pg_class c JOIN ns ON ns.oid = c.relnamespace
+UNION ALL SELECT pg_catalog.format('routine %%I.%%I(%%s)', ns.nspname, p.proname,
+                                   pg_catalog.pg_get_function_identity_arguments(p.oid))
+    FROM pg_catalog.pg_proc p JOIN ns ON ns.oid = p.pronamespace
+UNION ALL SELECT pg_catalog.format('type %%I.%%I', ns.nspname, t.typname)
+    FROM pg_catalog.pg_type t JOIN ns ON ns.oid = t.typnamespace
+UNION ALL SELECT pg_catalog.format('trigger %%I on %%s', g.tgname, g.tgrelid::pg_catalog.regclass)
+    FROM pg_catalog.pg_trigger g JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid JOIN ns ON ns.oid = c.relnamespace
+    WHERE NOT g.tgisinternal
+UNION ALL SELECT pg_catalog.format('policy %%I on %%s', o.polname, o.polrelid::pg_catalog.regclass)
+    FROM pg_catalog.pg_policy o JOIN pg_catalog.pg_class c ON c.oid = o.polrelid JOIN ns ON ns.oid = c.relnamespace
+UNION ALL SELECT 'extension ' || extname FROM pg_catalog.pg_extension
+"""
+
+
+def _outside(conn: psycopg.Connection, schema: str) -> set[str]:
+    """Every object outside ``schema`` (and the ledger's), named: what a migration must not change
+    for baseline to be able to vouch for it."""
+    return {row[0] for row in conn.execute(_OUTSIDE, {"skip": [schema, ledger.LEDGER_SCHEMA]})}
+
+
 def _owned_by_migrations(identity: str) -> bool:
     return not identity.startswith(_PROGRAM_OWNED)
 
@@ -69,16 +112,25 @@ def change_of(migrations: list[Migration], target: Migration, schema: str = SCHE
     """Build the migrations before ``target``, then ``target``, on a throwaway database; diff the two."""
     from appdb.schema.fresh import throwaway
 
+    refuse_row_writes(target)
     earlier = [m for m in migrations if m.sort_key < target.sort_key]
     with throwaway(schema) as built:
         try:
             built.apply(earlier)
             before = built.describe(ledger=False)
+            outside = _outside(built.conn, schema)
             built.apply([*earlier, target])
         except MigrationError as exc:
             raise MigrationError(f"{target.id} could not be built on a fresh Supabase-shaped database, which "
                                  f"baseline compares with: {exc}") from None
         after = built.describe(ledger=False)
+        changed = sorted(outside ^ _outside(built.conn, schema))
+    if changed:
+        raise Refused(
+            f"{target.id} also changes what lies outside schema {schema} ({', '.join(changed[:_SHOWN])}"
+            f"{' and more' if len(changed) > _SHOWN else ''}), which baseline does not compare: apply it "
+            "instead (appdb apply; written to converge), or move that part into a migration of its own"
+        )
     made = {k: v for k, v in after.items() if before.entries.get(k) != v and _owned_by_migrations(k)}
     dropped = frozenset(k for k in before if k not in after.entries and _owned_by_migrations(k))
     return Change(schema, made, dropped)
@@ -94,6 +146,8 @@ def check_ledger(conn: psycopg.Connection, migrations: list[Migration], target: 
     ledger.refuse_earlier_pending(
         migrations, target, current, f"cannot baseline {target.id}",
         "apply them first (appdb apply), or baseline them in order if this database has them too")
+    # As apply: recorded after a newer one, it would be reverted out of version order.
+    ledger.refuse_out_of_order([target], current)
 
 
 def baseline(conn: psycopg.Connection, migrations: list[Migration], migration_id: str,

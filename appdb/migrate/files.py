@@ -213,6 +213,7 @@ def parse_steps(text: str, source: str, *, from_ledger: bool = False) -> tuple[S
         statements.refuse_copy_stdio(found, source)
         if not from_ledger:
             statements.refuse_unqualified_after_search_path(found, source)
+            statements.refuse_naming_the_ledger(found, source)
         emptied = statements.emptied_tables(found)
         schemas = statements.emptied_schemas(found)
         if emptied or schemas:

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from appdb.errors import LockTimeout, MigrationError
+from appdb.errors import Interrupted, LockTimeout, MigrationError
 from appdb.migrate import ledger
 from appdb.migrate.files import Migration, Step
 from appdb.migrate.lock import HELD
@@ -101,6 +101,7 @@ def apply_group(conn: psycopg.Connection, batch: list[Migration], options: Optio
     attempt = 0
     while True:
         at: list[tuple[Migration, Step]] = []  # where it is, for the error
+        committing = False
         try:
             with conn.transaction():
                 outcomes = _apply_together(conn, batch, options, at, per_query)
@@ -116,7 +117,13 @@ def apply_group(conn: psycopg.Connection, batch: list[Migration], options: Optio
                     )
                 _record_group(conn, batch, outcomes, options, ledger_exists)
                 at.clear()  # what fails from here fails the commit, not a step
+                committing = True
             return outcomes
+        except KeyboardInterrupt:
+            if not committing:
+                raise
+            raise Interrupted(f"interrupted as the transaction of {which} (--group) committed: whether they "
+                              "were applied is unknown: 'appdb status' tells") from None
         except _Unattributed:
             # Rolled back; sent again a migration a query, which tells which one failed. Not a retry.
             per_query = 0

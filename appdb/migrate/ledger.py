@@ -20,10 +20,13 @@ from importlib import resources
 import psycopg
 
 from appdb.errors import MigrationError, Refused
-from appdb.migrate import indexes
+from appdb.migrate import indexes, statements
 from appdb.migrate.files import Migration
 
 APPLIED, PENDING, CHANGED, REMOVED = "applied", "pending", "changed", "removed"
+# The ledger's own schema (ledger.sql makes appdb.migrations in it); the one name, kept where the
+# lexer (which the ledger imports, not the other way) refuses migrations that touch it.
+LEDGER_SCHEMA = statements.LEDGER_SCHEMA
 
 
 @dataclass(frozen=True)

@@ -63,14 +63,16 @@ def apply(
             else:
                 done = [_apply_one(conn, batch[0], options, ledger_exists)]
             ledger_exists = True
-            # What a migration set for its session (a SET search_path in a transaction=false
-            # step) must not reach the next one: else one run and several (apply --only, one
-            # by one) would build different schemas from the same files.
-            fresh_session(conn)
+            # Told as soon as it is committed: whatever stops the run after this (Ctrl-C, a lost
+            # connection, the fresh session's own failure), the caller has heard of it.
             for outcome in done:
                 outcomes.append(outcome)
                 if progress:
                     progress(outcome)
+            # What a migration set for its session (a SET search_path in a transaction=false
+            # step) must not reach the next one: else one run and several (apply --only, one
+            # by one) would build different schemas from the same files.
+            fresh_session(conn)
     return outcomes
 
 

@@ -348,6 +348,27 @@ class _FirstStatement(_Scanner):
         super().end_statement()
 
 
+LEDGER_SCHEMA = "appdb"  # appdb/migrate/ledger.py's, named here without importing the ledger
+
+
+def refuse_naming_the_ledger(statements: list[Statement], source: str) -> None:
+    """A top-level statement that names the ``appdb`` schema (``appdb.x``; ``appdb`` after ``SCHEMA``):
+    refused with file and line. The ledger lives there; a ``transaction=false`` step that renamed
+    or dropped it would leave every migration pending, and the next apply would run them all
+    again. Only top-level statements are seen, as with every check of the text."""
+    for statement in statements:
+        tokens = statement.tokens
+        for index, token in enumerate(tokens):
+            if token.kind not in ("word", "ident") or token.value != LEDGER_SCHEMA:
+                continue
+            qualified = index + 1 < len(tokens) and tokens[index + 1].kind == "punct" and tokens[index + 1].value == "."
+            # DROP SCHEMA [IF EXISTS] a, appdb; GRANT ... ON SCHEMA appdb: a schema keyword before it.
+            of_schema = any(t.kind == "word" and t.value == "schema" for t in tokens[:index])
+            if qualified or of_schema:
+                raise ConfigError(f"{source}:{token.line}: this statement names the {LEDGER_SCHEMA} schema, where "
+                                  "appdb keeps its ledger: a migration must leave it alone (name another schema)")
+
+
 def refuse_transaction_control(statements: list[Statement], source: str) -> None:
     """A top-level BEGIN, COMMIT, ROLLBACK, SAVEPOINT and the like: refused with file and line."""
     for statement in statements:
@@ -485,6 +506,24 @@ def emptied_schemas(statements: list[Statement]) -> list[str]:
                 break
             position += 1
     return found
+
+
+_ROW_WRITES = ("insert", "update", "delete", "merge", "copy", "truncate")
+
+
+def first_row_write(statements: list[Statement]) -> tuple[str, int] | None:
+    """The first top-level statement that writes or removes rows, as (its verb, its line): the
+    catalog cannot show whether a database has the rows (``appdb baseline``). A ``WITH`` counts
+    when one of its words is such a verb."""
+    for statement in statements:
+        verb = statement.words(1)[0] if statement.tokens else ""
+        if verb in _ROW_WRITES:
+            return verb.upper(), statement.line
+        if verb == "with":
+            found = next((t.value for t in statement.tokens if t.kind == "word" and t.value in _ROW_WRITES[:4]), None)
+            if found:
+                return found.upper(), statement.line
+    return None
 
 
 def refuse_unqualified_after_search_path(statements: list[Statement], source: str) -> None:

@@ -40,7 +40,7 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.pq import TransactionStatus
 
-from appdb.errors import LockTimeout, MigrationError, Refused
+from appdb.errors import Interrupted, LockTimeout, MigrationError, Refused
 from appdb.migrate import indexes
 from appdb.migrate.files import Step
 from appdb.migrate.lock import HELD
@@ -55,6 +55,13 @@ REFUSAL_SQLSTATES = {"AP001"}
 CLIENT_CHECK_INTERVAL = "1s"
 
 
+# Where a step was when it failed: what can be said of what it did depends on it.
+IN_STEP = "step"          # inside its transaction: the server rolls it back
+COMMITTING = "commit"     # its COMMIT was sent: it may have committed
+AUTOCOMMIT = "autocommit"  # a transaction=false step running: what it did so far may stay
+RECORDING = "recording"   # a transaction=false step ran; its ledger row was being written
+
+
 def run_step(
     conn: psycopg.Connection,
     step: Step,
@@ -63,39 +70,90 @@ def run_step(
     options: Options,
     on_commit: Callable[[psycopg.Connection], None] | None,
 ) -> None:
-    """Run one step, retrying lock timeouts; ``on_commit`` runs in the step's own transaction."""
+    """Run one step, retrying lock timeouts; ``on_commit`` runs in the step's own transaction
+    (after a ``transaction=false`` step, in one of its own, retried alone: the step that ran is
+    never run again for the ledger's sake)."""
+    if step.transactional:
+        _retrying(conn, step, source, migration_id, options, lambda phase: _transactional(
+            conn, step, migration_id, options, on_commit, phase))
+        return
+    _retrying(conn, step, source, migration_id, options, lambda phase: _autocommit(
+        conn, step, source, migration_id, options, phase))
+    if on_commit:
+        _retrying(conn, step, source, migration_id, options, lambda phase: _record_after(
+            conn, step, migration_id, options, on_commit, phase), first=RECORDING)
+
+
+def _retrying(conn: psycopg.Connection, step: Step, source: str, migration_id: str, options: Options,
+              action: Callable[[list[str]], None], first: str = IN_STEP) -> None:
+    """``action`` with its lock timeouts retried; a failure said as of the phase it was in."""
     for attempt in range(options.lock_retries + 1):
+        phase = [first]
         try:
-            if step.transactional:
-                with conn.transaction():
-                    expected, found = run_in_transaction(conn, step, options)
-                    check_still_ours(conn, expected, migration_id, step, found)
-                    if on_commit:
-                        on_commit(conn)
-            else:
-                expected = set_timeouts(conn, step, options, local=False)
-                try:
-                    _drop_invalid_leftovers(conn, step, source, migration_id)
-                    if not step.is_empty:
-                        conn.execute(step.sql)
-                finally:
-                    if not conn.closed and not conn.broken:
-                        # The next step's text must be read as the lexer read it: the step may
-                        # have turned standard_conforming_strings off for the session.
-                        conn.execute("; ".join([*(f"RESET {name}" for name in expected
-                                                  if name != "standard_conforming_strings"),
-                                                CONFORMING_FOR_THE_SESSION]))
-                if on_commit:
-                    with conn.transaction():
-                        expected = set_timeouts(conn, step, options, local=True)
-                        check_still_ours(conn, expected, migration_id, step)
-                        on_commit(conn)
+            action(phase)
             return
         except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
-            # Either way the server rolled the whole step back, so it is safe to run again.
+            if phase[0] == COMMITTING:  # a deferred check's lock at COMMIT: rolled back all the same
+                phase[0] = IN_STEP
+            # Either way the server rolled back what was in progress, so it is safe to run again.
             pause_or_give_up(exc, attempt, options, migration_id, step)
         except psycopg.Error as exc:
-            raise step_failure(exc, conn, step, source, migration_id) from None
+            raise step_failure(exc, conn, step, source, migration_id, phase[0]) from None
+        except KeyboardInterrupt:
+            if phase[0] == IN_STEP:
+                raise
+            raise Interrupted(_interrupted_at(phase[0], migration_id, step)) from None
+
+
+def _transactional(conn: psycopg.Connection, step: Step, migration_id: str, options: Options,
+                   on_commit: Callable[[psycopg.Connection], None] | None, phase: list[str]) -> None:
+    with conn.transaction():
+        expected, found = run_in_transaction(conn, step, options)
+        check_still_ours(conn, expected, migration_id, step, found)
+        if on_commit:
+            on_commit(conn)
+        phase[0] = COMMITTING
+
+
+def _autocommit(conn: psycopg.Connection, step: Step, source: str, migration_id: str, options: Options,
+                phase: list[str]) -> None:
+    expected = set_timeouts(conn, step, options, local=False)
+    try:
+        _drop_invalid_leftovers(conn, step, source, migration_id)
+        phase[0] = AUTOCOMMIT
+        if not step.is_empty:
+            conn.execute(step.sql)
+    finally:
+        if not conn.closed and not conn.broken:
+            # The next step's text must be read as the lexer read it: the step may
+            # have turned standard_conforming_strings off for the session.
+            conn.execute("; ".join([*(f"RESET {name}" for name in expected
+                                      if name != "standard_conforming_strings"),
+                                    CONFORMING_FOR_THE_SESSION]))
+
+
+def _record_after(conn: psycopg.Connection, step: Step, migration_id: str, options: Options,
+                  on_commit: Callable[[psycopg.Connection], None], phase: list[str]) -> None:
+    with conn.transaction():
+        expected = set_timeouts(conn, step, options, local=True)
+        check_still_ours(conn, expected, migration_id, step)
+        on_commit(conn)
+        phase[0] = COMMITTING
+
+
+def _interrupted_at(phase: str, migration_id: str, step: Step) -> str:
+    """What Ctrl-C leaves, said of the phase it came in."""
+    where = f"interrupted at {migration_id}, step {step.name}"
+    if phase == COMMITTING:
+        return (f"{where}, as it committed: whether it did is unknown (the ledger row commits with a "
+                "migration's last step), and nothing after it ran: 'appdb status' tells")
+    if phase == AUTOCOMMIT:
+        return (f"{where}, a transaction=false step, as it ran: what it did before the cancel stays (a "
+                "CREATE INDEX CONCURRENTLY leaves an INVALID index, which the next run drops and builds "
+                "again); nothing after it ran, and it is not recorded: 'appdb status' tells")
+    return (f"{where}, a transaction=false step that had run, as it was being recorded: it is not "
+            "recorded unless 'appdb status' says so; run the command again to record it (the step "
+            "runs again: a transaction=false step must be safe to run twice)")
 
 
 def pause_or_give_up(exc: psycopg.Error, attempt: int, options: Options, migration_id: str, step: Step) -> None:
@@ -344,15 +402,15 @@ def _drop_invalid_leftovers(conn: psycopg.Connection, step: Step, source: str, m
 
 
 def step_failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, source: str,
-                 migration_id: str) -> MigrationError:
-    """One line that says where it failed and why; the step's transaction is already rolled back."""
+                 migration_id: str, phase: str = IN_STEP) -> MigrationError:
+    """One line that says where it failed and why, and what is known of what the step did: a
+    failure inside a transaction rolled it back; one at its COMMIT, or in a ``transaction=false``
+    step, may not have (:data:`COMMITTING`, :data:`AUTOCOMMIT`, :data:`RECORDING`)."""
     diag = exc.diag
     message = server_message(exc)
     if conn.broken or isinstance(exc, errors.AdminShutdown):
-        return MigrationError(
-            f"{migration_id}, step {step.name}: the connection to the server was lost ({message}); "
-            "the step was rolled back and nothing after it ran: run apply again"
-        )
+        return MigrationError(f"{migration_id}, step {step.name}: the connection to the server was lost "
+                              f"({message}); {_lost_at(phase)}")
     if diag.sqlstate in REFUSAL_SQLSTATES:
         hint = f" ({diag.message_hint})" if diag.message_hint else ""
         return Refused(f"{migration_id} refused: {message}{hint}")
@@ -370,6 +428,22 @@ def step_failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, sourc
         # holds transaction-safe statements so runs today, and must go on running.
         hint += "; a transaction=false step holds one statement: give each of this step's its own step"
     return MigrationError(f"{source}:{line}: {message}{hint} (step {step.name}, SQLSTATE {diag.sqlstate})")
+
+
+def _lost_at(phase: str) -> str:
+    """What a lost connection leaves, said of the phase it was lost in."""
+    if phase == COMMITTING:
+        return ("it was lost as the step committed, so whether the step (and, with a migration's last step, "
+                "its ledger row) committed is unknown, and nothing after it ran: 'appdb status' tells, then "
+                "run the command again")
+    if phase == AUTOCOMMIT:
+        return ("the step is transaction=false, so what it did before the connection went may stay (a CREATE "
+                "INDEX CONCURRENTLY leaves an INVALID index, which the next run drops and builds again); "
+                "nothing after it ran, and it is not recorded: run the command again")
+    if phase == RECORDING:
+        return ("the step (transaction=false) had run; whether its ledger row was written is unknown: "
+                "'appdb status' tells; if it says pending, run the command again, which runs the step again")
+    return "the step was rolled back and nothing after it ran: run the command again"
 
 
 def _in_characters(conn: psycopg.Connection, sent: str, position: int) -> int:
