@@ -259,6 +259,20 @@ ROW_WHILE_REVERTING = {
 }
 
 
+def commit_once_blocked(reverting: subprocess.Popen, writer, blocked, what: str) -> str:
+    """Commit ``writer``'s transaction once the revert waits for its lock (``blocked``); the
+    revert's stderr. A revert that ends before it waits fails the test with its own words."""
+    try:
+        wait_for(lambda: blocked() or reverting.poll() is not None, what=what)
+        assert reverting.poll() is None, reverting.communicate()
+        writer.commit()
+        return reverting.communicate(timeout=60)[1]
+    finally:
+        if reverting.poll() is None:
+            reverting.kill()
+            reverting.wait()
+
+
 @pytest.mark.parametrize("isolation", ["", "repeatable read", "serializable"])
 @pytest.mark.parametrize("migration_id", sorted(ROW_WHILE_REVERTING))
 def test_a_row_committed_while_a_revert_waits_for_its_table_is_counted_never_dropped(db, full_sql_dir, migration_id,
@@ -286,16 +300,9 @@ def test_a_row_committed_while_a_revert_waits_for_its_table_is_counted_never_dro
         # A long lock_timeout: the revert waits for the writer, rather than retrying around it.
         reverting = subprocess.Popen(["./bin/appdb", "revert", migration_id, "--lock-timeout", "30"], cwd=ROOT,
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            wait_for(lambda: db.execute(
-                "SELECT 1 FROM pg_locks WHERE relation = to_regclass(%s) AND mode = 'AccessExclusiveLock' "
-                "AND NOT granted", (table,)), what=f"the revert of {migration_id} to wait for {table}")
-            writer.commit()
-            _, stderr = reverting.communicate(timeout=60)
-        finally:
-            if reverting.poll() is None:
-                reverting.kill()
-                reverting.wait()
+        stderr = commit_once_blocked(reverting, writer, lambda: db.execute(
+            "SELECT 1 FROM pg_locks WHERE relation = to_regclass(%s) AND mode = 'AccessExclusiveLock' "
+            "AND NOT granted", (table,)), f"the revert of {migration_id} to wait for {table}")
     assert reverting.returncode == 1, stderr
     assert "refused" in stderr and "1 row(s)" in stderr and stderr.count("\n") == 1, stderr
     assert db.execute(f"SELECT count(*) FROM {table}") == [(1,)]
@@ -341,20 +348,11 @@ def test_a_row_committed_while_a_revert_waits_to_drop_its_schema_is_counted_neve
             env={**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "DATABASE_URL": db.dsn,
                  "APPDB_SQL_DIR": str(sql_dir), "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            # Blocked on the partitioned table (the writer's insert holds it too) or on the partition.
-            wait_for(lambda: db.execute(
-                "SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n "
-                "ON n.oid = c.relnamespace WHERE n.nspname = 'Ledger$appdb_lock_first$' "
-                "AND l.mode = 'AccessExclusiveLock' AND NOT l.granted") or reverting.poll() is not None,
-                what="the revert to wait for the writer's tables")
-            assert reverting.poll() is None, reverting.communicate()
-            writer.commit()
-            _, stderr = reverting.communicate(timeout=60)
-        finally:
-            if reverting.poll() is None:
-                reverting.kill()
-                reverting.wait()
+        # Blocked on the partitioned table (the writer's insert holds it too) or on the partition.
+        stderr = commit_once_blocked(reverting, writer, lambda: db.execute(
+            "SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = 'Ledger$appdb_lock_first$' "
+            "AND l.mode = 'AccessExclusiveLock' AND NOT l.granted"), "the revert to wait for the writer's tables")
     assert reverting.returncode == 1, stderr
     assert "refused: 1 row(s) held" in stderr, stderr
     assert db.execute('SELECT count(*) FROM "Ledger$appdb_lock_first$"."held rows"') == [(1,)]
