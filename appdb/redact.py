@@ -39,6 +39,7 @@ _URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@\s]*@")
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _KV_SECRET = re.compile(r"(?:%s)\s*=\s*" % "|".join(SECRET_KEYWORDS), re.IGNORECASE)
 _KV_NEXT_KEY = re.compile(r"\s+[A-Za-z_]+\s*=")
+_LOWER_HEX = re.compile(r"%[0-9A-F]{2}")  # a percent-encoding as some programs write it: %c3%a9
 # A URL's query pairs, after any ? or & (generous: a raw ? in a password starts no query of libpq's).
 _QUERY_PAIR = re.compile(r"[?&]([^=&?]*)=([^&]*)")
 
@@ -95,21 +96,25 @@ def passfile_secrets(path: str) -> set[str]:
 
 
 def _passfile_fields(line: str) -> list[str]:
-    """A password file's line split as libpq splits it: at each ``:`` not escaped, into at most
-    five fields (the password may hold a ``:``), each with its backslash escapes undone."""
-    fields, field, escaped = [], [], False
-    for char in line:
-        if escaped:
-            field.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":" and len(fields) < 4:
+    """A password file's line split as libpq's passwordFromFile reads it: fields end at a ``:``
+    not escaped; a backslash takes the character after it, but a backslash at the very end of
+    the line is kept; the password ends at its own unescaped ``:`` (what follows is ignored)."""
+    fields, field, index = [], [], 0
+    while index < len(line) and len(fields) < 5:
+        char = line[index]
+        if char == "\\" and index + 1 < len(line):
+            field.append(line[index + 1])
+            index += 2
+            continue
+        if char == ":":
             fields.append("".join(field))
             field = []
         else:
             field.append(char)
-    return [*fields, "".join(field)]
+        index += 1
+    if len(fields) < 5:
+        fields.append("".join(field))
+    return fields
 
 
 def environment_secrets() -> set[str]:
@@ -121,8 +126,9 @@ def forms(secrets: Iterable[str]) -> set[str]:
     """Each secret as written, percent-decoded, percent-encoded and escaped as repr() would."""
     out: set[str] = set()
     for secret in secrets:
-        for form in (secret, unquote(secret), quote(secret, safe="", errors="surrogateescape"),
-                     quote(secret, errors="surrogateescape"), repr(secret)[1:-1]):
+        encoded = (quote(secret, safe="", errors="surrogateescape"), quote(secret, errors="surrogateescape"))
+        for form in (secret, unquote(secret), *encoded, repr(secret)[1:-1],
+                     *(_LOWER_HEX.sub(lambda m: m.group(0).lower(), e) for e in encoded)):
             out.add(form)
     return out
 

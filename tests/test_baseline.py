@@ -143,6 +143,31 @@ def test_baseline_refuses_what_it_cannot_check_rows_and_other_schemas(db, tmp_pa
     assert [row[0] for row in ledger(db)] == ["001"]
 
 
+@pytest.mark.parametrize(("change", "said"), [
+    ("DO $$ BEGIN INSERT INTO app.bl_d VALUES (1); END $$;", "writes rows (app.bl_d"),
+    ("CREATE TABLE app.bl_copy AS SELECT 1 AS id;", "writes rows (app.bl_copy"),
+    ("ALTER TABLE public.bl_ext ADD COLUMN secret_flag int;", "outside schema app (r public.bl_ext)"),
+    ("CREATE OR REPLACE FUNCTION public.bl_f() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'select 42';",
+     "outside schema app (routine public.bl_f()"),
+    # (A GRANT to anon on a public table changes nothing here: Supabase's default privileges gave it already.)
+    ("REVOKE ALL ON public.bl_ext FROM anon;", "outside schema app (r public.bl_ext)"),
+    ("CREATE ROLE bl_role NOLOGIN;", "outside schema app (role bl_role)"),
+])
+def test_baseline_sees_rows_and_changes_outside_its_schema_however_they_are_written(db, tmp_path, change, said):
+    """The first version compared names and top-level statements: a DO block's insert, CREATE TABLE AS,
+    a new column or body or grant on an object outside app passed (a second attack review)."""
+    sql_dir = tmp_path / "sql"
+    write_migration(sql_dir, "001_outside.sql",
+                    "CREATE TABLE IF NOT EXISTS public.bl_ext (id int);\n"
+                    "CREATE OR REPLACE FUNCTION public.bl_f() RETURNS int LANGUAGE sql AS 'select 1';\n")
+    write_migration(sql_dir, "002_change.sql", f"CREATE TABLE IF NOT EXISTS app.bl_d (id int);\n{change}\n")
+    assert db.run_cli("apply", "--only", "001", sql_dir=sql_dir).returncode == 0
+    db.execute("CREATE TABLE app.bl_d (id int); CREATE TABLE app.bl_copy (id int)")
+    refused = db.run_cli("baseline", "002", sql_dir=sql_dir)
+    assert refused.returncode == 1, refused.stdout
+    assert said in one_line_error(refused), refused.stderr
+    assert [row[0] for row in ledger(db)] == ["001"]
+
 def test_baseline_keeps_the_version_order_as_apply_does(db, tmp_path):
     """Recorded after a newer one, an older migration would be reverted out of version order."""
     sql_dir = tmp_path / "sql"

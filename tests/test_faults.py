@@ -589,6 +589,27 @@ def test_a_transaction_false_step_runs_once_while_its_ledger_row_waits_for_a_loc
     assert ledger_ids(db) == ["000", "001"]
 
 
+def test_a_ledger_row_that_never_gets_its_lock_says_the_transaction_false_step_ran(db: Database,
+                                                                                tmp_path: Path) -> None:
+    """The step had run and stays; only its row is missing: the message says so, and that the next run
+    runs it again (an attack review: it said only "lock timeout")."""
+    sql_dir = tmp_path / "sql"
+    write_migration(sql_dir, "000_ledger.sql", "SELECT 1;\n")
+    write_migration(sql_dir, "001_idx.sql", "CREATE TABLE IF NOT EXISTS app.ran (id int);\n"
+                                            "-- appdb:step build transaction=false\n"
+                                            "CREATE INDEX CONCURRENTLY IF NOT EXISTS ran_id ON app.ran (id);\n")
+    assert db.run_cli("apply", "--only", "000", sql_dir=sql_dir).returncode == 0
+    with db.admin_connect() as blocker:
+        with holding(blocker, "LOCK TABLE appdb.migrations IN SHARE MODE"):
+            result = db.run_cli("apply", "--lock-timeout", "0.2", "--lock-retries", "1", sql_dir=sql_dir)
+    line = assert_one_line_error(result, 1, "001", "lock timeout")
+    assert "the step (transaction=false) ran and what it did stays, but it is not recorded" in line, line
+    assert db.execute("SELECT to_regclass('app.ran_id') IS NOT NULL") == [(True,)]
+    assert ledger_ids(db) == ["000"]
+    again = db.run_cli("apply", sql_dir=sql_dir)
+    assert again.returncode == 0, again.stderr
+    assert ledger_ids(db) == ["000", "001"]
+
 def test_apply_only_of_an_applied_migration_says_that_one_is_applied(db: Database, tmp_path: Path) -> None:
     sql_dir = tmp_path / "sql"
     write_migration(sql_dir, "001_a.sql", "CREATE TABLE IF NOT EXISTS app.only_a (id int);\n")

@@ -358,6 +358,10 @@ def test_the_schemas_a_step_drops_with_their_tables_are_read_with_the_file(text,
     'SELECT 1;\nDELETE FROM "appdb".migrations WHERE id = \'027\';',
     "TRUNCATE appdb.migrations;",
     "GRANT USAGE ON SCHEMA appdb TO anon;",
+    "DROP SCHEMA IF EXISTS app_old, appdb CASCADE;",
+    "ALTER TABLE app.t SET SCHEMA appdb;",
+    "WITH gone AS (DELETE FROM appdb.migrations RETURNING id) SELECT count(*) FROM gone;",
+    "CREATE SCHEMA IF NOT EXISTS appdb;",
 ])
 def test_a_migration_that_names_the_ledgers_schema_is_refused_when_read(text):
     """A transaction=false step that renamed it left every migration pending (an attack review)."""
@@ -366,8 +370,18 @@ def test_a_migration_that_names_the_ledgers_schema_is_refused_when_read(text):
     assert parse_steps(text, "x.sql", from_ledger=True)  # a revert already stored runs as it was
 
 
-@pytest.mark.parametrize("text", ["CREATE TABLE app.appdb (id int);", "SELECT 'appdb.migrations';",
-                                  "COMMENT ON TABLE app.t IS 'see SCHEMA appdb';", "CREATE SCHEMA appdb_archive;"])
+@pytest.mark.parametrize("text", [
+    "CREATE TABLE app.appdb (id int);", "SELECT 'appdb.migrations';",
+    "COMMENT ON TABLE app.t IS 'see SCHEMA appdb';", "CREATE SCHEMA appdb_archive;",
+    # From an attack review of the first version, which refused these: a role, a column, an alias, a setting.
+    "GRANT USAGE ON SCHEMA app TO appdb;",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO appdb;",
+    "CREATE SCHEMA app2 AUTHORIZATION appdb;",
+    "CREATE TABLE app.t (schema text, appdb text);",
+    "SET LOCAL appdb.allow_data_loss = on;",
+    "SELECT appdb.id FROM app.x AS appdb;",
+    "ALTER TABLE app.t RENAME COLUMN a TO appdb;",
+])
 def test_the_word_appdb_elsewhere_is_no_reference_to_the_ledger(text):
     assert parse_steps(text, "x.sql")
 

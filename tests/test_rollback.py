@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from components.migrations import APPLY_PENDING, RECORDED, revert_command
-from tests.helpers import SHIPPED_SQL, copy_shipped, wait_for
+from tests.helpers import SHIPPED_SQL, copy_shipped, wait_for, write_migration
 
 ROOT = Path(__file__).resolve().parent.parent
 FILE_027 = "027_memberships.sql"
@@ -361,6 +361,20 @@ def test_a_row_committed_while_a_revert_waits_to_drop_its_schema_is_counted_neve
     done = db.run_cli("revert", "001", sql_dir=sql_dir)
     assert done.returncode == 0, done.stderr
     assert db.execute("""SELECT count(*) FROM pg_namespace WHERE nspname = 'Ledger$appdb_lock_first$'""") == [(0,)]
+
+def test_a_schema_holding_a_table_the_login_may_not_lock_is_still_dropped_by_its_owner(db, tmp_path):
+    """The lock before a DROP SCHEMA ... CASCADE passes over another role's table the login has no
+    right to lock: its owner may drop the schema with it, as before (an attack review's regression)."""
+    sql_dir = tmp_path / "sql"
+    write_migration(sql_dir, "001_s.sql", "CREATE SCHEMA IF NOT EXISTS s_theirs;\n"
+                                          "CREATE TABLE IF NOT EXISTS s_theirs.mine (id int);\n",
+                    revert="DROP SCHEMA s_theirs CASCADE;\n")
+    assert db.run_cli("apply", sql_dir=sql_dir).returncode == 0
+    with db.admin_connect() as admin:  # the superuser's table, nothing granted to the login
+        admin.execute("CREATE TABLE s_theirs.theirs (id int); REVOKE ALL ON s_theirs.theirs FROM PUBLIC")
+    done = db.run_cli("revert", "001", sql_dir=sql_dir)
+    assert done.returncode == 0, done.stderr
+    assert db.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 's_theirs'") == [(0,)]
 
 def test_code_rollback_of_029_and_030_on_a_fresh_stack_drops_their_empty_tables(db, full_sql_dir):
     deploy(db, full_sql_dir)

@@ -74,34 +74,94 @@ def refuse_row_writes(target: Migration) -> None:
             )
 
 
-# What lies outside the compared schema, by name, on the throwaway database: schemas, relations,
-# routines, types, triggers, policies and extensions (the ledger's schema and the system's aside).
+# What lies outside the compared schema on the throwaway database, each object with its definition
+# and privileges: schemas, relations (their columns, RLS and grants), routines (their whole
+# definition and grants), types and enum labels, triggers, policies, extensions, publications,
+# default privileges, roles, memberships and role settings (the ledger's schema and the system's
+# aside). A migration that changes any of it, not only one that adds or drops a name, is refused.
 _OUTSIDE = """
 WITH ns AS (
     SELECT oid, nspname FROM pg_catalog.pg_namespace
     WHERE nspname <> ALL (%(skip)s) AND nspname NOT LIKE 'pg\\_%%' AND nspname <> 'information_schema'
 )
-SELECT 'schema ' || nspname FROM ns
-UNION ALL SELECT pg_catalog.format('%%s %%I.%%I', c.relkind, ns.nspname, c.relname)
+SELECT pg_catalog.format('schema %%I owner %%s acl %%s', nspname,
+                         (SELECT nspowner::pg_catalog.regrole FROM pg_catalog.pg_namespace WHERE oid = ns.oid),
+                         (SELECT nspacl FROM pg_catalog.pg_namespace WHERE oid = ns.oid)) FROM ns
+UNION ALL SELECT pg_catalog.format('%%s %%I.%%I (%%s) rls %%s acl %%s', c.relkind, ns.nspname, c.relname,
+                                   (SELECT pg_catalog.string_agg(pg_catalog.format('%%I %%s%%s', a.attname,
+                                               pg_catalog.format_type(a.atttypid, a.atttypmod),
+                                               CASE WHEN a.attnotnull THEN ' not null' ELSE '' END), ', '
+                                               ORDER BY a.attnum)
+                                    FROM pg_catalog.pg_attribute a
+                                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+                                   c.relrowsecurity, c.relacl)
     FROM pg_catalog.pg_class c JOIN ns ON ns.oid = c.relnamespace
-UNION ALL SELECT pg_catalog.format('routine %%I.%%I(%%s)', ns.nspname, p.proname,
-                                   pg_catalog.pg_get_function_identity_arguments(p.oid))
+UNION ALL SELECT pg_catalog.format('routine %%I.%%I(%%s) %%s acl %%s', ns.nspname, p.proname,
+                                   pg_catalog.pg_get_function_identity_arguments(p.oid),
+                                   CASE WHEN p.prokind IN ('f', 'p')
+                                        THEN pg_catalog.md5(pg_catalog.pg_get_functiondef(p.oid)) END, p.proacl)
     FROM pg_catalog.pg_proc p JOIN ns ON ns.oid = p.pronamespace
-UNION ALL SELECT pg_catalog.format('type %%I.%%I', ns.nspname, t.typname)
+UNION ALL SELECT pg_catalog.format('type %%I.%%I %%s', ns.nspname, t.typname,
+                                   (SELECT pg_catalog.string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
+                                    FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid))
     FROM pg_catalog.pg_type t JOIN ns ON ns.oid = t.typnamespace
-UNION ALL SELECT pg_catalog.format('trigger %%I on %%s', g.tgname, g.tgrelid::pg_catalog.regclass)
+UNION ALL SELECT pg_catalog.pg_get_triggerdef(g.oid)
     FROM pg_catalog.pg_trigger g JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid JOIN ns ON ns.oid = c.relnamespace
     WHERE NOT g.tgisinternal
-UNION ALL SELECT pg_catalog.format('policy %%I on %%s', o.polname, o.polrelid::pg_catalog.regclass)
+UNION ALL SELECT pg_catalog.format('policy %%I on %%s %%s %%s to %%s using %%s check %%s', o.polname,
+                                   o.polrelid::pg_catalog.regclass, o.polcmd, o.polpermissive, o.polroles,
+                                   pg_catalog.pg_get_expr(o.polqual, o.polrelid),
+                                   pg_catalog.pg_get_expr(o.polwithcheck, o.polrelid))
     FROM pg_catalog.pg_policy o JOIN pg_catalog.pg_class c ON c.oid = o.polrelid JOIN ns ON ns.oid = c.relnamespace
-UNION ALL SELECT 'extension ' || extname FROM pg_catalog.pg_extension
+UNION ALL SELECT pg_catalog.format('extension %%I %%s', extname, extversion) FROM pg_catalog.pg_extension
+UNION ALL SELECT pg_catalog.format('publication %%I all %%s: %%s', p.pubname, p.puballtables,
+                                   (SELECT pg_catalog.string_agg(r.prrelid::pg_catalog.regclass::text, ',' ORDER BY 1)
+                                    FROM pg_catalog.pg_publication_rel r WHERE r.prpubid = p.oid))
+    FROM pg_catalog.pg_publication p
+UNION ALL SELECT pg_catalog.format('default privileges %%s %%s %%s %%s', d.defaclrole::pg_catalog.regrole,
+                                   d.defaclnamespace, d.defaclobjtype, d.defaclacl) FROM pg_catalog.pg_default_acl d
+UNION ALL SELECT pg_catalog.format('role %%I %%s %%s %%s %%s %%s %%s %%s', r.rolname, r.rolsuper, r.rolinherit,
+                                   r.rolcreaterole, r.rolcreatedb, r.rolcanlogin, r.rolreplication, r.rolbypassrls)
+    FROM pg_catalog.pg_roles r
+UNION ALL SELECT pg_catalog.format('member %%s of %%s admin %%s', m.member::pg_catalog.regrole,
+                                   m.roleid::pg_catalog.regrole, m.admin_option) FROM pg_catalog.pg_auth_members m
+UNION ALL SELECT pg_catalog.format('settings %%s %%s %%s', s.setdatabase, s.setrole::pg_catalog.regrole, s.setconfig)
+    FROM pg_catalog.pg_db_role_setting s
 """
 
 
+def _name_of(line: str) -> str:
+    """An object of :data:`_OUTSIDE` by its kind and name, without its definition."""
+    words = line.split()
+    if line.startswith("CREATE"):  # pg_get_triggerdef: CREATE [CONSTRAINT] TRIGGER name ...
+        return f"trigger {words[3] if words[1] == 'CONSTRAINT' else words[2]}"
+    return " ".join(words[:4] if words[0] in ("policy", "member") else words[:2])
+
+
 def _outside(conn: psycopg.Connection, schema: str) -> set[str]:
-    """Every object outside ``schema`` (and the ledger's), named: what a migration must not change
-    for baseline to be able to vouch for it."""
+    """Every object outside ``schema`` (and the ledger's), with its definition: what a migration
+    must not change for baseline to be able to vouch for it."""
     return {row[0] for row in conn.execute(_OUTSIDE, {"skip": [schema, ledger.LEDGER_SCHEMA]})}
+
+
+# Every ordinary table's rows, counted exactly on the small throwaway database.
+_TABLES = """
+SELECT c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname <> ALL (%(skip)s)
+  AND n.nspname NOT LIKE 'pg\\_%%' AND n.nspname <> 'information_schema'
+ORDER BY 1
+"""
+
+
+def _rows(conn: psycopg.Connection) -> dict[str, int]:
+    """How many rows each table holds: a migration that writes any, however (a DO block, a function,
+    CREATE TABLE AS), changes a count on the throwaway database."""
+    from psycopg import sql
+
+    names = [row[0] for row in conn.execute(_TABLES, {"skip": [ledger.LEDGER_SCHEMA]})]
+    return {name: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(name))).fetchone()[0]
+            for name in names}
 
 
 def _owned_by_migrations(identity: str) -> bool:
@@ -118,17 +178,26 @@ def change_of(migrations: list[Migration], target: Migration, schema: str = SCHE
         try:
             built.apply(earlier)
             before = built.describe(ledger=False)
-            outside = _outside(built.conn, schema)
+            outside, rows = _outside(built.conn, schema), _rows(built.conn)
             built.apply([*earlier, target])
         except MigrationError as exc:
             raise MigrationError(f"{target.id} could not be built on a fresh Supabase-shaped database, which "
                                  f"baseline compares with: {exc}") from None
         after = built.describe(ledger=False)
         changed = sorted(outside ^ _outside(built.conn, schema))
-    if changed:
+        written = sorted(name for name, count in _rows(built.conn).items() if rows.get(name, 0) != count)
+    if written:
         raise Refused(
-            f"{target.id} also changes what lies outside schema {schema} ({', '.join(changed[:_SHOWN])}"
-            f"{' and more' if len(changed) > _SHOWN else ''}), which baseline does not compare: apply it "
+            f"{target.id} writes rows ({', '.join(written[:_SHOWN])}{' and more' if len(written) > _SHOWN else ''}, "
+            "on a fresh database), and the catalog cannot show whether this database has them, so baseline "
+            "cannot check it: apply it instead (appdb apply; written to converge), or move the rows into a "
+            "migration of its own"
+        )
+    if changed:
+        names = sorted({_name_of(line) for line in changed})
+        raise Refused(
+            f"{target.id} also changes what lies outside schema {schema} ({', '.join(names[:_SHOWN])}"
+            f"{' and more' if len(names) > _SHOWN else ''}), which baseline does not compare: apply it "
             "instead (appdb apply; written to converge), or move that part into a migration of its own"
         )
     made = {k: v for k, v in after.items() if before.entries.get(k) != v and _owned_by_migrations(k)}

@@ -144,7 +144,9 @@ def dump_schema(pg_dump: Path, params: dict[str, str], schema: str) -> str:
         lines = [line.strip() for line in out.stderr.splitlines() if line.strip()]
         reason = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "no message")
         known = [value for key, value in params.items() if key in SECRET_KEYWORDS and value]
-        raise AppdbError(f"pg_dump failed: {redact(reason.removeprefix('pg_dump: '), known)}")
+        # Whole secrets only: pull has connected already, so pg_dump's error is about the dump, and
+        # may quote names others chose (appdb/redact.py: masked pieces would be an oracle).
+        raise AppdbError(f"pg_dump failed: {redact(reason.removeprefix('pg_dump: '), known, pieces=False)}")
     return out.stdout
 
 

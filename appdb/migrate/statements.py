@@ -352,21 +352,58 @@ LEDGER_SCHEMA = "appdb"  # appdb/migrate/ledger.py's, named here without importi
 
 
 def refuse_naming_the_ledger(statements: list[Statement], source: str) -> None:
-    """A top-level statement that names the ``appdb`` schema (``appdb.x``; ``appdb`` after ``SCHEMA``):
-    refused with file and line. The ledger lives there; a ``transaction=false`` step that renamed
-    or dropped it would leave every migration pending, and the next apply would run them all
-    again. Only top-level statements are seen, as with every check of the text."""
+    """A top-level statement that names the ``appdb`` schema: refused with file and line.
+
+    The ledger lives there; a ``transaction=false`` step that renamed or dropped it would leave
+    every migration pending, and the next apply would run them all again. Named means: a
+    qualified name ``appdb.x`` in a statement that changes something (not a ``SET`` of appdb's
+    own settings, nor a query's alias), or ``appdb`` where a schema's name goes (after
+    ``SCHEMA``, ``IF [NOT] EXISTS``, or in the list of ``DROP SCHEMA a, appdb``). A role called
+    appdb, or a column, is not the schema. Only top-level statements are seen, as with every
+    check of the text."""
     for statement in statements:
         tokens = statement.tokens
+        changes = statement.words(1)[0] in _CHANGING if tokens else False
         for index, token in enumerate(tokens):
-            if token.kind not in ("word", "ident") or token.value != LEDGER_SCHEMA:
-                continue
-            qualified = index + 1 < len(tokens) and tokens[index + 1].kind == "punct" and tokens[index + 1].value == "."
-            # DROP SCHEMA [IF EXISTS] a, appdb; GRANT ... ON SCHEMA appdb: a schema keyword before it.
-            of_schema = any(t.kind == "word" and t.value == "schema" for t in tokens[:index])
-            if qualified or of_schema:
+            if token.kind in ("word", "ident") and token.value == LEDGER_SCHEMA and (
+                    (changes and _is_punct(tokens, index + 1, ".")) or _in_schema_position(tokens, index)):
                 raise ConfigError(f"{source}:{token.line}: this statement names the {LEDGER_SCHEMA} schema, where "
                                   "appdb keeps its ledger: a migration must leave it alone (name another schema)")
+
+
+# The statements that change something, where a qualified name is a target (a SELECT's may be an alias).
+_CHANGING = frozenset({"alter", "drop", "create", "truncate", "delete", "update", "insert", "merge", "copy",
+                       "grant", "revoke", "comment", "lock", "security", "reindex", "cluster", "vacuum", "analyze",
+                       "refresh", "import", "with"})
+# What may follow a schema's name in a list of schemas (DROP SCHEMA a, b CASCADE; ON SCHEMA a, b TO ...).
+_AFTER_SCHEMA_NAME = frozenset({"cascade", "restrict", "to", "from", "rename", "owner", "authorization", "is",
+                                "grant", "revoke"})
+
+
+def _is_punct(tokens: tuple[Token, ...], index: int, value: str) -> bool:
+    return 0 <= index < len(tokens) and tokens[index].kind == "punct" and tokens[index].value == value
+
+
+def _in_schema_position(tokens: tuple[Token, ...], index: int) -> bool:
+    """Whether the name at ``index`` stands where a schema's name goes: right after ``SCHEMA``
+    (and ``IF [NOT] EXISTS``), or in a comma list of such names."""
+    at = index - 1
+    while True:
+        words = [t.value if t.kind == "word" else "" for t in tokens[max(at - 2, 0):at + 1]]
+        if words[-1:] == ["schema"]:
+            return True
+        if words[-2:] == ["if", "exists"] or words[-3:] == ["if", "not", "exists"]:
+            at -= 2 if words[-2:] == ["if", "exists"] else 3
+            continue
+        # a list: ", name" back to the SCHEMA keyword, the name at index ending the list or followed by ","
+        if _is_punct(tokens, at, ",") and at >= 1 and tokens[at - 1].kind in ("word", "ident"):
+            following = tokens[index + 1] if index + 1 < len(tokens) else None
+            if following is not None and not (following.kind == "punct" and following.value in ",;") and not (
+                    following.kind == "word" and following.value in _AFTER_SCHEMA_NAME):
+                return False
+            at -= 2
+            continue
+        return False
 
 
 def refuse_transaction_control(statements: list[Statement], source: str) -> None:

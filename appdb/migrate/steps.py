@@ -60,6 +60,7 @@ IN_STEP = "step"          # inside its transaction: the server rolls it back
 COMMITTING = "commit"     # its COMMIT was sent: it may have committed
 AUTOCOMMIT = "autocommit"  # a transaction=false step running: what it did so far may stay
 RECORDING = "recording"   # a transaction=false step ran; its ledger row was being written
+RECORD_COMMITTING = "record-commit"  # ... and that row's COMMIT was sent
 
 
 def run_step(
@@ -93,10 +94,13 @@ def _retrying(conn: psycopg.Connection, step: Step, source: str, migration_id: s
             action(phase)
             return
         except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
-            if phase[0] == COMMITTING:  # a deferred check's lock at COMMIT: rolled back all the same
-                phase[0] = IN_STEP
             # Either way the server rolled back what was in progress, so it is safe to run again.
-            pause_or_give_up(exc, attempt, options, migration_id, step)
+            try:
+                pause_or_give_up(exc, attempt, options, migration_id, step)
+            except LockTimeout as timeout:
+                if first != RECORDING:
+                    raise
+                raise LockTimeout(f"{timeout}; {_STEP_RAN}") from None
         except psycopg.Error as exc:
             raise step_failure(exc, conn, step, source, migration_id, phase[0]) from None
         except KeyboardInterrupt:
@@ -138,7 +142,12 @@ def _record_after(conn: psycopg.Connection, step: Step, migration_id: str, optio
         expected = set_timeouts(conn, step, options, local=True)
         check_still_ours(conn, expected, migration_id, step)
         on_commit(conn)
-        phase[0] = COMMITTING
+        phase[0] = RECORD_COMMITTING
+
+
+# What is true of a transaction=false step whose ledger row was not written.
+_STEP_RAN = ("the step (transaction=false) ran and what it did stays, but it is not recorded: the next run "
+             "runs it again (IF NOT EXISTS makes that safe)")
 
 
 def _interrupted_at(phase: str, migration_id: str, step: Step) -> str:
@@ -147,6 +156,10 @@ def _interrupted_at(phase: str, migration_id: str, step: Step) -> str:
     if phase == COMMITTING:
         return (f"{where}, as it committed: whether it did is unknown (the ledger row commits with a "
                 "migration's last step), and nothing after it ran: 'appdb status' tells")
+    if phase == RECORD_COMMITTING:
+        return (f"{where}, a transaction=false step that had run (what it did stays), as its ledger row "
+                "committed: whether the row did is unknown: 'appdb status' tells; if it says pending, the next "
+                "run runs the step again")
     if phase == AUTOCOMMIT:
         return (f"{where}, a transaction=false step, as it ran: what it did before the cancel stays (a "
                 "CREATE INDEX CONCURRENTLY leaves an INVALID index, which the next run drops and builds "
@@ -275,9 +288,13 @@ _LOCK_FIRST = sql.SQL(
     "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; END IF; ")
 # For each schema a DROP SCHEMA ... CASCADE names: every table in it (partitions and all), in
 # the order of their oids. A schema that does not exist has none.
+# A table the login may not lock (another role's, with no UPDATE, DELETE or TRUNCATE granted) is
+# passed over: the schema's owner may still drop it with CASCADE, and a guard could not count its
+# rows anyway.
 _LOCK_SCHEMA_FIRST = sql.SQL(
     "FOR appdb_table IN SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-    "ON n.oid = c.relnamespace WHERE n.nspname = {schema} AND c.relkind IN ('r', 'p') ORDER BY c.oid LOOP "
+    "ON n.oid = c.relnamespace WHERE n.nspname = {schema} AND c.relkind IN ('r', 'p') "
+    "AND pg_catalog.has_table_privilege(c.oid, 'UPDATE, DELETE, TRUNCATE') ORDER BY c.oid LOOP "
     "EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', appdb_table::pg_catalog.regclass); "
     "END LOOP; ")
 
@@ -441,8 +458,11 @@ def _lost_at(phase: str) -> str:
                 "INDEX CONCURRENTLY leaves an INVALID index, which the next run drops and builds again); "
                 "nothing after it ran, and it is not recorded: run the command again")
     if phase == RECORDING:
-        return ("the step (transaction=false) had run; whether its ledger row was written is unknown: "
-                "'appdb status' tells; if it says pending, run the command again, which runs the step again")
+        return _STEP_RAN
+    if phase == RECORD_COMMITTING:
+        return ("the step (transaction=false) had run, and what it did stays; its ledger row was committing, so "
+                "whether it is recorded is unknown: 'appdb status' tells; if it says pending, the next run runs "
+                "the step again")
     return "the step was rolled back and nothing after it ran: run the command again"
 
 
