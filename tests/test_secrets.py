@@ -584,3 +584,18 @@ def test_a_server_that_closes_the_connection_is_named_as_such(tmp_path):
     listener.close()
     line = result.stderr.strip()
     assert result.returncode == 2 and "the server closed the connection unexpectedly" in line, line
+
+
+def test_the_password_file_is_read_as_libpq_reads_it(tmp_path):
+    """The password ends at its own unescaped colon; a backslash at the line's end is kept (libpq's
+    passwordFromFile); both were read otherwise, so the real password went unmasked."""
+    from appdb.redact import passfile_secrets
+
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("# comment\n127.0.0.1:5432:*:u1:pass:word\n*:*:*:u2:trail\\\n*:*:*:u3:es\\:ca\\\\pe\n"
+                        "too:few:fields\n")
+    assert passfile_secrets(str(passfile)) == {"pass", "trail\\", "es:ca\\pe"}
+
+
+def test_a_password_percent_encoded_in_lower_case_is_masked_too():
+    assert redact("seen: p%c3%a9-secret-%2fx", ["pé-secret-/x"], pieces=False) == "seen: ********"
