@@ -121,10 +121,12 @@ def cmd_apply(args: argparse.Namespace) -> int:
         try:
             outcomes = runner.apply(conn, migrations, options, only=args.only, dry_run=args.dry_run,
                                     progress=progress, group=args.group)
-        except (AppdbError, KeyboardInterrupt, psycopg.Error):
+        except (AppdbError, KeyboardInterrupt, psycopg.Error) as exc:
             if args.json:  # what was applied before the failure or Ctrl-C; the error is main's line on stderr
+                # "uncertain": stopped as they committed, these may be applied or not ('appdb status' tells).
+                uncertain = getattr(exc, "uncertain", [])
                 _to_stdout(lambda: _print_json({"dry_run": args.dry_run, "complete": False,
-                                                "outcomes": [o.as_dict() for o in done]}))
+                                                "outcomes": [o.as_dict() for o in done], "uncertain": uncertain}))
             raise
         current = ledger.status(conn, migrations) if args.json else None
     if args.json:

@@ -20,7 +20,12 @@ INTERRUPTED_EXIT = 130
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C at a moment when "rolled back" would not be true (the commit was on its way, or a
-    ``transaction=false`` step had run): the message says what is known instead."""
+    ``transaction=false`` step had run): the message says what is known instead; ``uncertain``
+    names the migrations whose ledger rows may or may not have committed."""
+
+    def __init__(self, message: str, uncertain: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.uncertain = list(uncertain)
 
 
 class AppdbError(Exception):
@@ -46,7 +51,12 @@ class ConnectError(AppdbError):
 
 
 class MigrationError(AppdbError):
-    """A migration or revert failed; its transaction was rolled back."""
+    """A migration or revert failed: its transaction was rolled back, unless ``uncertain`` names it
+    (the connection went as it committed: its ledger row may or may not be there)."""
+
+    def __init__(self, message: str, lines: Sequence[str] = (), uncertain: Sequence[str] = ()) -> None:
+        super().__init__(message, lines)
+        self.uncertain = list(uncertain)
 
 
 class LockTimeout(MigrationError):

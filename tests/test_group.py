@@ -150,7 +150,7 @@ def test_a_failing_migration_applies_none_of_its_group_and_names_its_file_and_li
     assert result.returncode == 1
     assert "032_more.sql:2: column \"nothing\" does not exist" in line
     assert "none of 031 to 032 (one transaction, --group) was applied" in line
-    assert json.loads(result.stdout) == {"dry_run": False, "complete": False, "outcomes": []}
+    assert json.loads(result.stdout) == {"dry_run": False, "complete": False, "outcomes": [], "uncertain": []}
     assert_none_of_the_group_applied(db, sql_dir)
 
 

@@ -123,7 +123,7 @@ def apply_group(conn: psycopg.Connection, batch: list[Migration], options: Optio
             if not committing:
                 raise
             raise Interrupted(f"interrupted as the transaction of {which} (--group) committed: whether they "
-                              "were applied is unknown: 'appdb status' tells") from None
+                              "were applied is unknown: 'appdb status' tells", [m.id for m in batch]) from None
         except _Unattributed:
             # Rolled back; sent again a migration a query, which tells which one failed. Not a retry.
             per_query = 0
@@ -136,7 +136,7 @@ def apply_group(conn: psycopg.Connection, batch: list[Migration], options: Optio
             attempt += 1
         except psycopg.Error as exc:
             if not at:
-                raise _commit_failure(exc, conn, which) from None
+                raise _commit_failure(exc, conn, which, [m.id for m in batch]) from None
             migration, step = at[-1]
             failure = step_failure(exc, conn, step, shown_path(migration.path), migration.id)
             raise type(failure)(f"{failure}; {not_applied}") from None
@@ -144,13 +144,13 @@ def apply_group(conn: psycopg.Connection, batch: list[Migration], options: Optio
         fresh_session(conn)
 
 
-def _commit_failure(exc: psycopg.Error, conn: psycopg.Connection, which: str) -> MigrationError:
+def _commit_failure(exc: psycopg.Error, conn: psycopg.Connection, which: str, ids: list[str]) -> MigrationError:
     """A group's COMMIT failed: a deferred check refused it (nothing applied), or the connection
     went before the answer came (nobody here can know which way it went)."""
     if conn.broken or exc.diag.sqlstate is None:
         return MigrationError(
             f"the connection to the server was lost during the commit of {which} ({server_message(exc)}), so whether "
-            "they were applied is unknown: 'appdb status' tells, and apply again finishes the job"
+            "they were applied is unknown: 'appdb status' tells, and apply again finishes the job", uncertain=ids
         )
     return MigrationError(
         f"the transaction of {which} failed at its commit: {server_message(exc)} (SQLSTATE {exc.diag.sqlstate}), a "

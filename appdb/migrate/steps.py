@@ -106,7 +106,8 @@ def _retrying(conn: psycopg.Connection, step: Step, source: str, migration_id: s
         except KeyboardInterrupt:
             if phase[0] == IN_STEP:
                 raise
-            raise Interrupted(_interrupted_at(phase[0], migration_id, step)) from None
+            uncertain = [migration_id] if phase[0] in (COMMITTING, RECORD_COMMITTING) else []
+            raise Interrupted(_interrupted_at(phase[0], migration_id, step), uncertain) from None
 
 
 def _transactional(conn: psycopg.Connection, step: Step, migration_id: str, options: Options,
@@ -426,8 +427,9 @@ def step_failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, sourc
     diag = exc.diag
     message = server_message(exc)
     if conn.broken or isinstance(exc, errors.AdminShutdown):
+        uncertain = [migration_id] if phase in (COMMITTING, RECORD_COMMITTING) else []
         return MigrationError(f"{migration_id}, step {step.name}: the connection to the server was lost "
-                              f"({message}); {_lost_at(phase)}")
+                              f"({message}); {_lost_at(phase)}", uncertain=uncertain)
     if diag.sqlstate in REFUSAL_SQLSTATES:
         hint = f" ({diag.message_hint})" if diag.message_hint else ""
         return Refused(f"{migration_id} refused: {message}{hint}")
