@@ -323,6 +323,7 @@ def test_pulumi_killed_during_a_migration_then_up_converges_and_applies_each_mig
         if process is not None:
             _end_session(process.pid)  # the language host and providers the kill left running
         cluster.down()
+        shutil.rmtree(cluster.home, ignore_errors=True)  # its own folder in /tmp, passwords included
 
 
 def _end_session(session: int) -> None:
