@@ -19,9 +19,11 @@ connecting, and by the port actually reached (a service file, PGSERVICE), right 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
+from collections.abc import Callable
 
 import psycopg
 from psycopg import conninfo, pq
@@ -204,7 +206,8 @@ def connect(dsn: str | None, application_name: str = "appdb") -> psycopg.Connect
     except psycopg.ProgrammingError:
         raise ConfigError(f"malformed connection string: libpq refused a parameter {_NOT_SHOWN}") from None
     refuse_transaction_pooler(conn)
-    secrets = known_secrets(raw)
+    # Read when a notice is logged, not at every connect: known_secrets reads the password file.
+    secrets = functools.cache(lambda: known_secrets(raw))
     conn.add_notice_handler(lambda diag: _log_notice(diag, secrets))
     # No statement of psycopg's own is prepared on the server: the runner deallocates every one
     # between migrations (a migration's PREPARE must not reach the next), and appdb runs each
@@ -385,7 +388,9 @@ def _os_user() -> str:
     return getpass.getuser()
 
 
-def _log_notice(diag: psycopg.errors.Diagnostic, secrets: set[str]) -> None:
-    """A server notice, for -v: redacted as every other line is (a migration may RAISE NOTICE anything)."""
-    log.info("server %s: %s", (diag.severity or "notice").lower(),
-             _redact(diag.message_primary or "", secrets, pieces=False))
+def _log_notice(diag: psycopg.errors.Diagnostic, secrets: Callable[[], set[str]]) -> None:
+    """A server notice, for -v: redacted as every other line is (a migration may RAISE NOTICE anything);
+    without -v, nothing is redacted for nobody."""
+    if log.isEnabledFor(logging.INFO):
+        log.info("server %s: %s", (diag.severity or "notice").lower(),
+                 _redact(diag.message_primary or "", secrets(), pieces=False))

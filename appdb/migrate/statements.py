@@ -23,6 +23,7 @@ function bodies) is inside a dollar quote or a string, which the lexer skips who
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -380,11 +381,11 @@ _AFTER_SCHEMA_NAME = frozenset({"cascade", "restrict", "to", "from", "rename", "
                                 "grant", "revoke"})
 
 
-def _is_punct(tokens: tuple[Token, ...], index: int, value: str) -> bool:
+def _is_punct(tokens: Sequence[Token], index: int, value: str) -> bool:
     return 0 <= index < len(tokens) and tokens[index].kind == "punct" and tokens[index].value == value
 
 
-def _in_schema_position(tokens: tuple[Token, ...], index: int) -> bool:
+def _in_schema_position(tokens: Sequence[Token], index: int) -> bool:
     """Whether the name at ``index`` stands where a schema's name goes: right after ``SCHEMA``
     (and ``IF [NOT] EXISTS``), or in a comma list of such names."""
     at = index - 1
@@ -505,18 +506,9 @@ def emptied_tables(statements: list[Statement]) -> list[tuple[str, ...]]:
             position = 1 + _skip_words(tokens, 1, ["table"])
         else:
             continue
-        while position < len(tokens):
-            position += _skip_words(tokens, position, ["only"])
-            parts, position = _name_parts(tokens, position)
-            if not parts:
-                break
+        for parts in _listed_names(tokens, position):
             if parts not in found:
                 found.append(parts)
-            if position < len(tokens) and tokens[position].kind == "punct" and tokens[position].value == "*":
-                position += 1
-            if not (position < len(tokens) and tokens[position].kind == "punct" and tokens[position].value == ","):
-                break
-            position += 1
     return found
 
 
@@ -534,18 +526,14 @@ def emptied_schemas(statements: list[Statement]) -> list[str]:
         tokens = list(statement.tokens)
         if not any(_is_word(token, "cascade") for token in tokens):
             continue
-        position = 2 + _skip_words(tokens, 2, ["if", "exists"])
-        while position < len(tokens):
-            parts, position = _name_parts(tokens, position)
+        for parts in _listed_names(tokens, 2 + _skip_words(tokens, 2, ["if", "exists"])):
             if len(parts) == 1 and parts[0] not in found:
                 found.append(parts[0])
-            if not (position < len(tokens) and tokens[position].kind == "punct" and tokens[position].value == ","):
-                break
-            position += 1
     return found
 
 
 _ROW_WRITES = ("insert", "update", "delete", "merge", "copy", "truncate")
+_CTE_WRITES = ("insert", "update", "delete", "merge")  # the verbs a WITH may hold
 
 
 def first_row_write(statements: list[Statement]) -> tuple[str, int] | None:
@@ -557,7 +545,7 @@ def first_row_write(statements: list[Statement]) -> tuple[str, int] | None:
         if verb in _ROW_WRITES:
             return verb.upper(), statement.line
         if verb == "with":
-            found = next((t.value for t in statement.tokens if t.kind == "word" and t.value in _ROW_WRITES[:4]), None)
+            found = next((t.value for t in statement.tokens if t.kind == "word" and t.value in _CTE_WRITES), None)
             if found:
                 return found.upper(), statement.line
     return None
@@ -585,13 +573,30 @@ def refuse_unqualified_after_search_path(statements: list[Statement], source: st
                     )
 
 
+def _listed_names(tokens: list[Token], position: int) -> list[tuple[str, ...]]:
+    """The names of a comma list at ``position`` (``a, ONLY b.c, d *``), each as its parts."""
+    names: list[tuple[str, ...]] = []
+    while position < len(tokens):
+        position += _skip_words(tokens, position, ["only"])
+        parts, position = _name_parts(tokens, position)
+        if not parts:
+            break
+        names.append(parts)
+        if _is_punct(tokens, position, "*"):  # TRUNCATE t * (its descendants too)
+            position += 1
+        if not _is_punct(tokens, position, ","):
+            break
+        position += 1
+    return names
+
+
 def _name_parts(tokens: list[Token], position: int) -> tuple[tuple[str, ...], int]:
     """``a.b`` (either part quoted or not) at ``position``: its parts, as stored, and where it ends."""
     parts: list[str] = []
     while position < len(tokens) and tokens[position].kind in ("word", "ident"):
         parts.append(_truncate(tokens[position].value))
         position += 1
-        if position < len(tokens) and tokens[position].kind == "punct" and tokens[position].value == ".":
+        if _is_punct(tokens, position, "."):
             position += 1
         else:
             break

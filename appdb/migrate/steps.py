@@ -62,6 +62,25 @@ AUTOCOMMIT = "autocommit"  # a transaction=false step running: what it did so fa
 RECORDING = "recording"   # a transaction=false step ran; its ledger row was being written
 RECORD_COMMITTING = "record-commit"  # ... and that row's COMMIT was sent
 
+# What is known of a step stopped in each phase (a lost connection, Ctrl-C, a lock never had):
+# the one place that says it, so no message claims a rollback that may not have happened.
+KNOWN_AFTER = {
+    IN_STEP: "the step was rolled back and nothing after it ran: run the command again",
+    COMMITTING: ("it stopped as the step committed, so whether the step (and, with a migration's last step, its "
+                 "ledger row) committed is unknown, and nothing after it ran: 'appdb status' tells, then run the "
+                 "command again"),
+    AUTOCOMMIT: ("the step is transaction=false, so what it did before it stopped may stay (a CREATE INDEX "
+                 "CONCURRENTLY leaves an INVALID index, which the next run drops and builds again); nothing after "
+                 "it ran, and it is not recorded: run the command again"),
+    RECORDING: ("the step (transaction=false) ran and what it did stays, but it is not recorded: the next run "
+                "runs it again (IF NOT EXISTS makes that safe)"),
+    RECORD_COMMITTING: ("the step (transaction=false) had run, and what it did stays; its ledger row was committing, "
+                        "so whether it is recorded is unknown: 'appdb status' tells; if it says pending, the next "
+                        "run runs the step again"),
+}
+# The phases after which the migration's ledger row may or may not be there.
+UNCERTAIN = (COMMITTING, RECORD_COMMITTING)
+
 
 def run_step(
     conn: psycopg.Connection,
@@ -100,14 +119,14 @@ def _retrying(conn: psycopg.Connection, step: Step, source: str, migration_id: s
             except LockTimeout as timeout:
                 if first != RECORDING:
                     raise
-                raise LockTimeout(f"{timeout}; {_STEP_RAN}") from None
+                raise LockTimeout(f"{timeout}; {KNOWN_AFTER[RECORDING]}") from None
         except psycopg.Error as exc:
             raise step_failure(exc, conn, step, source, migration_id, phase[0]) from None
         except KeyboardInterrupt:
             if phase[0] == IN_STEP:
                 raise
-            uncertain = [migration_id] if phase[0] in (COMMITTING, RECORD_COMMITTING) else []
-            raise Interrupted(_interrupted_at(phase[0], migration_id, step), uncertain) from None
+            raise Interrupted(f"interrupted at {migration_id}, step {step.name}: {KNOWN_AFTER[phase[0]]}",
+                              [migration_id] if phase[0] in UNCERTAIN else []) from None
 
 
 def _transactional(conn: psycopg.Connection, step: Step, migration_id: str, options: Options,
@@ -144,30 +163,6 @@ def _record_after(conn: psycopg.Connection, step: Step, migration_id: str, optio
         check_still_ours(conn, expected, migration_id, step)
         on_commit(conn)
         phase[0] = RECORD_COMMITTING
-
-
-# What is true of a transaction=false step whose ledger row was not written.
-_STEP_RAN = ("the step (transaction=false) ran and what it did stays, but it is not recorded: the next run "
-             "runs it again (IF NOT EXISTS makes that safe)")
-
-
-def _interrupted_at(phase: str, migration_id: str, step: Step) -> str:
-    """What Ctrl-C leaves, said of the phase it came in."""
-    where = f"interrupted at {migration_id}, step {step.name}"
-    if phase == COMMITTING:
-        return (f"{where}, as it committed: whether it did is unknown (the ledger row commits with a "
-                "migration's last step), and nothing after it ran: 'appdb status' tells")
-    if phase == RECORD_COMMITTING:
-        return (f"{where}, a transaction=false step that had run (what it did stays), as its ledger row "
-                "committed: whether the row did is unknown: 'appdb status' tells; if it says pending, the next "
-                "run runs the step again")
-    if phase == AUTOCOMMIT:
-        return (f"{where}, a transaction=false step, as it ran: what it did before the cancel stays (a "
-                "CREATE INDEX CONCURRENTLY leaves an INVALID index, which the next run drops and builds "
-                "again); nothing after it ran, and it is not recorded: 'appdb status' tells")
-    return (f"{where}, a transaction=false step that had run, as it was being recorded: it is not "
-            "recorded unless 'appdb status' says so; run the command again to record it (the step "
-            "runs again: a transaction=false step must be safe to run twice)")
 
 
 def pause_or_give_up(exc: psycopg.Error, attempt: int, options: Options, migration_id: str, step: Step) -> None:
@@ -427,9 +422,9 @@ def step_failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, sourc
     diag = exc.diag
     message = server_message(exc)
     if conn.broken or isinstance(exc, errors.AdminShutdown):
-        uncertain = [migration_id] if phase in (COMMITTING, RECORD_COMMITTING) else []
         return MigrationError(f"{migration_id}, step {step.name}: the connection to the server was lost "
-                              f"({message}); {_lost_at(phase)}", uncertain=uncertain)
+                              f"({message}); {KNOWN_AFTER[phase]}",
+                              uncertain=[migration_id] if phase in UNCERTAIN else [])
     if diag.sqlstate in REFUSAL_SQLSTATES:
         hint = f" ({diag.message_hint})" if diag.message_hint else ""
         return Refused(f"{migration_id} refused: {message}{hint}")
@@ -447,25 +442,6 @@ def step_failure(exc: psycopg.Error, conn: psycopg.Connection, step: Step, sourc
         # holds transaction-safe statements so runs today, and must go on running.
         hint += "; a transaction=false step holds one statement: give each of this step's its own step"
     return MigrationError(f"{source}:{line}: {message}{hint} (step {step.name}, SQLSTATE {diag.sqlstate})")
-
-
-def _lost_at(phase: str) -> str:
-    """What a lost connection leaves, said of the phase it was lost in."""
-    if phase == COMMITTING:
-        return ("it was lost as the step committed, so whether the step (and, with a migration's last step, "
-                "its ledger row) committed is unknown, and nothing after it ran: 'appdb status' tells, then "
-                "run the command again")
-    if phase == AUTOCOMMIT:
-        return ("the step is transaction=false, so what it did before the connection went may stay (a CREATE "
-                "INDEX CONCURRENTLY leaves an INVALID index, which the next run drops and builds again); "
-                "nothing after it ran, and it is not recorded: run the command again")
-    if phase == RECORDING:
-        return _STEP_RAN
-    if phase == RECORD_COMMITTING:
-        return ("the step (transaction=false) had run, and what it did stays; its ledger row was committing, so "
-                "whether it is recorded is unknown: 'appdb status' tells; if it says pending, the next run runs "
-                "the step again")
-    return "the step was rolled back and nothing after it ran: run the command again"
 
 
 def _in_characters(conn: psycopg.Connection, sent: str, position: int) -> int:
