@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable
 from urllib.parse import quote, unquote
 
@@ -82,17 +83,29 @@ def passfile_secrets(path: str) -> set[str]:
     """Every password in a libpq password file (``host:port:db:user:password``, ``\\:`` and
     ``\\\\`` escaped): libpq may give any of them, so a message masks them all."""
     try:
-        with open(path, "rb") as handle:
-            text = handle.read(1 << 20).decode("utf-8", "surrogateescape")
+        # As libpq: a regular file only (a FIFO would hold appdb at open), read whole.
+        with open(path, "rb", opener=_regular_only) as handle:
+            text = handle.read().decode("utf-8", "surrogateescape")
     except OSError:
         return set()
     found = set()
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
+    for line in text.split("\n"):  # libpq's lines: a \n ends one, a \r before it is dropped
+        line = line.removesuffix("\r")
+        if line and not line.startswith("#"):  # a comment is a # in the first column
             fields = _passfile_fields(line)
             if len(fields) == 5 and fields[4]:
                 found.add(fields[4])
     return found
+
+
+def _regular_only(path: str, flags: int) -> int:
+    """``open``'s opener: non-blocking, so that a FIFO does not wait for a writer, and refused
+    unless what it opened is a regular file."""
+    fd = os.open(path, flags | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(path)  # an OSError: "not a file libpq would read"
+    return fd
 
 
 def _passfile_fields(line: str) -> list[str]:

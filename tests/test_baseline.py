@@ -153,6 +153,7 @@ def test_baseline_refuses_what_it_cannot_check_rows_and_other_schemas(db, tmp_pa
     ("REVOKE ALL ON public.bl_ext FROM anon;", "outside schema app (r public.bl_ext)"),
     # (On 16+ the creator is made a member of the new role too, which is named first.)
     ("CREATE ROLE bl_role NOLOGIN;", "role bl_role)"),
+    ("ALTER ROLE anon CONNECTION LIMIT 0;", "role anon)"),  # a third review: the limit was not compared
 ])
 def test_baseline_sees_rows_and_changes_outside_its_schema_however_they_are_written(db, tmp_path, change, said):
     """The first version compared names and top-level statements: a DO block's insert, CREATE TABLE AS,
@@ -169,6 +170,15 @@ def test_baseline_sees_rows_and_changes_outside_its_schema_however_they_are_writ
     line = one_line_error(refused)
     assert said in line and ("writes rows" in line or "outside schema app (" in line), line
     assert [row[0] for row in ledger(db)] == ["001"]
+
+def test_default_privileges_in_the_compared_schema_are_not_outside_it(db, tmp_path):
+    """A third review: ALTER DEFAULT PRIVILEGES IN SCHEMA app was refused as a change outside app."""
+    sql_dir = tmp_path / "sql"
+    write_migration(sql_dir, "001_dp.sql", "CREATE TABLE IF NOT EXISTS app.dp (id int);\n"
+                                           "ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO authenticated;\n")
+    db.execute("CREATE TABLE app.dp (id int)")
+    result = db.run_cli("baseline", "001", sql_dir=sql_dir)
+    assert "outside schema app" not in result.stderr, result.stderr
 
 def test_baseline_keeps_the_version_order_as_apply_does(db, tmp_path):
     """Recorded after a newer one, an older migration would be reverted out of version order."""

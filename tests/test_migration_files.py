@@ -362,6 +362,10 @@ def test_the_schemas_a_step_drops_with_their_tables_are_read_with_the_file(text,
     "ALTER TABLE app.t SET SCHEMA appdb;",
     "WITH gone AS (DELETE FROM appdb.migrations RETURNING id) SELECT count(*) FROM gone;",
     "CREATE SCHEMA IF NOT EXISTS appdb;",
+    # From a third attack review: statements that run what they name.
+    "EXPLAIN ANALYZE DELETE FROM appdb.migrations WHERE id < '031';",
+    "PREPARE p AS DELETE FROM appdb.migrations;",
+    "SELECT appdb.f();",
 ])
 def test_a_migration_that_names_the_ledgers_schema_is_refused_when_read(text):
     """A transaction=false step that renamed it left every migration pending (an attack review)."""
@@ -381,6 +385,9 @@ def test_a_migration_that_names_the_ledgers_schema_is_refused_when_read(text):
     "SET LOCAL appdb.allow_data_loss = on;",
     "SELECT appdb.id FROM app.x AS appdb;",
     "ALTER TABLE app.t RENAME COLUMN a TO appdb;",
+    "ALTER ROLE app_backend SET appdb.something = 1;",
+    "ALTER DATABASE postgres SET appdb.x = 'y';",
+    "UPDATE app.t AS appdb SET n = appdb.n + 1;",
 ])
 def test_the_word_appdb_elsewhere_is_no_reference_to_the_ledger(text):
     assert parse_steps(text, "x.sql")

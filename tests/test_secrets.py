@@ -599,3 +599,19 @@ def test_the_password_file_is_read_as_libpq_reads_it(tmp_path):
 
 def test_a_password_percent_encoded_in_lower_case_is_masked_too():
     assert redact("seen: p%c3%a9-secret-%2fx", ["pé-secret-/x"], pieces=False) == "seen: ********"
+
+
+def test_the_password_file_is_read_whole_line_by_line_and_only_if_it_is_a_file(tmp_path):
+    """From a third attack review: a FIFO held appdb at open; a form feed, an indented #, or a
+    password past the first MiB hid a password libpq reads."""
+    import os
+
+    from appdb.redact import passfile_secrets
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert passfile_secrets(str(fifo)) == set() and passfile_secrets(str(tmp_path)) == set()
+    passfile = tmp_path / "pgpass"
+    passfile.write_bytes(b"*:*:*:*:Form\x0cTail\r\n  #x:*:*:*:IndentHash99\n#c:*:*:*:NotOne\n"
+                         + b"#" * (1 << 20) + b"\n*:*:*:*:HugeTailPw1234\n")
+    assert passfile_secrets(str(passfile)) == {"Form\x0cTail", "IndentHash99", "HugeTailPw1234"}

@@ -44,8 +44,10 @@ UNION ALL SELECT pg_catalog.format('publication %I all %s: %s', p.pubname, p.pub
     FROM pg_catalog.pg_publication p
 UNION ALL SELECT pg_catalog.format('default privileges %s %s %s %s', d.defaclrole::pg_catalog.regrole,
                                    d.defaclnamespace, d.defaclobjtype, d.defaclacl) FROM pg_catalog.pg_default_acl d
-UNION ALL SELECT pg_catalog.format('role %I %s %s %s %s %s %s %s', r.rolname, r.rolsuper, r.rolinherit,
-                                   r.rolcreaterole, r.rolcreatedb, r.rolcanlogin, r.rolreplication, r.rolbypassrls)
+    WHERE d.defaclnamespace = 0 OR d.defaclnamespace IN (SELECT oid FROM ns)  -- the global ones and outside's
+UNION ALL SELECT pg_catalog.format('role %I %s %s %s %s %s %s %s limit %s until %s', r.rolname, r.rolsuper,
+                                   r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolcanlogin, r.rolreplication,
+                                   r.rolbypassrls, r.rolconnlimit, r.rolvaliduntil)
     FROM pg_catalog.pg_roles r
 UNION ALL SELECT pg_catalog.format('member %s of %s admin %s', m.member::pg_catalog.regrole,
                                    m.roleid::pg_catalog.regrole, m.admin_option) FROM pg_catalog.pg_auth_members m

@@ -357,25 +357,28 @@ def refuse_naming_the_ledger(statements: list[Statement], source: str) -> None:
 
     The ledger lives there; a ``transaction=false`` step that renamed or dropped it would leave
     every migration pending, and the next apply would run them all again. Named means: a
-    qualified name ``appdb.x`` in a statement that changes something (not a ``SET`` of appdb's
-    own settings, nor a query's alias), or ``appdb`` where a schema's name goes (after
-    ``SCHEMA``, ``IF [NOT] EXISTS``, or in the list of ``DROP SCHEMA a, appdb``). A role called
-    appdb, or a column, is not the schema. Only top-level statements are seen, as with every
-    check of the text."""
+    qualified name ``appdb.x`` in any statement (an ``EXPLAIN ANALYZE``, a ``SELECT`` of a
+    function, runs what it names), but a setting of appdb's own (``SET appdb.x``, ``ALTER ROLE ...
+    SET appdb.x``) and a statement that makes ``appdb`` an alias (``AS appdb``); or ``appdb`` where
+    a schema's name goes (after ``SCHEMA``, ``IF [NOT] EXISTS``, or in the list of ``DROP SCHEMA a,
+    appdb``). A role called appdb, or a column, is not the schema. Only top-level statements are
+    seen, as with every check of the text."""
     for statement in statements:
         tokens = statement.tokens
-        changes = statement.words(1)[0] in _CHANGING if tokens else False
+        aliased = any(_is_word(tokens[i - 1], "as") for i, t in enumerate(tokens)
+                      if i and t.kind in ("word", "ident") and t.value == LEDGER_SCHEMA)
         for index, token in enumerate(tokens):
-            if token.kind in ("word", "ident") and token.value == LEDGER_SCHEMA and (
-                    (changes and _is_punct(tokens, index + 1, ".")) or _in_schema_position(tokens, index)):
+            if token.kind not in ("word", "ident") or token.value != LEDGER_SCHEMA:
+                continue
+            setting = index > 0 and tokens[index - 1].kind == "word" and tokens[index - 1].value in _SETTING_WORDS
+            qualified = _is_punct(tokens, index + 1, ".") and not setting and not aliased
+            if qualified or _in_schema_position(tokens, index):
                 raise ConfigError(f"{source}:{token.line}: this statement names the {LEDGER_SCHEMA} schema, where "
                                   "appdb keeps its ledger: a migration must leave it alone (name another schema)")
 
 
-# The statements that change something, where a qualified name is a target (a SELECT's may be an alias).
-_CHANGING = frozenset({"alter", "drop", "create", "truncate", "delete", "update", "insert", "merge", "copy",
-                       "grant", "revoke", "comment", "lock", "security", "reindex", "cluster", "vacuum", "analyze",
-                       "refresh", "import", "with"})
+# The words before a setting's name: appdb.allow_data_loss is appdb's setting, not its schema.
+_SETTING_WORDS = frozenset({"set", "reset", "show", "local", "session"})
 # What may follow a schema's name in a list of schemas (DROP SCHEMA a, b CASCADE; ON SCHEMA a, b TO ...).
 _AFTER_SCHEMA_NAME = frozenset({"cascade", "restrict", "to", "from", "rename", "owner", "authorization", "is",
                                 "grant", "revoke"})
